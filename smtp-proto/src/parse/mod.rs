@@ -1,0 +1,23 @@
+//! Pure, stateless, zero-copy parsers: command lines, paths, MAIL/RCPT parameters, xtext.
+//!
+//! Incomplete input is a [`Status::Partial`], never an error. Errors know the reply the server
+//! should send ([`command::CommandError::reply`]).
+
+pub mod command;
+pub mod params;
+pub mod path;
+pub mod xtext;
+
+pub use command::{parse_command, parse_command_line, Command, CommandError, Verb};
+pub use params::{Body, By, ByMode, MailAuth, MailParams, Notify, Orcpt, ParamError, RcptParams, Ret, UnknownParams};
+pub use path::{Domain, ForwardPath, Mailbox, PathError, ReversePath};
+pub use xtext::XText;
+
+/// The result of a streaming parser: complete, or needs more input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status<T> {
+    /// A complete value.
+    Complete(T),
+    /// More input is needed; nothing was consumed.
+    Partial,
+}
