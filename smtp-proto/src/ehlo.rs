@@ -113,3 +113,19 @@ impl Default for Capabilities {
         }
     }
 }
+
+// ---- temporary stub, replaced by the real writer (wip-sasl) ----
+impl Capabilities {
+    /// stub
+    pub fn write_ehlo(
+        &self,
+        host: &str,
+        greeting: &str,
+        size_limit: Option<u64>,
+        tls_active: bool,
+        out: &mut [u8],
+    ) -> Result<usize, crate::reply::BufferTooSmall> {
+        let _ = (greeting, size_limit, tls_active);
+        crate::reply::Reply::new(250, None, host).write(false, out)
+    }
+}

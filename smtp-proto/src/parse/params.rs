@@ -159,10 +159,12 @@ pub enum ParamError {
 
 /// Parses the parameters after the MAIL FROM path (`input` is what follows the `>`, without CRLF).
 pub fn parse_mail_params(input: &str) -> Result<MailParams<'_>, ParamError> {
-    Ok(MailParams { unknown: UnknownParams { raw: input }, ..Default::default() }) // helper
+    Ok(MailParams { unknown: UnknownParams { raw: input }, ..Default::default() })
+    // helper
 }
 
 /// Parses the parameters after the RCPT TO path.
 pub fn parse_rcpt_params(input: &str) -> Result<RcptParams<'_>, ParamError> {
-    Ok(RcptParams { unknown: UnknownParams { raw: input }, ..Default::default() }) // helper
+    Ok(RcptParams { unknown: UnknownParams { raw: input }, ..Default::default() })
+    // helper
 }

@@ -1,0 +1,191 @@
+//! A scripted-session driver for the server core: a client script (segments the client sends,
+//! waiting for replies between segments), an application policy, and the transcript (events
+//! with data chunks merged, and the reply bytes). Any split of a segment must give the same
+//! transcript.
+#![allow(dead_code)]
+
+use smtp_proto::reply::Reply;
+use smtp_proto::server::{Config, Event, Progress, Server};
+
+/// What the application answers.
+pub type Policy = fn(&Event<'_>, &Server) -> Option<Reply<'static>>;
+
+/// Accept everything.
+pub fn accept_all(_: &Event<'_>, _: &Server) -> Option<Reply<'static>> {
+    None
+}
+
+/// Reject recipients whose local part starts with "bad", and MAIL from "spammer@".
+pub fn picky(ev: &Event<'_>, _: &Server) -> Option<Reply<'static>> {
+    match ev {
+        Event::Rcpt { to: smtp_proto::parse::ForwardPath::Mailbox(m), .. } if m.local_part.starts_with("bad") => {
+            Some(Reply::NO_SUCH_USER)
+        }
+        Event::Mail { from: smtp_proto::parse::ReversePath::Mailbox(m), .. } if m.local_part == "spammer" => {
+            Some(Reply::new(550, Some(smtp_proto::reply::EnhancedCode::new(5, 7, 1)), "Go away"))
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Transcript {
+    pub events: Vec<String>,
+    pub output: Vec<u8>,
+}
+
+impl Transcript {
+    pub fn output_str(&self) -> String {
+        String::from_utf8_lossy(&self.output).into_owned()
+    }
+
+    /// The message bodies received (merged Data events between DataStart and DataEnd).
+    pub fn bodies(&self) -> Vec<String> {
+        self.events.iter().filter_map(|e| e.strip_prefix("Data:")).map(str::to_owned).collect()
+    }
+}
+
+fn escape(b: &[u8]) -> String {
+    b.escape_ascii().to_string()
+}
+
+fn record(t: &mut Transcript, ev: &Event<'_>) {
+    if let Event::Data(d) = ev {
+        if let Some(last) = t.events.last_mut() {
+            if let Some(prev) = last.strip_prefix("Data:") {
+                *last = format!("Data:{prev}{}", escape(d));
+                return;
+            }
+        }
+        t.events.push(format!("Data:{}", escape(d)));
+    } else {
+        t.events.push(format!("{ev:?}"));
+    }
+}
+
+fn drain(server: &mut Server, t: &mut Transcript) {
+    let mut buf = [0u8; 97]; // odd size: exercises partial drains
+    loop {
+        let n = server.poll_transmit(&mut buf);
+        if n == 0 {
+            break;
+        }
+        t.output.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Runs `segments` with each segment cut at `cuts(segment_index, segment)`.
+pub fn run_with(
+    config: Config,
+    policy: Policy,
+    segments: &[&[u8]],
+    cuts: &dyn Fn(usize, &[u8]) -> Vec<usize>,
+) -> Transcript {
+    let mut t = Transcript::default();
+    let mut server = Server::new(config);
+    server.greet("ESMTP test").unwrap();
+    drain(&mut server, &mut t);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut closed = false;
+    for (i, seg) in segments.iter().enumerate() {
+        let mut points = cuts(i, seg);
+        points.retain(|&p| p > 0 && p < seg.len());
+        points.sort_unstable();
+        points.dedup();
+        points.push(seg.len());
+        let mut from = 0;
+        for p in points {
+            if closed {
+                break;
+            }
+            buf.extend_from_slice(&seg[from..p]);
+            from = p;
+            closed = feed(&mut server, &mut buf, policy, &mut t);
+            drain(&mut server, &mut t);
+        }
+        if server.is_tls_pending() {
+            // The client does its handshake after reading the 220: what it sent before is gone.
+            server.tls_established().unwrap();
+            t.events.push("TLS".into());
+        }
+    }
+    t
+}
+
+/// Feeds the buffer until the core needs input; returns true once the session closed.
+fn feed(server: &mut Server, buf: &mut Vec<u8>, policy: Policy, t: &mut Transcript) -> bool {
+    let mut guard = 0;
+    loop {
+        guard += 1;
+        assert!(guard < 1_000_000, "livelock");
+        let r = server.handle_input(buf).unwrap();
+        let consumed = r.consumed;
+        let mut done = false;
+        let mut closed = false;
+        match r.progress {
+            Progress::Event(ev) => {
+                record(t, &ev);
+                if ev.needs_decision() {
+                    match policy(&ev, server) {
+                        None => server.accept().unwrap(),
+                        Some(reply) => server.reply(reply).unwrap(),
+                    }
+                    // LMTP: one decision per recipient.
+                    while server.is_pending() {
+                        server.accept().unwrap();
+                    }
+                }
+            }
+            Progress::NeedInput => done = true,
+            Progress::Flush => drain(server, t),
+            Progress::Closed => {
+                done = true;
+                closed = true;
+            }
+            _ => unreachable!(),
+        }
+        buf.drain(..consumed);
+        if done {
+            return closed;
+        }
+    }
+}
+
+pub fn run(config: Config, policy: Policy, segments: &[&[u8]]) -> Transcript {
+    run_with(config, policy, segments, &|_, _| vec![])
+}
+
+/// Runs whole, byte by byte, at every single split point and (for short segments) every pair,
+/// asserting that every run gives the same transcript; returns it.
+pub fn run_all_splits(config: Config, policy: Policy, segments: &[&[u8]]) -> Transcript {
+    let whole = run(config, policy, segments);
+    let bytewise = run_with(config, policy, segments, &|_, s| (1..s.len()).collect());
+    assert_eq!(whole, bytewise, "byte-at-a-time differs");
+    for (i, seg) in segments.iter().enumerate() {
+        for p in 1..seg.len() {
+            let t = run_with(config, policy, segments, &|j, _| {
+                if j == i {
+                    vec![p]
+                } else {
+                    vec![]
+                }
+            });
+            assert_eq!(whole, t, "split of segment {i} at {p} differs");
+        }
+        if seg.len() <= 160 {
+            for p in 1..seg.len() {
+                for q in p + 1..seg.len() {
+                    let t = run_with(config, policy, segments, &|j, _| {
+                        if j == i {
+                            vec![p, q]
+                        } else {
+                            vec![]
+                        }
+                    });
+                    assert_eq!(whole, t, "split of segment {i} at {p},{q} differs");
+                }
+            }
+        }
+    }
+    whole
+}
