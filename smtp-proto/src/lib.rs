@@ -1,4 +1,90 @@
 //! A `no_std`, sans-IO, heap-free SMTP protocol core.
+//!
+//! `smtp-proto` knows SMTP and nothing else: **no sockets, no clock, no TLS, no files, no
+//! queue, no heap**. You feed it bytes; it hands back events (a command, a piece of message
+//! content, ...) borrowing from your buffer, waits for your decision where policy is involved,
+//! and gives you the reply bytes to send. The same core runs under blocking `std::net`
+//! (`smtp-std`), tokio (`examples/tokio_server.rs`), or on a microcontroller.
+//!
+//! ```text
+//!  socket/TLS ──bytes──▶ Server::handle_input ──Event<'b>──▶ application (policy, storage)
+//!  socket/TLS ◀─bytes── Server::poll_transmit  ◀──accept()/reply()── application
+//! ```
+//!
+//! # Modules
+//! - [`parse`]: pure, zero-copy parsers for command lines, paths and ESMTP parameters.
+//! - [`reply`]: the one table of reply codes with enhanced status codes, and the reply writer.
+//! - [`ehlo`]: capabilities and the EHLO response.
+//! - [`data`]: the DATA path — streaming dot-unstuffing (receive) and dot-stuffing (send).
+//! - [`sasl`]: base64 and the SASL payloads of AUTH.
+//! - [`server`]: the server state machine.
+//!
+//! # The run loop
+//!
+//! **After every call that can produce output, drain [`server::Server::poll_transmit`] before
+//! reading the socket again.** Keep unconsumed input in your buffer and feed it again.
+//!
+//! ```
+//! use smtp_proto::server::{Config, Event, Progress, Server};
+//!
+//! let mut server = Server::new(Config::new("mx.example.org"));
+//! server.greet("ESMTP ready").unwrap();
+//!
+//! // What a client sends (a real binding reads it from a socket, piece by piece).
+//! let mut input: Vec<u8> =
+//!     b"EHLO client.example\r\nMAIL FROM:<a@client.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n".to_vec();
+//! let mut sent = Vec::new();
+//! let mut message = Vec::new();
+//! let mut out = [0u8; 1024];
+//! let mut step = 0;
+//! loop {
+//!     let r = server.handle_input(&input).unwrap();
+//!     let mut need_input = false;
+//!     match r.progress {
+//!         Progress::Event(Event::Data(chunk)) => message.extend_from_slice(chunk),
+//!         Progress::Event(ev) if ev.needs_decision() => server.accept().unwrap(), // your policy here
+//!         Progress::Event(_) => {}
+//!         Progress::NeedInput | Progress::Flush => need_input = true,
+//!         Progress::Closed => break,
+//!     }
+//!     input.drain(..r.consumed);
+//!     if need_input {
+//!         // Drain the replies, then "read the socket".
+//!         loop {
+//!             let n = server.poll_transmit(&mut out);
+//!             if n == 0 { break; }
+//!             sent.extend_from_slice(&out[..n]);
+//!         }
+//!         step += 1;
+//!         match step {
+//!             1 => input.extend_from_slice(b"Subject: hi\r\n\r\n..hello\r\n.\r\n"),
+//!             2 => input.extend_from_slice(b"QUIT\r\n"),
+//!             _ => break,
+//!         }
+//!     }
+//! }
+//! while let n @ 1.. = server.poll_transmit(&mut out) {
+//!     sent.extend_from_slice(&out[..n]);
+//! }
+//! assert_eq!(message, b"Subject: hi\r\n\r\n.hello\r\n");
+//! let sent = String::from_utf8(sent).unwrap();
+//! assert!(sent.starts_with("220 mx.example.org ESMTP ready\r\n250-mx.example.org\r\n"));
+//! assert!(sent.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Message accepted\r\n221 2.0.0 mx.example.org Bye\r\n"));
+//! ```
+//!
+//! # Security notes
+//! - **SMTP smuggling**: only `CRLF . CRLF` ends a message, at any split of the input. A bare
+//!   CR or LF in content is rejected by default (`550 5.5.2` once, after the real end; the
+//!   session never goes back to commands mid-message), or passed through unchanged by policy.
+//!   See [`data`].
+//! - **STARTTLS command injection** (CVE-2011-0411): plaintext after the STARTTLS line is
+//!   discarded and reported ([`server::Event::PlaintextDiscarded`]), never executed; after the
+//!   handshake the session starts over before EHLO.
+//! - **Synchronisation**: bytes before the greeting or right after the DATA line are answered
+//!   `554 5.5.0` and the session closes (configurable).
+//! - **Limits**: command line, AUTH line, text line, message size, recipients, errors and junk
+//!   commands are explicit in [`server::Config`]; an over-long line is discarded, not buffered.
+//! - **No panics on input**: every parser and state machine is fuzzed (`fuzz/`).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -14,3 +100,6 @@ pub mod parse;
 pub mod reply;
 pub mod sasl;
 pub mod server;
+
+pub use reply::{EnhancedCode, Reply};
+pub use server::{Config, Event, Progress, Server};

@@ -142,7 +142,6 @@ fn feed(server: &mut Server, buf: &mut Vec<u8>, policy: Policy, t: &mut Transcri
                 done = true;
                 closed = true;
             }
-            _ => unreachable!(),
         }
         buf.drain(..consumed);
         if done {
