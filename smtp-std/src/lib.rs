@@ -1,5 +1,89 @@
-//! Blocking `std::net` binding of [`smtp_proto`]: an embeddable SMTP server, a client and the
-//! `smtp-std` program. Work in progress: the server lands with issue #4.
+//! Blocking `std::net` binding of [`smtp_proto`]: an embeddable SMTP server (plain, STARTTLS
+//! and implicit TLS with rustls) and the `smtp-std` program that receives mail into a Maildir.
+//!
+//! This crate holds **no SMTP logic**: it moves bytes between sockets and the sans-IO core,
+//! turns the core's per-state timeouts into socket read timeouts, and calls your [`Handler`]
+//! for every decision the core leaves to the application. Syntax, sequencing, limits, the DATA
+//! path (dot-unstuffing, the SMTP smuggling defence), STARTTLS command-injection defence and
+//! the AUTH rules are all the core's.
+//!
+//! ```text
+//!  TcpStream / rustls ──bytes──▶ smtp_proto::Server ──Event──▶ Handler (connect, helo, auth,
+//!  TcpStream / rustls ◀─bytes── poll_transmit ◀──Decision──── mail_from, rcpt_to, data_*, close)
+//! ```
+//!
+//! # Embedding
+//!
+//! One thread accepts, one thread serves each connection (up to [`Options::max_clients`]).
+//! The handler is cloned per connection, so `&mut self` holds per-connection state.
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::sync::{Arc, Mutex};
+//! use smtp_std::{Decision, Handler, Options, Server, Session};
+//!
+//! #[derive(Clone, Default)]
+//! struct Collect { body: Vec<u8>, inbox: Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>> }
+//!
+//! impl Handler for Collect {
+//!     fn data_chunk(&mut self, _: &Session, chunk: &[u8]) -> std::io::Result<()> {
+//!         self.body.extend_from_slice(chunk); // a real server streams to disk instead
+//!         Ok(())
+//!     }
+//!     fn data_end(&mut self, s: &Session, _size: u64) -> Decision {
+//!         let body = std::mem::take(&mut self.body);
+//!         self.inbox.lock().unwrap().push((s.envelope.rcpt_to.clone(), body));
+//!         Decision::Accept // only once the message is safe
+//!     }
+//! }
+//!
+//! let handler = Collect::default();
+//! let inbox = handler.inbox.clone();
+//! let mut server = Server::new(Options::new("mx.example.org"), handler);
+//! let addr = server.listen("127.0.0.1:0")?;
+//! let running = server.spawn();
+//!
+//! // A client, by hand.
+//! let mut c = std::net::TcpStream::connect(addr)?;
+//! let mut r = BufReader::new(c.try_clone()?);
+//! let mut line = String::new();
+//! for cmd in ["EHLO me", "MAIL FROM:<a@b.example>", "RCPT TO:<you@mx.example.org>", "DATA",
+//!             "Subject: hi\r\n\r\nhello\r\n.", "QUIT"] {
+//!     loop { // read the whole (multi-line) reply
+//!         line.clear();
+//!         r.read_line(&mut line)?;
+//!         if line.len() < 4 || line.as_bytes()[3] == b' ' { break; }
+//!     }
+//!     write!(c, "{cmd}\r\n")?;
+//! }
+//! # let _ = r.read_line(&mut line);
+//! running.shutdown()?;
+//! # if false {
+//! assert_eq!(inbox.lock().unwrap()[0].1, b"Subject: hi\r\n\r\nhello\r\n");
+//! # }
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Security notes
+//! - **STARTTLS injection** (CVE-2011-0411): after the `220` to STARTTLS, the rest of the read
+//!   buffer goes to the core, which reports it as [`proto::Event::PlaintextDiscarded`] (logged)
+//!   and never executes it; only then does the handshake start.
+//! - **AUTH in clear text** is refused (`538 5.7.11`) unless
+//!   [`Options::allow_insecure_auth`]; passwords are never logged.
+//! - **Timeouts**: every read is bounded by the core's timeout for the current state; when it
+//!   fires the client gets `421 4.4.2` and the connection closes.
+//! - **Concurrency cap**: past [`Options::max_clients`], `421 4.7.0` and close, no thread.
+//! - **Never a panic on peer input**; `#![forbid(unsafe_code)]`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod handler;
+pub mod maildir;
+pub mod received;
+mod server;
+mod session;
+pub mod tls;
+
+pub use handler::{AuthRequest, Decision, Envelope, Handler, OwnedReply, Session, Sink};
+pub use server::{Options, Running, Server, ShutdownHandle};
 pub use smtp_proto as proto;

@@ -1,0 +1,306 @@
+//! Delivery into a Maildir, and the handler of the `smtp-std serve` program.
+//!
+//! Each message streams into `tmp/<unique>` (never whole in memory), is `fsync`ed, renamed into
+//! `new/`, and `new/` is `fsync`ed — all before the `250` goes out. A message that does not
+//! end well (refused, connection lost) leaves nothing in `new/` and its `tmp/` file is removed.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use smtp_proto::data::DataError;
+use smtp_proto::parse::{Domain, ForwardPath, RcptParams};
+use smtp_proto::Reply;
+
+use crate::handler::{AuthRequest, Decision, Handler, Session};
+use crate::received::received_header;
+
+/// A Maildir: `tmp/`, `new/` and `cur/` under one directory.
+#[derive(Debug, Clone)]
+pub struct Maildir {
+    root: PathBuf,
+    host: String,
+}
+
+/// Unique within this process (the `Q` part of a Maildir name).
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The host name of this machine (for Maildir names and defaults), `localhost` if unknown.
+pub fn system_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+impl Maildir {
+    /// Opens `root`, creating `tmp/`, `new/` and `cur/` as needed.
+    pub fn create(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        for sub in ["tmp", "new", "cur"] {
+            fs::create_dir_all(root.join(sub))?;
+        }
+        // The Maildir spec: '/' and ':' in the host name are written as octal escapes.
+        let host = system_hostname().replace('/', "\\057").replace(':', "\\072");
+        Ok(Self { root, host })
+    }
+
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// A unique file name: `<secs>.M<usec>P<pid>Q<counter>.<host>` (the Maildir convention).
+    pub fn unique_name(&self) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let q = COUNTER.fetch_add(1, Ordering::Relaxed);
+        format!("{}.M{}P{}Q{}.{}", now.as_secs(), now.subsec_micros(), std::process::id(), q, self.host)
+    }
+
+    /// Starts a message: creates `tmp/<unique>`.
+    pub fn begin(&self) -> io::Result<Delivery> {
+        let name = self.unique_name();
+        let tmp = self.root.join("tmp").join(&name);
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok(Delivery { file: Some(BufWriter::with_capacity(64 * 1024, file)), tmp, name, size: 0, root: self.root.clone() })
+    }
+}
+
+/// A message being written into `tmp/`. Dropped without [`Delivery::commit`], its file is
+/// removed.
+#[derive(Debug)]
+pub struct Delivery {
+    file: Option<BufWriter<File>>,
+    tmp: PathBuf,
+    name: String,
+    size: u64,
+    root: PathBuf,
+}
+
+impl Delivery {
+    /// The unique name (also used as the queue id in replies and logs).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Octets written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends bytes to the message.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let f = self.file.as_mut().ok_or_else(|| io::Error::other("delivery already finished"))?;
+        f.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the message durable: flush, `fsync` the file, rename it into `new/`, `fsync`
+    /// `new/`. Returns the final path.
+    pub fn commit(mut self) -> io::Result<PathBuf> {
+        let f = self.file.take().ok_or_else(|| io::Error::other("delivery already finished"))?;
+        let file = f.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        let new_dir = self.root.join("new");
+        let dest = new_dir.join(&self.name);
+        fs::rename(&self.tmp, &dest)?;
+        File::open(&new_dir)?.sync_all()?;
+        self.tmp = PathBuf::new();
+        Ok(dest)
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            self.file = None;
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// AUTH users: `user:password` lines (`#` comments and blank lines ignored).
+#[derive(Debug, Clone, Default)]
+pub struct Users {
+    users: HashMap<String, String>,
+}
+
+impl Users {
+    /// Parses the users file format.
+    pub fn parse(text: &str) -> io::Result<Self> {
+        let mut users = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let Some((user, pass)) = line.split_once(':') else {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("line {}: expected user:password", n + 1)));
+            };
+            users.insert(user.to_owned(), pass.to_owned());
+        }
+        Ok(Self { users })
+    }
+
+    /// Reads and parses a users file.
+    pub fn load(path: &Path) -> io::Result<Self> {
+        let text = fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// Whether `user` exists with `password` (compared in constant time).
+    pub fn check(&self, user: &str, password: &str) -> bool {
+        let Some(expected) = self.users.get(user) else {
+            return false;
+        };
+        let (a, b) = (expected.as_bytes(), password.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+/// Policy of the [`MaildirHandler`].
+#[derive(Debug)]
+pub struct MaildirPolicy {
+    /// Where messages go.
+    pub maildir: Maildir,
+    /// Our name, in the `Received:` header.
+    pub hostname: String,
+    /// Accepted recipient domains (lower case); empty: accept every recipient. Other domains
+    /// are refused `550 5.7.1 Relay access denied` unless the client authenticated.
+    pub domains: Vec<String>,
+    /// AUTH users; `None`: every AUTH is refused.
+    pub users: Option<Users>,
+}
+
+/// The handler of `smtp-std serve`: stores every accepted message into a Maildir with a
+/// `Received:` header, checks AUTH against a [`Users`] list and recipients against the
+/// accepted domains.
+#[derive(Debug, Clone)]
+pub struct MaildirHandler {
+    policy: Arc<MaildirPolicy>,
+    current: Option<Delivery>,
+}
+
+impl MaildirHandler {
+    /// A handler with this policy.
+    pub fn new(policy: MaildirPolicy) -> Self {
+        Self { policy: Arc::new(policy), current: None }
+    }
+}
+
+impl Clone for Delivery {
+    /// A clone of a delivery in progress is never useful: handlers are cloned only between
+    /// connections, when no message is open. The clone is an empty, finished delivery.
+    fn clone(&self) -> Self {
+        Delivery { file: None, tmp: PathBuf::new(), name: self.name.clone(), size: 0, root: self.root.clone() }
+    }
+}
+
+fn domain_accepted(domains: &[String], to: &ForwardPath<'_>) -> bool {
+    match to {
+        ForwardPath::Postmaster => true,
+        ForwardPath::Mailbox(m) => match m.domain {
+            Domain::Name(name) => {
+                let name = name.trim_end_matches('.');
+                domains.iter().any(|d| d.eq_ignore_ascii_case(name))
+            }
+            _ => false,
+        },
+    }
+}
+
+impl Handler for MaildirHandler {
+    fn auth(&mut self, _session: &Session, auth: &AuthRequest<'_>) -> Decision {
+        let ok = self.policy.users.as_ref().is_some_and(|u| u.check(auth.identity, auth.secret))
+            && auth.authzid.map_or(true, |z| z == auth.identity);
+        if ok {
+            Decision::Accept
+        } else {
+            Reply::AUTH_FAILED.into()
+        }
+    }
+
+    fn rcpt_to(&mut self, session: &Session, to: &ForwardPath<'_>, _params: &RcptParams<'_>) -> Decision {
+        let p = &self.policy;
+        if p.domains.is_empty() || session.user.is_some() || domain_accepted(&p.domains, to) {
+            Decision::Accept
+        } else {
+            Reply::RELAY_DENIED.into()
+        }
+    }
+
+    fn data_start(&mut self, session: &Session) -> Decision {
+        self.current = None;
+        match self.policy.maildir.begin() {
+            Ok(mut d) => {
+                let header = received_header(session, &self.policy.hostname, d.name(), SystemTime::now());
+                if let Err(e) = d.write(header.as_bytes()) {
+                    tracing::error!("cannot write into {}: {e}", self.policy.maildir.path().display());
+                    return Reply::LOCAL_ERROR.into();
+                }
+                self.current = Some(d);
+                Decision::Accept
+            }
+            Err(e) => {
+                tracing::error!("cannot create a message in {}/tmp: {e}", self.policy.maildir.path().display());
+                Reply::LOCAL_ERROR.into()
+            }
+        }
+    }
+
+    fn data_chunk(&mut self, _session: &Session, chunk: &[u8]) -> io::Result<()> {
+        match self.current.as_mut() {
+            Some(d) => d.write(chunk),
+            None => Err(io::Error::other("no message open")),
+        }
+    }
+
+    fn data_end(&mut self, _session: &Session, _size: u64) -> Decision {
+        let Some(d) = self.current.take() else {
+            return Reply::LOCAL_ERROR.into();
+        };
+        let (name, size) = (d.name().to_owned(), d.size());
+        match d.commit() {
+            Ok(path) => {
+                tracing::info!(path = %path.display(), size, "stored message");
+                Decision::reply(250, Some((2, 0, 0)), format!("Ok: queued as {name}"))
+            }
+            Err(e) => {
+                tracing::error!("cannot store the message: {e}");
+                Reply::LOCAL_ERROR.into()
+            }
+        }
+    }
+
+    fn data_abort(&mut self, _session: &Session, error: Option<DataError>) {
+        if let Some(d) = self.current.take() {
+            tracing::info!(?error, id = d.name(), "message discarded");
+        }
+    }
+
+    fn close(&mut self, _session: &Session) {
+        self.current = None;
+    }
+}
