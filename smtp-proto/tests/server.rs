@@ -492,3 +492,63 @@ fn api_misuse_is_a_typed_error() {
     assert_eq!(s.reply(Reply::new(354, None, "go")), Err(smtp_proto::server::ApiMisuse::WrongReplyCode));
     s.accept().unwrap();
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SCRIPTS: &[&[&[u8]]] = &[
+        &[
+            b"EHLO c\r\n",
+            b"MAIL FROM:<a@x.example> BODY=8BITMIME\r\nRCPT TO:<b@y.example> NOTIFY=SUCCESS,FAILURE\r\nRCPT TO:<bad@y.example>\r\nDATA\r\n",
+            b"From: a\r\n\r\n..x\r\n.y\r\n\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n",
+        ],
+        &[b"EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n", b"a\nb\r\n.\r\nNOOP\r\n"],
+        &[b"EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nBDAT 3\r\nab\rBDAT 2 LAST\r\n\r\nQUIT\r\n"],
+        &[b"EHLO c\r\n", b"STARTTLS\r\nRSET\r\n", b"EHLO c\r\nXYZ\r\nMAIL FROM:<>\r\n"],
+        &[b"HELO c\r\nMAIL FROM:<a@x.example> SIZE=99999999999\r\nVRFY x\r\nAUTH PLAIN\r\n"],
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn any_split_gives_the_same_transcript(
+            script in 0..SCRIPTS.len(),
+            cuts in proptest::collection::vec(proptest::collection::vec(0usize..400, 0..12), 3),
+        ) {
+            let segs = SCRIPTS[script];
+            let whole = run(config(), picky, segs);
+            let split = common::run_with(config(), picky, segs, &|i, _| cuts.get(i).cloned().unwrap_or_default());
+            prop_assert_eq!(whole, split);
+        }
+    }
+
+    const TOKENS: &[&[u8]] = &[
+        b"EHLO c\r\n", b"HELO c\r\n", b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n",
+        b"DATA\r\n", b"BDAT 4\r\n", b"BDAT 2 LAST\r\n", b"RSET\r\n", b"STARTTLS\r\n", b"AUTH LOGIN\r\n",
+        b"dXNlcg==\r\n", b"*\r\n", b".\r\n", b"\r\n.\r\n", b"\r\n", b"\n", b"\r", b".", b"..", b"\0", b"x", b"QUIT\r\n",
+        b"MAIL FROM:<j\xc3\xa9@x.example> SMTPUTF8\r\n", b"\xff\xfe", b"NOOP\r\n",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_token_streams_split_anywhere_give_the_same_transcript(
+            toks in proptest::collection::vec(0..TOKENS.len(), 0..40),
+            cuts in proptest::collection::vec(0usize..600, 0..20),
+            allow in any::<bool>(),
+        ) {
+            let input: Vec<u8> = toks.iter().flat_map(|&i| TOKENS[i].iter().copied()).collect();
+            let mut c = config();
+            c.reject_pipelined_data = false;
+            c.allow_insecure_auth = true;
+            c.capabilities.auth = AuthMechanisms::none().with(AuthMechanisms::LOGIN);
+            if allow {
+                c.bare_line_endings = BarePolicy::Allow;
+            }
+            let whole = run(c, picky, &[&input]);
+            let split = common::run_with(c, picky, &[&input], &|_, _| cuts.clone());
+            prop_assert_eq!(whole, split);
+        }
+    }
+}

@@ -50,6 +50,15 @@ fn escape(b: &[u8]) -> String {
 }
 
 fn record(t: &mut Transcript, ev: &Event<'_>) {
+    // How plaintext after STARTTLS arrives in pieces depends on the split: merge the counts.
+    if let Event::PlaintextDiscarded { len } = ev {
+        if let Some(last) = t.events.last_mut() {
+            if let Some(prev) = last.strip_prefix("PlaintextDiscarded { len: ").and_then(|r| r.strip_suffix(" }")) {
+                *last = format!("PlaintextDiscarded {{ len: {} }}", prev.parse::<usize>().unwrap() + len);
+                return;
+            }
+        }
+    }
     if let Event::Data(d) = ev {
         if let Some(last) = t.events.last_mut() {
             if let Some(prev) = last.strip_prefix("Data:") {
