@@ -51,10 +51,7 @@ impl AuthMechanisms {
     }
     /// The mechanism bit for a name (case-insensitive), if known.
     pub fn from_name(name: &str) -> Option<u16> {
-        Self::ALL
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(name))
-            .map(|(b, _)| *b)
+        Self::ALL.iter().find(|(_, n)| n.eq_ignore_ascii_case(name)).map(|(b, _)| *b)
     }
 }
 
@@ -130,9 +127,7 @@ impl AuthMechanisms {
     /// assert_eq!(set, AuthMechanisms::none().with(AuthMechanisms::PLAIN).with(AuthMechanisms::LOGIN));
     /// ```
     pub fn from_list(list: &str) -> Self {
-        list.split([' ', '\t'])
-            .filter_map(Self::from_name)
-            .fold(Self::none(), Self::with)
+        list.split([' ', '\t']).filter_map(Self::from_name).fold(Self::none(), Self::with)
     }
 }
 
@@ -166,10 +161,7 @@ struct Out<'o> {
 impl Out<'_> {
     fn bytes(&mut self, b: &[u8]) -> Result<(), BufferTooSmall> {
         let end = self.len.checked_add(b.len()).ok_or(BufferTooSmall)?;
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(BufferTooSmall)?
-            .copy_from_slice(b);
+        self.buf.get_mut(self.len..end).ok_or(BufferTooSmall)?.copy_from_slice(b);
         self.len = end;
         Ok(())
     }
@@ -278,12 +270,7 @@ impl Capabilities {
         }
     }
 
-    fn items(
-        &self,
-        size_limit: Option<u64>,
-        tls_active: bool,
-        now: Option<u64>,
-    ) -> ([Item; 16], usize) {
+    fn items(&self, size_limit: Option<u64>, tls_active: bool, now: Option<u64>) -> ([Item; 16], usize) {
         let mut items = [Item::Word(""); 16];
         let mut n = 0;
         let mut push = |on: bool, item: Item| {
@@ -301,10 +288,7 @@ impl Capabilities {
         push(self.chunking, Item::Word("CHUNKING"));
         push(self.chunking && self.binarymime, Item::Word("BINARYMIME"));
         push(self.dsn, Item::Word("DSN"));
-        push(
-            self.enhanced_status_codes,
-            Item::Word("ENHANCEDSTATUSCODES"),
-        );
+        push(self.enhanced_status_codes, Item::Word("ENHANCEDSTATUSCODES"));
         push(self.starttls && !tls_active, Item::Word("STARTTLS"));
         push(!self.auth.is_empty(), Item::Auth(self.auth));
         push(self.requiretls && tls_active, Item::Word("REQUIRETLS"));
@@ -312,10 +296,7 @@ impl Capabilities {
         if let (Some(interval), Some(now)) = (self.future_release, now) {
             let interval = interval.min(FUTURERELEASE_MAX_INTERVAL);
             let until = now.saturating_add(interval);
-            push(
-                until <= LAST_RFC3339_SECOND,
-                Item::FutureRelease(interval, until),
-            );
+            push(until <= LAST_RFC3339_SECOND, Item::FutureRelease(interval, until));
         }
         if let Some(min) = self.deliver_by {
             push(true, Item::DeliverBy(min));
@@ -485,9 +466,7 @@ impl Capabilities {
     /// assert!(caps.size && !caps.pipelining);
     /// assert_eq!(caps.auth, AuthMechanisms::from_list("PLAIN LOGIN"));
     /// ```
-    pub fn from_ehlo_lines<'a>(
-        lines: impl Iterator<Item = &'a str>,
-    ) -> (Capabilities, Option<u64>) {
+    pub fn from_ehlo_lines<'a>(lines: impl Iterator<Item = &'a str>) -> (Capabilities, Option<u64>) {
         let mut caps = Capabilities::none();
         let mut size = None;
         for line in lines.skip(1) {
@@ -510,9 +489,7 @@ impl Capabilities {
                 Keyword::Auth(list) => caps.auth.0 |= AuthMechanisms::from_list(list).0,
                 Keyword::RequireTls => caps.requiretls = true,
                 Keyword::MtPriority(_) => caps.mt_priority = true,
-                Keyword::FutureRelease { max_interval, .. } => {
-                    caps.future_release = Some(max_interval)
-                }
+                Keyword::FutureRelease { max_interval, .. } => caps.future_release = Some(max_interval),
                 Keyword::DeliverBy(min) => caps.deliver_by = Some(min.unwrap_or(0)),
                 Keyword::Vrfy => caps.vrfy = true,
                 Keyword::Help => caps.help = true,
@@ -616,10 +593,7 @@ pub fn parse_ehlo_line(line: &str) -> Option<Keyword<'_>> {
         line = &line[4..];
     }
     let line = line.trim_matches([' ', '\t']);
-    if line
-        .get(..5)
-        .is_some_and(|p| p.eq_ignore_ascii_case("AUTH="))
-    {
+    if line.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("AUTH=")) {
         return Some(Keyword::Auth(line[5..].trim_start_matches([' ', '\t'])));
     }
     let (keyword, params) = match line.find([' ', '\t']) {
@@ -627,8 +601,7 @@ pub fn parse_ehlo_line(line: &str) -> Option<Keyword<'_>> {
         None => (line, ""),
     };
     let kb = keyword.as_bytes();
-    if !kb.first().is_some_and(u8::is_ascii_alphanumeric)
-        || !kb.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+    if !kb.first().is_some_and(u8::is_ascii_alphanumeric) || !kb.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
     {
         return None;
     }
@@ -665,10 +638,7 @@ pub fn parse_ehlo_line(line: &str) -> Option<Keyword<'_>> {
     } else if is("FUTURERELEASE") {
         let mut parts = params.split([' ', '\t']).filter(|p| !p.is_empty());
         match (parts.next().and_then(parse_u64), parts.next(), parts.next()) {
-            (Some(max_interval), Some(max_datetime), None) => Keyword::FutureRelease {
-                max_interval,
-                max_datetime,
-            },
+            (Some(max_interval), Some(max_datetime), None) => Keyword::FutureRelease { max_interval, max_datetime },
             _ => unknown,
         }
     } else if is("DELIVERBY") {
@@ -689,17 +659,9 @@ mod tests {
     use std::string::String;
     use std::vec::Vec;
 
-    fn ehlo(
-        caps: &Capabilities,
-        host: &str,
-        greeting: &str,
-        size: Option<u64>,
-        tls: bool,
-    ) -> String {
+    fn ehlo(caps: &Capabilities, host: &str, greeting: &str, size: Option<u64>, tls: bool) -> String {
         let mut out = [0u8; MAX_EHLO_RESPONSE];
-        let n = caps
-            .write_ehlo(host, greeting, size, tls, &mut out)
-            .unwrap();
+        let n = caps.write_ehlo(host, greeting, size, tls, &mut out).unwrap();
         String::from_utf8(out[..n].to_vec()).unwrap()
     }
 
@@ -727,13 +689,7 @@ mod tests {
     #[test]
     fn default_caps_exact_bytes() {
         assert_eq!(
-            ehlo(
-                &Capabilities::default(),
-                "mx.example.org",
-                "Hello",
-                Some(10_485_760),
-                false
-            ),
+            ehlo(&Capabilities::default(), "mx.example.org", "Hello", Some(10_485_760), false),
             "250-mx.example.org Hello\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n250-8BITMIME\r\n\
              250-SMTPUTF8\r\n250-CHUNKING\r\n250-DSN\r\n250 ENHANCEDSTATUSCODES\r\n"
         );
@@ -742,25 +698,12 @@ mod tests {
     #[test]
     fn no_keywords_single_line() {
         let none = Capabilities::none();
-        assert_eq!(
-            ehlo(&none, "mx.example.org", "hi there", None, false),
-            "250 mx.example.org hi there\r\n"
-        );
-        assert_eq!(
-            ehlo(&none, "mx.example.org", "", None, false),
-            "250 mx.example.org\r\n"
-        );
+        assert_eq!(ehlo(&none, "mx.example.org", "hi there", None, false), "250 mx.example.org hi there\r\n");
+        assert_eq!(ehlo(&none, "mx.example.org", "", None, false), "250 mx.example.org\r\n");
         // STARTTLS under TLS and REQUIRETLS without it vanish; so does a lone BINARYMIME.
-        let hidden = Capabilities {
-            starttls: true,
-            binarymime: true,
-            ..Capabilities::none()
-        };
+        let hidden = Capabilities { starttls: true, binarymime: true, ..Capabilities::none() };
         assert_eq!(ehlo(&hidden, "h", "", None, true), "250 h\r\n");
-        let hidden = Capabilities {
-            requiretls: true,
-            ..Capabilities::none()
-        };
+        let hidden = Capabilities { requiretls: true, ..Capabilities::none() };
         assert_eq!(ehlo(&hidden, "h", "", None, false), "250 h\r\n");
     }
 
@@ -776,9 +719,7 @@ mod tests {
              250-MT-PRIORITY\r\n250-DELIVERBY 18446744073709551615\r\n250-VRFY\r\n250 HELP\r\n"
         );
         let mut out = [0u8; MAX_EHLO_RESPONSE];
-        let n = caps
-            .write_ehlo_at("mx", "", Some(0), true, Some(0), &mut out)
-            .unwrap();
+        let n = caps.write_ehlo_at("mx", "", Some(0), true, Some(0), &mut out).unwrap();
         assert_eq!(
             core::str::from_utf8(&out[..n]).unwrap(),
             "250-mx\r\n250-PIPELINING\r\n250-SIZE 0\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n\
@@ -791,52 +732,23 @@ mod tests {
 
     #[test]
     fn deliverby_and_futurerelease() {
-        let caps = Capabilities {
-            deliver_by: Some(0),
-            ..Capabilities::none()
-        };
-        assert_eq!(
-            ehlo(&caps, "h", "", None, false),
-            "250-h\r\n250 DELIVERBY\r\n"
-        );
-        let caps = Capabilities {
-            deliver_by: Some(240),
-            ..Capabilities::none()
-        };
-        assert_eq!(
-            ehlo(&caps, "h", "", None, false),
-            "250-h\r\n250 DELIVERBY 240\r\n"
-        );
-        let caps = Capabilities {
-            future_release: Some(86_400),
-            ..Capabilities::none()
-        };
+        let caps = Capabilities { deliver_by: Some(0), ..Capabilities::none() };
+        assert_eq!(ehlo(&caps, "h", "", None, false), "250-h\r\n250 DELIVERBY\r\n");
+        let caps = Capabilities { deliver_by: Some(240), ..Capabilities::none() };
+        assert_eq!(ehlo(&caps, "h", "", None, false), "250-h\r\n250 DELIVERBY 240\r\n");
+        let caps = Capabilities { future_release: Some(86_400), ..Capabilities::none() };
         // Without a clock it cannot be written.
         assert_eq!(ehlo(&caps, "h", "", None, false), "250 h\r\n");
         let at = |now| {
             let mut out = [0u8; 128];
-            let n = caps
-                .write_ehlo_at("h", "", None, false, Some(now), &mut out)
-                .unwrap();
+            let n = caps.write_ehlo_at("h", "", None, false, Some(now), &mut out).unwrap();
             String::from_utf8(out[..n].to_vec()).unwrap()
         };
         // 2000-02-28 + 1 day: the leap day of a year divisible by 400.
-        assert_eq!(
-            at(951_696_000),
-            "250-h\r\n250 FUTURERELEASE 86400 2000-02-29T00:00:00Z\r\n"
-        );
-        assert_eq!(
-            at(1_709_164_799),
-            "250-h\r\n250 FUTURERELEASE 86400 2024-02-29T23:59:59Z\r\n"
-        );
-        assert_eq!(
-            at(4_107_456_000),
-            "250-h\r\n250 FUTURERELEASE 86400 2100-03-01T00:00:00Z\r\n"
-        );
-        assert_eq!(
-            at(LAST_RFC3339_SECOND - 86_400),
-            "250-h\r\n250 FUTURERELEASE 86400 9999-12-31T23:59:59Z\r\n"
-        );
+        assert_eq!(at(951_696_000), "250-h\r\n250 FUTURERELEASE 86400 2000-02-29T00:00:00Z\r\n");
+        assert_eq!(at(1_709_164_799), "250-h\r\n250 FUTURERELEASE 86400 2024-02-29T23:59:59Z\r\n");
+        assert_eq!(at(4_107_456_000), "250-h\r\n250 FUTURERELEASE 86400 2100-03-01T00:00:00Z\r\n");
+        assert_eq!(at(LAST_RFC3339_SECOND - 86_400), "250-h\r\n250 FUTURERELEASE 86400 9999-12-31T23:59:59Z\r\n");
         assert_eq!(at(LAST_RFC3339_SECOND), "250 h\r\n");
         assert_eq!(at(u64::MAX), "250 h\r\n");
     }
@@ -854,23 +766,11 @@ mod tests {
     fn host_and_greeting_sanitised_and_capped() {
         let none = Capabilities::none();
         assert_eq!(
-            ehlo(
-                &none,
-                "mx\r\n250 x",
-                "hi\0\t\u{7f}\u{85}\u{e9}",
-                None,
-                false
-            ),
+            ehlo(&none, "mx\r\n250 x", "hi\0\t\u{7f}\u{85}\u{e9}", None, false),
             "250 mx  250 x hi    \u{e9}\r\n"
         );
         let long = "\u{e9}".repeat(400); // 800 bytes
-        let out = ehlo(
-            &Capabilities::default(),
-            "mx.example.org",
-            &long,
-            None,
-            false,
-        );
+        let out = ehlo(&Capabilities::default(), "mx.example.org", &long, None, false);
         let first = out.split("\r\n").next().unwrap();
         assert!(first.len() + 2 <= crate::reply::MAX_REPLY_LINE);
         assert_eq!(first.len(), 4 + 14 + 1 + 490); // whole characters only
@@ -885,16 +785,11 @@ mod tests {
         let caps = everything();
         let mut full = [0u8; MAX_EHLO_RESPONSE];
         let host = "h".repeat(600);
-        let len = caps
-            .write_ehlo_at(&host, "g", Some(u64::MAX), false, Some(0), &mut full)
-            .unwrap();
+        let len = caps.write_ehlo_at(&host, "g", Some(u64::MAX), false, Some(0), &mut full).unwrap();
         assert!(len <= MAX_EHLO_RESPONSE);
         for short in 0..len {
             let mut out = std::vec![0u8; short];
-            assert_eq!(
-                caps.write_ehlo_at(&host, "g", Some(u64::MAX), false, Some(0), &mut out),
-                Err(BufferTooSmall)
-            );
+            assert_eq!(caps.write_ehlo_at(&host, "g", Some(u64::MAX), false, Some(0), &mut out), Err(BufferTooSmall));
         }
     }
 
@@ -907,20 +802,8 @@ mod tests {
             ("250 SIZE", Some(K::Size(None))),
             ("SIZE 0", Some(K::Size(Some(0)))),
             ("SIZE  52428800 ", Some(K::Size(Some(52_428_800)))),
-            (
-                "SIZE +5",
-                Some(K::Unknown {
-                    keyword: "SIZE",
-                    params: "+5",
-                }),
-            ),
-            (
-                "SIZE 99999999999999999999",
-                Some(K::Unknown {
-                    keyword: "SIZE",
-                    params: "99999999999999999999",
-                }),
-            ),
+            ("SIZE +5", Some(K::Unknown { keyword: "SIZE", params: "+5" })),
+            ("SIZE 99999999999999999999", Some(K::Unknown { keyword: "SIZE", params: "99999999999999999999" })),
             ("250-8bitmime", Some(K::EightBitMime)),
             ("250-AUTH PLAIN LOGIN", Some(K::Auth("PLAIN LOGIN"))),
             ("250-AUTH=PLAIN LOGIN", Some(K::Auth("PLAIN LOGIN"))),
@@ -929,27 +812,12 @@ mod tests {
             ("MT-PRIORITY", Some(K::MtPriority(None))),
             (
                 "FUTURERELEASE 604800 2008-01-01T00:00:00Z",
-                Some(K::FutureRelease {
-                    max_interval: 604_800,
-                    max_datetime: "2008-01-01T00:00:00Z",
-                }),
+                Some(K::FutureRelease { max_interval: 604_800, max_datetime: "2008-01-01T00:00:00Z" }),
             ),
-            (
-                "FUTURERELEASE 604800",
-                Some(K::Unknown {
-                    keyword: "FUTURERELEASE",
-                    params: "604800",
-                }),
-            ),
+            ("FUTURERELEASE 604800", Some(K::Unknown { keyword: "FUTURERELEASE", params: "604800" })),
             ("DELIVERBY", Some(K::DeliverBy(None))),
             ("DELIVERBY 240", Some(K::DeliverBy(Some(240)))),
-            (
-                "X-LINK2STATE",
-                Some(K::Unknown {
-                    keyword: "X-LINK2STATE",
-                    params: "",
-                }),
-            ),
+            ("X-LINK2STATE", Some(K::Unknown { keyword: "X-LINK2STATE", params: "" })),
             ("250-", None),
             ("", None),
             ("-FOO", None),
@@ -963,8 +831,7 @@ mod tests {
     #[test]
     fn from_lines_real_world() {
         // The shape of a Postfix submission service's answer.
-        let response =
-            "250-smtp.example.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n\
+        let response = "250-smtp.example.com\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n\
                         250-ETRN\r\n250-AUTH PLAIN LOGIN\r\n250-AUTH=PLAIN LOGIN\r\n\
                         250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250 CHUNKING\r\n";
         let (caps, size) = Capabilities::from_ehlo_lines(response.split("\r\n"));
@@ -988,9 +855,7 @@ mod tests {
         assert_eq!(AuthMechanisms::from_list(""), AuthMechanisms::none());
         assert_eq!(
             AuthMechanisms::from_list("scram-sha-256\tXOAUTH2 GSSAPI"),
-            AuthMechanisms::none()
-                .with(AuthMechanisms::SCRAM_SHA_256)
-                .with(AuthMechanisms::XOAUTH2)
+            AuthMechanisms::none().with(AuthMechanisms::SCRAM_SHA_256).with(AuthMechanisms::XOAUTH2)
         );
     }
 

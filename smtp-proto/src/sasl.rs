@@ -334,16 +334,8 @@ const MECHANISMS: [(Mechanism<'static>, &str, u16); 7] = [
     (Mechanism::Plain, "PLAIN", AuthMechanisms::PLAIN),
     (Mechanism::Login, "LOGIN", AuthMechanisms::LOGIN),
     (Mechanism::XOAuth2, "XOAUTH2", AuthMechanisms::XOAUTH2),
-    (
-        Mechanism::OAuthBearer,
-        "OAUTHBEARER",
-        AuthMechanisms::OAUTHBEARER,
-    ),
-    (
-        Mechanism::ScramSha256,
-        "SCRAM-SHA-256",
-        AuthMechanisms::SCRAM_SHA_256,
-    ),
+    (Mechanism::OAuthBearer, "OAUTHBEARER", AuthMechanisms::OAUTHBEARER),
+    (Mechanism::ScramSha256, "SCRAM-SHA-256", AuthMechanisms::SCRAM_SHA_256),
     (Mechanism::CramMd5, "CRAM-MD5", AuthMechanisms::CRAM_MD5),
     (Mechanism::External, "EXTERNAL", AuthMechanisms::EXTERNAL),
 ];
@@ -358,20 +350,14 @@ impl<'a> Mechanism<'a> {
     /// assert_eq!(Mechanism::from_name("GSSAPI"), Mechanism::Other("GSSAPI"));
     /// ```
     pub fn from_name(name: &'a str) -> Self {
-        MECHANISMS
-            .iter()
-            .find(|(_, n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(Mechanism::Other(name), |(m, _, _)| *m)
+        MECHANISMS.iter().find(|(_, n, _)| n.eq_ignore_ascii_case(name)).map_or(Mechanism::Other(name), |(m, _, _)| *m)
     }
 
     /// The canonical (upper-case) name, or the name as given for [`Mechanism::Other`].
     pub fn as_str(&self) -> &'a str {
         match self {
             Mechanism::Other(name) => name,
-            known => MECHANISMS
-                .iter()
-                .find(|(m, _, _)| m == known)
-                .map_or("", |(_, n, _)| n),
+            known => MECHANISMS.iter().find(|(m, _, _)| m == known).map_or("", |(_, n, _)| n),
         }
     }
 
@@ -384,10 +370,7 @@ impl<'a> Mechanism<'a> {
     /// assert!(asked.bit().is_some_and(|b| offered.contains(b)));
     /// ```
     pub fn bit(&self) -> Option<u16> {
-        MECHANISMS
-            .iter()
-            .find(|(m, _, _)| m == self)
-            .map(|(_, _, b)| *b)
+        MECHANISMS.iter().find(|(m, _, _)| m == self).map(|(_, _, b)| *b)
     }
 }
 
@@ -444,17 +427,10 @@ pub fn parse_plain(decoded: &[u8]) -> Result<Credentials<'_>, SaslError> {
     if authcid.is_empty() || password.is_empty() {
         return Err(SaslError::Malformed);
     }
-    if [authzid, authcid, password]
-        .iter()
-        .any(|f| f.len() > PLAIN_MAX_FIELD)
-    {
+    if [authzid, authcid, password].iter().any(|f| f.len() > PLAIN_MAX_FIELD) {
         return Err(SaslError::Malformed);
     }
-    Ok(Credentials::Plain {
-        authzid: utf8(authzid)?,
-        authcid: utf8(authcid)?,
-        password: utf8(password)?,
-    })
+    Ok(Credentials::Plain { authzid: utf8(authzid)?, authcid: utf8(authcid)?, password: utf8(password)? })
 }
 
 /// Builds LOGIN credentials from the two decoded responses (user name, then password).
@@ -472,14 +448,8 @@ pub fn parse_plain(decoded: &[u8]) -> Result<Credentials<'_>, SaslError> {
 ///     Ok(Credentials::Login { username: "tim", password: "tanstaaf" })
 /// );
 /// ```
-pub fn login_credentials<'a>(
-    username: &'a [u8],
-    password: &'a [u8],
-) -> Result<Credentials<'a>, SaslError> {
-    Ok(Credentials::Login {
-        username: utf8(username)?,
-        password: utf8(password)?,
-    })
+pub fn login_credentials<'a>(username: &'a [u8], password: &'a [u8]) -> Result<Credentials<'a>, SaslError> {
+    Ok(Credentials::Login { username: utf8(username)?, password: utf8(password)? })
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -487,9 +457,7 @@ fn is_b64token(t: &[u8]) -> bool {
     let body = t.iter().position(|&c| c == b'=').unwrap_or(t.len());
     let (head, pad) = t.split_at(body);
     !head.is_empty()
-        && head
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c))
+        && head.iter().all(|&c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c))
         && pad.iter().all(|&c| c == b'=')
 }
 
@@ -538,10 +506,7 @@ pub fn parse_xoauth2(decoded: &[u8]) -> Result<Credentials<'_>, SaslError> {
     if rest != [KVSEP] || user.is_empty() {
         return Err(SaslError::Malformed);
     }
-    Ok(Credentials::XOAuth2 {
-        user: utf8(user)?,
-        token: bearer_token(auth)?,
-    })
+    Ok(Credentials::XOAuth2 { user: utf8(user)?, token: bearer_token(auth)? })
 }
 
 /// The key/value separator of XOAUTH2 and OAUTHBEARER (`kvsep = %x01`).
@@ -608,8 +573,7 @@ pub fn unescape_saslname<'o>(name: &str, out: &'o mut [u8]) -> Result<&'o str, S
 
 /// RFC 7628 §3.1 `value = *(VCHAR / SP / HTAB / CR / LF)`.
 fn is_kv_value(v: &[u8]) -> bool {
-    v.iter()
-        .all(|&c| matches!(c, 0x21..=0x7E | b' ' | b'\t' | b'\r' | b'\n'))
+    v.iter().all(|&c| matches!(c, 0x21..=0x7E | b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 fn parse_port(v: &[u8]) -> Option<u16> {
@@ -662,10 +626,7 @@ pub fn parse_oauthbearer(decoded: &[u8]) -> Result<Credentials<'_>, SaslError> {
     let authzid = match a {
         [] => None,
         _ => {
-            let name = a
-                .strip_prefix(b"a=")
-                .filter(|n| is_saslname(n))
-                .ok_or(BAD)?;
+            let name = a.strip_prefix(b"a=").filter(|n| is_saslname(n)).ok_or(BAD)?;
             Some(utf8(name)?)
         }
     };
@@ -738,10 +699,7 @@ mod tests {
         for (plain, b64) in vectors {
             assert_eq!(enc(plain), b64);
             assert_eq!(dec(b64).unwrap(), plain);
-            let unpadded = b64
-                .strip_suffix(b"==")
-                .or(b64.strip_suffix(b"="))
-                .unwrap_or(b64);
+            let unpadded = b64.strip_suffix(b"==").or(b64.strip_suffix(b"=")).unwrap_or(b64);
             assert_eq!(dec(unpadded).unwrap(), plain);
         }
     }
@@ -786,17 +744,11 @@ mod tests {
     #[test]
     fn buffer_limits() {
         let mut out = [0u8; 5];
-        assert_eq!(
-            decode_base64(b"Zm9vYmFy", &mut out),
-            Err(SaslError::TooLong)
-        );
+        assert_eq!(decode_base64(b"Zm9vYmFy", &mut out), Err(SaslError::TooLong));
         assert_eq!(decode_base64(b"Zm9vYmE=", &mut out), Ok(5));
         assert_eq!(&out, b"fooba");
         // Base64 errors win over TooLong.
-        assert_eq!(
-            decode_base64(b"Zm9vYm!y", &mut out[..1]),
-            Err(SaslError::Base64)
-        );
+        assert_eq!(decode_base64(b"Zm9vYm!y", &mut out[..1]), Err(SaslError::Base64));
         assert_eq!(decode_base64(b"", &mut []), Ok(0));
         let mut out = [0u8; 7];
         assert_eq!(encode_base64(b"foobar", &mut out), Err(SaslError::TooLong));
@@ -819,20 +771,12 @@ mod tests {
         let d = dec(b"AHRpbQB0YW5zdGFhZnRhbnN0YWFm").unwrap();
         assert_eq!(
             parse_plain(&d),
-            Ok(Credentials::Plain {
-                authzid: "",
-                authcid: "tim",
-                password: "tanstaaftanstaaf"
-            })
+            Ok(Credentials::Plain { authzid: "", authcid: "tim", password: "tanstaaftanstaaf" })
         );
         let d = dec(b"VXJzZWwAS3VydAB4aXBqM3BsbXE=").unwrap();
         assert_eq!(
             parse_plain(&d),
-            Ok(Credentials::Plain {
-                authzid: "Ursel",
-                authcid: "Kurt",
-                password: "xipj3plmq"
-            })
+            Ok(Credentials::Plain { authzid: "Ursel", authcid: "Kurt", password: "xipj3plmq" })
         );
     }
 
@@ -844,10 +788,7 @@ mod tests {
         msg.extend_from_slice(&long);
         msg.extend_from_slice(b"\0pw");
         assert_eq!(parse_plain(&msg), Err(SaslError::Malformed));
-        assert_eq!(
-            parse_plain(&msg[..msg.len() - 4 - 1]),
-            Err(SaslError::Malformed)
-        ); // one NUL
+        assert_eq!(parse_plain(&msg[..msg.len() - 4 - 1]), Err(SaslError::Malformed)); // one NUL
         let ok_len = [&b"\0"[..], &long[..255], b"\0", &long[..255]].concat();
         assert!(parse_plain(&ok_len).is_ok());
         for bad in [
@@ -865,45 +806,23 @@ mod tests {
         }
         assert_eq!(
             parse_plain("\0j\u{f6}rg\0p\u{e4}ss".as_bytes()),
-            Ok(Credentials::Plain {
-                authzid: "",
-                authcid: "j\u{f6}rg",
-                password: "p\u{e4}ss"
-            })
+            Ok(Credentials::Plain { authzid: "", authcid: "j\u{f6}rg", password: "p\u{e4}ss" })
         );
     }
 
     #[test]
     fn login() {
-        assert_eq!(
-            login_credentials(b"", b""),
-            Ok(Credentials::Login {
-                username: "",
-                password: ""
-            })
-        );
+        assert_eq!(login_credentials(b"", b""), Ok(Credentials::Login { username: "", password: "" }));
         assert_eq!(login_credentials(b"\xff", b"pw"), Err(SaslError::Malformed));
         assert_eq!(login_credentials(b"u", b"\xc0"), Err(SaslError::Malformed));
     }
 
     #[test]
     fn xoauth2() {
-        let ok = Ok(Credentials::XOAuth2 {
-            user: "me@example.com",
-            token: "ya29.a0-_~+/b==",
-        });
-        assert_eq!(
-            parse_xoauth2(b"user=me@example.com\x01auth=Bearer ya29.a0-_~+/b==\x01\x01"),
-            ok
-        );
-        assert_eq!(
-            parse_xoauth2(b"user=me@example.com\x01auth=bearer ya29.a0-_~+/b==\x01\x01"),
-            ok
-        );
-        assert_eq!(
-            parse_xoauth2(b"user=me@example.com\x01auth=BEARER  ya29.a0-_~+/b==\x01\x01"),
-            ok
-        );
+        let ok = Ok(Credentials::XOAuth2 { user: "me@example.com", token: "ya29.a0-_~+/b==" });
+        assert_eq!(parse_xoauth2(b"user=me@example.com\x01auth=Bearer ya29.a0-_~+/b==\x01\x01"), ok);
+        assert_eq!(parse_xoauth2(b"user=me@example.com\x01auth=bearer ya29.a0-_~+/b==\x01\x01"), ok);
+        assert_eq!(parse_xoauth2(b"user=me@example.com\x01auth=BEARER  ya29.a0-_~+/b==\x01\x01"), ok);
         // The example of Google's XOAUTH2 documentation, base64 as sent on the wire.
         let d = dec(b"dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkR0ZzZEdGMmFYTjBZUzVqYjIwPQEB").unwrap();
         assert_eq!(
@@ -948,24 +867,12 @@ mod tests {
         // Without authzid, host or port.
         assert_eq!(
             parse_oauthbearer(b"n,,\x01auth=Bearer tok\x01\x01"),
-            Ok(Credentials::OAuthBearer {
-                authzid: None,
-                host: None,
-                port: None,
-                token: "tok"
-            })
+            Ok(Credentials::OAuthBearer { authzid: None, host: None, port: None, token: "tok" })
         );
         // `y` flag and unknown keys are fine.
         assert_eq!(
-            parse_oauthbearer(
-                b"y,a=a=2Cb=3Dc,\x01mthd=POST\x01auth=Bearer tok\x01port=587\x01\x01"
-            ),
-            Ok(Credentials::OAuthBearer {
-                authzid: Some("a=2Cb=3Dc"),
-                host: None,
-                port: Some(587),
-                token: "tok",
-            })
+            parse_oauthbearer(b"y,a=a=2Cb=3Dc,\x01mthd=POST\x01auth=Bearer tok\x01port=587\x01\x01"),
+            Ok(Credentials::OAuthBearer { authzid: Some("a=2Cb=3Dc"), host: None, port: Some(587), token: "tok" })
         );
     }
 
@@ -998,36 +905,19 @@ mod tests {
             b"n,a=x=2,\x01auth=Bearer tok\x01\x01",
             b"n,a=x\x02,\x01auth=Bearer tok\x01\x01",
         ] {
-            assert_eq!(
-                parse_oauthbearer(bad),
-                Err(SaslError::Malformed),
-                "{:?}",
-                bad
-            );
+            assert_eq!(parse_oauthbearer(bad), Err(SaslError::Malformed), "{:?}", bad);
         }
     }
 
     #[test]
     fn saslname_unescape() {
         let mut buf = [0u8; 16];
-        assert_eq!(
-            unescape_saslname("user@example.com", &mut buf),
-            Ok("user@example.com")
-        );
+        assert_eq!(unescape_saslname("user@example.com", &mut buf), Ok("user@example.com"));
         assert_eq!(unescape_saslname("=2c=3d", &mut buf), Ok(",="));
         assert_eq!(unescape_saslname("x=", &mut buf), Err(SaslError::Malformed));
-        assert_eq!(
-            unescape_saslname("x=4", &mut buf),
-            Err(SaslError::Malformed)
-        );
-        assert_eq!(
-            unescape_saslname("x=41", &mut buf),
-            Err(SaslError::Malformed)
-        );
-        assert_eq!(
-            unescape_saslname("abc", &mut buf[..2]),
-            Err(SaslError::TooLong)
-        );
+        assert_eq!(unescape_saslname("x=4", &mut buf), Err(SaslError::Malformed));
+        assert_eq!(unescape_saslname("x=41", &mut buf), Err(SaslError::Malformed));
+        assert_eq!(unescape_saslname("abc", &mut buf[..2]), Err(SaslError::TooLong));
     }
 
     #[test]
@@ -1051,10 +941,7 @@ mod tests {
             bits |= bit;
         }
         assert_eq!(Mechanism::from_name("xoauth2"), Mechanism::XOAuth2);
-        assert_eq!(
-            Mechanism::from_name("SCRAM-SHA-1"),
-            Mechanism::Other("SCRAM-SHA-1")
-        );
+        assert_eq!(Mechanism::from_name("SCRAM-SHA-1"), Mechanism::Other("SCRAM-SHA-1"));
         assert_eq!(Mechanism::Other("GSSAPI").as_str(), "GSSAPI");
         assert_eq!(Mechanism::Other("GSSAPI").bit(), None);
         assert_eq!(Mechanism::from_name(""), Mechanism::Other(""));

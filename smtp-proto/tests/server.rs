@@ -1,13 +1,11 @@
 //! Scripted sessions through the server core, each run whole, byte by byte, split at every
 //! index and at every pair of indices: all must give the same events and reply bytes.
 
-mod common;
-
-use common::{accept_all, picky, run, run_all_splits, Transcript};
 use smtp_proto::data::BarePolicy;
 use smtp_proto::ehlo::AuthMechanisms;
 use smtp_proto::reply::Reply;
 use smtp_proto::server::{Config, Event, Progress, Server};
+use smtp_proto::testing::{self as common, accept_all, picky, run, run_all_splits, Transcript};
 
 fn config() -> Config {
     let mut c = Config::new("mx.test");
@@ -524,10 +522,31 @@ mod props {
     }
 
     const TOKENS: &[&[u8]] = &[
-        b"EHLO c\r\n", b"HELO c\r\n", b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n",
-        b"DATA\r\n", b"BDAT 4\r\n", b"BDAT 2 LAST\r\n", b"RSET\r\n", b"STARTTLS\r\n", b"AUTH LOGIN\r\n",
-        b"dXNlcg==\r\n", b"*\r\n", b".\r\n", b"\r\n.\r\n", b"\r\n", b"\n", b"\r", b".", b"..", b"\0", b"x", b"QUIT\r\n",
-        b"MAIL FROM:<j\xc3\xa9@x.example> SMTPUTF8\r\n", b"\xff\xfe", b"NOOP\r\n",
+        b"EHLO c\r\n",
+        b"HELO c\r\n",
+        b"MAIL FROM:<a@x.example>\r\n",
+        b"RCPT TO:<b@y.example>\r\n",
+        b"DATA\r\n",
+        b"BDAT 4\r\n",
+        b"BDAT 2 LAST\r\n",
+        b"RSET\r\n",
+        b"STARTTLS\r\n",
+        b"AUTH LOGIN\r\n",
+        b"dXNlcg==\r\n",
+        b"*\r\n",
+        b".\r\n",
+        b"\r\n.\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b".",
+        b"..",
+        b"\0",
+        b"x",
+        b"QUIT\r\n",
+        b"MAIL FROM:<j\xc3\xa9@x.example> SMTPUTF8\r\n",
+        b"\xff\xfe",
+        b"NOOP\r\n",
     ];
 
     proptest! {
