@@ -248,11 +248,7 @@ impl DataDecoder {
     pub fn decode<'b>(&mut self, input: &'b [u8]) -> Decoded<'b> {
         if self.error.is_some() {
             let (consumed, end) = self.skip(input, 0);
-            return Decoded {
-                consumed,
-                body: &[],
-                end,
-            };
+            return Decoded { consumed, body: &[], end };
         }
         let len = input.len();
         let mut pos = 0;
@@ -260,20 +256,8 @@ impl DataDecoder {
         loop {
             match self.state {
                 State::Text => break,
-                State::Done => {
-                    return Decoded {
-                        consumed: 0,
-                        body: &[],
-                        end: None,
-                    }
-                }
-                State::LineStart | State::Dot if pos == len => {
-                    return Decoded {
-                        consumed: pos,
-                        body: &[],
-                        end: None,
-                    }
-                }
+                State::Done => return Decoded { consumed: 0, body: &[], end: None },
+                State::LineStart | State::Dot if pos == len => return Decoded { consumed: pos, body: &[], end: None },
                 State::LineStart => {
                     if input[pos] == b'.' {
                         pos += 1;
@@ -293,22 +277,14 @@ impl DataDecoder {
                 }
                 State::Cr | State::DotCr => {
                     if pos == len {
-                        return Decoded {
-                            consumed: pos,
-                            body: &[],
-                            end: None,
-                        };
+                        return Decoded { consumed: pos, body: &[], end: None };
                     }
                     let x = input[pos];
                     pos += 1;
                     if x == b'\n' {
                         if self.state == State::DotCr {
                             self.state = State::Done;
-                            return Decoded {
-                                consumed: pos,
-                                body: &[],
-                                end: Some(Ok(self.size)),
-                            };
+                            return Decoded { consumed: pos, body: &[], end: Some(Ok(self.size)) };
                         }
                         // The held CR and this LF are a line end.
                         let n = self.take(2);
@@ -321,11 +297,7 @@ impl DataDecoder {
                         self.fail(DataError::BareLineEnding);
                         self.state = State::Text;
                         let (consumed, end) = self.skip(input, pos - 1);
-                        return Decoded {
-                            consumed,
-                            body: &[],
-                            end,
-                        };
+                        return Decoded { consumed, body: &[], end };
                     }
                     let body = if x == b'\r' {
                         // A new CR to hold.
@@ -382,33 +354,17 @@ impl DataDecoder {
                             return self.then_skip(input, q, &input[start..counted + n]);
                         }
                         match input.get(q) {
-                            None => {
-                                return Decoded {
-                                    consumed: len,
-                                    body: &input[start..],
-                                    end: None,
-                                }
-                            }
+                            None => return Decoded { consumed: len, body: &input[start..], end: None },
                             Some(b'.') => {
                                 let body = &input[start..q];
-                                if input.get(q + 1) == Some(&b'\r')
-                                    && input.get(q + 2) == Some(&b'\n')
-                                {
+                                if input.get(q + 1) == Some(&b'\r') && input.get(q + 2) == Some(&b'\n') {
                                     self.state = State::Done;
                                     let end = Some(Ok(self.size));
-                                    return Decoded {
-                                        consumed: q + 3,
-                                        body,
-                                        end,
-                                    };
+                                    return Decoded { consumed: q + 3, body, end };
                                 }
                                 // Drop the dot; the next call goes on after it.
                                 self.state = State::Dot;
-                                return Decoded {
-                                    consumed: q + 1,
-                                    body,
-                                    end: None,
-                                };
+                                return Decoded { consumed: q + 1, body, end: None };
                             }
                             Some(_) => {
                                 counted = q;
@@ -434,11 +390,7 @@ impl DataDecoder {
         self.fail(DataError::BareLineEnding);
         self.state = State::Text;
         let (consumed, end) = self.skip(input, p + 1);
-        Decoded {
-            consumed,
-            body: &input[start..counted + n],
-            end,
-        }
+        Decoded { consumed, body: &input[start..counted + n], end }
     }
 
     /// Returns `body` having consumed `input[..pos]`, or, if a violation was just recorded,
@@ -447,17 +399,9 @@ impl DataDecoder {
     fn then_skip<'b>(&mut self, input: &'b [u8], pos: usize, body: &'b [u8]) -> Decoded<'b> {
         if self.error.is_some() {
             let (consumed, end) = self.skip(input, pos);
-            Decoded {
-                consumed,
-                body,
-                end,
-            }
+            Decoded { consumed, body, end }
         } else {
-            Decoded {
-                consumed: pos,
-                body,
-                end: None,
-            }
+            Decoded { consumed: pos, body, end: None }
         }
     }
 
@@ -476,11 +420,7 @@ impl DataDecoder {
         let ok = min(size_room, line_room);
         self.size += ok;
         self.line_len += ok;
-        self.fail(if size_room <= line_room {
-            DataError::TooBig
-        } else {
-            DataError::LineTooLong
-        });
+        self.fail(if size_room <= line_room { DataError::TooBig } else { DataError::LineTooLong });
         ok
     }
 
@@ -604,10 +544,7 @@ impl Stuffer {
 
     /// A stuffer at the start of the message body.
     pub fn new(policy: BarePolicy) -> Self {
-        Self {
-            policy,
-            state: SendState::LineStart,
-        }
+        Self { policy, state: SendState::LineStart }
     }
 
     /// Whether [`finish`](Self::finish) wrote the whole terminator.
@@ -705,11 +642,7 @@ impl Stuffer {
                 }
                 // A bare CR or LF at `p`.
                 if self.policy == BarePolicy::Reject {
-                    return if i == 0 && w == 0 {
-                        Err(DataError::BareLineEnding)
-                    } else {
-                        Ok((i, w))
-                    };
+                    return if i == 0 && w == 0 { Err(DataError::BareLineEnding) } else { Ok((i, w)) };
                 }
                 if cap - w < 2 {
                     return Ok((i, w));
@@ -729,9 +662,7 @@ impl Stuffer {
     /// calls: call until [`is_finished`](Self::is_finished). Writes nothing once finished.
     pub fn finish(&mut self, out: &mut [u8]) -> Result<usize, DataError> {
         let at = match self.state {
-            SendState::Cr if self.policy == BarePolicy::Reject => {
-                return Err(DataError::BareLineEnding)
-            }
+            SendState::Cr if self.policy == BarePolicy::Reject => return Err(DataError::BareLineEnding),
             SendState::Cr | SendState::Text => 0,
             SendState::LineStart => 2,
             SendState::Tail(at) => at as usize,
@@ -739,11 +670,7 @@ impl Stuffer {
         };
         let n = min(out.len(), TAIL.len() - at);
         out[..n].copy_from_slice(&TAIL[at..at + n]);
-        self.state = if at + n == TAIL.len() {
-            SendState::Finished
-        } else {
-            SendState::Tail((at + n) as u8)
-        };
+        self.state = if at + n == TAIL.len() { SendState::Finished } else { SendState::Tail((at + n) as u8) };
         Ok(n)
     }
 }

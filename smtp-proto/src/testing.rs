@@ -7,8 +7,8 @@
 //! [`run_all_splits`] checks it. The driver panics (it is for tests) on API misuse or a livelock.
 //!
 //! ```
-//! use crate::server::Config;
-//! use crate::testing::{accept_all, run_all_splits};
+//! use smtp_proto::server::Config;
+//! use smtp_proto::testing::{accept_all, run_all_splits};
 //! let t = run_all_splits(Config::new("mx.test"), accept_all, &[b"HELO c\r\nQUIT\r\n"]);
 //! assert_eq!(t.output_str(), "220 mx.test ESMTP test\r\n250 mx.test\r\n221 2.0.0 mx.test Bye\r\n");
 //! ```

@@ -15,12 +15,7 @@ struct Outcome {
 }
 
 /// The naive model: one byte at a time, written straight from the rules.
-fn reference(
-    input: &[u8],
-    policy: BarePolicy,
-    max_size: Option<u64>,
-    max_line: Option<usize>,
-) -> Outcome {
+fn reference(input: &[u8], policy: BarePolicy, max_size: Option<u64>, max_line: Option<usize>) -> Outcome {
     #[derive(Clone, Copy, PartialEq)]
     enum S {
         LineStart,
@@ -87,11 +82,7 @@ fn reference(
                     Some(e) => Err(e),
                     None => Ok(m.body.len() as u64),
                 });
-                return Outcome {
-                    body: m.body,
-                    end,
-                    consumed: i + 1,
-                };
+                return Outcome { body: m.body, end, consumed: i + 1 };
             }
             S::Cr if b == b'\n' => {
                 m.emit(b'\r');
@@ -111,11 +102,7 @@ fn reference(
             _ => m.emit(b),
         }
     }
-    Outcome {
-        body: m.body,
-        end: None,
-        consumed: input.len(),
-    }
+    Outcome { body: m.body, end: None, consumed: input.len() }
 }
 
 /// Runs `DataDecoder` over `input` cut at `cuts` (sorted indices), checking the call contract.
@@ -160,11 +147,7 @@ fn decode_split(
         assert_eq!(size, body.len() as u64);
     }
     assert_eq!(dec.size(), body.len() as u64);
-    Outcome {
-        body,
-        end,
-        consumed,
-    }
+    Outcome { body, end, consumed }
 }
 
 fn decode_all(input: &[u8], policy: BarePolicy) -> Outcome {
@@ -173,24 +156,11 @@ fn decode_all(input: &[u8], policy: BarePolicy) -> Outcome {
 
 /// Checks the decoder against the reference at every single split and every pair of splits
 /// (pairs only for short inputs).
-fn check_all_splits(
-    input: &[u8],
-    policy: BarePolicy,
-    max_size: Option<u64>,
-    max_line: Option<usize>,
-) {
+fn check_all_splits(input: &[u8], policy: BarePolicy, max_size: Option<u64>, max_line: Option<usize>) {
     let want = reference(input, policy, max_size, max_line);
-    assert_eq!(
-        decode_split(input, &[], policy, max_size, max_line),
-        want,
-        "whole {input:?}"
-    );
+    assert_eq!(decode_split(input, &[], policy, max_size, max_line), want, "whole {input:?}");
     for i in 0..=input.len() {
-        assert_eq!(
-            decode_split(input, &[i], policy, max_size, max_line),
-            want,
-            "split {i} of {input:?}"
-        );
+        assert_eq!(decode_split(input, &[i], policy, max_size, max_line), want, "split {i} of {input:?}");
         if input.len() <= 24 {
             for j in i..=input.len() {
                 let got = decode_split(input, &[i, j], policy, max_size, max_line);
@@ -199,11 +169,7 @@ fn check_all_splits(
         }
     }
     let bytewise: Vec<usize> = (0..=input.len()).collect();
-    assert_eq!(
-        decode_split(input, &bytewise, policy, max_size, max_line),
-        want,
-        "bytewise {input:?}"
-    );
+    assert_eq!(decode_split(input, &bytewise, policy, max_size, max_line), want, "bytewise {input:?}");
 }
 
 const BOTH: [BarePolicy; 2] = [BarePolicy::Reject, BarePolicy::Allow];
@@ -214,23 +180,9 @@ const BOTH: [BarePolicy; 2] = [BarePolicy::Reject, BarePolicy::Allow];
 #[test]
 fn reference_model_basics() {
     let r = reference(b"a\r\n..b\r\n.\r\nX", BarePolicy::Reject, None, None);
-    assert_eq!(
-        r,
-        Outcome {
-            body: b"a\r\n.b\r\n".to_vec(),
-            end: Some(Ok(7)),
-            consumed: 11
-        }
-    );
+    assert_eq!(r, Outcome { body: b"a\r\n.b\r\n".to_vec(), end: Some(Ok(7)), consumed: 11 });
     let r = reference(b"a\nb\r\n.\r\n", BarePolicy::Reject, None, None);
-    assert_eq!(
-        r,
-        Outcome {
-            body: b"a".to_vec(),
-            end: Some(Err(DataError::BareLineEnding)),
-            consumed: 8
-        }
-    );
+    assert_eq!(r, Outcome { body: b"a".to_vec(), end: Some(Err(DataError::BareLineEnding)), consumed: 8 });
     let r = reference(b"a\nb\r\n.\r\n", BarePolicy::Allow, None, None);
     assert_eq!(r.body, b"a\nb\r\n");
 }
@@ -254,35 +206,14 @@ fn simple_message_and_rest_untouched() {
 fn first_line_dot_ends_empty_message() {
     for p in BOTH {
         let o = decode_all(b".\r\nQUIT\r\n", p);
-        assert_eq!(
-            o,
-            Outcome {
-                body: vec![],
-                end: Some(Ok(0)),
-                consumed: 3
-            }
-        );
+        assert_eq!(o, Outcome { body: vec![], end: Some(Ok(0)), consumed: 3 });
         check_all_splits(b".\r\nQUIT\r\n", p, None, None);
     }
     // A first line that is not just a dot is stuffed content.
     let o = decode_all(b"..\r\n.\r\n", BarePolicy::Reject);
-    assert_eq!(
-        o,
-        Outcome {
-            body: b".\r\n".to_vec(),
-            end: Some(Ok(3)),
-            consumed: 7
-        }
-    );
+    assert_eq!(o, Outcome { body: b".\r\n".to_vec(), end: Some(Ok(3)), consumed: 7 });
     let o = decode_all(b".x\r\n.\r\n", BarePolicy::Reject);
-    assert_eq!(
-        o,
-        Outcome {
-            body: b"x\r\n".to_vec(),
-            end: Some(Ok(3)),
-            consumed: 7
-        }
-    );
+    assert_eq!(o, Outcome { body: b"x\r\n".to_vec(), end: Some(Ok(3)), consumed: 7 });
 }
 
 #[test]
@@ -386,23 +317,9 @@ fn smuggling_sequences_never_end_the_message() {
 fn bare_lf_and_cr_policies() {
     let input = b"a\nb\rc\r\n.\r\n";
     let o = decode_all(input, BarePolicy::Reject);
-    assert_eq!(
-        o,
-        Outcome {
-            body: b"a".to_vec(),
-            end: Some(Err(DataError::BareLineEnding)),
-            consumed: 10
-        }
-    );
+    assert_eq!(o, Outcome { body: b"a".to_vec(), end: Some(Err(DataError::BareLineEnding)), consumed: 10 });
     let o = decode_all(input, BarePolicy::Allow);
-    assert_eq!(
-        o,
-        Outcome {
-            body: b"a\nb\rc\r\n".to_vec(),
-            end: Some(Ok(7)),
-            consumed: 10
-        }
-    );
+    assert_eq!(o, Outcome { body: b"a\nb\rc\r\n".to_vec(), end: Some(Ok(7)), consumed: 10 });
     // A bare LF does not start a line: the dot after it is text, not stuffing.
     let o = decode_all(b"a\n.b\r\n.\r\n", BarePolicy::Allow);
     assert_eq!(o.body, b"a\n.b\r\n");
@@ -413,19 +330,11 @@ fn bare_lf_and_cr_policies() {
     assert_eq!(o.body, b"\rx\r\n");
     let o = decode_all(b".\nx\r\n.\r\n", BarePolicy::Allow);
     assert_eq!(o.body, b"\nx\r\n");
-    for input in [
-        &b".\rx\r\n.\r\n"[..],
-        b".\nx\r\n.\r\n",
-        b"x\r\n.\r\r\n.\r\n",
-        b"\r\r\r\n.\r\n",
-    ] {
+    for input in [&b".\rx\r\n.\r\n"[..], b".\nx\r\n.\r\n", b"x\r\n.\r\r\n.\r\n", b"\r\r\r\n.\r\n"] {
         for p in BOTH {
             check_all_splits(input, p, None, None);
         }
-        assert_eq!(
-            decode_all(input, BarePolicy::Reject).end,
-            Some(Err(DataError::BareLineEnding))
-        );
+        assert_eq!(decode_all(input, BarePolicy::Reject).end, Some(Err(DataError::BareLineEnding)));
     }
 }
 
@@ -457,10 +366,7 @@ fn size_limit_boundaries() {
         }
     }
     // Empty message within a zero limit.
-    assert_eq!(
-        decode_split(b".\r\n", &[], BarePolicy::Reject, Some(0), None).end,
-        Some(Ok(0))
-    );
+    assert_eq!(decode_split(b".\r\n", &[], BarePolicy::Reject, Some(0), None).end, Some(Ok(0)));
 }
 
 #[test]
@@ -471,13 +377,7 @@ fn size_limit_memory_stays_flat() {
         input.extend_from_slice(format!("line {i} of a rather long message\r\n").as_bytes());
     }
     input.extend_from_slice(b".\r\n");
-    let o = decode_split(
-        &input,
-        &[100, 5000, 30000],
-        BarePolicy::Reject,
-        Some(1000),
-        Some(1000),
-    );
+    let o = decode_split(&input, &[100, 5000, 30000], BarePolicy::Reject, Some(1000), Some(1000));
     assert_eq!(o.body.len(), 1000);
     assert_eq!(o.end, Some(Err(DataError::TooBig)));
     assert_eq!(o.consumed, input.len());
@@ -497,13 +397,7 @@ fn line_limit_boundaries() {
         }
     }
     // The first error wins: a long line before a bare LF, and the other way round.
-    let o = decode_split(
-        b"abcdef\nx\r\n.\r\n",
-        &[],
-        BarePolicy::Reject,
-        None,
-        Some(3),
-    );
+    let o = decode_split(b"abcdef\nx\r\n.\r\n", &[], BarePolicy::Reject, None, Some(3));
     assert_eq!(o.end, Some(Err(DataError::LineTooLong)));
     let o = decode_split(b"ab\ncdef\r\n.\r\n", &[], BarePolicy::Reject, None, Some(3));
     assert_eq!(o.end, Some(Err(DataError::BareLineEnding)));
@@ -511,13 +405,7 @@ fn line_limit_boundaries() {
     let o = decode_split(b"ab\ncd\r\n.\r\n", &[], BarePolicy::Allow, None, Some(6));
     assert_eq!(o.end, Some(Err(DataError::LineTooLong)));
     // Size and line limits crossed at the same byte: the size limit is reported.
-    let o = decode_split(
-        b"abcdef\r\n.\r\n",
-        &[],
-        BarePolicy::Reject,
-        Some(3),
-        Some(3),
-    );
+    let o = decode_split(b"abcdef\r\n.\r\n", &[], BarePolicy::Reject, Some(3), Some(3));
     assert_eq!(o.end, Some(Err(DataError::TooBig)));
 }
 
@@ -571,10 +459,7 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(interesting_byte(), 0..64),
         prop::collection::vec(any::<u8>(), 0..200),
         // Mostly text with some line structure.
-        prop::collection::vec(
-            prop_oneof![8 => Just(b'x'), 2 => interesting_byte()],
-            0..300
-        ),
+        prop::collection::vec(prop_oneof![8 => Just(b'x'), 2 => interesting_byte()], 0..300),
     ]
 }
 
@@ -612,12 +497,7 @@ proptest! {
 // Stuffer.
 
 /// Stuffs `input` cut at `cuts` into output buffers of `out_len` bytes, then finishes.
-fn stuff_split(
-    input: &[u8],
-    cuts: &[usize],
-    out_len: usize,
-    policy: BarePolicy,
-) -> Result<Vec<u8>, DataError> {
+fn stuff_split(input: &[u8], cuts: &[usize], out_len: usize, policy: BarePolicy) -> Result<Vec<u8>, DataError> {
     let mut s = Stuffer::new(policy);
     let mut out = Vec::new();
     let mut buf = vec![0u8; out_len];
@@ -685,11 +565,7 @@ fn assert_well_stuffed(s: &[u8]) {
     let mut line_start = true;
     for (i, &b) in body.iter().enumerate() {
         if line_start && b == b'.' {
-            assert_eq!(
-                body.get(i + 1),
-                Some(&b'.'),
-                "unstuffed dot at {i} in {s:?}"
-            );
+            assert_eq!(body.get(i + 1), Some(&b'.'), "unstuffed dot at {i} in {s:?}");
         }
         line_start = b == b'\n';
     }
@@ -737,10 +613,7 @@ fn stuffer_bare_line_endings() {
     let got = stuff_split(b"a\n.b\rc\r\r\n.", &[], 64, BarePolicy::Allow).unwrap();
     assert_eq!(got, b"a\r\n..b\r\nc\r\n\r\n..\r\n.\r\n");
     for cut in 0..12 {
-        assert_eq!(
-            stuff_split(b"a\n.b\rc\r\r\n.", &[cut], 3, BarePolicy::Allow).unwrap(),
-            got
-        );
+        assert_eq!(stuff_split(b"a\n.b\rc\r\r\n.", &[cut], 3, BarePolicy::Allow).unwrap(), got);
     }
     // Reject: an error at the offending byte, after the bytes before it were written.
     let mut s = Stuffer::new(BarePolicy::Reject);
@@ -756,15 +629,9 @@ fn stuffer_bare_line_endings() {
     assert_eq!(s.stuff(b"ab\r", &mut out), Ok((3, 2)));
     assert_eq!(s.finish(&mut out), Err(DataError::BareLineEnding));
     for input in [&b"\r"[..], b"\n", b"a\rb", b"\r\r\n", b"a\r\n\n"] {
-        assert_eq!(
-            stuff_split(input, &[], 16, BarePolicy::Reject),
-            Err(DataError::BareLineEnding)
-        );
+        assert_eq!(stuff_split(input, &[], 16, BarePolicy::Reject), Err(DataError::BareLineEnding));
         for cut in 0..=input.len() {
-            assert_eq!(
-                stuff_split(input, &[cut], 2, BarePolicy::Reject),
-                Err(DataError::BareLineEnding)
-            );
+            assert_eq!(stuff_split(input, &[cut], 2, BarePolicy::Reject), Err(DataError::BareLineEnding));
         }
     }
 }
