@@ -5,7 +5,7 @@ use nom::character::complete::{digit1, one_of};
 use nom::combinator::{eof, opt};
 use nom::{IResult, Parser};
 
-use super::path::{byte_class, ATEXT};
+use super::path::{byte_class, span, ATEXT};
 use super::xtext::{is_xtext, XText};
 
 /// `BODY=` (RFC 6152, RFC 3030).
@@ -222,7 +222,7 @@ struct RawParams<'a> {
 }
 
 impl<'a> RawParams<'a> {
-    #[inline]
+    #[inline(always)]
     fn next_param(&mut self) -> Result<Option<RawParam<'a>>, ParamError> {
         let b = self.s.as_bytes();
         let mut i = self.i;
@@ -235,22 +235,12 @@ impl<'a> RawParams<'a> {
             Some(&c) if KEYWORD_FIRST[c as usize] => i += 1,
             Some(_) => return Err(ParamError::Syntax),
         }
-        while let Some(&c) = b.get(i) {
-            if !KEYWORD[c as usize] {
-                break;
-            }
-            i += 1;
-        }
+        i = span(b, i, &KEYWORD);
         let keyword = self.s.get(start..i).ok_or(ParamError::Syntax)?;
         let value = if b.get(i) == Some(&b'=') {
             i += 1;
             let v = i;
-            while let Some(&c) = b.get(i) {
-                if !VALUE[c as usize] {
-                    break;
-                }
-                i += 1;
-            }
+            i = span(b, i, &VALUE);
             if i == v {
                 return Err(ParamError::Syntax);
             }
@@ -283,22 +273,51 @@ enum MailKw {
     By,
 }
 
+/// Folds exactly four bytes (`| 0x20` each) into a `u32`, 0 if `b` is not 4 bytes long: one
+/// load and one compare per candidate word. Sound for the bytes the keyword and value tables let
+/// through (33..=126 and non-ASCII): against a target of lower-case letters, digits and `-`,
+/// `c | 0x20 == t` only when `c` is `t` or its upper case (the other pre-images of digits and
+/// `-` are control characters).
+#[inline(always)]
+fn fold4(b: &[u8]) -> u32 {
+    <[u8; 4]>::try_from(b).map_or(0, |a| u32::from_le_bytes(a) | 0x2020_2020)
+}
+
+/// [`fold4`] for eight bytes.
+#[inline(always)]
+fn fold8(b: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(b).map_or(0, |a| u64::from_le_bytes(a) | 0x2020_2020_2020_2020)
+}
+
+const K_SIZE: u32 = u32::from_le_bytes(*b"size");
+const K_BODY: u32 = u32::from_le_bytes(*b"body");
+const K_AUTH: u32 = u32::from_le_bytes(*b"auth");
+const K_SMTPUTF8: u64 = u64::from_le_bytes(*b"smtputf8");
+const V_7BIT: u32 = u32::from_le_bytes(*b"7bit");
+const V_8BITMIME: u64 = u64::from_le_bytes(*b"8bitmime");
+const V_FULL: u32 = u32::from_le_bytes(*b"full");
+const V_HDRS: u32 = u32::from_le_bytes(*b"hdrs");
+
 /// The known MAIL keyword `k` (case-insensitive).
 #[inline]
 fn mail_keyword(k: &str) -> Option<MailKw> {
-    let is = |w: &str| k.eq_ignore_ascii_case(w);
-    let kw = match k.len() {
-        2 if is("BY") => MailKw::By,
-        3 if is("RET") => MailKw::Ret,
-        4 if is("SIZE") => MailKw::Size,
-        4 if is("BODY") => MailKw::Body,
-        4 if is("AUTH") => MailKw::Auth,
-        5 if is("ENVID") => MailKw::Envid,
-        7 if is("HOLDFOR") => MailKw::HoldFor,
-        8 if is("SMTPUTF8") => MailKw::SmtpUtf8,
-        9 if is("HOLDUNTIL") => MailKw::HoldUntil,
-        10 if is("REQUIRETLS") => MailKw::RequireTls,
-        11 if is("MT-PRIORITY") => MailKw::MtPriority,
+    let b = k.as_bytes();
+    let is = |w: &[u8]| b.eq_ignore_ascii_case(w);
+    let kw = match b.len() {
+        4 => match fold4(b) {
+            K_SIZE => MailKw::Size,
+            K_BODY => MailKw::Body,
+            K_AUTH => MailKw::Auth,
+            _ => return None,
+        },
+        3 if is(b"RET") => MailKw::Ret,
+        5 if is(b"ENVID") => MailKw::Envid,
+        8 if fold8(b) == K_SMTPUTF8 => MailKw::SmtpUtf8,
+        2 if is(b"BY") => MailKw::By,
+        7 if is(b"HOLDFOR") => MailKw::HoldFor,
+        9 if is(b"HOLDUNTIL") => MailKw::HoldUntil,
+        10 if is(b"REQUIRETLS") => MailKw::RequireTls,
+        11 if is(b"MT-PRIORITY") => MailKw::MtPriority,
         _ => return None,
     };
     Some(kw)
@@ -313,12 +332,10 @@ enum RcptKw {
 
 #[inline]
 fn rcpt_keyword(k: &str) -> Option<RcptKw> {
-    if k.eq_ignore_ascii_case("NOTIFY") {
-        Some(RcptKw::Notify)
-    } else if k.eq_ignore_ascii_case("ORCPT") {
-        Some(RcptKw::Orcpt)
-    } else {
-        None
+    match k.len() {
+        6 if k.eq_ignore_ascii_case("NOTIFY") => Some(RcptKw::Notify),
+        5 if k.eq_ignore_ascii_case("ORCPT") => Some(RcptKw::Orcpt),
+        _ => None,
     }
 }
 
@@ -330,17 +347,17 @@ const MAX_ORCPT: usize = 500;
 /// A decimal `u64` of 1 to 20 digits, overflow checked.
 #[inline]
 fn parse_u64(v: &str) -> Option<u64> {
-    if v.is_empty() || v.len() > 20 {
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 20 || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let mut n: u64 = 0;
-    for c in v.bytes() {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    // Up to 19 digits cannot overflow (10^19 - 1 < 2^64); only the 20th needs checking.
+    let (head, tail) = b.split_at_checked(b.len().min(19))?;
+    let n = head.iter().fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
+    match tail.first() {
+        None => Some(n),
+        Some(&c) => n.checked_mul(10)?.checked_add(u64::from(c - b'0')),
     }
-    Some(n)
 }
 
 /// `MT-PRIORITY` value: `priority-value = [ "-" / "+" ] DIGIT` (RFC 6710 §5), -9..=9.
@@ -392,16 +409,17 @@ fn parse_by(v: &str) -> Option<By> {
 
 /// `NOTIFY` value (RFC 3461 §4.1): `"NEVER" / 1#( "SUCCESS" / "FAILURE" / "DELAY" )`.
 fn parse_notify(v: &str) -> Option<Notify> {
-    if v.eq_ignore_ascii_case("NEVER") {
+    let v = v.as_bytes();
+    if v.eq_ignore_ascii_case(b"NEVER") {
         return Some(Notify::NEVER);
     }
     let mut flags = 0;
-    for item in v.split(',') {
-        flags |= if item.eq_ignore_ascii_case("SUCCESS") {
+    for item in v.split(|&c| c == b',') {
+        flags |= if item.eq_ignore_ascii_case(b"SUCCESS") {
             Notify::SUCCESS
-        } else if item.eq_ignore_ascii_case("FAILURE") {
+        } else if item.eq_ignore_ascii_case(b"FAILURE") {
             Notify::FAILURE
-        } else if item.eq_ignore_ascii_case("DELAY") {
+        } else if item.eq_ignore_ascii_case(b"DELAY") {
             Notify::DELAY
         } else {
             return None; // includes NEVER mixed with others and empty items
@@ -467,11 +485,12 @@ pub fn parse_mail_params(input: &str) -> Result<MailParams<'_>, ParamError> {
             MailKw::Size => v.and_then(parse_u64).map(|n| p.size = Some(n)),
             MailKw::Body => v
                 .and_then(|v| {
-                    if v.eq_ignore_ascii_case("8BITMIME") {
+                    let v = v.as_bytes();
+                    if fold8(v) == V_8BITMIME {
                         Some(Body::EightBitMime)
-                    } else if v.eq_ignore_ascii_case("7BIT") {
+                    } else if fold4(v) == V_7BIT {
                         Some(Body::SevenBit)
-                    } else if v.eq_ignore_ascii_case("BINARYMIME") {
+                    } else if v.eq_ignore_ascii_case(b"BINARYMIME") {
                         Some(Body::BinaryMime)
                     } else {
                         None
@@ -481,14 +500,10 @@ pub fn parse_mail_params(input: &str) -> Result<MailParams<'_>, ParamError> {
             MailKw::SmtpUtf8 => v.is_none().then(|| p.smtputf8 = true),
             MailKw::RequireTls => v.is_none().then(|| p.requiretls = true),
             MailKw::Ret => v
-                .and_then(|v| {
-                    if v.eq_ignore_ascii_case("HDRS") {
-                        Some(Ret::Hdrs)
-                    } else if v.eq_ignore_ascii_case("FULL") {
-                        Some(Ret::Full)
-                    } else {
-                        None
-                    }
+                .and_then(|v| match fold4(v.as_bytes()) {
+                    V_HDRS => Some(Ret::Hdrs),
+                    V_FULL => Some(Ret::Full),
+                    _ => None,
                 })
                 .map(|r| p.ret = Some(r)),
             MailKw::Envid => v.filter(|v| v.len() <= MAX_ENVID).and_then(xtext_value).map(|x| p.envid = Some(x)),

@@ -138,12 +138,29 @@ static QTEXT: [bool; 256] = byte_class(&[(32, 33), (35, 91), (93, 126), (0x80, 0
 /// ```
 static LET_DIG: [bool; 256] = byte_class(&[(b'A', b'Z'), (b'a', b'z'), (b'0', b'9'), (0x80, 0xFF)]);
 
+/// `"-"`, for runs of hyphens inside a label.
+static HYPHEN: [bool; 256] = byte_class(&[(b'-', b'-')]);
+
 /// Characters inside an address literal's brackets (including the tag and its colon):
 ///
 /// ```text
 /// dcontent = %d33-90 / %d94-126   ; RFC 5321 §4.1.3: printable US-ASCII excl. "[", "\", "]"
 /// ```
 static DCONTENT: [bool; 256] = byte_class(&[(33, 90), (94, 126)]);
+
+/// The index of the first byte at or after `i` that is not in `class` (or `b.len()`).
+#[inline(always)]
+pub(crate) fn span(b: &[u8], i: usize, class: &[bool; 256]) -> usize {
+    match b.get(i..) {
+        Some(rest) => {
+            i + rest
+                .iter()
+                .position(|&c| !class[c as usize])
+                .unwrap_or(rest.len())
+        }
+        None => i,
+    }
+}
 
 /// Maximum local-part length in octets (RFC 5321 §4.5.3.1.1).
 pub const MAX_LOCAL_PART: usize = 64;
@@ -162,16 +179,11 @@ fn utf8_prefix(input: &[u8]) -> &str {
 }
 
 /// End of a `Dot-string` starting at `i`: `Atom *("." Atom)`, `Atom = 1*atext`.
-#[inline]
+#[inline(always)]
 fn dot_string_end(b: &[u8], mut i: usize) -> Result<usize, PathError> {
     loop {
         let atom = i;
-        while let Some(&c) = b.get(i) {
-            if !ATEXT[c as usize] {
-                break;
-            }
-            i += 1;
-        }
+        i = span(b, i, &ATEXT);
         if i == atom {
             return Err(PathError::Syntax);
         }
@@ -200,7 +212,7 @@ fn quoted_string_end(b: &[u8], mut i: usize) -> Result<usize, PathError> {
 }
 
 /// End of a domain name starting at `i`: `sub-domain *("." sub-domain)`.
-#[inline]
+#[inline(always)]
 fn domain_name_end(b: &[u8], mut i: usize) -> Result<usize, PathError> {
     loop {
         // One label: Let-dig, then ALPHA / DIGIT / "-", ending with a Let-dig.
@@ -208,19 +220,17 @@ fn domain_name_end(b: &[u8], mut i: usize) -> Result<usize, PathError> {
             Some(&c) if LET_DIG[c as usize] => i += 1,
             _ => return Err(PathError::Syntax),
         }
-        let mut last_hyphen = false;
-        while let Some(&c) = b.get(i) {
-            if LET_DIG[c as usize] {
-                last_hyphen = false;
-            } else if c == b'-' {
-                last_hyphen = true;
-            } else {
+        // Runs of Let-dig joined by hyphens; the label may not end with one.
+        loop {
+            i = span(b, i, &LET_DIG);
+            if b.get(i) != Some(&b'-') {
                 break;
             }
-            i += 1;
-        }
-        if last_hyphen {
-            return Err(PathError::Syntax);
+            i = span(b, i, &HYPHEN);
+            match b.get(i) {
+                Some(&c) if LET_DIG[c as usize] => {}
+                _ => return Err(PathError::Syntax),
+            }
         }
         if b.get(i) != Some(&b'.') {
             return Ok(i);
@@ -263,16 +273,11 @@ fn address_literal(inner: &str) -> Result<Domain<'_>, PathError> {
 
 /// Parses a domain or address literal starting at `i`; returns it and where it ends.
 /// Applies the 255-octet limit.
+#[inline(always)]
 fn domain_at(s: &str, i: usize) -> Result<(Domain<'_>, usize), PathError> {
     let b = s.as_bytes();
     if b.get(i) == Some(&b'[') {
-        let mut j = i + 1;
-        while let Some(&c) = b.get(j) {
-            if !DCONTENT[c as usize] {
-                break;
-            }
-            j += 1;
-        }
+        let j = span(b, i + 1, &DCONTENT);
         if b.get(j) != Some(&b']') {
             return Err(PathError::Syntax);
         }
@@ -293,6 +298,7 @@ fn domain_at(s: &str, i: usize) -> Result<(Domain<'_>, usize), PathError> {
 
 /// Parses `Local-part "@" ( Domain / address-literal )` starting at `i`; returns the mailbox and
 /// where it ends. Applies the 64- and 255-octet limits.
+#[inline(always)]
 fn mailbox_at(s: &str, i: usize) -> Result<(Mailbox<'_>, usize), PathError> {
     let b = s.as_bytes();
     let local_end = if b.get(i) == Some(&b'"') { quoted_string_end(b, i)? } else { dot_string_end(b, i)? };
@@ -326,7 +332,7 @@ enum Inner<'a> {
 /// At-domain = "@" Domain
 /// ```
 /// plus `<>` and `<Postmaster>` (the callers decide which they allow).
-#[inline]
+#[inline(always)]
 fn path(s: &str) -> Result<(Inner<'_>, usize), PathError> {
     let b = s.as_bytes();
     if b.first() != Some(&b'<') {
@@ -368,7 +374,7 @@ fn path(s: &str) -> Result<(Inner<'_>, usize), PathError> {
 }
 
 /// [`parse_reverse_path`] on a `str`.
-#[inline]
+#[inline(always)]
 pub(crate) fn reverse_path_str(s: &str) -> Result<(ReversePath<'_>, usize), PathError> {
     match path(s)? {
         (Inner::Null, n) => Ok((ReversePath::Null, n)),
@@ -378,7 +384,7 @@ pub(crate) fn reverse_path_str(s: &str) -> Result<(ReversePath<'_>, usize), Path
 }
 
 /// [`parse_forward_path`] on a `str`.
-#[inline]
+#[inline(always)]
 pub(crate) fn forward_path_str(s: &str) -> Result<(ForwardPath<'_>, usize), PathError> {
     match path(s)? {
         (Inner::Null, _) => Err(PathError::Syntax),
