@@ -152,12 +152,7 @@ static DCONTENT: [bool; 256] = byte_class(&[(33, 90), (94, 126)]);
 #[inline(always)]
 pub(crate) fn span(b: &[u8], i: usize, class: &[bool; 256]) -> usize {
     match b.get(i..) {
-        Some(rest) => {
-            i + rest
-                .iter()
-                .position(|&c| !class[c as usize])
-                .unwrap_or(rest.len())
-        }
+        Some(rest) => i + rest.iter().position(|&c| !class[c as usize]).unwrap_or(rest.len()),
         None => i,
     }
 }
