@@ -1,5 +1,12 @@
 //! The DATA path: streaming dot-unstuffing on receive ([`DataDecoder`]) and dot-stuffing on send
 //! ([`Stuffer`]). Correct at any split of the input; only `CRLF . CRLF` ends a message.
+//!
+//! Both sides scan for line ends a block at a time (SWAR over `u64` words, see
+//! `find_line_byte`) and touch individual bytes only around a CR or LF, so long runs of
+//! ordinary lines cost one cheap test per 16 bytes.
+
+use core::cmp::min;
+use core::fmt;
 
 /// What to do with a bare CR or bare LF in message content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -24,6 +31,19 @@ pub enum DataError {
     LineTooLong,
 }
 
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DataError::BareLineEnding => "bare CR or LF in message content",
+            DataError::TooBig => "message too big",
+            DataError::LineTooLong => "text line too long",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for DataError {}
+
 /// One step of [`DataDecoder::decode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decoded<'b> {
@@ -36,27 +56,621 @@ pub struct Decoded<'b> {
     pub end: Option<Result<u64, DataError>>,
 }
 
-/// Streaming dot-unstuffing decoder for DATA content (helper: implement).
+// ---------------------------------------------------------------------------------------------
+// Block scanning (SWAR).
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+const CRS: u64 = LO * b'\r' as u64;
+const LFS: u64 = LO * b'\n' as u64;
+
+/// Non-zero iff `w` holds a byte below 0x10 (CR and LF are; so are TAB and NUL, which only cost
+/// a closer look). Never a false negative.
+#[inline(always)]
+fn has_control(w: u64) -> bool {
+    let v = w & HIGH_NIBBLES;
+    v.wrapping_sub(LO) & !v & HI != 0
+}
+
+/// The lowest set bit of the result is the high bit of the first byte of `w` (in memory order)
+/// equal to CR or LF; zero if there is none. Bits above the lowest may be spurious (borrows of
+/// the classic has-zero-byte trick), so only the lowest one is used.
+#[inline(always)]
+fn first_cr_lf(w: u64) -> u64 {
+    let x = w ^ CRS;
+    let y = w ^ LFS;
+    ((x.wrapping_sub(LO) & !x) | (y.wrapping_sub(LO) & !y)) & HI
+}
+
+#[inline(always)]
+fn word(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    u64::from_le_bytes(a)
+}
+
+/// Index of the first CR or LF in `hay[from..]` (as an index into `hay`), or `hay.len()`.
+///
+/// 16 bytes per step: one cheap "any byte < 0x10" filter over two words, and the exact search
+/// only in the rare blocks that pass it.
+#[inline(always)]
+fn find_line_byte(hay: &[u8], from: usize) -> usize {
+    let mut at = from;
+    let mut blocks = hay[from..].chunks_exact(16);
+    for b in &mut blocks {
+        let (b0, b1) = b.split_at(8);
+        let w0 = word(b0);
+        let w1 = word(b1);
+        if has_control(w0) || has_control(w1) {
+            let m = first_cr_lf(w0);
+            if m != 0 {
+                return at + (m.trailing_zeros() / 8) as usize;
+            }
+            let m = first_cr_lf(w1);
+            if m != 0 {
+                return at + 8 + (m.trailing_zeros() / 8) as usize;
+            }
+        }
+        at += 16;
+    }
+    for &c in blocks.remainder() {
+        if c == b'\r' || c == b'\n' {
+            return at;
+        }
+        at += 1;
+    }
+    hay.len()
+}
+
+/// `"\r" X` for every byte X: the body emitted when a CR held across calls is followed by X.
+static CR_PAIRS: [u8; 512] = {
+    let mut t = [0u8; 512];
+    let mut i = 0;
+    while i < 256 {
+        t[2 * i] = b'\r';
+        t[2 * i + 1] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// `CR_PAIRS[..n]` after a held CR followed by `x`.
+#[inline]
+fn cr_then(x: u8, n: u64) -> &'static [u8] {
+    let at = 2 * x as usize;
+    &CR_PAIRS[at..at + n as usize]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receive side.
+
+/// Where the decoder stands in the byte stream. Together with `error`, `size` and `line_len`
+/// this is all the state carried across calls: never a copy of body bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line: right after a CRLF, or at the very start of the content.
+    LineStart,
+    /// Inside a line, nothing held.
+    Text,
+    /// Inside a line; a CR was consumed but not emitted yet (its fate depends on the next byte).
+    Cr,
+    /// A line-start `.` was consumed (and dropped: stuffing or the terminator).
+    Dot,
+    /// A line-start `.` then a CR were consumed; an LF now ends the message.
+    DotCr,
+    /// The terminator was consumed.
+    Done,
+}
+
+/// Streaming dot-unstuffing decoder for DATA content (RFC 5321 §4.5.2), positioned right after
+/// the 354 reply.
+///
+/// Each [`decode`](Self::decode) call consumes a prefix of its input and returns at most one
+/// chunk of unstuffed body, borrowed from the input. Only `CR LF . CR LF` (or `. CR LF` as the
+/// very first line) ends the message; bytes after it are not consumed. Bare CR and bare LF are
+/// handled by a [`BarePolicy`]; limits on the message size and the text line length are
+/// enforced without buffering: after the first violation nothing more is emitted, the decoder
+/// reads on to the real end and then reports the error. Any split of the input gives the same
+/// body and the same result.
+///
+/// ```
+/// use smtp_proto::data::{BarePolicy, DataDecoder};
+///
+/// let mut dec = DataDecoder::new(BarePolicy::Reject, Some(1 << 20), Some(1000));
+/// let mut input: &[u8] = b"Subject: hi\r\n\r\n..dots\r\n.\r\nQUIT\r\n";
+/// let mut body = Vec::new();
+/// let end = loop {
+///     let d = dec.decode(input);
+///     body.extend_from_slice(d.body);
+///     input = &input[d.consumed..];
+///     if let Some(end) = d.end {
+///         break end;
+///     }
+/// };
+/// assert_eq!(body, b"Subject: hi\r\n\r\n.dots\r\n");
+/// assert_eq!(end, Ok(22));
+/// assert_eq!(input, b"QUIT\r\n"); // the next command, untouched
+/// ```
 #[derive(Debug, Clone)]
 pub struct DataDecoder {
-    _policy: BarePolicy,
+    policy: BarePolicy,
+    state: State,
+    /// The first violation; once set, nothing more is emitted or counted.
+    error: Option<DataError>,
+    /// Body bytes emitted so far (`<= max_size`).
+    size: u64,
+    /// Body bytes emitted since the last line start (`<= max_line`).
+    line_len: u64,
+    max_size: u64,
+    max_line: u64,
 }
 
 impl DataDecoder {
     /// A decoder positioned right after the 354 (at the start of a line).
+    ///
+    /// `max_size` limits the unstuffed body in octets; `max_line` limits each text line in
+    /// octets including its CRLF but not a stuffing dot (RFC 5321 §4.5.3.1.6 says 1000).
+    /// `None` means no limit.
     pub fn new(policy: BarePolicy, max_size: Option<u64>, max_line: Option<usize>) -> Self {
-        let _ = (max_size, max_line);
-        Self { _policy: policy }
+        Self {
+            policy,
+            state: State::LineStart,
+            error: None,
+            size: 0,
+            line_len: 0,
+            max_size: max_size.unwrap_or(u64::MAX),
+            max_line: max_line.map_or(u64::MAX, |l| l as u64),
+        }
+    }
+
+    /// Unstuffed body bytes emitted so far (counting stops at the first error).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the end of the message was consumed (then [`decode`](Self::decode) consumes
+    /// nothing more).
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The first violation seen so far, if any: the message will be refused with it at its end,
+    /// and no more body is emitted.
+    pub fn error(&self) -> Option<DataError> {
+        self.error
     }
 
     /// Decodes the next piece of `input`.
+    ///
+    /// Consumes at least one byte of a non-empty input (until the end was consumed, after which
+    /// it consumes nothing), never a byte after the terminator.
     pub fn decode<'b>(&mut self, input: &'b [u8]) -> Decoded<'b> {
-        Decoded { consumed: input.len(), body: input, end: None }
+        if self.error.is_some() {
+            let (consumed, end) = self.skip(input, 0);
+            return Decoded { consumed, body: &[], end };
+        }
+        let len = input.len();
+        let mut pos = 0;
+        // Prelude: the few states that look at single bytes. Loops at most three times.
+        loop {
+            match self.state {
+                State::Text => break,
+                State::Done => return Decoded { consumed: 0, body: &[], end: None },
+                State::LineStart | State::Dot if pos == len => return Decoded { consumed: pos, body: &[], end: None },
+                State::LineStart => {
+                    if input[pos] == b'.' {
+                        pos += 1;
+                        self.state = State::Dot;
+                    } else {
+                        self.state = State::Text;
+                    }
+                }
+                State::Dot => {
+                    if input[pos] == b'\r' {
+                        pos += 1;
+                        self.state = State::DotCr;
+                    } else {
+                        // The dot was stuffing; what follows is ordinary text.
+                        self.state = State::Text;
+                    }
+                }
+                State::Cr | State::DotCr => {
+                    if pos == len {
+                        return Decoded { consumed: pos, body: &[], end: None };
+                    }
+                    let x = input[pos];
+                    pos += 1;
+                    if x == b'\n' {
+                        if self.state == State::DotCr {
+                            self.state = State::Done;
+                            return Decoded { consumed: pos, body: &[], end: Some(Ok(self.size)) };
+                        }
+                        // The held CR and this LF are a line end.
+                        let n = self.take(2);
+                        self.line_len = 0;
+                        self.state = State::LineStart;
+                        return self.then_skip(input, pos, cr_then(x, n));
+                    }
+                    // The held CR is bare.
+                    if self.policy == BarePolicy::Reject {
+                        self.fail(DataError::BareLineEnding);
+                        self.state = State::Text;
+                        let (consumed, end) = self.skip(input, pos - 1);
+                        return Decoded { consumed, body: &[], end };
+                    }
+                    let body = if x == b'\r' {
+                        // A new CR to hold.
+                        self.state = State::Cr;
+                        cr_then(x, self.take(1))
+                    } else {
+                        self.state = State::Text;
+                        cr_then(x, self.take(2))
+                    };
+                    return self.then_skip(input, pos, body);
+                }
+            }
+        }
+        self.scan(input, pos)
+    }
+
+    /// The hot path: state `Text` at `start`; emits one chunk starting there.
+    ///
+    /// Invariants of the loop:
+    /// - `input[start..counted]` is body, already counted against the limits;
+    /// - `input[counted..from]` is body not yet counted; it holds no CRLF (the line did not
+    ///   restart inside it), only ordinary bytes and, under `Allow`, bare CR/LF;
+    /// - at `from` the decoder is inside a line with nothing held;
+    /// - the chunk ends only at a line-start dot, a violation, or the end of the input.
+    ///
+    /// Ordinary lines (`text CRLF` followed by a non-dot) extend the chunk: one block scan and a
+    /// few comparisons per line.
+    fn scan<'b>(&mut self, input: &'b [u8], start: usize) -> Decoded<'b> {
+        let len = input.len();
+        let allow = self.policy == BarePolicy::Allow;
+        let mut counted = start;
+        let mut from = start;
+        loop {
+            let p = find_line_byte(input, from);
+            if p == len {
+                let n = self.take((len - counted) as u64) as usize;
+                self.state = State::Text;
+                return self.then_skip(input, len, &input[start..counted + n]);
+            }
+            if input[p] == b'\r' {
+                match input.get(p + 1) {
+                    None => {
+                        // Hold the CR: the next call decides whether it ends a line.
+                        let n = self.take((p - counted) as u64) as usize;
+                        self.state = State::Cr;
+                        return self.then_skip(input, len, &input[start..counted + n]);
+                    }
+                    Some(b'\n') => {
+                        let q = p + 2;
+                        let n = self.take((q - counted) as u64) as usize;
+                        self.line_len = 0;
+                        self.state = State::LineStart;
+                        if self.error.is_some() {
+                            return self.then_skip(input, q, &input[start..counted + n]);
+                        }
+                        match input.get(q) {
+                            None => return Decoded { consumed: len, body: &input[start..], end: None },
+                            Some(b'.') => {
+                                let body = &input[start..q];
+                                if input.get(q + 1) == Some(&b'\r') && input.get(q + 2) == Some(&b'\n') {
+                                    self.state = State::Done;
+                                    let end = Some(Ok(self.size));
+                                    return Decoded { consumed: q + 3, body, end };
+                                }
+                                // Drop the dot; the next call goes on after it.
+                                self.state = State::Dot;
+                                return Decoded { consumed: q + 1, body, end: None };
+                            }
+                            Some(_) => {
+                                counted = q;
+                                from = q;
+                            }
+                        }
+                    }
+                    Some(_) if allow => from = p + 1,
+                    Some(_) => return self.bare(input, start, counted, p),
+                }
+            } else if allow {
+                // A bare LF (the LF of a CRLF is consumed with its CR above).
+                from = p + 1;
+            } else {
+                return self.bare(input, start, counted, p);
+            }
+        }
+    }
+
+    /// A bare CR or LF at `p` under `Reject`: emit what precedes it, then skip to the end.
+    fn bare<'b>(&mut self, input: &'b [u8], start: usize, counted: usize, p: usize) -> Decoded<'b> {
+        let n = self.take((p - counted) as u64) as usize;
+        self.fail(DataError::BareLineEnding);
+        self.state = State::Text;
+        let (consumed, end) = self.skip(input, p + 1);
+        Decoded { consumed, body: &input[start..counted + n], end }
+    }
+
+    /// Returns `body` having consumed `input[..pos]`, or, if a violation was just recorded,
+    /// having skipped on from `pos` towards the real end.
+    #[inline]
+    fn then_skip<'b>(&mut self, input: &'b [u8], pos: usize, body: &'b [u8]) -> Decoded<'b> {
+        if self.error.is_some() {
+            let (consumed, end) = self.skip(input, pos);
+            Decoded { consumed, body, end }
+        } else {
+            Decoded { consumed: pos, body, end: None }
+        }
+    }
+
+    /// Counts `n` more body bytes against both limits and returns how many of them may be
+    /// emitted: `n`, or fewer if a limit is crossed, which records the error (at the same byte,
+    /// the size limit wins).
+    #[inline(always)]
+    fn take(&mut self, n: u64) -> u64 {
+        let size_room = self.max_size - self.size;
+        let line_room = self.max_line - self.line_len;
+        if n <= size_room && n <= line_room {
+            self.size += n;
+            self.line_len += n;
+            return n;
+        }
+        let ok = min(size_room, line_room);
+        self.size += ok;
+        self.line_len += ok;
+        self.fail(if size_room <= line_room { DataError::TooBig } else { DataError::LineTooLong });
+        ok
+    }
+
+    fn fail(&mut self, e: DataError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    /// Error mode: consumes from `i` up to and including the real end, emitting nothing.
+    /// The states keep their meaning, so this is the same end detection as the hot path.
+    /// Returns the consumed length (from 0) and the end, if reached.
+    fn skip(&mut self, input: &[u8], mut i: usize) -> (usize, Option<Result<u64, DataError>>) {
+        let len = input.len();
+        while i < len {
+            match self.state {
+                State::Text => match memchr::memchr(b'\r', &input[i..]) {
+                    None => return (len, None),
+                    Some(k) => {
+                        i += k + 1;
+                        self.state = State::Cr;
+                    }
+                },
+                State::Cr => {
+                    match input[i] {
+                        b'\n' => self.state = State::LineStart,
+                        b'\r' => {}
+                        _ => self.state = State::Text,
+                    }
+                    i += 1;
+                }
+                State::LineStart => {
+                    if input[i] == b'.' {
+                        i += 1;
+                        self.state = State::Dot;
+                    } else {
+                        self.state = State::Text;
+                    }
+                }
+                State::Dot => {
+                    if input[i] == b'\r' {
+                        i += 1;
+                        self.state = State::DotCr;
+                    } else {
+                        self.state = State::Text;
+                    }
+                }
+                State::DotCr => {
+                    if input[i] == b'\n' {
+                        self.state = State::Done;
+                        return (i + 1, Some(self.error.map_or(Ok(self.size), Err)));
+                    }
+                    // Not consumed: it is ordinary text (or a CR to hold).
+                    self.state = State::Text;
+                }
+                State::Done => return (i, None),
+            }
+        }
+        (len, None)
     }
 }
 
-/// Streaming dot-stuffer for the send side (helper: implement).
+// ---------------------------------------------------------------------------------------------
+// Send side.
+
+/// Where the stuffer stands in its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum SendState {
+    /// At the start of an output line (also at the very start).
+    #[default]
+    LineStart,
+    /// Inside a line.
+    Text,
+    /// Inside a line; a CR was consumed and nothing written for it yet.
+    Cr,
+    /// [`Stuffer::finish`] is writing `"\r\n.\r\n"[at..]`.
+    Tail(u8),
+    /// Everything, terminator included, was written.
+    Finished,
+}
+
+const TAIL: &[u8; 5] = b"\r\n.\r\n";
+
+/// Streaming dot-stuffer for the send side (RFC 5321 §4.5.2).
+///
+/// Writes canonical content: every line ends with CRLF, a line starting with `.` gets a second
+/// one, and [`finish`](Self::finish) adds the terminator. Bare CR and bare LF are turned into
+/// CRLF under [`BarePolicy::Allow`] and refused under [`BarePolicy::Reject`], so a smuggling
+/// sequence is never forwarded. Input may come in chunks of any size (a CR at the end of a
+/// chunk waits for the next one); output goes into a caller buffer of any size of at least
+/// [`Stuffer::MIN_OUT`] bytes.
+///
+/// ```
+/// use smtp_proto::data::{BarePolicy, Stuffer};
+///
+/// let mut s = Stuffer::new(BarePolicy::Allow);
+/// let mut out = [0u8; 64];
+/// let mut input: &[u8] = b".hidden\nline";
+/// let mut n = 0;
+/// while !input.is_empty() {
+///     let (consumed, written) = s.stuff(input, &mut out[n..]).unwrap();
+///     input = &input[consumed..];
+///     n += written;
+/// }
+/// n += s.finish(&mut out[n..]).unwrap();
+/// assert!(s.is_finished());
+/// assert_eq!(&out[..n], b"..hidden\r\nline\r\n.\r\n");
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Stuffer {
-    _policy: BarePolicy,
+    policy: BarePolicy,
+    state: SendState,
+}
+
+impl Stuffer {
+    /// The smallest output buffer with which every [`stuff`](Self::stuff) call on non-empty
+    /// input makes progress (a CRLF is never split).
+    pub const MIN_OUT: usize = 2;
+    /// The most [`finish`](Self::finish) writes; with this much room one call finishes.
+    pub const FINISH_LEN: usize = 5;
+
+    /// A stuffer at the start of the message body.
+    pub fn new(policy: BarePolicy) -> Self {
+        Self { policy, state: SendState::LineStart }
+    }
+
+    /// Whether [`finish`](Self::finish) wrote the whole terminator.
+    pub fn is_finished(&self) -> bool {
+        self.state == SendState::Finished
+    }
+
+    /// Stuffs a prefix of `input` into `out`, returning `(consumed, written)`.
+    ///
+    /// Stops when `out` is full or `input` is used up; a CR at the end of `input` is consumed
+    /// and written later (with the next chunk, or by [`finish`](Self::finish)). Under `Reject`,
+    /// a bare CR or LF stops the call just before it; a call that starts with it returns
+    /// `Err(DataError::BareLineEnding)` and consumes nothing (the stuffer stays there). With
+    /// `out.len() >= MIN_OUT` and non-empty input, each `Ok` call consumes or writes something.
+    /// After `finish` started, consumes nothing.
+    pub fn stuff(&mut self, input: &[u8], out: &mut [u8]) -> Result<(usize, usize), DataError> {
+        let len = input.len();
+        let cap = out.len();
+        let mut i = 0;
+        let mut w = 0;
+        if i == len {
+            return Ok((0, 0));
+        }
+        match self.state {
+            SendState::Tail(_) | SendState::Finished => return Ok((0, 0)),
+            SendState::Cr => {
+                if input[0] != b'\n' && self.policy == BarePolicy::Reject {
+                    return Err(DataError::BareLineEnding);
+                }
+                if cap < 2 {
+                    return Ok((0, 0));
+                }
+                out[..2].copy_from_slice(b"\r\n");
+                w = 2;
+                if input[0] == b'\n' {
+                    i = 1;
+                }
+                self.state = SendState::LineStart;
+            }
+            SendState::LineStart | SendState::Text => {}
+        }
+        loop {
+            if self.state == SendState::LineStart {
+                if i == len {
+                    return Ok((i, w));
+                }
+                if input[i] == b'.' {
+                    if w == cap {
+                        return Ok((i, w));
+                    }
+                    // The extra dot; the original one is copied with the run below.
+                    out[w] = b'.';
+                    w += 1;
+                }
+                self.state = SendState::Text;
+            }
+            // A run copied 1:1, as long as it fits: `input[run..from]` is canonical text
+            // with no line start needing a dot.
+            let run = i;
+            let limit = min(len, i + (cap - w));
+            let mut from = i;
+            loop {
+                let p = find_line_byte(&input[..limit], from);
+                // Copies `input[run..end]`; `i` becomes `end`.
+                let mut flush = |end: usize, w: &mut usize, i: &mut usize| {
+                    out[*w..*w + (end - run)].copy_from_slice(&input[run..end]);
+                    *w += end - run;
+                    *i = end;
+                };
+                if p == limit {
+                    flush(limit, &mut w, &mut i);
+                    return Ok((i, w));
+                }
+                let crlf = input[p] == b'\r' && input.get(p + 1) == Some(&b'\n');
+                if crlf {
+                    let q = p + 2;
+                    if q > limit {
+                        // The CRLF does not fit whole.
+                        flush(p, &mut w, &mut i);
+                        return Ok((i, w));
+                    }
+                    if q == len || input[q] == b'.' {
+                        flush(q, &mut w, &mut i);
+                        self.state = SendState::LineStart;
+                        break;
+                    }
+                    from = q;
+                    continue;
+                }
+                flush(p, &mut w, &mut i);
+                if input[p] == b'\r' && p + 1 == len {
+                    // Hold the CR until we see what follows it.
+                    self.state = SendState::Cr;
+                    return Ok((len, w));
+                }
+                // A bare CR or LF at `p`.
+                if self.policy == BarePolicy::Reject {
+                    return if i == 0 && w == 0 { Err(DataError::BareLineEnding) } else { Ok((i, w)) };
+                }
+                if cap - w < 2 {
+                    return Ok((i, w));
+                }
+                out[w..w + 2].copy_from_slice(b"\r\n");
+                w += 2;
+                i = p + 1;
+                self.state = SendState::LineStart;
+                break;
+            }
+        }
+    }
+
+    /// Ends the body: flushes a held CR (as CRLF under `Allow`; `Err` under `Reject`), adds a
+    /// CRLF if the body does not end with one, then writes the terminator `.` CRLF. Returns
+    /// the bytes written. If `out` is shorter than [`Stuffer::FINISH_LEN`] it may take several
+    /// calls: call until [`is_finished`](Self::is_finished). Writes nothing once finished.
+    pub fn finish(&mut self, out: &mut [u8]) -> Result<usize, DataError> {
+        let at = match self.state {
+            SendState::Cr if self.policy == BarePolicy::Reject => return Err(DataError::BareLineEnding),
+            SendState::Cr | SendState::Text => 0,
+            SendState::LineStart => 2,
+            SendState::Tail(at) => at as usize,
+            SendState::Finished => return Ok(0),
+        };
+        let n = min(out.len(), TAIL.len() - at);
+        out[..n].copy_from_slice(&TAIL[at..at + n]);
+        self.state = if at + n == TAIL.len() { SendState::Finished } else { SendState::Tail((at + n) as u8) };
+        Ok(n)
+    }
 }

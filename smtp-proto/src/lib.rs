@@ -100,6 +100,8 @@ pub mod parse;
 pub mod reply;
 pub mod sasl;
 pub mod server;
+#[cfg(feature = "std")]
+pub mod testing;
 
 pub use reply::{EnhancedCode, Reply};
 pub use server::{Config, Event, Progress, Server};

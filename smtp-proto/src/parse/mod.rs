@@ -9,8 +9,14 @@ pub mod path;
 pub mod xtext;
 
 pub use command::{parse_command, parse_command_line, Command, CommandError, Verb};
-pub use params::{Body, By, ByMode, MailAuth, MailParams, Notify, Orcpt, ParamError, RcptParams, Ret, UnknownParams};
-pub use path::{Domain, ForwardPath, Mailbox, PathError, ReversePath};
+pub use params::{
+    parse_mail_params, parse_rcpt_params, Body, By, ByMode, MailAuth, MailParams, Notify, Orcpt, ParamError,
+    RcptParams, Ret, UnknownParams,
+};
+pub use path::{
+    parse_domain, parse_forward_path, parse_mailbox, parse_reverse_path, Domain, ForwardPath, Mailbox, PathError,
+    ReversePath, MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH,
+};
 pub use xtext::XText;
 
 /// The result of a streaming parser: complete, or needs more input.

@@ -138,6 +138,8 @@ impl Event<'_> {
 /// What to do next after [`Server::handle_input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
+// Events carry typed MAIL parameters by value (no heap); one is returned per command.
+#[allow(clippy::large_enum_variant)]
 pub enum Progress<'b> {
     /// Handle this event, then call `handle_input` again with the rest of the input.
     Event(Event<'b>),
@@ -203,6 +205,7 @@ impl From<BufferTooSmall> for ApiMisuse {
 }
 
 /// One step of the input loop.
+#[allow(clippy::large_enum_variant)]
 enum Step<'b> {
     /// Report this.
     Done(Progress<'b>),
@@ -591,7 +594,9 @@ impl Server {
             Pending::DataEnd => {
                 self.write(reply)?;
                 self.errors = 0;
+                self.pending = None;
                 self.end_of_data_decision();
+                return Ok(());
             }
             Pending::Auth => {
                 self.write(reply)?;
@@ -845,15 +850,21 @@ impl Server {
         }
         *remaining -= n as u64;
         if *discard == Discard::No {
-            let limit = self.config.max_message_size;
+            let limit = self.config.max_message_size.unwrap_or(u64::MAX);
+            let mut keep = n;
             if let Some(tx) = self.tx.as_mut() {
-                tx.size += n as u64;
-                if limit.is_some_and(|l| tx.size > l) {
+                // Pass content up to the limit exactly, so that any split reports the same.
+                let room = limit.saturating_sub(tx.size);
+                if n as u64 > room {
+                    keep = room as usize;
                     *discard = Discard::TooBig;
-                    return (n, Step::Again);
                 }
+                tx.size += keep as u64;
             }
-            return (n, Step::Done(Progress::Event(Event::Data(&input[..n]))));
+            if keep == 0 {
+                return (n, Step::Again);
+            }
+            return (n, Step::Done(Progress::Event(Event::Data(&input[..keep]))));
         }
         (n, Step::Again)
     }

@@ -1,11 +1,26 @@
-//! A scripted-session driver for the server core: a client script (segments the client sends,
-//! waiting for replies between segments), an application policy, and the transcript (events
-//! with data chunks merged, and the reply bytes). Any split of a segment must give the same
-//! transcript.
-#![allow(dead_code)]
+//! A scripted-session driver for testing code built on the server core (feature `std`).
+//!
+//! A script is a list of segments the client sends, waiting for the replies between segments;
+//! a [`Policy`] plays the application; the [`Transcript`] records the events (consecutive
+//! [`Event::Data`] chunks merged, since their boundaries depend on how input arrives) and every
+//! reply byte. The core promises that any split of the segments gives the same transcript;
+//! [`run_all_splits`] checks it. The driver panics (it is for tests) on API misuse or a livelock.
+//!
+//! ```
+//! use smtp_proto::server::Config;
+//! use smtp_proto::testing::{accept_all, run_all_splits};
+//! let t = run_all_splits(Config::new("mx.test"), accept_all, &[b"HELO c\r\nQUIT\r\n"]);
+//! assert_eq!(t.output_str(), "220 mx.test ESMTP test\r\n250 mx.test\r\n221 2.0.0 mx.test Bye\r\n");
+//! ```
 
-use smtp_proto::reply::Reply;
-use smtp_proto::server::{Config, Event, Progress, Server};
+use std::borrow::ToOwned;
+use std::format;
+use std::string::{String, ToString};
+use std::vec;
+use std::vec::Vec;
+
+use crate::reply::Reply;
+use crate::server::{Config, Event, Progress, Server};
 
 /// What the application answers.
 pub type Policy = fn(&Event<'_>, &Server) -> Option<Reply<'static>>;
@@ -15,26 +30,31 @@ pub fn accept_all(_: &Event<'_>, _: &Server) -> Option<Reply<'static>> {
     None
 }
 
-/// Reject recipients whose local part starts with "bad", and MAIL from "spammer@".
+/// Reject recipients whose local part starts with "bad" (`550 5.1.1`), and MAIL from
+/// `spammer@` (`550 5.7.1`).
 pub fn picky(ev: &Event<'_>, _: &Server) -> Option<Reply<'static>> {
     match ev {
-        Event::Rcpt { to: smtp_proto::parse::ForwardPath::Mailbox(m), .. } if m.local_part.starts_with("bad") => {
+        Event::Rcpt { to: crate::parse::ForwardPath::Mailbox(m), .. } if m.local_part.starts_with("bad") => {
             Some(Reply::NO_SUCH_USER)
         }
-        Event::Mail { from: smtp_proto::parse::ReversePath::Mailbox(m), .. } if m.local_part == "spammer" => {
-            Some(Reply::new(550, Some(smtp_proto::reply::EnhancedCode::new(5, 7, 1)), "Go away"))
+        Event::Mail { from: crate::parse::ReversePath::Mailbox(m), .. } if m.local_part == "spammer" => {
+            Some(Reply::new(550, Some(crate::reply::EnhancedCode::new(5, 7, 1)), "Go away"))
         }
         _ => None,
     }
 }
 
+/// What a session produced.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Transcript {
+    /// Events, `Debug`-formatted; data chunks merged as `Data:<escaped bytes>`.
     pub events: Vec<String>,
+    /// Every reply byte the server sent.
     pub output: Vec<u8>,
 }
 
 impl Transcript {
+    /// The reply bytes as text.
     pub fn output_str(&self) -> String {
         String::from_utf8_lossy(&self.output).into_owned()
     }
@@ -50,6 +70,15 @@ fn escape(b: &[u8]) -> String {
 }
 
 fn record(t: &mut Transcript, ev: &Event<'_>) {
+    // How plaintext after STARTTLS arrives in pieces depends on the split: merge the counts.
+    if let Event::PlaintextDiscarded { len } = ev {
+        if let Some(last) = t.events.last_mut() {
+            if let Some(prev) = last.strip_prefix("PlaintextDiscarded { len: ").and_then(|r| r.strip_suffix(" }")) {
+                *last = format!("PlaintextDiscarded {{ len: {} }}", prev.parse::<usize>().unwrap() + len);
+                return;
+            }
+        }
+    }
     if let Event::Data(d) = ev {
         if let Some(last) = t.events.last_mut() {
             if let Some(prev) = last.strip_prefix("Data:") {
@@ -150,6 +179,7 @@ fn feed(server: &mut Server, buf: &mut Vec<u8>, policy: Policy, t: &mut Transcri
     }
 }
 
+/// Runs the script whole.
 pub fn run(config: Config, policy: Policy, segments: &[&[u8]]) -> Transcript {
     run_with(config, policy, segments, &|_, _| vec![])
 }

@@ -1,0 +1,183 @@
+//! DATA receive path: our strict streaming decoder against memcpy of the same bytes (the
+//! physical limit), Stalwart's `smtp-proto` 0.2.5 `DataReceiver`, and a naive byte-at-a-time
+//! decoder; plus dot-stuffing on the send side against memcpy. All in one run so the ratios
+//! hold on a noisy machine.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use smtp_proto::data::{BarePolicy, DataDecoder, Stuffer};
+
+/// A realistic message body on the wire: `lines` lines of `width` printable bytes, 1% of them
+/// starting with a (stuffed) dot, then the terminator.
+fn wire_body(size: usize, width: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 1024);
+    let mut n = 0u32;
+    while out.len() < size {
+        n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        if n % 100 == 0 {
+            out.extend_from_slice(b"..");
+        }
+        for i in 0..width {
+            out.push(b"abcdefghijklmnopqrstuvwxyz0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(i + n as usize) % 63]);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Strict decoder, content copied out (what a server storing the message does).
+fn ours_copy(wire: &[u8], read: usize, sink: &mut Vec<u8>) {
+    sink.clear();
+    let mut d = DataDecoder::new(BarePolicy::Reject, None, None);
+    for piece in wire.chunks(read) {
+        let mut at = 0;
+        while at < piece.len() {
+            let r = d.decode(&piece[at..]);
+            at += r.consumed;
+            sink.extend_from_slice(r.body);
+            if r.end.is_some() {
+                return;
+            }
+        }
+    }
+}
+
+/// Strict decoder, zero-copy: only the scan and the borrowed chunks.
+fn ours_scan(wire: &[u8], read: usize) -> usize {
+    let mut d = DataDecoder::new(BarePolicy::Reject, None, None);
+    let mut total = 0;
+    for piece in wire.chunks(read) {
+        let mut at = 0;
+        while at < piece.len() {
+            let r = d.decode(&piece[at..]);
+            at += r.consumed;
+            total += black_box(r.body).len();
+            if r.end.is_some() {
+                return total;
+            }
+        }
+    }
+    total
+}
+
+fn memcpy(wire: &[u8], read: usize, sink: &mut Vec<u8>) {
+    sink.clear();
+    for piece in wire.chunks(read) {
+        sink.extend_from_slice(piece);
+    }
+}
+
+fn stalwart(wire: &[u8], read: usize, sink: &mut Vec<u8>) {
+    sink.clear();
+    let mut r = stalwart_smtp_proto::request::receiver::DataReceiver::new();
+    for piece in wire.chunks(read) {
+        if r.ingest(&mut piece.iter(), sink) {
+            return;
+        }
+    }
+}
+
+/// One byte at a time, the obvious way.
+fn naive(wire: &[u8], read: usize, sink: &mut Vec<u8>) {
+    sink.clear();
+    // 0: mid-line, 1: after CR, 2: line start, 3: line start + dot, 4: dot + CR
+    let mut state = 2u8;
+    for piece in wire.chunks(read) {
+        for &b in piece {
+            state = match (state, b) {
+                (4, b'\n') => return,
+                (2, b'.') => 3,
+                (3, b'\r') => 4,
+                (_, b'\r') => {
+                    sink.push(b);
+                    1
+                }
+                (1, b'\n') => {
+                    sink.push(b);
+                    2
+                }
+                _ => {
+                    sink.push(b);
+                    0
+                }
+            };
+        }
+    }
+}
+
+fn stuff(body: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut s = Stuffer::new(BarePolicy::Allow);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    while at < body.len() {
+        let (c, w) = s.stuff(&body[at..], &mut buf).unwrap();
+        at += c;
+        out.extend_from_slice(&buf[..w]);
+    }
+    let w = s.finish(&mut buf).unwrap();
+    out.extend_from_slice(&buf[..w]);
+}
+
+fn bench_receive(c: &mut Criterion) {
+    let cases = [
+        ("1MiB_76col", wire_body(1 << 20, 76)),
+        ("64KiB_76col", wire_body(64 << 10, 76)),
+        ("1MiB_short_lines", wire_body(1 << 20, 2)),
+    ];
+    let mut sink = Vec::with_capacity(2 << 20);
+    // Sanity: every implementation gets the same content.
+    for (_, wire) in &cases {
+        let mut a = Vec::new();
+        ours_copy(wire, 4096, &mut a);
+        let mut b = Vec::new();
+        stalwart(wire, 4096, &mut b);
+        let mut n = Vec::new();
+        naive(wire, 4096, &mut n);
+        assert_eq!(a, n);
+        assert_eq!(a.len(), b.len());
+    }
+    for (name, wire) in &cases {
+        for read in [64 << 10, 4 << 10] {
+            let mut g = c.benchmark_group(format!("data_receive/{name}/{}KiB_reads", read >> 10));
+            g.throughput(Throughput::Bytes(wire.len() as u64));
+            g.bench_function("memcpy", |b| b.iter(|| memcpy(black_box(wire), read, &mut sink)));
+            g.bench_function("ours_strict_copy", |b| b.iter(|| ours_copy(black_box(wire), read, &mut sink)));
+            g.bench_function("ours_zero_copy", |b| b.iter(|| ours_scan(black_box(wire), read)));
+            g.bench_function("stalwart_0.2.5", |b| b.iter(|| stalwart(black_box(wire), read, &mut sink)));
+            g.bench_function("naive_bytewise", |b| b.iter(|| naive(black_box(wire), read, &mut sink)));
+            g.finish();
+        }
+    }
+}
+
+fn bench_stuff(c: &mut Criterion) {
+    let mut body = Vec::new();
+    ours_copy(&wire_body(1 << 20, 76), 1 << 20, &mut body);
+    let mut out = Vec::with_capacity(2 << 20);
+    let mut g = c.benchmark_group("data_send/1MiB_76col");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("memcpy", |b| b.iter(|| memcpy(black_box(&body), 64 << 10, &mut out)));
+    g.bench_function("ours_stuffing", |b| b.iter(|| stuff(black_box(&body), &mut out)));
+    g.bench_with_input(BenchmarkId::new("ours_stuffing_chunks", "4KiB"), &body, |b, body| {
+        b.iter(|| {
+            out.clear();
+            let mut s = Stuffer::new(BarePolicy::Allow);
+            let mut buf = vec![0u8; 8192];
+            for piece in body.chunks(4096) {
+                let mut at = 0;
+                while at < piece.len() {
+                    let (c, w) = s.stuff(&piece[at..], &mut buf).unwrap();
+                    at += c;
+                    out.extend_from_slice(&buf[..w]);
+                }
+            }
+            let w = s.finish(&mut buf).unwrap();
+            out.extend_from_slice(&buf[..w]);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_receive, bench_stuff);
+criterion_main!(benches);

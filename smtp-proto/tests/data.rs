@@ -1,0 +1,731 @@
+//! DATA path tests: `DataDecoder` against a deliberately naive byte-at-a-time reference, at
+//! every split; smuggling sequences; limits; `Stuffer` round trips.
+
+use proptest::prelude::*;
+use smtp_proto::data::{BarePolicy, DataDecoder, DataError, Stuffer};
+
+type End = Option<Result<u64, DataError>>;
+
+/// What a decoder made of some input: the body, the end, and the bytes consumed in total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    body: Vec<u8>,
+    end: End,
+    consumed: usize,
+}
+
+/// The naive model: one byte at a time, written straight from the rules.
+fn reference(input: &[u8], policy: BarePolicy, max_size: Option<u64>, max_line: Option<usize>) -> Outcome {
+    #[derive(Clone, Copy, PartialEq)]
+    enum S {
+        LineStart,
+        Text,
+        Cr,
+        Dot,
+        DotCr,
+    }
+    struct M {
+        body: Vec<u8>,
+        err: Option<DataError>,
+        line: u64,
+        max_size: u64,
+        max_line: u64,
+        policy: BarePolicy,
+    }
+    impl M {
+        fn emit(&mut self, b: u8) {
+            if self.err.is_some() {
+                return;
+            }
+            if self.body.len() as u64 + 1 > self.max_size {
+                self.err = Some(DataError::TooBig);
+            } else if self.line + 1 > self.max_line {
+                self.err = Some(DataError::LineTooLong);
+            } else {
+                self.body.push(b);
+                self.line += 1;
+            }
+        }
+        fn bare(&mut self, b: u8) {
+            match self.policy {
+                BarePolicy::Allow => self.emit(b),
+                _ => {
+                    if self.err.is_none() {
+                        self.err = Some(DataError::BareLineEnding);
+                    }
+                }
+            }
+        }
+    }
+    let mut m = M {
+        body: Vec::new(),
+        err: None,
+        line: 0,
+        max_size: max_size.unwrap_or(u64::MAX),
+        max_line: max_line.map_or(u64::MAX, |l| l as u64),
+        policy,
+    };
+    let mut s = S::LineStart;
+    for (i, &b) in input.iter().enumerate() {
+        // States that decide about `b` first, then maybe hand it over to `Text`.
+        match s {
+            S::LineStart if b == b'.' => {
+                s = S::Dot;
+                continue;
+            }
+            S::Dot if b == b'\r' => {
+                s = S::DotCr;
+                continue;
+            }
+            S::DotCr if b == b'\n' => {
+                let end = Some(match m.err {
+                    Some(e) => Err(e),
+                    None => Ok(m.body.len() as u64),
+                });
+                return Outcome { body: m.body, end, consumed: i + 1 };
+            }
+            S::Cr if b == b'\n' => {
+                m.emit(b'\r');
+                m.emit(b'\n');
+                m.line = 0;
+                s = S::LineStart;
+                continue;
+            }
+            S::Cr | S::DotCr => m.bare(b'\r'),
+            _ => {}
+        }
+        // Text.
+        s = S::Text;
+        match b {
+            b'\r' => s = S::Cr,
+            b'\n' => m.bare(b'\n'),
+            _ => m.emit(b),
+        }
+    }
+    Outcome { body: m.body, end: None, consumed: input.len() }
+}
+
+/// Runs `DataDecoder` over `input` cut at `cuts` (sorted indices), checking the call contract.
+fn decode_split(
+    input: &[u8],
+    cuts: &[usize],
+    policy: BarePolicy,
+    max_size: Option<u64>,
+    max_line: Option<usize>,
+) -> Outcome {
+    let mut dec = DataDecoder::new(policy, max_size, max_line);
+    let mut body = Vec::new();
+    let mut consumed = 0;
+    let mut end = None;
+    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c <= input.len()).collect();
+    bounds.push(input.len());
+    let mut at = 0;
+    'pieces: for &b in &bounds {
+        if b < at {
+            continue;
+        }
+        let mut piece = &input[at..b];
+        at = b;
+        while !piece.is_empty() {
+            let d = dec.decode(piece);
+            assert!(d.consumed > 0, "no progress on {piece:?}");
+            assert!(d.consumed <= piece.len());
+            body.extend_from_slice(d.body);
+            consumed += d.consumed;
+            piece = &piece[d.consumed..];
+            if let Some(e) = d.end {
+                end = Some(e);
+                assert!(dec.is_done());
+                // Nothing more is consumed after the end.
+                assert_eq!(dec.decode(piece).consumed, 0);
+                break 'pieces;
+            }
+            assert!(!dec.is_done());
+        }
+    }
+    if let Some(Ok(size)) = end {
+        assert_eq!(size, body.len() as u64);
+    }
+    assert_eq!(dec.size(), body.len() as u64);
+    Outcome { body, end, consumed }
+}
+
+fn decode_all(input: &[u8], policy: BarePolicy) -> Outcome {
+    decode_split(input, &[], policy, None, None)
+}
+
+/// Checks the decoder against the reference at every single split and every pair of splits
+/// (pairs only for short inputs).
+fn check_all_splits(input: &[u8], policy: BarePolicy, max_size: Option<u64>, max_line: Option<usize>) {
+    let want = reference(input, policy, max_size, max_line);
+    assert_eq!(decode_split(input, &[], policy, max_size, max_line), want, "whole {input:?}");
+    for i in 0..=input.len() {
+        assert_eq!(decode_split(input, &[i], policy, max_size, max_line), want, "split {i} of {input:?}");
+        if input.len() <= 24 {
+            for j in i..=input.len() {
+                let got = decode_split(input, &[i, j], policy, max_size, max_line);
+                assert_eq!(got, want, "splits {i},{j} of {input:?}");
+            }
+        }
+    }
+    let bytewise: Vec<usize> = (0..=input.len()).collect();
+    assert_eq!(decode_split(input, &bytewise, policy, max_size, max_line), want, "bytewise {input:?}");
+}
+
+const BOTH: [BarePolicy; 2] = [BarePolicy::Reject, BarePolicy::Allow];
+
+// ---------------------------------------------------------------------------------------------
+// The reference itself (so that a broken model cannot hide a broken decoder).
+
+#[test]
+fn reference_model_basics() {
+    let r = reference(b"a\r\n..b\r\n.\r\nX", BarePolicy::Reject, None, None);
+    assert_eq!(r, Outcome { body: b"a\r\n.b\r\n".to_vec(), end: Some(Ok(7)), consumed: 11 });
+    let r = reference(b"a\nb\r\n.\r\n", BarePolicy::Reject, None, None);
+    assert_eq!(r, Outcome { body: b"a".to_vec(), end: Some(Err(DataError::BareLineEnding)), consumed: 8 });
+    let r = reference(b"a\nb\r\n.\r\n", BarePolicy::Allow, None, None);
+    assert_eq!(r.body, b"a\nb\r\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder: fixed cases.
+
+#[test]
+fn simple_message_and_rest_untouched() {
+    let input = b"Subject: x\r\n\r\nhello\r\n.\r\nMAIL FROM:<a@b>\r\n";
+    for p in BOTH {
+        let o = decode_all(input, p);
+        assert_eq!(o.body, b"Subject: x\r\n\r\nhello\r\n");
+        assert_eq!(o.end, Some(Ok(21)));
+        assert_eq!(&input[o.consumed..], b"MAIL FROM:<a@b>\r\n");
+        check_all_splits(input, p, None, None);
+    }
+}
+
+#[test]
+fn first_line_dot_ends_empty_message() {
+    for p in BOTH {
+        let o = decode_all(b".\r\nQUIT\r\n", p);
+        assert_eq!(o, Outcome { body: vec![], end: Some(Ok(0)), consumed: 3 });
+        check_all_splits(b".\r\nQUIT\r\n", p, None, None);
+    }
+    // A first line that is not just a dot is stuffed content.
+    let o = decode_all(b"..\r\n.\r\n", BarePolicy::Reject);
+    assert_eq!(o, Outcome { body: b".\r\n".to_vec(), end: Some(Ok(3)), consumed: 7 });
+    let o = decode_all(b".x\r\n.\r\n", BarePolicy::Reject);
+    assert_eq!(o, Outcome { body: b"x\r\n".to_vec(), end: Some(Ok(3)), consumed: 7 });
+}
+
+#[test]
+fn dot_unstuffing() {
+    let input = b"..\r\n...\r\n.a\r\nb.\r\n..\r\n.\r\n";
+    let o = decode_all(input, BarePolicy::Reject);
+    assert_eq!(o.body, b".\r\n..\r\na\r\nb.\r\n.\r\n");
+    assert_eq!(o.end, Some(Ok(o.body.len() as u64)));
+    assert_eq!(o.consumed, input.len());
+    check_all_splits(input, BarePolicy::Reject, None, None);
+}
+
+#[test]
+fn body_chunks_are_zero_copy_and_span_lines() {
+    // Ordinary lines do not cut the chunk: one call returns the whole body up to the end.
+    let input = b"line one\r\nline two\r\nline three\r\n.\r\n";
+    let mut dec = DataDecoder::new(BarePolicy::Reject, None, None);
+    let d = dec.decode(input);
+    assert_eq!(d.consumed, input.len());
+    assert_eq!(d.body, &input[..input.len() - 3]);
+    assert_eq!(d.body.as_ptr(), input.as_ptr());
+    assert_eq!(d.end, Some(Ok(input.len() as u64 - 3)));
+    // A stuffed dot ends a chunk just before it; the next starts after it.
+    let input = b"ab\r\n..cd\r\n.\r\n";
+    let mut dec = DataDecoder::new(BarePolicy::Reject, None, None);
+    let d = dec.decode(input);
+    assert_eq!((d.consumed, d.body, d.end), (5, &b"ab\r\n"[..], None));
+    let d = dec.decode(&input[5..]);
+    assert_eq!(d.body, b".cd\r\n");
+    assert_eq!(d.body.as_ptr(), input[5..].as_ptr());
+    assert_eq!(d.end, Some(Ok(9)));
+}
+
+#[test]
+fn held_cr_across_calls() {
+    let mut dec = DataDecoder::new(BarePolicy::Reject, None, None);
+    let d = dec.decode(b"abc\r");
+    assert_eq!((d.consumed, d.body, d.end), (4, &b"abc"[..], None));
+    let d = dec.decode(b"\n.\r\n");
+    assert_eq!((d.consumed, d.body, d.end), (1, &b"\r\n"[..], None));
+    let d = dec.decode(b".\r\n");
+    assert_eq!((d.consumed, d.body, d.end), (3, &b""[..], Some(Ok(5))));
+    // Under Allow, a held CR followed by something else is body.
+    let mut dec = DataDecoder::new(BarePolicy::Allow, None, None);
+    assert_eq!(dec.decode(b"a\r").body, b"a");
+    let d = dec.decode(b"x\r\n.\r\n");
+    assert_eq!((d.consumed, d.body), (1, &b"\rx"[..]));
+    let d = dec.decode(b"\r\n.\r\n");
+    assert_eq!(d.body, b"\r\n");
+    assert_eq!(d.end, Some(Ok(5)));
+}
+
+#[test]
+fn smuggling_sequences_never_end_the_message() {
+    let seqs: &[&[u8]] = &[
+        b"\n.\n",
+        b"\n.\r\n",
+        b"\r.\r",
+        b"\r.\r\n",
+        b"\r\n.\n",
+        b"\r\n.\r",
+        b"\r\n.\r\r\n",
+        b"\r\n.\0\r\n",
+        b"\r\n\0.\r\n",
+        b"\r\n.\n\r\n",
+        b"\n.\n\n",
+        b"\r\r\n.\r\r\n",
+        b"\r\n .\r\n",
+    ];
+    for seq in seqs {
+        let mut input = b"hello".to_vec();
+        input.extend_from_slice(seq);
+        input.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\n");
+        for p in BOTH {
+            // Without the real end, nothing ends: everything is consumed, no end.
+            let o = decode_all(&input, p);
+            assert_eq!(o.end, None, "{seq:?} ended the message under {p:?}");
+            assert_eq!(o.consumed, input.len());
+            check_all_splits(&input, p, None, None);
+            // With it, the message ends exactly there, and under Reject it is refused
+            // unless the sequence held no bare CR/LF at all.
+            let mut full = input.clone();
+            full.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+            let o = decode_all(&full, p);
+            assert_eq!(o.consumed, full.len() - 6, "{seq:?}");
+            let canonical = !has_bare(seq);
+            match p {
+                BarePolicy::Reject if !canonical => {
+                    assert_eq!(o.end, Some(Err(DataError::BareLineEnding)), "{seq:?}");
+                    // Nothing after the first bare CR/LF is emitted.
+                    assert!(o.body.len() <= b"hello\r\n".len(), "{seq:?}: {:?}", o.body);
+                }
+                _ => assert!(matches!(o.end, Some(Ok(_))), "{seq:?}: {:?}", o.end),
+            }
+            check_all_splits(&full, p, None, None);
+        }
+    }
+}
+
+#[test]
+fn bare_lf_and_cr_policies() {
+    let input = b"a\nb\rc\r\n.\r\n";
+    let o = decode_all(input, BarePolicy::Reject);
+    assert_eq!(o, Outcome { body: b"a".to_vec(), end: Some(Err(DataError::BareLineEnding)), consumed: 10 });
+    let o = decode_all(input, BarePolicy::Allow);
+    assert_eq!(o, Outcome { body: b"a\nb\rc\r\n".to_vec(), end: Some(Ok(7)), consumed: 10 });
+    // A bare LF does not start a line: the dot after it is text, not stuffing.
+    let o = decode_all(b"a\n.b\r\n.\r\n", BarePolicy::Allow);
+    assert_eq!(o.body, b"a\n.b\r\n");
+    let o = decode_all(b"a\r.b\r\n.\r\n", BarePolicy::Allow);
+    assert_eq!(o.body, b"a\r.b\r\n");
+    // A line-start dot followed by a bare CR/LF: the dot goes, the rest is text.
+    let o = decode_all(b".\rx\r\n.\r\n", BarePolicy::Allow);
+    assert_eq!(o.body, b"\rx\r\n");
+    let o = decode_all(b".\nx\r\n.\r\n", BarePolicy::Allow);
+    assert_eq!(o.body, b"\nx\r\n");
+    for input in [&b".\rx\r\n.\r\n"[..], b".\nx\r\n.\r\n", b"x\r\n.\r\r\n.\r\n", b"\r\r\r\n.\r\n"] {
+        for p in BOTH {
+            check_all_splits(input, p, None, None);
+        }
+        assert_eq!(decode_all(input, BarePolicy::Reject).end, Some(Err(DataError::BareLineEnding)));
+    }
+}
+
+#[test]
+fn reject_keeps_reading_to_the_real_end() {
+    // After a violation the decoder emits nothing more, and only CRLF.CRLF ends it.
+    let input = b"ok\r\nbad\n\r\n.\n\r\n.\r\r\n..\r\n.\r\nNEXT";
+    let o = decode_all(input, BarePolicy::Reject);
+    assert_eq!(o.body, b"ok\r\nbad");
+    assert_eq!(o.end, Some(Err(DataError::BareLineEnding)));
+    assert_eq!(&input[o.consumed..], b"NEXT");
+    check_all_splits(input, BarePolicy::Reject, None, None);
+}
+
+#[test]
+fn size_limit_boundaries() {
+    let input = b"abc\r\n..de\r\n.\r\nX"; // body "abc\r\n.de\r\n" = 10 bytes
+    for p in BOTH {
+        let o = decode_split(input, &[], p, Some(10), None);
+        assert_eq!(o.end, Some(Ok(10)));
+        let o = decode_split(input, &[], p, Some(9), None);
+        assert_eq!(o.body, b"abc\r\n.de\r");
+        assert_eq!(o.end, Some(Err(DataError::TooBig)));
+        assert_eq!(o.consumed, input.len() - 1);
+        let o = decode_split(input, &[], p, Some(0), None);
+        assert_eq!((o.body.len(), o.end), (0, Some(Err(DataError::TooBig))));
+        for limit in 0..=11 {
+            check_all_splits(input, p, Some(limit), None);
+        }
+    }
+    // Empty message within a zero limit.
+    assert_eq!(decode_split(b".\r\n", &[], BarePolicy::Reject, Some(0), None).end, Some(Ok(0)));
+}
+
+#[test]
+fn size_limit_memory_stays_flat() {
+    // A large body over the limit: chunks stop at the limit, the whole input is consumed.
+    let mut input = Vec::new();
+    for i in 0..2000 {
+        input.extend_from_slice(format!("line {i} of a rather long message\r\n").as_bytes());
+    }
+    input.extend_from_slice(b".\r\n");
+    let o = decode_split(&input, &[100, 5000, 30000], BarePolicy::Reject, Some(1000), Some(1000));
+    assert_eq!(o.body.len(), 1000);
+    assert_eq!(o.end, Some(Err(DataError::TooBig)));
+    assert_eq!(o.consumed, input.len());
+}
+
+#[test]
+fn line_limit_boundaries() {
+    // "abcd\r\n" is 6 octets; a stuffing dot does not count.
+    let input = b"abcd\r\n.abcd\r\nab\r\n.\r\n";
+    for p in BOTH {
+        assert_eq!(decode_split(input, &[], p, None, Some(6)).end, Some(Ok(16)));
+        let o = decode_split(input, &[], p, None, Some(5));
+        assert_eq!(o.body, b"abcd\r");
+        assert_eq!(o.end, Some(Err(DataError::LineTooLong)));
+        for limit in 0..=8 {
+            check_all_splits(input, p, None, Some(limit));
+        }
+    }
+    // The first error wins: a long line before a bare LF, and the other way round.
+    let o = decode_split(b"abcdef\nx\r\n.\r\n", &[], BarePolicy::Reject, None, Some(3));
+    assert_eq!(o.end, Some(Err(DataError::LineTooLong)));
+    let o = decode_split(b"ab\ncdef\r\n.\r\n", &[], BarePolicy::Reject, None, Some(3));
+    assert_eq!(o.end, Some(Err(DataError::BareLineEnding)));
+    // Under Allow a bare LF does not end the line.
+    let o = decode_split(b"ab\ncd\r\n.\r\n", &[], BarePolicy::Allow, None, Some(6));
+    assert_eq!(o.end, Some(Err(DataError::LineTooLong)));
+    // Size and line limits crossed at the same byte: the size limit is reported.
+    let o = decode_split(b"abcdef\r\n.\r\n", &[], BarePolicy::Reject, Some(3), Some(3));
+    assert_eq!(o.end, Some(Err(DataError::TooBig)));
+}
+
+#[test]
+fn long_lines_and_block_boundaries() {
+    // Exercise the 16-byte block scan: line ends at every offset, tabs and NULs (which pass
+    // the block filter) and high bytes.
+    for len in 0..40 {
+        let mut input = Vec::new();
+        for k in 0..3 {
+            input.extend((0..len).map(|i| match (i + k) % 7 {
+                0 => b'\t',
+                1 => 0,
+                2 => 0xff,
+                3 => 0x8d,
+                _ => b'a' + (i % 26) as u8,
+            }));
+            input.extend_from_slice(b"\r\n");
+            if k == 1 {
+                input.extend_from_slice(b"..x\r\n");
+            }
+        }
+        input.extend_from_slice(b".\r\n");
+        for p in BOTH {
+            let want = reference(&input, p, None, None);
+            assert!(matches!(want.end, Some(Ok(_))));
+            for i in 0..=input.len() {
+                assert_eq!(decode_split(&input, &[i], p, None, None), want);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder: properties.
+
+fn interesting_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        4 => Just(b'\r'),
+        4 => Just(b'\n'),
+        4 => Just(b'.'),
+        2 => Just(b'a'),
+        1 => Just(0u8),
+        1 => Just(b'\t'),
+        2 => any::<u8>(),
+    ]
+}
+
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(interesting_byte(), 0..64),
+        prop::collection::vec(any::<u8>(), 0..200),
+        // Mostly text with some line structure.
+        prop::collection::vec(prop_oneof![8 => Just(b'x'), 2 => interesting_byte()], 0..300),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = BarePolicy> {
+    prop_oneof![Just(BarePolicy::Reject), Just(BarePolicy::Allow)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn decoder_matches_reference_at_any_split(
+        mut input in bytes(),
+        terminate in any::<bool>(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        p in policy(),
+        max_size in prop::option::of(0u64..80),
+        max_line in prop::option::of(0usize..40),
+    ) {
+        if terminate {
+            input.extend_from_slice(b"\r\n.\r\nRSET\r\n");
+        }
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+        cuts.sort_unstable();
+        let want = reference(&input, p, max_size, max_line);
+        let got = decode_split(&input, &cuts, p, max_size, max_line);
+        prop_assert_eq!(&got, &want);
+        if terminate {
+            prop_assert!(want.end.is_some());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stuffer.
+
+/// Stuffs `input` cut at `cuts` into output buffers of `out_len` bytes, then finishes.
+fn stuff_split(input: &[u8], cuts: &[usize], out_len: usize, policy: BarePolicy) -> Result<Vec<u8>, DataError> {
+    let mut s = Stuffer::new(policy);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; out_len];
+    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c <= input.len()).collect();
+    bounds.push(input.len());
+    let mut at = 0;
+    for &b in &bounds {
+        if b < at {
+            continue;
+        }
+        let mut piece = &input[at..b];
+        at = b;
+        while !piece.is_empty() {
+            let (c, w) = s.stuff(piece, &mut buf)?;
+            assert!(c + w > 0, "no progress");
+            assert!(c <= piece.len() && w <= buf.len());
+            out.extend_from_slice(&buf[..w]);
+            piece = &piece[c..];
+        }
+    }
+    while !s.is_finished() {
+        let w = s.finish(&mut buf)?;
+        assert!(w > 0);
+        out.extend_from_slice(&buf[..w]);
+    }
+    assert_eq!(s.finish(&mut buf), Ok(0));
+    Ok(out)
+}
+
+/// Bare CR and bare LF become CRLF; a non-empty result ends with CRLF.
+fn canonical(x: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < x.len() {
+        match x[i] {
+            b'\r' if x.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The stuffed form is canonical: no bare CR/LF, every line starting with a dot has two,
+/// and it ends with the terminator, which is the only `CRLF.CRLF` (or leading `.CRLF`).
+fn assert_well_stuffed(s: &[u8]) {
+    assert!(s.ends_with(b".\r\n"), "{s:?}");
+    assert!(s.len() == 3 || s.ends_with(b"\r\n.\r\n"), "{s:?}");
+    for (i, &b) in s.iter().enumerate() {
+        if b == b'\r' {
+            assert_eq!(s.get(i + 1), Some(&b'\n'), "bare CR in {s:?}");
+        }
+        if b == b'\n' {
+            assert!(i > 0 && s[i - 1] == b'\r', "bare LF in {s:?}");
+        }
+    }
+    let body = &s[..s.len() - 3];
+    let mut line_start = true;
+    for (i, &b) in body.iter().enumerate() {
+        if line_start && b == b'.' {
+            assert_eq!(body.get(i + 1), Some(&b'.'), "unstuffed dot at {i} in {s:?}");
+        }
+        line_start = b == b'\n';
+    }
+}
+
+/// Whether `x` holds a bare CR or a bare LF (a CR at the very end is bare).
+fn has_bare(x: &[u8]) -> bool {
+    (0..x.len()).any(|i| match x[i] {
+        b'\r' => x.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || x[i - 1] != b'\r',
+        _ => false,
+    })
+}
+
+fn unstuff(s: &[u8]) -> Outcome {
+    decode_all(s, BarePolicy::Reject)
+}
+
+#[test]
+fn stuffer_examples() {
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"", b".\r\n"),
+        (b"a", b"a\r\n.\r\n"),
+        (b"a\r\n", b"a\r\n.\r\n"),
+        (b".", b"..\r\n.\r\n"),
+        (b".\r\n.\r\n", b"..\r\n..\r\n.\r\n"),
+        (b"x\r\n.y\r\n..\r\n", b"x\r\n..y\r\n...\r\n.\r\n"),
+        (b"a.b\r\n", b"a.b\r\n.\r\n"),
+    ];
+    for (input, want) in cases {
+        for p in BOTH {
+            assert_eq!(stuff_split(input, &[], 64, p).unwrap(), *want, "{input:?}");
+            for out_len in 2..8 {
+                for cut in 0..=input.len() {
+                    assert_eq!(stuff_split(input, &[cut], out_len, p).unwrap(), *want);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stuffer_bare_line_endings() {
+    // Allow: normalised, and a dot after a normalised line end is stuffed.
+    let got = stuff_split(b"a\n.b\rc\r\r\n.", &[], 64, BarePolicy::Allow).unwrap();
+    assert_eq!(got, b"a\r\n..b\r\nc\r\n\r\n..\r\n.\r\n");
+    for cut in 0..12 {
+        assert_eq!(stuff_split(b"a\n.b\rc\r\r\n.", &[cut], 3, BarePolicy::Allow).unwrap(), got);
+    }
+    // Reject: an error at the offending byte, after the bytes before it were written.
+    let mut s = Stuffer::new(BarePolicy::Reject);
+    let mut out = [0u8; 16];
+    assert_eq!(s.stuff(b"ab\ncd", &mut out), Ok((2, 2)));
+    assert_eq!(&out[..2], b"ab");
+    assert_eq!(s.stuff(b"\ncd", &mut out), Err(DataError::BareLineEnding));
+    // A CR held at the end of a chunk, then not followed by LF.
+    let mut s = Stuffer::new(BarePolicy::Reject);
+    assert_eq!(s.stuff(b"ab\r", &mut out), Ok((3, 2)));
+    assert_eq!(s.stuff(b"x", &mut out), Err(DataError::BareLineEnding));
+    let mut s = Stuffer::new(BarePolicy::Reject);
+    assert_eq!(s.stuff(b"ab\r", &mut out), Ok((3, 2)));
+    assert_eq!(s.finish(&mut out), Err(DataError::BareLineEnding));
+    for input in [&b"\r"[..], b"\n", b"a\rb", b"\r\r\n", b"a\r\n\n"] {
+        assert_eq!(stuff_split(input, &[], 16, BarePolicy::Reject), Err(DataError::BareLineEnding));
+        for cut in 0..=input.len() {
+            assert_eq!(stuff_split(input, &[cut], 2, BarePolicy::Reject), Err(DataError::BareLineEnding));
+        }
+    }
+}
+
+#[test]
+fn stuffer_small_output_and_finish_in_pieces() {
+    let mut s = Stuffer::new(BarePolicy::Allow);
+    let mut out = [0u8; 2];
+    assert_eq!(s.stuff(b"x", &mut out), Ok((1, 1)));
+    assert_eq!(s.finish(&mut out), Ok(2));
+    assert_eq!(out, *b"\r\n");
+    assert!(!s.is_finished());
+    assert_eq!(s.finish(&mut out), Ok(2));
+    assert_eq!(out, *b".\r");
+    assert_eq!(s.finish(&mut out), Ok(1));
+    assert!(s.is_finished());
+    assert_eq!(s.stuff(b"more", &mut out), Ok((0, 0)));
+}
+
+fn canonical_text() -> impl Strategy<Value = Vec<u8>> {
+    // Lines of arbitrary non-CR/LF bytes (biased to dots), each ending with CRLF.
+    let line = prop::collection::vec(
+        prop_oneof![4 => Just(b'.'), 4 => Just(b'a'), 1 => Just(0u8), 2 => any::<u8>()
+            .prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n')],
+        0..20,
+    );
+    prop::collection::vec(line, 0..12).prop_map(|lines| {
+        let mut v = Vec::new();
+        for l in lines {
+            v.extend_from_slice(&l);
+            v.extend_from_slice(b"\r\n");
+        }
+        v
+    })
+}
+
+fn cuts_for(len: usize, cuts: &[prop::sample::Index]) -> Vec<usize> {
+    let mut c: Vec<usize> = cuts.iter().map(|i| i.index(len + 1)).collect();
+    c.sort_unstable();
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn stuff_then_unstuff_is_identity_on_canonical_text(
+        x in canonical_text(),
+        p in policy(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+        dcuts in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+        out_len in 2usize..40,
+    ) {
+        let stuffed = stuff_split(&x, &cuts_for(x.len(), &cuts), out_len, p).unwrap();
+        assert_well_stuffed(&stuffed);
+        let dc = cuts_for(stuffed.len(), &dcuts);
+        let o = decode_split(&stuffed, &dc, BarePolicy::Reject, None, None);
+        prop_assert_eq!(&o.body, &x);
+        prop_assert_eq!(o.end, Some(Ok(x.len() as u64)));
+        prop_assert_eq!(o.consumed, stuffed.len());
+    }
+
+    #[test]
+    fn stuff_then_unstuff_is_canonical_under_allow(
+        x in bytes(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+        out_len in 2usize..40,
+    ) {
+        let stuffed = stuff_split(&x, &cuts_for(x.len(), &cuts), out_len, BarePolicy::Allow).unwrap();
+        assert_well_stuffed(&stuffed);
+        let o = unstuff(&stuffed);
+        prop_assert_eq!(&o.body, &canonical(&x));
+        prop_assert_eq!(o.consumed, stuffed.len());
+        // The same, stuffed into one large buffer in one go.
+        prop_assert_eq!(stuff_split(&x, &[], 4096, BarePolicy::Allow).unwrap(), stuffed);
+    }
+
+    #[test]
+    fn stuff_under_reject_errs_exactly_on_bare_line_endings(
+        x in bytes(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+        out_len in 2usize..40,
+    ) {
+        let is_canonical = !has_bare(&x);
+        let got = stuff_split(&x, &cuts_for(x.len(), &cuts), out_len, BarePolicy::Reject);
+        match got {
+            Ok(s) => {
+                prop_assert!(is_canonical, "accepted {:?}", x);
+                prop_assert_eq!(s, stuff_split(&x, &[], 4096, BarePolicy::Allow).unwrap());
+            }
+            Err(e) => {
+                prop_assert!(!is_canonical, "refused {:?}", x);
+                prop_assert_eq!(e, DataError::BareLineEnding);
+            }
+        }
+    }
+}
