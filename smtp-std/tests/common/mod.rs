@@ -145,13 +145,28 @@ pub struct Output {
 
 /// Runs `cmd` with `stdin`, killed after `timeout`.
 pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
+    run_staged(cmd, &[stdin], Duration::ZERO, timeout)
+}
+
+/// Runs `cmd`, writing each stage of `stdin` after a `pause` (for peers that would otherwise
+/// pipeline past DATA), killed after `timeout`.
+pub fn run_staged(cmd: &mut Command, stages: &[&[u8]], pause: Duration, timeout: Duration) -> Output {
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let mut guard = ChildGuard(child);
     let mut input = guard.0.stdin.take().unwrap();
-    let data = stdin.to_vec();
+    let stages: Vec<Vec<u8>> = stages.iter().map(|s| s.to_vec()).collect();
     let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
+        for (i, data) in stages.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(pause);
+            }
+            if input.write_all(data).and_then(|()| input.flush()).is_err() {
+                return;
+            }
+        }
+        // Keep stdin open a moment for peers that quit at EOF.
+        std::thread::sleep(pause);
     });
     let mut out = guard.0.stdout.take().unwrap();
     let mut err = guard.0.stderr.take().unwrap();
