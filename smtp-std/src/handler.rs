@@ -148,12 +148,9 @@ impl<'a> AuthRequest<'a> {
             Credentials::XOAuth2 { user, token } => {
                 AuthRequest { mechanism: "XOAUTH2", identity: user, secret: token, authzid: None }
             }
-            Credentials::OAuthBearer { authzid, token, .. } => AuthRequest {
-                mechanism: "OAUTHBEARER",
-                identity: authzid.unwrap_or(""),
-                secret: token,
-                authzid: None,
-            },
+            Credentials::OAuthBearer { authzid, token, .. } => {
+                AuthRequest { mechanism: "OAUTHBEARER", identity: authzid.unwrap_or(""), secret: token, authzid: None }
+            }
             #[allow(unreachable_patterns)]
             _ => return None,
         })

@@ -58,9 +58,7 @@
 //! }
 //! # let _ = r.read_line(&mut line);
 //! running.shutdown()?;
-//! # if false {
 //! assert_eq!(inbox.lock().unwrap()[0].1, b"Subject: hi\r\n\r\nhello\r\n");
-//! # }
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!

@@ -68,7 +68,13 @@ impl Maildir {
         let name = self.unique_name();
         let tmp = self.root.join("tmp").join(&name);
         let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        Ok(Delivery { file: Some(BufWriter::with_capacity(64 * 1024, file)), tmp, name, size: 0, root: self.root.clone() })
+        Ok(Delivery {
+            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            tmp,
+            name,
+            size: 0,
+            root: self.root.clone(),
+        })
     }
 }
 
@@ -143,7 +149,10 @@ impl Users {
                 continue;
             }
             let Some((user, pass)) = line.split_once(':') else {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("line {}: expected user:password", n + 1)));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("line {}: expected user:password", n + 1),
+                ));
             };
             users.insert(user.to_owned(), pass.to_owned());
         }
@@ -152,7 +161,8 @@ impl Users {
 
     /// Reads and parses a users file.
     pub fn load(path: &Path) -> io::Result<Self> {
-        let text = fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let text =
+            fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         Self::parse(&text)
     }
 

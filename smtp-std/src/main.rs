@@ -155,7 +155,10 @@ fn serve(args: Serve) -> std::io::Result<()> {
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         options = options.tls(tls::server_config_from_files(cert, key)?);
     } else if !args.tls_listen.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--tls-listen needs --tls-cert and --tls-key"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "--tls-listen needs --tls-cert and --tls-key",
+        ));
     }
     let users = match &args.users {
         Some(path) => {

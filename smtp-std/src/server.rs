@@ -290,7 +290,13 @@ impl<H: Handler> Server<H> {
         Ok(())
     }
 
-    fn start(&self, shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, implicit: bool) -> Option<JoinHandle<()>> {
+    fn start(
+        &self,
+        shared: &Arc<Shared>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        implicit: bool,
+    ) -> Option<JoinHandle<()>> {
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_nodelay(true);
         let active = shared.active.fetch_add(1, Ordering::SeqCst);

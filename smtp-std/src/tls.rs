@@ -30,9 +30,8 @@ pub fn server_config_from_pem(cert_chain: &[u8], key: &[u8]) -> io::Result<Arc<r
 
 /// Like [`server_config_from_pem`], reading the two PEM files.
 pub fn server_config_from_files(cert_path: &Path, key_path: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
-    let cert = std::fs::read(cert_path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cert_path.display())))?;
-    let key =
-        std::fs::read(key_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", key_path.display())))?;
+    let cert =
+        std::fs::read(cert_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cert_path.display())))?;
+    let key = std::fs::read(key_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", key_path.display())))?;
     server_config_from_pem(&cert, &key)
 }

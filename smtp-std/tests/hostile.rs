@@ -21,17 +21,10 @@ fn open_transaction(c: &mut Client) {
 #[test]
 fn smtp_smuggling_never_yields_a_second_message() {
     let server = MaildirServer::start(|o| o);
-    let smuggled = b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@mx.test>\r\nDATA\r\nFrom: ceo\r\n\r\nSmuggled\r\n";
-    let sequences: [&[u8]; 8] = [
-        b"\n.\n",
-        b"\n.\r\n",
-        b"\r.\r",
-        b"\r\n.\n",
-        b"\r\n.\r",
-        b"\r\n.\0\r\n",
-        b"\r\n\0.\r\n",
-        b"\r\n.\r\0\n",
-    ];
+    let smuggled =
+        b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@mx.test>\r\nDATA\r\nFrom: ceo\r\n\r\nSmuggled\r\n";
+    let sequences: [&[u8]; 8] =
+        [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r", b"\r\n.\0\r\n", b"\r\n\0.\r\n", b"\r\n.\r\0\n"];
     let mut expected_files = 0;
     for seq in sequences {
         let before = server.new_files().len();
@@ -87,8 +80,7 @@ fn bytes_pipelined_after_starttls_never_run() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, c.stream.try_clone().unwrap());
     let read_reply = |tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>| {
         let mut all = Vec::new();
@@ -288,10 +280,12 @@ fn graceful_shutdown_tells_idle_sessions() {
     let r = c.reply();
     assert!(r.starts_with("421 4.3.2"), "{r}");
     t.join().unwrap().unwrap();
-    assert!(std::net::TcpStream::connect(server.addr).is_err() || {
-        let mut d = Client::connect(server.addr);
-        d.reply().is_empty()
-    });
+    assert!(
+        std::net::TcpStream::connect(server.addr).is_err() || {
+            let mut d = Client::connect(server.addr);
+            d.reply().is_empty()
+        }
+    );
 }
 
 #[test]

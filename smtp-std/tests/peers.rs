@@ -136,7 +136,8 @@ fn python_smtplib_starttls_implicit_tls_auth_plain_and_login() {
     python(PY_TLS_AUTH, &[p.addr.port().to_string(), p.tls_addr.unwrap().port().to_string()]);
     let msgs = maildir_messages(dir.path());
     assert_eq!(msgs.len(), 3);
-    let received: Vec<String> = msgs.iter().map(|m| String::from_utf8_lossy(strip_received(m).0).into_owned()).collect();
+    let received: Vec<String> =
+        msgs.iter().map(|m| String::from_utf8_lossy(strip_received(m).0).into_owned()).collect();
     assert!(received.iter().all(|r| r.contains("with ESMTPSA id")), "{received:?}");
     assert!(p.log_contains("auth ok") && p.log_contains("auth failed"));
     assert!(p.log_contains("TLS established (STARTTLS)") && p.log_contains("TLS established (implicit)"));
@@ -214,11 +215,14 @@ fn curl_upload_file() {
     assert_eq!(strip_received(&msgs[0]).1, message);
 }
 
+/// The messages a [`Capture`] saw: the session at the end of data, and the content.
+type Captured = Arc<Mutex<Vec<(Session, Vec<u8>)>>>;
+
 /// Captures exactly what a peer sends as message content.
 #[derive(Clone, Default)]
 struct Capture {
     body: Vec<u8>,
-    messages: Arc<Mutex<Vec<(Session, Vec<u8>)>>>,
+    messages: Captured,
 }
 
 impl Handler for Capture {
@@ -237,7 +241,8 @@ impl Handler for Capture {
 fn smtp_source(addr: SocketAddr, sessions: &str, messages: &str) -> Output {
     let target = addr.to_string();
     run(
-        Command::new("/usr/sbin/smtp-source").args(["-s", sessions, "-m", messages, "-c", "-f", "a@x", "-t", "b@y", &target]),
+        Command::new("/usr/sbin/smtp-source")
+            .args(["-s", sessions, "-m", messages, "-c", "-f", "a@x", "-t", "b@y", &target]),
         b"",
         Duration::from_secs(120),
     )
@@ -283,7 +288,11 @@ fn postfix_smtp_source_1000_messages_byte_exact() {
     assert_eq!(session.envelope.mail_from.as_deref(), Some("a@x"));
     assert_eq!(session.envelope.rcpt_to, ["b@y"]);
     let (expected, _) = template(body);
-    assert!(expected.starts_with(b"From: <a@x>\r\nTo: <b@y>\r\nDate: *\r\nMessage-Id: *\r\n\r\n"), "{}", String::from_utf8_lossy(&expected));
+    assert!(
+        expected.starts_with(b"From: <a@x>\r\nTo: <b@y>\r\nDate: *\r\nMessage-Id: *\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&expected)
+    );
 
     // Then 1,000 messages over 10 parallel sessions into the program's Maildir.
     let dir = tempfile::tempdir().unwrap();

@@ -100,8 +100,7 @@ impl MaildirServer {
             );
         }
         let options = tune(options);
-        let handler =
-            MaildirHandler::new(MaildirPolicy { maildir: md, hostname: "mx.test".into(), domains, users });
+        let handler = MaildirHandler::new(MaildirPolicy { maildir: md, hostname: "mx.test".into(), domains, users });
         let mut server = Server::new(options, handler);
         let addr = server.listen("127.0.0.1:0").unwrap();
         let tls_addr = tls.then(|| server.listen_tls("127.0.0.1:0").unwrap());
@@ -321,7 +320,8 @@ impl Client {
     /// Whether the server closed the connection (EOF within the read timeout).
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.reader.read(&mut b), Ok(0)) || matches!(self.reader.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        matches!(self.reader.read(&mut b), Ok(0))
+            || matches!(self.reader.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset)
     }
 }
 
