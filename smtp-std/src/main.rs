@@ -51,7 +51,13 @@ NOTES:
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "smtp-std", version, about = "An SMTP server that delivers into a Maildir", long_about = LONG_ABOUT)]
+#[command(
+    name = "smtp-std",
+    version,
+    about = "An SMTP server that delivers into a Maildir",
+    long_about = LONG_ABOUT,
+    after_help = "Examples and every flag: smtp-std serve --help"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
