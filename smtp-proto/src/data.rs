@@ -354,10 +354,7 @@ impl DataDecoder {
         let max_line = clamp(self.max_line);
         let mut line_start = start;
         let mut carried = self.line_len;
-        let mut stop = min(
-            size_stop,
-            start.saturating_add(clamp(self.max_line - carried)),
-        );
+        let mut stop = min(size_stop, start.saturating_add(clamp(self.max_line - carried)));
         let mut from = start;
         loop {
             let p = find_line_byte(input, from);
@@ -366,11 +363,7 @@ impl DataDecoder {
                     return self.over_limit(input, start, stop, size_stop, len, State::Text);
                 }
                 self.emitted(start, len, line_start, carried, State::Text);
-                return Decoded {
-                    consumed: len,
-                    body: &input[start..],
-                    end: None,
-                };
+                return Decoded { consumed: len, body: &input[start..], end: None };
             }
             if input[p] == b'\r' {
                 match input.get(p + 1) {
@@ -380,32 +373,17 @@ impl DataDecoder {
                             return self.over_limit(input, start, stop, size_stop, len, State::Cr);
                         }
                         self.emitted(start, p, line_start, carried, State::Cr);
-                        return Decoded {
-                            consumed: len,
-                            body: &input[start..p],
-                            end: None,
-                        };
+                        return Decoded { consumed: len, body: &input[start..p], end: None };
                     }
                     Some(b'\n') => {
                         let q = p + 2;
                         if q > stop {
-                            return self.over_limit(
-                                input,
-                                start,
-                                stop,
-                                size_stop,
-                                q,
-                                State::LineStart,
-                            );
+                            return self.over_limit(input, start, stop, size_stop, q, State::LineStart);
                         }
                         line_start = q;
                         carried = 0;
                         stop = min(size_stop, q.saturating_add(max_line));
                         match input.get(q) {
-<<<<<<< HEAD
-                            None => return Decoded { consumed: len, body: &input[start..], end: None },
-=======
->>>>>>> wip-data
                             Some(b'.') => {
                                 self.emitted(start, q, q, 0, State::Dot);
                                 let body = &input[start..q];
@@ -415,25 +393,12 @@ impl DataDecoder {
                                     return Decoded { consumed: q + 3, body, end };
                                 }
                                 // Drop the dot; the next call goes on after it.
-<<<<<<< HEAD
-                                self.state = State::Dot;
                                 return Decoded { consumed: q + 1, body, end: None };
-=======
-                                return Decoded {
-                                    consumed: q + 1,
-                                    body,
-                                    end: None,
-                                };
->>>>>>> wip-data
                             }
                             Some(_) => from = q,
                             None => {
                                 self.emitted(start, len, q, 0, State::LineStart);
-                                return Decoded {
-                                    consumed: len,
-                                    body: &input[start..],
-                                    end: None,
-                                };
+                                return Decoded { consumed: len, body: &input[start..], end: None };
                             }
                         }
                     }
@@ -471,31 +436,16 @@ impl DataDecoder {
         state: State,
     ) -> Decoded<'b> {
         self.size += (stop - start) as u64;
-        self.fail(if size_stop <= stop {
-            DataError::TooBig
-        } else {
-            DataError::LineTooLong
-        });
+        self.fail(if size_stop <= stop { DataError::TooBig } else { DataError::LineTooLong });
         self.state = state;
         let (consumed, end) = self.skip(input, resume);
-        Decoded {
-            consumed,
-            body: &input[start..stop],
-            end,
-        }
+        Decoded { consumed, body: &input[start..stop], end }
     }
 
     /// A bare CR or LF at `p` under `Reject`: emit what precedes it (unless a limit came
     /// first), then skip to the end.
     #[cold]
-    fn bare<'b>(
-        &mut self,
-        input: &'b [u8],
-        start: usize,
-        stop: usize,
-        size_stop: usize,
-        p: usize,
-    ) -> Decoded<'b> {
+    fn bare<'b>(&mut self, input: &'b [u8], start: usize, stop: usize, size_stop: usize, p: usize) -> Decoded<'b> {
         if p > stop {
             return self.over_limit(input, start, stop, size_stop, p + 1, State::Text);
         }
@@ -503,15 +453,7 @@ impl DataDecoder {
         self.fail(DataError::BareLineEnding);
         self.state = State::Text;
         let (consumed, end) = self.skip(input, p + 1);
-<<<<<<< HEAD
-        Decoded { consumed, body: &input[start..counted + n], end }
-=======
-        Decoded {
-            consumed,
-            body: &input[start..p],
-            end,
-        }
->>>>>>> wip-data
+        Decoded { consumed, body: &input[start..p], end }
     }
 
     /// Returns `body` having consumed `input[..pos]`, or, if a violation was just recorded,
