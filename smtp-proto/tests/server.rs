@@ -572,3 +572,25 @@ mod props {
         }
     }
 }
+
+/// Found by the `server_split` fuzz target: a line longer than the buffer limit arriving with
+/// the next lines in the same read must not swallow them.
+#[test]
+fn an_over_long_line_followed_by_more_lines_in_one_read() {
+    let mut c = config();
+    c.max_command_line = 64;
+    c.max_auth_line = 128;
+    let mut input = vec![0xf9u8; 300];
+    input.extend_from_slice(b"\n\xff\n\nNOOP\r\n");
+    c.bare_line_endings = BarePolicy::Allow;
+    let t = run_all_splits(c, accept_all, &[&input]);
+    assert_eq!(
+        replies(&t)[1..],
+        [
+            "500 5.5.2 Error: command line too long",
+            "500 5.5.2 Error: bad UTF-8 syntax",
+            "500 5.5.1 Error: command not recognized",
+            "250 2.0.0 OK"
+        ]
+    );
+}
