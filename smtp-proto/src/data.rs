@@ -1,9 +1,10 @@
 //! The DATA path: streaming dot-unstuffing on receive ([`DataDecoder`]) and dot-stuffing on send
 //! ([`Stuffer`]). Correct at any split of the input; only `CRLF . CRLF` ends a message.
 //!
-//! Both sides scan for line ends a block at a time (SWAR over `u64` words, see
-//! `find_line_byte`) and touch individual bytes only around a CR or LF, so long runs of
-//! ordinary lines cost one cheap test per 16 bytes.
+//! Both sides scan for line ends a block at a time (a 32-byte filter the compiler vectorises,
+//! then SWAR over `u64` words inside a block that has a hit; see `find_line_byte`) and touch
+//! individual bytes only around a CR or LF. Ordinary lines neither end a body chunk (receive)
+//! nor a copied run (send).
 
 use core::cmp::min;
 use core::fmt;
@@ -61,17 +62,8 @@ pub struct Decoded<'b> {
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
-const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
 const CRS: u64 = LO * b'\r' as u64;
 const LFS: u64 = LO * b'\n' as u64;
-
-/// Non-zero iff `w` holds a byte below 0x10 (CR and LF are; so are TAB and NUL, which only cost
-/// a closer look). Never a false negative.
-#[inline(always)]
-fn has_control(w: u64) -> bool {
-    let v = w & HIGH_NIBBLES;
-    v.wrapping_sub(LO) & !v & HI != 0
-}
 
 /// The lowest set bit of the result is the high bit of the first byte of `w` (in memory order)
 /// equal to CR or LF; zero if there is none. Bits above the lowest may be spurious (borrows of
@@ -90,31 +82,60 @@ fn word(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// A limit as a `usize` distance (saturating: a limit beyond the address space is none).
+#[inline(always)]
+fn clamp(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Bytes per step of the block filter.
+const BLOCK: usize = 32;
+
+/// Whether a block holds a CR or LF. Written as a branch-free byte-wise OR over a fixed-size
+/// array so that the compiler turns it into a few vector compares (SSE2 on x86_64, NEON on
+/// aarch64) and one mask test (checked in the assembly: keep the `u8` accumulator, a `bool`
+/// one or an iterator fold is not vectorised when inlined).
+#[inline(always)]
+fn block_has_cr_lf(b: &[u8; BLOCK]) -> bool {
+    let mut acc = 0u8;
+    for &c in b {
+        acc |= ((c == b'\r') | (c == b'\n')) as u8;
+    }
+    acc != 0
+}
+
 /// Index of the first CR or LF in `hay[from..]` (as an index into `hay`), or `hay.len()`.
 ///
-/// 16 bytes per step: one cheap "any byte < 0x10" filter over two words, and the exact search
-/// only in the rare blocks that pass it.
+/// [`BLOCK`] bytes per step through the vectorisable filter; only a block that holds a line
+/// byte is searched exactly, a word at a time (SWAR).
 #[inline(always)]
 fn find_line_byte(hay: &[u8], from: usize) -> usize {
     let mut at = from;
-    let mut blocks = hay[from..].chunks_exact(16);
+    let mut blocks = hay[from..].chunks_exact(BLOCK);
     for b in &mut blocks {
-        let (b0, b1) = b.split_at(8);
-        let w0 = word(b0);
-        let w1 = word(b1);
-        if has_control(w0) || has_control(w1) {
-            let m = first_cr_lf(w0);
-            if m != 0 {
-                return at + (m.trailing_zeros() / 8) as usize;
+        let b: &[u8; BLOCK] = b.try_into().unwrap();
+        if block_has_cr_lf(b) {
+            for w in b.chunks_exact(8) {
+                let m = first_cr_lf(word(w));
+                if m != 0 {
+                    return at + (m.trailing_zeros() / 8) as usize;
+                }
+                at += 8;
             }
-            let m = first_cr_lf(w1);
-            if m != 0 {
-                return at + 8 + (m.trailing_zeros() / 8) as usize;
-            }
+        } else {
+            at += BLOCK;
         }
-        at += 16;
     }
-    for &c in blocks.remainder() {
+    let rest = blocks.remainder();
+    let mut words = rest.chunks_exact(8);
+    for w in &mut words {
+        let m = first_cr_lf(word(w));
+        if m != 0 {
+            return at + (m.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    for &c in words.remainder() {
         if c == b'\r' || c == b'\n' {
             return at;
         }
@@ -314,48 +335,57 @@ impl DataDecoder {
         self.scan(input, pos)
     }
 
-    /// The hot path: state `Text` at `start`; emits one chunk starting there.
+    /// The hot path: state `Text` at `start`, no error yet; emits one chunk starting there.
     ///
     /// Invariants of the loop:
-    /// - `input[start..counted]` is body, already counted against the limits;
-    /// - `input[counted..from]` is body not yet counted; it holds no CRLF (the line did not
-    ///   restart inside it), only ordinary bytes and, under `Allow`, bare CR/LF;
-    /// - at `from` the decoder is inside a line with nothing held;
+    /// - `input[start..from]` is body; the decoder is inside a line at `from`, nothing held;
+    /// - the current line started at `line_start` (or, for a line carried in from an earlier
+    ///   call, `carried` bytes before `start`);
+    /// - `stop` is the first index whose byte would cross a limit (size or line); every byte
+    ///   before `from` is below it, so the limits cost one comparison per line;
     /// - the chunk ends only at a line-start dot, a violation, or the end of the input.
     ///
     /// Ordinary lines (`text CRLF` followed by a non-dot) extend the chunk: one block scan and a
-    /// few comparisons per line.
+    /// few comparisons per line, no stores.
     fn scan<'b>(&mut self, input: &'b [u8], start: usize) -> Decoded<'b> {
         let len = input.len();
         let allow = self.policy == BarePolicy::Allow;
-        let mut counted = start;
+        let size_stop = start.saturating_add(clamp(self.max_size - self.size));
+        let max_line = clamp(self.max_line);
+        let mut line_start = start;
+        let mut carried = self.line_len;
+        let mut stop = min(size_stop, start.saturating_add(clamp(self.max_line - carried)));
         let mut from = start;
         loop {
             let p = find_line_byte(input, from);
             if p == len {
-                let n = self.take((len - counted) as u64) as usize;
-                self.state = State::Text;
-                return self.then_skip(input, len, &input[start..counted + n]);
+                if len > stop {
+                    return self.over_limit(input, start, stop, size_stop, len, State::Text);
+                }
+                self.emitted(start, len, line_start, carried, State::Text);
+                return Decoded { consumed: len, body: &input[start..], end: None };
             }
             if input[p] == b'\r' {
                 match input.get(p + 1) {
                     None => {
                         // Hold the CR: the next call decides whether it ends a line.
-                        let n = self.take((p - counted) as u64) as usize;
-                        self.state = State::Cr;
-                        return self.then_skip(input, len, &input[start..counted + n]);
+                        if p > stop {
+                            return self.over_limit(input, start, stop, size_stop, len, State::Cr);
+                        }
+                        self.emitted(start, p, line_start, carried, State::Cr);
+                        return Decoded { consumed: len, body: &input[start..p], end: None };
                     }
                     Some(b'\n') => {
                         let q = p + 2;
-                        let n = self.take((q - counted) as u64) as usize;
-                        self.line_len = 0;
-                        self.state = State::LineStart;
-                        if self.error.is_some() {
-                            return self.then_skip(input, q, &input[start..counted + n]);
+                        if q > stop {
+                            return self.over_limit(input, start, stop, size_stop, q, State::LineStart);
                         }
+                        line_start = q;
+                        carried = 0;
+                        stop = min(size_stop, q.saturating_add(max_line));
                         match input.get(q) {
-                            None => return Decoded { consumed: len, body: &input[start..], end: None },
                             Some(b'.') => {
+                                self.emitted(start, q, q, 0, State::Dot);
                                 let body = &input[start..q];
                                 if input.get(q + 1) == Some(&b'\r') && input.get(q + 2) == Some(&b'\n') {
                                     self.state = State::Done;
@@ -363,34 +393,67 @@ impl DataDecoder {
                                     return Decoded { consumed: q + 3, body, end };
                                 }
                                 // Drop the dot; the next call goes on after it.
-                                self.state = State::Dot;
                                 return Decoded { consumed: q + 1, body, end: None };
                             }
-                            Some(_) => {
-                                counted = q;
-                                from = q;
+                            Some(_) => from = q,
+                            None => {
+                                self.emitted(start, len, q, 0, State::LineStart);
+                                return Decoded { consumed: len, body: &input[start..], end: None };
                             }
                         }
                     }
                     Some(_) if allow => from = p + 1,
-                    Some(_) => return self.bare(input, start, counted, p),
+                    Some(_) => return self.bare(input, start, stop, size_stop, p),
                 }
             } else if allow {
                 // A bare LF (the LF of a CRLF is consumed with its CR above).
                 from = p + 1;
             } else {
-                return self.bare(input, start, counted, p);
+                return self.bare(input, start, stop, size_stop, p);
             }
         }
     }
 
-    /// A bare CR or LF at `p` under `Reject`: emit what precedes it, then skip to the end.
-    fn bare<'b>(&mut self, input: &'b [u8], start: usize, counted: usize, p: usize) -> Decoded<'b> {
-        let n = self.take((p - counted) as u64) as usize;
+    /// Records that `input[start..end]` was emitted, the line at `end` having started at
+    /// `line_start` (plus `carried` bytes from earlier calls), and the state at `end`.
+    #[inline(always)]
+    fn emitted(&mut self, start: usize, end: usize, line_start: usize, carried: u64, state: State) {
+        self.size += (end - start) as u64;
+        self.line_len = carried + (end - line_start) as u64;
+        self.state = state;
+    }
+
+    /// A limit is crossed at `stop` (`< end`): emit `input[start..stop]`, record the error, and
+    /// skip on from `resume` (where the scan was, in `state`) towards the real end.
+    #[cold]
+    fn over_limit<'b>(
+        &mut self,
+        input: &'b [u8],
+        start: usize,
+        stop: usize,
+        size_stop: usize,
+        resume: usize,
+        state: State,
+    ) -> Decoded<'b> {
+        self.size += (stop - start) as u64;
+        self.fail(if size_stop <= stop { DataError::TooBig } else { DataError::LineTooLong });
+        self.state = state;
+        let (consumed, end) = self.skip(input, resume);
+        Decoded { consumed, body: &input[start..stop], end }
+    }
+
+    /// A bare CR or LF at `p` under `Reject`: emit what precedes it (unless a limit came
+    /// first), then skip to the end.
+    #[cold]
+    fn bare<'b>(&mut self, input: &'b [u8], start: usize, stop: usize, size_stop: usize, p: usize) -> Decoded<'b> {
+        if p > stop {
+            return self.over_limit(input, start, stop, size_stop, p + 1, State::Text);
+        }
+        self.size += (p - start) as u64;
         self.fail(DataError::BareLineEnding);
         self.state = State::Text;
         let (consumed, end) = self.skip(input, p + 1);
-        Decoded { consumed, body: &input[start..counted + n], end }
+        Decoded { consumed, body: &input[start..p], end }
     }
 
     /// Returns `body` having consumed `input[..pos]`, or, if a violation was just recorded,

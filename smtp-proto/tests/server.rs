@@ -572,3 +572,57 @@ mod props {
         }
     }
 }
+
+/// Found by the `server_split` fuzz target: a line longer than the buffer limit arriving with
+/// the next lines in the same read must not swallow them.
+#[test]
+fn an_over_long_line_followed_by_more_lines_in_one_read() {
+    let mut c = config();
+    c.max_command_line = 64;
+    c.max_auth_line = 128;
+    let mut input = vec![0xf9u8; 300];
+    input.extend_from_slice(b"\n\xff\n\nNOOP\r\n");
+    c.bare_line_endings = BarePolicy::Allow;
+    let t = run_all_splits(c, accept_all, &[&input]);
+    assert_eq!(
+        replies(&t)[1..],
+        [
+            "500 5.5.2 Error: command line too long",
+            "500 5.5.2 Error: bad UTF-8 syntax",
+            "500 5.5.1 Error: command not recognized",
+            "250 2.0.0 OK"
+        ]
+    );
+}
+
+/// Mechanisms the core does not decode (SCRAM, CRAM-MD5, ...) are driven by the application
+/// with `auth_challenge` and `Event::AuthResponse`.
+#[test]
+fn application_driven_sasl_exchange() {
+    let mut c = config();
+    c.capabilities.auth = AuthMechanisms::none().with(AuthMechanisms::CRAM_MD5);
+    c.allow_insecure_auth = true;
+    let mut s = Server::new(c);
+    s.greet("hi").unwrap();
+    let mut out = [0u8; 2048];
+    let mut input: &[u8] = b"EHLO c\r\n";
+    let r = s.handle_input(input).unwrap();
+    input = &input[r.consumed..];
+    assert!(input.is_empty());
+    s.accept().unwrap();
+    let _ = s.poll_transmit(&mut out);
+    let r = s.handle_input(b"AUTH CRAM-MD5\r\n").unwrap();
+    assert!(matches!(r.progress, Progress::Event(Event::Auth { mechanism: smtp_proto::sasl::Mechanism::CramMd5 })));
+    assert_eq!(s.sasl_data(), b"");
+    s.auth_challenge(b"<1896.697170952@postoffice.example.net>").unwrap();
+    let n = s.poll_transmit(&mut out);
+    assert_eq!(&out[..n], b"334 PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UuZXhhbXBsZS5uZXQ+\r\n");
+    let r = s.handle_input(b"dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n").unwrap();
+    assert_eq!(r.progress, Progress::Event(Event::AuthResponse));
+    assert_eq!(s.sasl_data(), b"tim b913a602c7eda7a495b4e6e7334d3890");
+    assert!(s.credentials().is_none());
+    s.accept().unwrap();
+    let n = s.poll_transmit(&mut out);
+    assert_eq!(&out[..n], b"235 2.7.0 Authentication successful\r\n");
+    assert!(s.is_authenticated());
+}

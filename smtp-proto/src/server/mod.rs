@@ -902,8 +902,10 @@ impl Server {
             let window = &rest[..rest.len().min(limit)];
             let Some(lf) = memchr::memchr(b'\n', window) else {
                 if rest.len() >= limit {
+                    // Too long: drop what we have of it and skip to its LF, never buffering it.
                     self.skipping = true;
-                    return (input.len(), Step::Done(Progress::NeedInput));
+                    consumed += window.len();
+                    continue;
                 }
                 return (consumed, Step::Done(Progress::NeedInput));
             };
