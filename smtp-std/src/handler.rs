@@ -184,8 +184,9 @@ pub fn forward_path_string(p: &ForwardPath<'_>) -> String {
 /// Protocol errors (syntax, bad sequence, limits, TLS and AUTH rules) never reach the handler:
 /// the core answers them. Hooks see only what passed them.
 pub trait Handler: Clone + Send + 'static {
-    /// A client connected (before the greeting). Refuse with e.g. `554 5.3.2`
-    /// ([`Reply::NOT_ACCEPTING`]); the connection then closes.
+    /// A client connected (before the greeting; after the handshake on an implicit-TLS
+    /// listener). Refuse with e.g. `554 5.3.2` ([`Reply::NOT_ACCEPTING`]) and the connection
+    /// closes; a positive reply's text replaces the banner for this connection.
     fn connect(&mut self, session: &Session) -> Decision {
         let _ = session;
         Decision::Accept

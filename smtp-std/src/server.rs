@@ -120,7 +120,9 @@ impl Options {
     }
 
     /// Most concurrent clients (smtp-server `maxClients`); past it a client gets
-    /// `421 4.7.0` and is closed without a session thread. Default 100.
+    /// `421 4.7.0` and is closed without a session thread (on an implicit-TLS listener it is
+    /// closed without a reply: a plaintext 421 would be garbage to a TLS client, and a
+    /// handshake would tie up the accept thread). Default 100.
     pub fn max_clients(mut self, max: usize) -> Self {
         self.max_clients = max.max(1);
         self

@@ -63,24 +63,36 @@ impl Write for Stream {
     }
 }
 
-/// Runs the TLS handshake on `tcp`, bounded by `timeout`.
+/// Runs the TLS handshake on `tcp`, bounded by `timeout`; gives up early on shutdown.
 fn handshake(
     mut tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
     timeout: Duration,
+    shutdown: &AtomicBool,
 ) -> io::Result<StreamOwned<ServerConnection, TcpStream>> {
     let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
     let deadline = Instant::now() + timeout;
-    tcp.set_write_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout.max(Duration::from_secs(1))))?;
     while conn.is_handshaking() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"));
         }
-        tcp.set_read_timeout(Some(left))?;
-        let (r, w) = conn.complete_io(&mut tcp)?;
-        if r == 0 && w == 0 && conn.is_handshaking() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed during the TLS handshake"));
+        if shutdown.load(Ordering::SeqCst) {
+            return Err(io::Error::other("server shutting down during the TLS handshake"));
+        }
+        tcp.set_read_timeout(Some(left.min(SHUTDOWN_POLL)))?;
+        match conn.complete_io(&mut tcp) {
+            Ok((0, 0)) if conn.is_handshaking() => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed during the TLS handshake"));
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(StreamOwned::new(conn, tcp))
@@ -135,7 +147,7 @@ impl<H: Handler> Conn<'_, H> {
             let Some(tls) = options.tls.clone() else {
                 return Err(io::Error::other("implicit TLS without a certificate"));
             };
-            let s = handshake(tcp, tls, options.config.timeouts.tls_handshake)?;
+            let s = handshake(tcp, tls, options.config.timeouts.tls_handshake, &self.shared.shutdown)?;
             self.core.tls_established().map_err(io::Error::other)?;
             tracing::info!(version = ?s.conn.protocol_version(), "TLS established (implicit)");
             Stream::Tls(Box::new(s))
@@ -149,7 +161,9 @@ impl<H: Handler> Conn<'_, H> {
                 tracing::info!(code = r.code, "connection refused by handler");
                 self.core.refuse(r.as_reply()).map_err(io::Error::other)?;
             }
-            _ => self.core.greet(&options.banner).map_err(io::Error::other)?,
+            // A positive reply to connect: its text is this connection's banner.
+            Decision::Reply(r) => self.core.greet(&r.text).map_err(io::Error::other)?,
+            Decision::Accept => self.core.greet(&options.banner).map_err(io::Error::other)?,
         }
 
         let mut buf = vec![0u8; options.read_buffer];
@@ -257,7 +271,7 @@ impl<H: Handler> Conn<'_, H> {
         let Some(tls) = self.shared.options.tls.clone() else {
             return Err(io::Error::other("STARTTLS without a certificate"));
         };
-        let s = handshake(tcp, tls, self.shared.options.config.timeouts.tls_handshake)?;
+        let s = handshake(tcp, tls, self.shared.options.config.timeouts.tls_handshake, &self.shared.shutdown)?;
         self.core.tls_established().map_err(io::Error::other)?;
         tracing::info!(version = ?s.conn.protocol_version(), "TLS established (STARTTLS)");
         self.sync();

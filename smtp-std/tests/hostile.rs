@@ -308,3 +308,30 @@ fn program_memory_stays_flat_on_a_huge_message() {
     assert!(common::files(&dir.path().join("Maildir"), "new").is_empty());
     assert!(common::files(&dir.path().join("Maildir"), "tmp").is_empty());
 }
+
+#[test]
+fn bdat_chunks_are_stored_and_pipelined_data_is_a_sync_error() {
+    let server = MaildirServer::start(|o| o);
+    let mut c = Client::connect(server.addr);
+    assert!(c.reply().starts_with("220 "));
+    assert!(c.cmd("EHLO x.example").contains("CHUNKING"));
+    assert!(c.cmd("MAIL FROM:<a@x.example>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<b@mx.test>").starts_with("250"));
+    c.send(b"BDAT 12\r\nSubject: b\r\n");
+    assert!(c.reply().starts_with("250"));
+    c.send(b"BDAT 9 LAST\r\n\r\n.hi\r\n\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{r}");
+    let files = server.new_files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(strip_received(&std::fs::read(&files[0]).unwrap()).1, b"Subject: b\r\n\r\n.hi\r\n\r\n");
+    // Content pipelined right after the DATA line, before the 354: 554 5.5.0 and close.
+    assert!(c.cmd("MAIL FROM:<a@x.example>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<b@mx.test>").starts_with("250"));
+    c.send(b"DATA\r\nSubject: early\r\n\r\nx\r\n.\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("554 5.5.0"), "{r}");
+    assert!(c.is_closed());
+    assert_eq!(server.new_files().len(), 1);
+    send_ok(server.addr, "Subject: still serving");
+}
