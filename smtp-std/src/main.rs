@@ -127,7 +127,13 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    // A log that cannot be written (stderr closed) must never take a session down.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(s) => serve(s),
@@ -136,7 +142,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("smtp-std: {e}");
+            let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("smtp-std: {e}\n"));
             ExitCode::FAILURE
         }
     }
