@@ -118,6 +118,10 @@ struct Serve {
     /// Errors before the client is disconnected with 421 4.7.0.
     #[arg(long, value_name = "N", default_value_t = 20)]
     max_errors: u32,
+    /// Accept every message and drop it, storing nothing (like Postfix smtp-sink): for
+    /// benchmarks and tests. Ignores --maildir, --domain and --users.
+    #[arg(long)]
+    discard: bool,
     /// Our host name, in the greeting and the Received: header. Default: this machine's.
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
@@ -186,14 +190,21 @@ fn serve(args: Serve) -> std::io::Result<()> {
         }
         None => None,
     };
+    if args.discard {
+        tracing::info!("discarding every message (--discard)");
+        return listen_and_run(Server::new(options, smtp_std::Sink), &args, &hostname);
+    }
     let maildir = Maildir::create(&args.maildir)?;
     let domains = args.domain.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
     let handler = MaildirHandler::new(MaildirPolicy { maildir, hostname: hostname.clone(), domains, users });
 
-    let mut server = Server::new(options, handler);
+    listen_and_run(Server::new(options, handler), &args, &hostname)
+}
+
+fn listen_and_run<H: smtp_std::Handler>(mut server: Server<H>, args: &Serve, hostname: &str) -> std::io::Result<()> {
     for addr in &args.listen {
         let bound = server.listen(addr)?;
-        tracing::info!(%bound, hostname, maildir = %args.maildir.display(), "listening for SMTP");
+        tracing::info!(%bound, hostname, maildir = %args.maildir.display(), discard = args.discard, "listening for SMTP");
     }
     for addr in &args.tls_listen {
         let bound = server.listen_tls(addr)?;

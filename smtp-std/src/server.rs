@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -221,7 +221,9 @@ impl<H: Handler> Server<H> {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "implicit TLS needs a certificate (Options::tls)"));
         }
         let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        // Blocking accept that wakes up regularly to notice a shutdown (Linux honours
+        // SO_RCVTIMEO on accept): no polling loop, no added latency per connection.
+        socket2::SockRef::from(&listener).set_read_timeout(Some(session::SHUTDOWN_POLL))?;
         let local = listener.local_addr()?;
         self.listeners.push((listener, implicit));
         Ok(local)
@@ -259,31 +261,19 @@ impl<H: Handler> Server<H> {
             active: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         });
-        let mut sessions: Vec<JoinHandle<()>> = Vec::new();
-        while !self.shutdown.load(Ordering::SeqCst) {
-            let mut accepted_any = false;
+        let sessions: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+        thread::scope(|scope| {
             for (listener, implicit) in &self.listeners {
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        accepted_any = true;
-                        if let Some(t) = self.start(&shared, stream, peer, *implicit) {
-                            sessions.push(t);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        // E.g. EMFILE: log, back off, go on serving.
-                        tracing::warn!("accept failed: {e}");
-                        thread::sleep(Duration::from_millis(50));
-                    }
+                let (shared, sessions, handler) = (&shared, &sessions, self.handler.clone());
+                let accept = move || Self::accept_loop(listener, *implicit, shared, sessions, handler);
+                if let Err(e) = thread::Builder::new().name("smtp-accept".into()).spawn_scoped(scope, accept) {
+                    tracing::error!("cannot spawn an accept thread: {e}");
+                    shared.shutdown.store(true, Ordering::SeqCst);
                 }
             }
-            sessions.retain(|t| !t.is_finished());
-            if !accepted_any {
-                thread::sleep(Duration::from_millis(5));
-            }
-        }
+        });
         drop(self.listeners);
+        let sessions = sessions.into_inner().unwrap_or_else(|p| p.into_inner());
         tracing::info!(sessions = sessions.len(), "shutting down: waiting for sessions");
         for t in sessions {
             let _ = t.join();
@@ -292,8 +282,39 @@ impl<H: Handler> Server<H> {
         Ok(())
     }
 
+    /// One listener's accept loop, until shutdown.
+    fn accept_loop(
+        listener: &TcpListener,
+        implicit: bool,
+        shared: &Arc<Shared>,
+        sessions: &Mutex<Vec<JoinHandle<()>>>,
+        handler: H,
+    ) {
+        while !shared.shutdown.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if let Some(t) = Self::start(&handler, shared, stream, peer, implicit) {
+                        let mut list = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                        list.retain(|t| !t.is_finished());
+                        list.push(t);
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // E.g. EMFILE: log, back off, go on serving.
+                    tracing::warn!("accept failed: {e}");
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
     fn start(
-        &self,
+        handler: &H,
         shared: &Arc<Shared>,
         stream: TcpStream,
         peer: SocketAddr,
@@ -311,7 +332,7 @@ impl<H: Handler> Server<H> {
             return None;
         }
         let guard = ActiveGuard(shared.clone());
-        let handler = self.handler.clone();
+        let handler = handler.clone();
         let shared2 = shared.clone();
         let spawned = thread::Builder::new().name(format!("smtp-{peer}")).spawn(move || {
             let _guard = guard;

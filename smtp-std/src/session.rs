@@ -23,7 +23,7 @@ pub(crate) struct Shared {
 }
 
 /// How often a blocked read wakes up to look at the shutdown flag.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
+pub(crate) const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
 enum Stream {
     Plain(TcpStream),
@@ -113,6 +113,7 @@ pub(crate) fn serve<H: Handler>(tcp: TcpStream, peer: SocketAddr, implicit: bool
         out: vec![0u8; 4096],
         in_message: false,
         content_error: None,
+        read_timeout: None,
     };
     let result = conn.run(tcp, implicit);
     if let Err(e) = &result {
@@ -137,6 +138,8 @@ struct Conn<'s, H: Handler> {
     in_message: bool,
     /// The handler failed on a piece of content: the end of data is answered 451.
     content_error: Option<io::Error>,
+    /// The socket's read timeout as last set: set again only when it changes (a syscall).
+    read_timeout: Option<Duration>,
 }
 
 impl<H: Handler> Conn<'_, H> {
@@ -241,7 +244,10 @@ impl<H: Handler> Conn<'_, H> {
                 }
                 None => SHUTDOWN_POLL,
             };
-            stream.tcp().set_read_timeout(Some(wait))?;
+            if self.read_timeout != Some(wait) {
+                stream.tcp().set_read_timeout(Some(wait))?;
+                self.read_timeout = Some(wait);
+            }
             match stream.read(buf) {
                 Ok(n) => return Ok(Some(n)),
                 Err(e)
@@ -272,6 +278,8 @@ impl<H: Handler> Conn<'_, H> {
             return Err(io::Error::other("STARTTLS without a certificate"));
         };
         let s = handshake(tcp, tls, self.shared.options.config.timeouts.tls_handshake, &self.shared.shutdown)?;
+        // The handshake set its own read timeouts.
+        self.read_timeout = None;
         self.core.tls_established().map_err(io::Error::other)?;
         tracing::info!(version = ?s.conn.protocol_version(), "TLS established (STARTTLS)");
         self.sync();

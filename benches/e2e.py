@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""End-to-end: `smtp-std serve --discard` and Postfix `smtp-sink` side by side, both driven by
+Postfix `smtp-source` over loopback. Prints, per case and server, messages/s, MB/s and the
+server's own CPU seconds per 1,000 messages (from /proc/<pid>/stat), with the ratios.
+
+    python3 benches/e2e.py            # all cases
+    python3 benches/e2e.py --quick    # fewer messages
+    python3 benches/e2e.py --maildir  # also smtp-std delivering into a Maildir (fsync per message)
+
+Needs postfix's smtp-source and smtp-sink (apt install postfix) and a release build of
+smtp-std (built by this script).
+"""
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(host):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(host, port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1) as s:
+                s.recv(512)
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server on {host}:{port} did not start")
+
+
+def cpu_seconds(pid):
+    """utime + stime of the process and its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tool(name):
+    for d in ("/usr/sbin", "/usr/bin", "/usr/local/sbin"):
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+    raise SystemExit(f"{name} not found: apt install postfix")
+
+
+def run_case(pid, port, host, size, sessions, per_session, messages):
+    args = [tool("smtp-source"), "-s", str(sessions), "-m", str(messages), "-l", str(size),
+            "-f", "bench@source.test", "-t", "sink@sink.test"]
+    if per_session:
+        args.append("-d")
+    args.append(f"{host}:{port}")
+    cpu0 = cpu_seconds(pid)
+    t0 = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, timeout=600)
+    wall = time.perf_counter() - t0
+    time.sleep(0.2)  # let the server finish closing sessions
+    cpu = cpu_seconds(pid) - cpu0
+    return messages / wall, messages * size / wall / 1e6, cpu * 1000 / messages
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--maildir", action="store_true")
+    a = ap.parse_args()
+
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "smtp-std"], cwd=ROOT, check=True)
+    binary = os.path.join(ROOT, "target", "release", "smtp-std")
+    host = "127.0.0.1"
+    servers = []
+    env = dict(os.environ, RUST_LOG="warn")
+
+    p1 = free_port(host)
+    ours = subprocess.Popen([binary, "serve", "--discard", "--listen", f"{host}:{p1}", "--max-clients", "500",
+                             "--hostname", "bench.test"], env=env, stderr=subprocess.DEVNULL)
+    servers.append(("smtp-std", ours, p1))
+    p2 = free_port(host)
+    sink_args = [tool("smtp-sink")]
+    if os.geteuid() == 0:
+        sink_args += ["-u", "nobody"]
+    sink = subprocess.Popen(sink_args + [f"{host}:{p2}", "500"], stderr=subprocess.DEVNULL)
+    servers.append(("smtp-sink", sink, p2))
+    tmp = None
+    if a.maildir:
+        tmp = tempfile.mkdtemp(prefix="smtp-bench-")
+        p3 = free_port(host)
+        md = subprocess.Popen([binary, "serve", "--maildir", os.path.join(tmp, "Maildir"), "--listen",
+                               f"{host}:{p3}", "--max-clients", "500", "--hostname", "bench.test"],
+                              env=env, stderr=subprocess.DEVNULL)
+        servers.append(("smtp-std maildir", md, p3))
+    try:
+        for _, proc, port in servers:
+            wait_port(host, port)
+        scale = 0.2 if a.quick else 1.0
+        cases = [
+            (1024, 20, True, 20000), (1024, 1, True, 5000), (1024, 20, False, 5000),
+            (100 * 1024, 20, True, 2000), (100 * 1024, 1, True, 1000),
+            (1024 * 1024, 20, True, 400), (1024 * 1024, 1, True, 200), (1024 * 1024, 20, False, 200),
+        ]
+        print(f"{'case':<28} {'server':<18} {'msgs/s':>10} {'MB/s':>9} {'CPU s/1k msgs':>14}")
+        for size, sessions, d, count in cases:
+            count = max(sessions, int(count * scale))
+            label = f"{size // 1024}KiB x{sessions}{' -d' if d else ''}"
+            results = {}
+            for name, proc, port in servers:
+                if name.endswith("maildir") and size > 100 * 1024 and sessions == 1:
+                    continue
+                results[name] = run_case(proc.pid, port, host, size, sessions, d, count)
+                mps, mbs, cpu = results[name]
+                print(f"{label:<28} {name:<18} {mps:>10.0f} {mbs:>9.1f} {cpu:>14.3f}")
+            o, s = results["smtp-std"], results["smtp-sink"]
+            print(f"{label:<28} {'ratio std/sink':<18} {o[0] / s[0]:>10.2f} {o[1] / s[1]:>9.2f} {o[2] / s[2]:>14.2f}")
+    finally:
+        for _, proc, _ in servers:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
