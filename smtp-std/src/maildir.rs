@@ -244,7 +244,7 @@ fn domain_accepted(domains: &[String], to: &ForwardPath<'_>) -> bool {
 impl Handler for MaildirHandler {
     fn auth(&mut self, _session: &Session, auth: &AuthRequest<'_>) -> Decision {
         let ok = self.policy.users.as_ref().is_some_and(|u| u.check(auth.identity, auth.secret))
-            && auth.authzid.map_or(true, |z| z == auth.identity);
+            && auth.authzid.is_none_or(|z| z == auth.identity);
         if ok {
             Decision::Accept
         } else {
