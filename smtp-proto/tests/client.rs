@@ -159,9 +159,7 @@ fn pipelined_session_with_refusals() {
     });
     assert_eq!(
         s.output_str(),
-        "EHLO client.test\r\nMAIL FROM:<me@client.test> SIZE=0\r\n"
-            .replace(" SIZE=0", "")
-            .to_string()
+        "EHLO client.test\r\nMAIL FROM:<me@client.test> SIZE=0\r\n".replace(" SIZE=0", "").to_string()
             + "RCPT TO:<a@x.test>\r\nRCPT TO:<bad@x.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n\
                ..dot\r\nbare\r\ncr\r\n.\r\nQUIT\r\n"
     );
@@ -204,10 +202,7 @@ fn one_at_a_time_without_pipelining() {
         s.feed(b"250 ok\r\n");
     });
     // Each command left only after the previous reply: check the order with the events.
-    assert_eq!(
-        s.output_str(),
-        "EHLO c\r\nMAIL FROM:<m@c>\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\nhi\r\n.\r\n"
-    );
+    assert_eq!(s.output_str(), "EHLO c\r\nMAIL FROM:<m@c>\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\nhi\r\n.\r\n");
 }
 
 #[test]
@@ -355,10 +350,7 @@ fn envelope_checks() {
     let many = to(&["a@x"; 9]);
     assert_eq!(s.client.send_mail(&Envelope::new("m@c", &many)), Err(ApiError::TooManyRecipients));
     let utf8 = to(&["ü@x"]);
-    assert_eq!(
-        s.client.send_mail(&Envelope::new("m@c", &utf8)),
-        Err(ApiError::NotOffered(Extension::SmtpUtf8))
-    );
+    assert_eq!(s.client.send_mail(&Envelope::new("m@c", &utf8)), Err(ApiError::NotOffered(Extension::SmtpUtf8)));
     assert_eq!(s.client.send_body(b"x"), Err(ApiError::NotReady));
     assert_eq!(s.client.tls_established(), Err(ApiError::NoTlsPending));
     s.drain();
@@ -508,10 +500,7 @@ fn bdat_session() {
         s.drain();
         s.feed(b"250 2.0.0 queued\r\n");
     });
-    assert_eq!(
-        s.output_str(),
-        "EHLO c\r\nMAIL FROM:<m@c>\r\nRCPT TO:<a@x>\r\nBDAT 5\r\n.a\r\nbBDAT 2 LAST\r\n\r\n"
-    );
+    assert_eq!(s.output_str(), "EHLO c\r\nMAIL FROM:<m@c>\r\nRCPT TO:<a@x>\r\nBDAT 5\r\n.a\r\nbBDAT 2 LAST\r\n\r\n");
     assert!(s.events.last().unwrap().starts_with("Delivered"));
 }
 

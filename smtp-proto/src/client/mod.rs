@@ -229,7 +229,9 @@ enum State {
     /// The caller pushes content.
     Body,
     /// Waiting for the reply to a BDAT chunk.
-    Bdat { last: bool },
+    Bdat {
+        last: bool,
+    },
     /// Waiting for the reply to the end of data.
     DataEnd,
     /// `354` without an accepted recipient: sent `.`, waiting for its reply.

@@ -372,9 +372,7 @@ mod tests {
 
     #[test]
     fn enhanced_class_must_match() {
-        let Ok(Status::Complete((_, r))) = parse_reply(b"250 5.1.1 odd\r\n", &ReplyLimits::default()) else {
-            panic!()
-        };
+        let Ok(Status::Complete((_, r))) = parse_reply(b"250 5.1.1 odd\r\n", &ReplyLimits::default()) else { panic!() };
         assert_eq!(r.enhanced(), None);
         assert_eq!(r.first_text(), b"5.1.1 odd");
     }
