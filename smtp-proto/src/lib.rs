@@ -94,6 +94,7 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod client;
 pub mod data;
 pub mod ehlo;
 pub mod parse;
