@@ -1,5 +1,6 @@
 //! Blocking `std::net` binding of [`smtp_proto`]: an embeddable SMTP server (plain, STARTTLS
-//! and implicit TLS with rustls) and the `smtp-std` program that receives mail into a Maildir.
+//! and implicit TLS with rustls), a blocking SMTP [`client`] ([`send`]) and the `smtp-std`
+//! program that receives mail into a Maildir and sends it through a smarthost.
 //!
 //! This crate holds **no SMTP logic**: it moves bytes between sockets and the sans-IO core,
 //! turns the core's per-state timeouts into socket read timeouts, and calls your [`Handler`]
@@ -75,6 +76,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod handler;
 pub mod maildir;
 pub mod received;
@@ -82,6 +84,7 @@ mod server;
 mod session;
 pub mod tls;
 
+pub use client::{send, Delivery, SendError, SendOptions, SmtpClient, TlsMode};
 pub use handler::{AuthRequest, Decision, Envelope, Handler, OwnedReply, Session, Sink};
 pub use server::{Options, Running, Server, ShutdownHandle};
 pub use smtp_proto as proto;
