@@ -1086,6 +1086,19 @@ impl SmtpClient {
         }
     }
 
+    /// Bytes already waiting on the plain socket (a non-blocking peek).
+    fn plaintext_waiting(&self) -> Option<Vec<u8>> {
+        let Stream::Plain(tcp) = &self.stream else { return None };
+        let mut b = [0u8; 64];
+        tcp.set_nonblocking(true).ok()?;
+        let r = tcp.peek(&mut b);
+        let _ = tcp.set_nonblocking(false);
+        match r {
+            Ok(n) if n > 0 => Some(b[..n].to_vec()),
+            _ => None,
+        }
+    }
+
     /// The STARTTLS (or implicit TLS) handshake on the plain stream.
     fn start_tls(&mut self) -> Result<(), SendError> {
         let Some(config) = self.tls_config.clone() else {
@@ -1128,6 +1141,16 @@ impl SmtpClient {
                     }
                     Progress::Event(Event::TlsHandshake) => {
                         self.drain()?;
+                        // Plaintext that arrived after the 220 in a later segment is injection
+                        // too: the core says so (it would otherwise break the handshake).
+                        if let Some(early) = self.plaintext_waiting() {
+                            if let Ok(r) = self.core.handle_input(&early) {
+                                if let Progress::Event(Event::Error(e)) = r.progress {
+                                    return Err(from_core(e, command_name));
+                                }
+                            }
+                            return Err(SendError::ResponseInjection);
+                        }
                         self.start_tls()?;
                     }
                     Progress::Event(ev) => {
