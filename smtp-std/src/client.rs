@@ -432,7 +432,7 @@ pub enum SendError {
     /// offered...); nothing of it was sent.
     Request(ApiError),
     /// The server broke the protocol (a malformed reply...).
-    Protocol(core::Error),
+    Protocol(Box<core::Error>),
     /// Reading the message failed.
     Input(io::Error),
 }
@@ -539,7 +539,7 @@ impl std::error::Error for SendError {
             SendError::Connect { source, .. } | SendError::Io { source, .. } => Some(source),
             SendError::Tls(e) | SendError::Input(e) => Some(e),
             SendError::Request(e) => Some(e),
-            SendError::Protocol(e) => Some(e),
+            SendError::Protocol(e) => Some(&**e),
             _ => None,
         }
     }
@@ -552,9 +552,9 @@ fn from_core(e: core::Error, command: impl FnOnce(Step) -> String) -> SendError 
         ErrorKind::Timeout => SendError::Timeout { step: e.step },
         ErrorKind::Refused | ErrorKind::UnexpectedReply => match e.reply {
             Some(r) => SendError::Refused { command: command(e.step), reply: Reply::from_summary(&r) },
-            None => SendError::Protocol(e),
+            None => SendError::Protocol(Box::new(e)),
         },
-        _ => SendError::Protocol(e),
+        _ => SendError::Protocol(Box::new(e)),
     }
 }
 
@@ -1233,6 +1233,9 @@ pub fn send(options: &SendOptions, envelope: &Envelope, message: impl Read) -> R
     Ok(delivery)
 }
 
+/// The message with the added headers in front: what [`add_missing_headers`] returns.
+pub type WithHeaders<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
 /// Adds `Date:` and `Message-ID:` at the top of the header block when it has none (RFC 5322
 /// §3.6: both SHOULD be there; submission servers add them, smarthosts often do not).
 ///
@@ -1249,10 +1252,7 @@ pub fn send(options: &SendOptions, envelope: &Envelope, message: impl Read) -> R
 /// assert_eq!(added as usize, s.len() - 18);
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub fn add_missing_headers<R: Read>(
-    mut message: R,
-    hostname: &str,
-) -> io::Result<(io::Chain<io::Cursor<Vec<u8>>, R>, u64)> {
+pub fn add_missing_headers<R: Read>(mut message: R, hostname: &str) -> io::Result<(WithHeaders<R>, u64)> {
     let mut head = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
