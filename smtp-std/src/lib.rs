@@ -75,6 +75,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod handler;
 pub mod maildir;
 pub mod received;
