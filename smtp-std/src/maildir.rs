@@ -320,7 +320,11 @@ impl MaildirHandler {
         let folder = match verdict.action {
             Action::TempFail => {
                 tracing::warn!(id = name, reason = verdict.reason, "DNS failure: message deferred");
-                return Decision::reply(451, Some((4, 4, 3)), "Temporary DNS failure checking the sender, try again later");
+                return Decision::reply(
+                    451,
+                    Some((4, 4, 3)),
+                    "Temporary DNS failure checking the sender, try again later",
+                );
             }
             Action::Reject => {
                 tracing::info!(id = name, reason = verdict.reason, "message rejected (DMARC)");

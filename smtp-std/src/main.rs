@@ -381,9 +381,8 @@ fn dkim_keygen(args: DkimKeygen) -> std::io::Result<()> {
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options
-            .open(path)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let mut f =
+            options.open(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         std::io::Write::write_all(&mut f, pem.as_bytes())?;
         f.sync_all()?;
         eprintln!("smtp-std: private key written to {}", path.display());

@@ -140,7 +140,11 @@ impl Dns {
         let config = match server {
             Some(addr) => {
                 opts.use_hosts_file = ResolveHosts::Never;
-                ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true))
+                ResolverConfig::from_parts(
+                    None,
+                    vec![],
+                    NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true),
+                )
             }
             None => {
                 let (config, sys) = hickory_resolver::system_conf::read_system_conf()

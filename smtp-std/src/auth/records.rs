@@ -237,7 +237,10 @@ fn dkim_key_problem(rec: &str) -> Option<String> {
         return Some(format!("does not parse: {e}"));
     }
     let tag = |t: &str| {
-        rec.split(';').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k.trim() == t).map(|(_, v)| v.trim().to_owned())
+        rec.split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| k.trim() == t)
+            .map(|(_, v)| v.trim().to_owned())
     };
     let p: String = tag("p").unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
     if p.is_empty() {
@@ -248,9 +251,12 @@ fn dkim_key_problem(rec: &str) -> Option<String> {
     };
     match tag("k").as_deref().unwrap_or("rsa") {
         "rsa" => {
-            let parsed = rsa::RsaPublicKey::from_public_key_der(&key).or_else(|_| rsa::RsaPublicKey::from_pkcs1_der(&key));
+            let parsed =
+                rsa::RsaPublicKey::from_public_key_der(&key).or_else(|_| rsa::RsaPublicKey::from_pkcs1_der(&key));
             match parsed {
-                Ok(k) if rsa::traits::PublicKeyParts::size(&k) * 8 < 1024 => Some("RSA key shorter than 1024 bits".into()),
+                Ok(k) if rsa::traits::PublicKeyParts::size(&k) * 8 < 1024 => {
+                    Some("RSA key shorter than 1024 bits".into())
+                }
                 Ok(_) => None,
                 Err(e) => Some(format!("p= is not an RSA public key: {e}")),
             }

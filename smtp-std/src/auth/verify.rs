@@ -149,7 +149,9 @@ fn dns_failure(e: &Error) -> bool {
 fn dkim_temporary(o: &DkimOutput<'_>) -> Option<String> {
     match o.result() {
         DkimResult::TempError(e) => Some(e.to_string()),
-        DkimResult::PermError(e) | DkimResult::Fail(e) | DkimResult::Neutral(e) if dns_failure(e) => Some(e.to_string()),
+        DkimResult::PermError(e) | DkimResult::Fail(e) | DkimResult::Neutral(e) if dns_failure(e) => {
+            Some(e.to_string())
+        }
         _ => None,
     }
 }
@@ -199,7 +201,8 @@ impl Verifier {
             // No domain to check (null sender and an address literal): SPF none.
             return check;
         };
-        let output = self.dns.block_on(async { tokio::time::timeout(CHECK_TIMEOUT, self.auth.verify_spf(params)).await });
+        let output =
+            self.dns.block_on(async { tokio::time::timeout(CHECK_TIMEOUT, self.auth.verify_spf(params)).await });
         match output {
             Ok(o) => check.output = o,
             Err(_) => check.temporary = Some("SPF check timed out".into()),
@@ -221,8 +224,9 @@ impl Verifier {
     /// Alignment in relaxed mode compares domains exactly (no public suffix list): a
     /// subdomain's signature does not align with its parent domain (stricter, never laxer).
     pub fn verify(&self, spf: &SpfCheck, message: &[u8]) -> Verdict {
-        let mut head =
-            AuthenticationResults::new(&self.hostname).with_spf_mailfrom_result(&spf.output, spf.ip, &spf.mail_from, &spf.helo).to_string();
+        let mut head = AuthenticationResults::new(&self.hostname)
+            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.mail_from, &spf.helo)
+            .to_string();
         if let Some(t) = &spf.temporary {
             return Verdict { action: Action::TempFail, header: String::new(), reason: t.clone() };
         }
@@ -244,7 +248,11 @@ impl Verifier {
             .await
         });
         let Ok((dkim, dmarc)) = checked else {
-            return Verdict { action: Action::TempFail, header: String::new(), reason: "DKIM/DMARC check timed out".into() };
+            return Verdict {
+                action: Action::TempFail,
+                header: String::new(),
+                reason: "DKIM/DMARC check timed out".into(),
+            };
         };
         let temporary = dkim
             .iter()
@@ -261,17 +269,27 @@ impl Verifier {
         } else {
             head.push_str(&AuthenticationResults::new("").with_dkim_results(&dkim, msg.from()).to_string());
         }
+        let failed = dmarc.dmarc_record().is_some()
+            && *dmarc.spf_result() != DmarcResult::Pass
+            && *dmarc.dkim_result() != DmarcResult::Pass;
         if dmarc.domain().is_empty() {
             head.push_str(";\r\n\tdmarc=none");
+        } else if failed && *dmarc.spf_result() == DmarcResult::None && *dmarc.dkim_result() == DmarcResult::None {
+            // mail-auth evaluates alignment only when SPF or DKIM passed, and then reports
+            // "none"; with a record and nothing that passed, DMARC failed (RFC 7489 §6.6.2).
+            head.push_str(&format!(
+                ";\r\n\tdmarc=fail (no SPF or DKIM pass) header.from={} policy.dmarc={}",
+                dmarc.domain(),
+                dmarc.policy()
+            ));
         } else {
             head.push_str(&AuthenticationResults::new("").with_dmarc_result(&dmarc).to_string());
         }
         let header = format!("Authentication-Results: {head}\r\n");
-        let failed = dmarc.dmarc_record().is_some()
-            && *dmarc.spf_result() != DmarcResult::Pass
-            && *dmarc.dkim_result() != DmarcResult::Pass;
         let (action, reason) = match (failed, dmarc.policy()) {
-            (true, Policy::Reject) => (Action::Reject, format!("DMARC policy of {} is to reject failing mail", dmarc.domain())),
+            (true, Policy::Reject) => {
+                (Action::Reject, format!("DMARC policy of {} is to reject failing mail", dmarc.domain()))
+            }
             (true, Policy::Quarantine) => (Action::Junk, format!("DMARC failed for {} (p=quarantine)", dmarc.domain())),
             (true, _) => (Action::Inbox, format!("DMARC failed for {} (p=none)", dmarc.domain())),
             (false, _) => (Action::Inbox, "ok".to_owned()),
