@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use smtp_proto::data::DataError;
-use smtp_proto::parse::{Domain, ForwardPath, MailParams, RcptParams, ReversePath};
+use smtp_proto::parse::{Domain, ForwardPath, RcptParams};
+#[cfg(feature = "auth")]
+use smtp_proto::parse::{MailParams, ReversePath};
 use smtp_proto::Reply;
 
 use crate::handler::{AuthRequest, Decision, Handler, Session};

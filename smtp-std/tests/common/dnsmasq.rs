@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,15 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The dnsmasq binary (in /usr/sbin, which may not be on a user's PATH).
+fn program() -> &'static str {
+    if Path::new("/usr/sbin/dnsmasq").exists() {
+        "/usr/sbin/dnsmasq"
+    } else {
+        "dnsmasq"
+    }
+}
+
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
@@ -33,7 +42,7 @@ fn is_root() -> bool {
 impl Dnsmasq {
     /// Whether dnsmasq is installed (tests skip without it, except on CI).
     pub fn available() -> bool {
-        have("dnsmasq")
+        have(program())
     }
 
     /// Starts dnsmasq serving `lines` (dnsmasq.conf lines: `txt-record=...`, `mx-host=...`,
@@ -55,7 +64,7 @@ impl Dnsmasq {
             let path: PathBuf = dir.path().join("dnsmasq.conf");
             std::fs::write(&path, conf).unwrap();
             let log = std::fs::File::create(dir.path().join("dnsmasq.log")).unwrap();
-            let child = Command::new("dnsmasq")
+            let child = Command::new(program())
                 .arg("--no-daemon")
                 .arg(format!("--conf-file={}", path.display()))
                 .stdin(Stdio::null())
