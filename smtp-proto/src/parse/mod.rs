@@ -6,6 +6,7 @@
 pub mod command;
 pub mod params;
 pub mod path;
+pub mod reply;
 pub mod xtext;
 
 pub use command::{parse_command, parse_command_line, Command, CommandError, Verb};
@@ -17,6 +18,7 @@ pub use path::{
     parse_domain, parse_forward_path, parse_mailbox, parse_reverse_path, Domain, ForwardPath, Mailbox, PathError,
     ReversePath, MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH,
 };
+pub use reply::{parse_reply, parse_reply_line, ParsedReply, ReplyError, ReplyLimits, ReplyLine};
 pub use xtext::XText;
 
 /// The result of a streaming parser: complete, or needs more input.
