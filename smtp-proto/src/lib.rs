@@ -18,6 +18,10 @@
 //! - [`data`]: the DATA path — streaming dot-unstuffing (receive) and dot-stuffing (send).
 //! - [`sasl`]: base64 and the SASL payloads of AUTH.
 //! - [`server`]: the server state machine.
+//! - [`client`]: the client state machine (EHLO/HELO, STARTTLS, AUTH, pipelined MAIL/RCPT/DATA
+//!   or BDAT, per-recipient results) and, in [`parse::reply`], the streaming reply parser.
+//! - `testing` (feature `std`): a scripted-session driver and a client-vs-server pair driver,
+//!   for testing code built on the core.
 //!
 //! # The run loop
 //!

@@ -19,8 +19,10 @@ use std::string::{String, ToString};
 use std::vec;
 use std::vec::Vec;
 
+use crate::client::{self, Client, Envelope, Recipient};
+use crate::parse::ForwardPath;
 use crate::reply::Reply;
-use crate::server::{Config, Event, Progress, Server};
+use crate::server::{self, Config, Event, Progress, Server};
 
 /// What the application answers.
 pub type Policy = fn(&Event<'_>, &Server) -> Option<Reply<'static>>;
@@ -217,4 +219,206 @@ pub fn run_all_splits(config: Config, policy: Policy, segments: &[&[u8]]) -> Tra
         }
     }
     whole
+}
+
+// ---- the client core against the server core ----
+
+/// How [`pair_session`] connects the two cores.
+#[derive(Debug, Clone, Copy)]
+pub struct PairOptions {
+    /// The server offers PIPELINING.
+    pub pipelining: bool,
+    /// The server offers CHUNKING (the client uses BDAT then).
+    pub chunking: bool,
+    /// The server offers STARTTLS and the client upgrades first.
+    pub starttls: bool,
+    /// Bytes moved per pipe step.
+    pub pipe: usize,
+    /// Bytes offered per `send_body` call.
+    pub push: usize,
+}
+
+/// What a [`pair_session`] produced.
+#[derive(Default, Debug)]
+pub struct PairOutcome {
+    /// Bodies the server received.
+    pub bodies: Vec<Vec<u8>>,
+    /// Local parts of the recipients the server accepted.
+    pub server_accepted: Vec<String>,
+    /// Client per-recipient results (accepted?).
+    pub client_results: Vec<bool>,
+    /// Client events, `Debug`-formatted.
+    pub client_events: Vec<String>,
+    /// The client saw the message delivered.
+    pub delivered: bool,
+    /// Both sides went through STARTTLS.
+    pub tls: bool,
+}
+
+/// The server's policy in [`pair_session`]: refuse recipients whose local part starts with "bad".
+fn decide(ev: &server::Event<'_>, out: &mut PairOutcome) -> Option<Reply<'static>> {
+    match ev {
+        server::Event::Rcpt { to: ForwardPath::Mailbox(m), .. } => {
+            if m.local_part.starts_with("bad") {
+                Some(Reply::NO_SUCH_USER)
+            } else {
+                out.server_accepted.push(m.local_part.to_string());
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The canonical form of a body as it travels: every CR, LF and CRLF becomes CRLF, and a
+/// non-empty body ends with CRLF.
+pub fn canonical(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'\r' if body.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Runs the client core against the server core in memory, through pipes that move
+/// `opts.pipe` bytes per step; the client sends one message from `from` to `rcpts`, then QUIT.
+pub fn pair_session(opts: &PairOptions, from: &str, rcpts: &[String], body: &[u8]) -> PairOutcome {
+    let mut sconfig = server::Config::new("mx.test");
+    sconfig.capabilities.pipelining = opts.pipelining;
+    sconfig.capabilities.chunking = opts.chunking;
+    sconfig.capabilities.starttls = opts.starttls;
+    let mut server = Server::new(sconfig);
+    server.greet("ESMTP").unwrap();
+    let mut cconfig = client::Config::new("client.test");
+    cconfig.chunking = true;
+    let mut client: Client<8> = Client::new(cconfig);
+    let to: Vec<Recipient<'_>> = rcpts.iter().map(|r| Recipient::new(r)).collect();
+    let envelope = Envelope::new(from, &to);
+
+    let mut out = PairOutcome::default();
+    let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
+    let (mut s_in, mut c_in) = (Vec::new(), Vec::new());
+    let mut body_rest = body;
+    let mut sent_mail = false;
+    let mut buf = [0u8; 333];
+    for _round in 0..100_000 {
+        // Client → pipe.
+        loop {
+            let n = client.poll_transmit(&mut buf);
+            if n == 0 {
+                break;
+            }
+            c2s.extend_from_slice(&buf[..n]);
+        }
+        // Pipe → server, a piece at a time.
+        let n = opts.pipe.min(c2s.len());
+        s_in.extend(c2s.drain(..n));
+        loop {
+            let r = server.handle_input(&s_in).unwrap();
+            let consumed = r.consumed;
+            let mut stop = false;
+            match r.progress {
+                server::Progress::Event(ev) => {
+                    if let server::Event::Data(d) = ev {
+                        out.bodies.last_mut().expect("DataStart first").extend_from_slice(d);
+                    }
+                    if let server::Event::DataStart { .. } = ev {
+                        out.bodies.push(Vec::new());
+                    }
+                    if ev.needs_decision() {
+                        match decide(&ev, &mut out) {
+                            None => server.accept().unwrap(),
+                            Some(reply) => server.reply(reply).unwrap(),
+                        }
+                    }
+                }
+                _ => stop = true,
+            }
+            s_in.drain(..consumed);
+            if stop {
+                break;
+            }
+        }
+        loop {
+            let n = server.poll_transmit(&mut buf);
+            if n == 0 {
+                break;
+            }
+            s2c.extend_from_slice(&buf[..n]);
+        }
+        // Pipe → client.
+        let n = opts.pipe.min(s2c.len());
+        c_in.extend(s2c.drain(..n));
+        loop {
+            let r = client.handle_input(&c_in).unwrap();
+            let consumed = r.consumed;
+            let mut stop = false;
+            match r.progress {
+                client::Progress::Event(ev) => {
+                    out.client_events.push(format!("{ev:?}"));
+                    match ev {
+                        client::Event::TlsHandshake => {
+                            assert!(server.is_tls_pending());
+                            server.tls_established().unwrap();
+                            client.tls_established().unwrap();
+                            out.tls = true;
+                        }
+                        client::Event::Delivered { .. } => out.delivered = true,
+                        client::Event::Error(e) => panic!("client error {e:?}"),
+                        _ => {}
+                    }
+                }
+                client::Progress::NeedInput => stop = true,
+                client::Progress::Closed => {
+                    out.client_results =
+                        client.recipient_results().iter().map(|r| r.is_some_and(|r| r.is_accepted())).collect();
+                    return out;
+                }
+            }
+            c_in.drain(..consumed);
+            if stop {
+                break;
+            }
+        }
+        // The application.
+        if client.is_ready() {
+            if opts.starttls && !client.is_tls() {
+                client.starttls().unwrap();
+            } else if !sent_mail {
+                client.send_mail(&envelope).unwrap();
+                sent_mail = true;
+            } else {
+                client.quit().unwrap();
+            }
+        }
+        while client.is_sending_body() {
+            if body_rest.is_empty() {
+                match client.finish_body() {
+                    Ok(()) => {}
+                    Err(client::ApiError::OutputFull) => break,
+                    Err(e) => panic!("{e:?}"),
+                }
+                break;
+            }
+            let take = opts.push.min(body_rest.len());
+            let n = client.send_body(&body_rest[..take]).unwrap();
+            body_rest = &body_rest[n..];
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    panic!("livelock: {:?}", out.client_events);
 }

@@ -76,6 +76,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod client;
 pub mod handler;
 pub mod maildir;

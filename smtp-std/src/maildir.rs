@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use smtp_proto::data::DataError;
 use smtp_proto::parse::{Domain, ForwardPath, RcptParams};
+#[cfg(feature = "auth")]
+use smtp_proto::parse::{MailParams, ReversePath};
 use smtp_proto::Reply;
 
 use crate::handler::{AuthRequest, Decision, Handler, Session};
@@ -115,7 +117,57 @@ impl Delivery {
         let file = f.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
-        let new_dir = self.root.join("new");
+        self.publish(&self.root.clone())
+    }
+
+    /// Reads the message written so far back from `tmp/` (after a flush), refusing one larger
+    /// than `limit` octets with [`io::ErrorKind::FileTooLarge`].
+    pub fn read_back(&mut self, limit: u64) -> io::Result<Vec<u8>> {
+        let f = self.file.as_mut().ok_or_else(|| io::Error::other("delivery already finished"))?;
+        f.flush()?;
+        if self.size > limit {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "message too large to read back"));
+        }
+        let mut content = Vec::with_capacity(self.size as usize);
+        File::open(&self.tmp)?.take(limit.saturating_add(1)).read_to_end(&mut content)?;
+        if content.len() as u64 > limit {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "message too large to read back"));
+        }
+        Ok(content)
+    }
+
+    /// Like [`Delivery::commit`], but the stored message is `prefix` (header fields added
+    /// after the content was checked) followed by `content` (what [`Delivery::read_back`]
+    /// gave), and it goes into the Maildir++ subfolder `folder` (`.Junk`: created with its
+    /// `tmp/`, `new/`, `cur/` and `maildirfolder` as needed) when given.
+    pub fn commit_with(mut self, prefix: &[u8], content: &[u8], folder: Option<&str>) -> io::Result<PathBuf> {
+        drop(self.file.take().ok_or_else(|| io::Error::other("delivery already finished"))?);
+        let mut file = File::create(&self.tmp)?;
+        file.write_all(prefix)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        drop(file);
+        let dir = match folder {
+            Some(name) => {
+                let dir = self.root.join(name);
+                for sub in ["tmp", "new", "cur"] {
+                    fs::create_dir_all(dir.join(sub))?;
+                }
+                if !dir.join("maildirfolder").exists() {
+                    File::create(dir.join("maildirfolder"))?;
+                    File::open(&dir)?.sync_all()?;
+                    File::open(&self.root)?.sync_all()?;
+                }
+                dir
+            }
+            None => self.root.clone(),
+        };
+        self.publish(&dir)
+    }
+
+    /// Renames the synced `tmp/` file into `<dir>/new/` and syncs that directory.
+    fn publish(&mut self, dir: &Path) -> io::Result<PathBuf> {
+        let new_dir = dir.join("new");
         let dest = new_dir.join(&self.name);
         fs::rename(&self.tmp, &dest)?;
         File::open(&new_dir)?.sync_all()?;
@@ -207,16 +259,94 @@ pub struct MaildirPolicy {
 /// The handler of `smtp-std serve`: stores every accepted message into a Maildir with a
 /// `Received:` header, checks AUTH against a [`Users`] list and recipients against the
 /// accepted domains.
+///
+/// With [`MaildirHandler::with_mail_auth`] (feature `auth`) it also checks mail from the
+/// outside: SPF at `MAIL FROM` (remembered for the transaction), DKIM and DMARC at the end of
+/// DATA on the message read back from `tmp/`. It then prepends `Authentication-Results:` and
+/// applies the From domain's DMARC policy: delivered into `new/` (pass, or `p=none`),
+/// into `.Junk/new/` (`p=quarantine`), or refused `550 5.7.1` and removed (`p=reject`). A DNS
+/// failure is answered `451 4.4.3` and nothing is stored.
 #[derive(Debug, Clone)]
 pub struct MaildirHandler {
     policy: Arc<MaildirPolicy>,
     current: Option<Delivery>,
+    #[cfg(feature = "auth")]
+    mail_auth: Option<Arc<crate::auth::MailAuthPolicy>>,
+    /// SPF of the current transaction, when the checks apply to it.
+    #[cfg(feature = "auth")]
+    spf: Option<crate::auth::SpfCheck>,
 }
 
 impl MaildirHandler {
     /// A handler with this policy.
     pub fn new(policy: MaildirPolicy) -> Self {
-        Self { policy: Arc::new(policy), current: None }
+        Self {
+            policy: Arc::new(policy),
+            current: None,
+            #[cfg(feature = "auth")]
+            mail_auth: None,
+            #[cfg(feature = "auth")]
+            spf: None,
+        }
+    }
+
+    /// Checks SPF, DKIM and DMARC on mail from the clients `auth` applies to (see the type's
+    /// notes).
+    #[cfg(feature = "auth")]
+    pub fn with_mail_auth(mut self, auth: crate::auth::MailAuthPolicy) -> Self {
+        self.mail_auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// The end of DATA with the checks: verdict, header, folder or refusal.
+    #[cfg(feature = "auth")]
+    fn end_checked(
+        &mut self,
+        auth: &crate::auth::MailAuthPolicy,
+        spf: &crate::auth::SpfCheck,
+        mut d: Delivery,
+    ) -> Decision {
+        use crate::auth::Action;
+        let content = match d.read_back(auth.max_message_size) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                return Decision::reply(552, Some((5, 3, 4)), "Message too big to authenticate");
+            }
+            Err(e) => {
+                tracing::error!("cannot read the message back: {e}");
+                return Reply::LOCAL_ERROR.into();
+            }
+        };
+        let verdict = auth.verifier.verify(spf, &content);
+        let name = d.name().to_owned();
+        let folder = match verdict.action {
+            Action::TempFail => {
+                tracing::warn!(id = name, reason = verdict.reason, "DNS failure: message deferred");
+                return Decision::reply(
+                    451,
+                    Some((4, 4, 3)),
+                    "Temporary DNS failure checking the sender, try again later",
+                );
+            }
+            Action::Reject => {
+                tracing::info!(id = name, reason = verdict.reason, "message rejected (DMARC)");
+                let text = format!("{} (DMARC)", verdict.reason);
+                return Decision::reply(550, Some((5, 7, 1)), text);
+            }
+            Action::Junk => Some(".Junk"),
+            Action::Inbox => None,
+        };
+        let size = content.len() + verdict.header.len();
+        match d.commit_with(verdict.header.as_bytes(), &content, folder) {
+            Ok(path) => {
+                tracing::info!(path = %path.display(), size, reason = verdict.reason, junk = folder.is_some(), "stored message");
+                Decision::reply(250, Some((2, 0, 0)), format!("Ok: queued as {name}"))
+            }
+            Err(e) => {
+                tracing::error!("cannot store the message: {e}");
+                Reply::LOCAL_ERROR.into()
+            }
+        }
     }
 }
 
@@ -250,6 +380,23 @@ impl Handler for MaildirHandler {
         } else {
             Reply::AUTH_FAILED.into()
         }
+    }
+
+    #[cfg(feature = "auth")]
+    fn mail_from(&mut self, session: &Session, from: &ReversePath<'_>, _params: &MailParams<'_>) -> Decision {
+        self.spf = None;
+        let Some(auth) = self.mail_auth.clone().filter(|a| a.applies_to(session)) else {
+            return Decision::Accept;
+        };
+        let from = crate::handler::reverse_path_string(from);
+        let spf = auth.verifier.check_spf(session.peer.ip(), session.helo.as_deref().unwrap_or(""), &from);
+        tracing::info!(result = ?spf.result(), domain = spf.domain(), "spf");
+        if let Some(reason) = spf.temporary() {
+            tracing::warn!(reason, "SPF: DNS failure");
+            return Decision::reply(451, Some((4, 4, 3)), "Temporary DNS failure checking SPF, try again later");
+        }
+        self.spf = Some(spf);
+        Decision::Accept
     }
 
     fn rcpt_to(&mut self, session: &Session, to: &ForwardPath<'_>, _params: &RcptParams<'_>) -> Decision {
@@ -291,6 +438,10 @@ impl Handler for MaildirHandler {
         let Some(d) = self.current.take() else {
             return Reply::LOCAL_ERROR.into();
         };
+        #[cfg(feature = "auth")]
+        if let (Some(auth), Some(spf)) = (self.mail_auth.clone(), self.spf.take()) {
+            return self.end_checked(&auth, &spf, d);
+        }
         let (name, size) = (d.name().to_owned(), d.size());
         match d.commit() {
             Ok(path) => {

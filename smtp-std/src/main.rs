@@ -73,6 +73,115 @@ enum Command {
     /// Send a message (stdin or --file) through an SMTP server (smarthost).
     #[command(after_long_help = SEND_AFTER)]
     Send(SendArgs),
+    /// Make a DKIM signing key and print the DNS record to publish for it.
+    #[cfg(feature = "auth")]
+    #[command(after_long_help = KEYGEN_AFTER)]
+    DkimKeygen(DkimKeygen),
+    /// Print the DNS records to publish for mail to and from your own domain.
+    #[cfg(feature = "auth")]
+    #[command(after_long_help = RECORDS_AFTER)]
+    Records(Records),
+    /// Look up a domain's mail records and say what is missing or wrong (exit 0 if none).
+    #[cfg(feature = "auth")]
+    Check(Check),
+}
+
+#[cfg(feature = "auth")]
+const KEYGEN_AFTER: &str = "\
+EXAMPLE:
+  smtp-std dkim-keygen --domain example.org --selector mail2025 --out dkim.key
+  Publish the printed TXT record, then sign with the key file (`records --key` prints it too).
+
+The key file is PKCS#8 PEM (`PRIVATE KEY`); it is written with mode 0600 and never
+overwritten. Without --out the key goes to standard output after the record.";
+
+#[cfg(feature = "auth")]
+const RECORDS_AFTER: &str = "\
+EXAMPLE:
+  smtp-std records --domain example.org --host mail.example.org --ip 203.0.113.7 \\
+       --ipv6 2001:db8::7 --selector mail2025 --key dkim.key --rua mailto:dmarc@example.org
+
+Publish the lines in the example.org zone; the PTR lines go to whoever runs the reverse zone
+of each address (your hosting provider). Then run `smtp-std check --domain example.org`.";
+
+#[cfg(feature = "auth")]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KeyAlgorithm {
+    /// rsa-sha256 with a 2048-bit key: understood by every verifier.
+    Rsa,
+    /// ed25519-sha256 (RFC 8463): small keys; not every verifier knows it yet.
+    Ed25519,
+}
+
+#[cfg(feature = "auth")]
+#[derive(Debug, Args)]
+struct DkimKeygen {
+    /// The signing domain (d=).
+    #[arg(long, value_name = "DOMAIN")]
+    domain: String,
+    /// The selector (s=): the key record is at SELECTOR._domainkey.DOMAIN.
+    #[arg(long, value_name = "NAME")]
+    selector: String,
+    /// Key algorithm.
+    #[arg(long, value_enum, default_value = "rsa")]
+    algorithm: KeyAlgorithm,
+    /// Write the private key here (refuses to overwrite) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[cfg(feature = "auth")]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DmarcPolicy {
+    /// Monitor only: failing mail is delivered as usual.
+    None,
+    /// Failing mail goes to the junk folder.
+    Quarantine,
+    /// Failing mail is refused.
+    Reject,
+}
+
+#[cfg(feature = "auth")]
+#[derive(Debug, Args)]
+struct Records {
+    /// Your mail domain.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: String,
+    /// The host that receives (and sends) its mail: the MX.
+    #[arg(long, value_name = "NAME")]
+    host: String,
+    /// The host's IPv4 address. Repeatable.
+    #[arg(long, value_name = "ADDR", required = true)]
+    ip: Vec<std::net::Ipv4Addr>,
+    /// The host's IPv6 address. Repeatable.
+    #[arg(long, value_name = "ADDR")]
+    ipv6: Vec<std::net::Ipv6Addr>,
+    /// DKIM selector of --key.
+    #[arg(long, value_name = "NAME", requires = "key")]
+    selector: Option<String>,
+    /// DKIM private key file (from dkim-keygen): its public key record is printed.
+    #[arg(long, value_name = "FILE", requires = "selector")]
+    key: Option<PathBuf>,
+    /// DMARC policy for mail that fails SPF and DKIM alignment.
+    #[arg(long, value_enum, default_value = "quarantine")]
+    dmarc_policy: DmarcPolicy,
+    /// Where DMARC aggregate reports go (mailto:...).
+    #[arg(long, value_name = "URI")]
+    rua: Option<String>,
+}
+
+#[cfg(feature = "auth")]
+#[derive(Debug, Args)]
+struct Check {
+    /// The domain to check.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: String,
+    /// Also check the DKIM key record of this selector.
+    #[arg(long, value_name = "NAME")]
+    selector: Option<String>,
+    /// Ask this DNS server (ADDR:PORT) instead of the system's resolvers.
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +239,23 @@ struct Serve {
     /// Our host name, in the greeting and the Received: header. Default: this machine's.
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
+    /// Do not check SPF, DKIM and DMARC (no Authentication-Results:, no junk folder).
+    #[cfg(feature = "auth")]
+    #[arg(long)]
+    no_mail_auth: bool,
+    /// DNS server (ADDR:PORT) for the checks instead of the system's resolvers.
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+    /// Seconds one DNS query waits for an answer (each is tried twice; then 451 4.4.3).
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    dns_timeout: f64,
+    /// Clients from this network (CIDR) are not checked, like authenticated ones. Repeatable;
+    /// giving one replaces the default (this host only).
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "CIDR", default_values = ["127.0.0.1/32", "::1/128"])]
+    trusted_network: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -147,6 +273,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(s) => serve(s),
         Command::Send(s) => return send::run(s),
+        #[cfg(feature = "auth")]
+        Command::DkimKeygen(k) => dkim_keygen(k),
+        #[cfg(feature = "auth")]
+        Command::Records(r) => records(r),
+        #[cfg(feature = "auth")]
+        Command::Check(c) => return check(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -202,7 +334,30 @@ fn serve(args: Serve) -> std::io::Result<()> {
     }
     let maildir = Maildir::create(&args.maildir)?;
     let domains = args.domain.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
-    let handler = MaildirHandler::new(MaildirPolicy { maildir, hostname: hostname.clone(), domains, users });
+    #[allow(unused_mut)]
+    let mut handler = MaildirHandler::new(MaildirPolicy { maildir, hostname: hostname.clone(), domains, users });
+    #[cfg(feature = "auth")]
+    if args.no_mail_auth {
+        tracing::info!("SPF, DKIM and DMARC checks off (--no-mail-auth)");
+    } else {
+        let trusted = args
+            .trusted_network
+            .iter()
+            .map(|n| smtp_std::auth::verify::parse_network(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--trusted-network {e}")))?;
+        if !(args.dns_timeout.is_finite() && args.dns_timeout > 0.0) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--dns-timeout must be > 0"));
+        }
+        let dns = smtp_std::auth::Dns::with_timeout(args.dns, Duration::from_secs_f64(args.dns_timeout), 2)?;
+        tracing::info!(dns = ?args.dns, trusted = ?args.trusted_network, "SPF, DKIM and DMARC checks on");
+        handler = handler.with_mail_auth(smtp_std::auth::MailAuthPolicy {
+            verifier: smtp_std::auth::Verifier::new(dns, hostname.clone()),
+            trusted,
+            // Room for our Received: header on top of the largest message.
+            max_message_size: if args.max_message_size > 0 { args.max_message_size + 65536 } else { 64 << 20 },
+        });
+    }
 
     listen_and_run(Server::new(options, handler), &args, &hostname)
 }
@@ -502,7 +657,8 @@ NOTES:
     }
 
     /// The hook for delivery without a smarthost: group the recipients by domain, look up
-    /// each domain's MX (`resolve_mx`, to come), and for each host in preference order call
+    /// each domain's MX (`smtp_std::auth::resolve_mx`, feature `auth`), and for each host in
+    /// preference order call
     /// `client::send` with `TlsMode::Opportunistic` (or what DANE / MTA-STS require) until one
     /// answers. Until then: a clear error.
     fn direct_mx(envelope: &Envelope) -> ExitCode {
@@ -512,5 +668,81 @@ NOTES:
             "no --server given: direct delivery to the recipients' MX hosts is not available yet; \
              send through a smarthost with --server HOST:PORT",
         )
+    }
+}
+
+#[cfg(feature = "auth")]
+fn dkim_keygen(args: DkimKeygen) -> std::io::Result<()> {
+    use smtp_std::auth::{DkimAlgorithm, DkimKey};
+    let algorithm = match args.algorithm {
+        KeyAlgorithm::Rsa => DkimAlgorithm::Rsa,
+        KeyAlgorithm::Ed25519 => DkimAlgorithm::Ed25519,
+    };
+    let (key, pem) = DkimKey::generate(algorithm)?;
+    if let Some(path) = &args.out {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f =
+            options.open(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        std::io::Write::write_all(&mut f, pem.as_bytes())?;
+        f.sync_all()?;
+        eprintln!("smtp-std: private key written to {}", path.display());
+    }
+    println!("; Publish this record in the {} zone:", args.domain.trim_end_matches('.'));
+    println!("{}", key.txt_record(&args.domain, &args.selector));
+    if args.out.is_none() {
+        print!("{pem}");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "auth")]
+fn records(args: Records) -> std::io::Result<()> {
+    let dkim = match (&args.selector, &args.key) {
+        (Some(sel), Some(path)) => Some((sel.clone(), smtp_std::auth::DkimKey::load(path)?.record_value())),
+        _ => None,
+    };
+    let policy = match args.dmarc_policy {
+        DmarcPolicy::None => "none",
+        DmarcPolicy::Quarantine => "quarantine",
+        DmarcPolicy::Reject => "reject",
+    };
+    let r = smtp_std::auth::records::Records {
+        domain: args.domain,
+        host: args.host,
+        ipv4: args.ip,
+        ipv6: args.ipv6,
+        dkim,
+        dmarc_policy: policy.to_owned(),
+        rua: args.rua,
+    };
+    print!("{}", r.zone());
+    Ok(())
+}
+
+#[cfg(feature = "auth")]
+fn check(args: Check) -> ExitCode {
+    use smtp_std::auth::records::Level;
+    let dns = match smtp_std::auth::Dns::new(args.dns) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("smtp-std: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = smtp_std::auth::records::check(&dns, &args.domain, args.selector.as_deref());
+    for f in &findings {
+        println!("{f}");
+    }
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    let warnings = findings.iter().filter(|f| f.level == Level::Warning).count();
+    if errors == 0 {
+        println!("{}: all good ({warnings} warnings)", args.domain);
+        ExitCode::SUCCESS
+    } else {
+        println!("{}: {errors} problems, {warnings} warnings", args.domain);
+        ExitCode::FAILURE
     }
 }

@@ -1,0 +1,214 @@
+//! DKIM signing keys and signatures (RFC 6376 with rsa-sha256, RFC 8463 ed25519-sha256), by
+//! [`mail_auth`]: load or generate a key, publish its record, sign a message.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use base64::Engine as _;
+use mail_auth::common::crypto::{Algorithm, Ed25519Key, HashImpl, RsaKey, Sha256, SigningKey};
+use mail_auth::common::headers::{HeaderWriter, Writable};
+use mail_auth::dkim::generate::DkimKeyPair;
+use mail_auth::dkim::{Canonicalization, DkimSigner};
+use rsa::pkcs1::DecodeRsaPrivateKey;
+use rsa::pkcs8::der::pem::LineEnding;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
+
+/// The header fields we sign when present (RFC 6376 §5.4.1), `From` first.
+pub const SIGNED_HEADERS: &[&str] = &[
+    "From",
+    "Reply-To",
+    "Subject",
+    "Date",
+    "To",
+    "Cc",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+];
+
+/// A DKIM signature algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DkimAlgorithm {
+    /// `rsa-sha256` (2048-bit keys when generated).
+    Rsa,
+    /// `ed25519-sha256` (RFC 8463).
+    Ed25519,
+}
+
+impl DkimAlgorithm {
+    /// The `k=` tag value of the key record.
+    pub fn key_type(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Rsa => "rsa",
+            DkimAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+enum Secret {
+    Rsa(RsaKey<Sha256>),
+    Ed25519(Ed25519Key),
+}
+
+/// A private DKIM signing key and its public half as published in DNS.
+pub struct DkimKey {
+    secret: Secret,
+    /// The `p=` bytes: SubjectPublicKeyInfo DER for RSA, the raw 32 bytes for Ed25519.
+    public: Vec<u8>,
+}
+
+impl fmt::Debug for DkimKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DkimKey").field("algorithm", &self.algorithm()).finish_non_exhaustive()
+    }
+}
+
+fn invalid(e: impl fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+fn rsa_public_spki(private: &rsa::RsaPrivateKey) -> io::Result<Vec<u8>> {
+    Ok(private.to_public_key().to_public_key_der().map_err(invalid)?.as_bytes().to_vec())
+}
+
+impl DkimKey {
+    /// Generates a key: RSA 2048 (PKCS#1 from mail-auth's generator) or Ed25519 (PKCS#8 from
+    /// ring). Returns it with its PKCS#8 PEM encoding, the form [`DkimKey::load`] reads.
+    pub fn generate(algorithm: DkimAlgorithm) -> io::Result<(Self, String)> {
+        let der = match algorithm {
+            DkimAlgorithm::Rsa => {
+                let pair = DkimKeyPair::generate_rsa(2048).map_err(invalid)?;
+                let key = rsa::RsaPrivateKey::from_pkcs1_der(pair.private_key()).map_err(invalid)?;
+                key.to_pkcs8_der().map_err(invalid)?.as_bytes().to_vec()
+            }
+            DkimAlgorithm::Ed25519 => DkimKeyPair::generate_ed25519().map_err(invalid)?.private_key().to_vec(),
+        };
+        let pem = rsa::pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, &der).map_err(invalid)?;
+        let key = Self::from_bytes(pem.as_bytes())?;
+        Ok((key, pem))
+    }
+
+    /// Reads a private key file: PEM (`PRIVATE KEY` PKCS#8 RSA or Ed25519, `RSA PRIVATE KEY`
+    /// PKCS#1) or the same in DER.
+    pub fn load(path: &Path) -> io::Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Self::from_bytes(&bytes).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    }
+
+    /// Parses a private key in PEM or DER (see [`DkimKey::load`]).
+    pub fn from_bytes(bytes: &[u8]) -> io::Result<Self> {
+        let der = match PrivateKeyDer::from_pem_slice(bytes) {
+            Ok(der) => der,
+            Err(_) if bytes.first() == Some(&0x30) => {
+                // DER: PKCS#8 if it parses as such, PKCS#1 otherwise.
+                if rsa::RsaPrivateKey::from_pkcs1_der(bytes).is_ok() {
+                    PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(bytes.to_vec()))
+                } else {
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bytes.to_vec()))
+                }
+            }
+            Err(e) => return Err(invalid(format!("not a PEM private key: {e}"))),
+        };
+        match der {
+            PrivateKeyDer::Pkcs1(d) => {
+                let private = rsa::RsaPrivateKey::from_pkcs1_der(d.secret_pkcs1_der()).map_err(invalid)?;
+                let public = rsa_public_spki(&private)?;
+                let secret = RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs1(d)).map_err(invalid)?;
+                Ok(Self { secret: Secret::Rsa(secret), public })
+            }
+            PrivateKeyDer::Pkcs8(d) => {
+                if let Ok(k) = Ed25519Key::from_pkcs8_maybe_unchecked_der(d.secret_pkcs8_der()) {
+                    let public = k.public_key();
+                    return Ok(Self { secret: Secret::Ed25519(k), public });
+                }
+                let private = rsa::RsaPrivateKey::from_pkcs8_der(d.secret_pkcs8_der())
+                    .map_err(|e| invalid(format!("neither an Ed25519 nor an RSA key: {e}")))?;
+                let public = rsa_public_spki(&private)?;
+                let secret = RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(d)).map_err(invalid)?;
+                Ok(Self { secret: Secret::Rsa(secret), public })
+            }
+            _ => Err(invalid("unsupported key format (need PKCS#8 or PKCS#1)")),
+        }
+    }
+
+    /// The key's algorithm.
+    pub fn algorithm(&self) -> DkimAlgorithm {
+        match self.secret {
+            Secret::Rsa(_) => DkimAlgorithm::Rsa,
+            Secret::Ed25519(_) => DkimAlgorithm::Ed25519,
+        }
+    }
+
+    /// The public key as published (`p=`), base64.
+    pub fn public_key_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.public)
+    }
+
+    /// The text of the key record: `v=DKIM1; k=rsa; p=...`.
+    pub fn record_value(&self) -> String {
+        format!("v=DKIM1; k={}; p={}", self.algorithm().key_type(), self.public_key_base64())
+    }
+
+    /// The key record as a zone-file line, `<selector>._domainkey.<domain>. IN TXT "..." "..."`,
+    /// split into strings of at most 255 characters (RFC 1035 §3.3.14, RFC 6376 §3.6.2.2).
+    pub fn txt_record(&self, domain: &str, selector: &str) -> String {
+        zone_txt(&format!("{selector}._domainkey.{}.", domain.trim_end_matches('.')), &self.record_value())
+    }
+}
+
+/// A zone-file TXT line for `owner` (`owner IN TXT "..." "..."`), the value split into
+/// quoted strings of at most 255 characters.
+pub fn zone_txt(owner: &str, value: &str) -> String {
+    let strings: Vec<String> = value
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c).replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{owner} 3600 IN TXT {}", strings.join(" "))
+}
+
+/// A borrowed key for mail-auth's signer (which takes its key by value).
+struct Borrowed<'a, K>(&'a K);
+
+impl<K: SigningKey> SigningKey for Borrowed<'_, K> {
+    type Hasher = K::Hasher;
+
+    fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
+        self.0.sign(input)
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.0.algorithm()
+    }
+}
+
+fn sign_with<K: SigningKey>(key: &K, message: &[u8], domain: &str, selector: &str) -> mail_auth::Result<Vec<u8>>
+where
+    K::Hasher: HashImpl,
+{
+    let signature = DkimSigner::from_key(Borrowed(key))
+        .domain(domain.trim_end_matches('.'))
+        .selector(selector)
+        .headers(SIGNED_HEADERS.iter().copied())
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed)
+        .sign(message)?;
+    Ok(signature.to_header().into_bytes())
+}
+
+/// Signs `message` (a whole RFC 5322 message, CRLF line ends) for `domain` with the key
+/// published at `<selector>._domainkey.<domain>`: returns the `DKIM-Signature:` header field
+/// (ending in CRLF) to prepend. Relaxed/relaxed canonicalization; the fields of
+/// [`SIGNED_HEADERS`] that the message has are signed.
+pub fn sign(message: &[u8], key: &DkimKey, domain: &str, selector: &str) -> Result<Vec<u8>, mail_auth::Error> {
+    match &key.secret {
+        Secret::Rsa(k) => sign_with(k, message, domain, selector),
+        Secret::Ed25519(k) => sign_with(k, message, domain, selector),
+    }
+}

@@ -1,0 +1,310 @@
+//! Verdicts on received mail: SPF at `MAIL FROM`, DKIM and DMARC at the end of DATA, the
+//! `Authentication-Results:` header (RFC 8601) and what to do with the message.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::dmarc::Policy;
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput, DmarcResult, Error,
+    MessageAuthenticator, SpfOutput, SpfResult,
+};
+
+use super::dns::{Dns, DnsError};
+use crate::handler::Session;
+
+/// Bound on all the lookups for one check (SPF at MAIL, or DKIM + DMARC at the end of DATA);
+/// past it the check is a temporary failure.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The SPF result of a transaction, computed at `MAIL FROM` and kept for the end of DATA.
+#[derive(Debug, Clone)]
+pub struct SpfCheck {
+    output: SpfOutput,
+    ip: IpAddr,
+    helo: String,
+    mail_from: String,
+    temporary: Option<String>,
+}
+
+impl SpfCheck {
+    /// The SPF result (`TempError` also when a "none" turned out to be a DNS failure).
+    pub fn result(&self) -> SpfResult {
+        if self.temporary.is_some() {
+            SpfResult::TempError
+        } else {
+            self.output.result()
+        }
+    }
+
+    /// Why the result is temporary, when it is.
+    pub fn temporary(&self) -> Option<&str> {
+        self.temporary.as_deref()
+    }
+
+    /// The domain whose policy was checked.
+    pub fn domain(&self) -> &str {
+        self.output.domain()
+    }
+}
+
+/// What to do with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Deliver into the inbox (`new/`).
+    Inbox,
+    /// Deliver into the junk folder (`.Junk/new/`): DMARC failed with `p=quarantine`.
+    Junk,
+    /// Refuse with `550 5.7.1`: DMARC failed with `p=reject`.
+    Reject,
+    /// Answer `451 4.4.3`: a lookup failed, the client should try again later.
+    TempFail,
+}
+
+/// The outcome of checking a message.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// What to do with it.
+    pub action: Action,
+    /// The `Authentication-Results:` header field to prepend, ending in CRLF.
+    pub header: String,
+    /// One line for logs and replies (why it was refused or junked, or the DNS failure).
+    pub reason: String,
+}
+
+/// Where the checks apply: every client but the authenticated ones and those from the
+/// trusted networks (which are submissions from this host or its network, like Postfix's
+/// `mynetworks`).
+#[derive(Debug, Clone)]
+pub struct MailAuthPolicy {
+    /// The checker.
+    pub verifier: Verifier,
+    /// Networks whose clients are not checked, as `(address, prefix length)`.
+    pub trusted: Vec<(IpAddr, u8)>,
+    /// Largest message read back for DKIM/DMARC (larger ones get `552 5.3.4`).
+    pub max_message_size: u64,
+}
+
+impl MailAuthPolicy {
+    /// Whether the checks apply to this session.
+    pub fn applies_to(&self, session: &Session) -> bool {
+        let ip = session.peer.ip().to_canonical();
+        session.user.is_none() && !self.trusted.iter().any(|&(net, len)| in_network(ip, net, len))
+    }
+}
+
+/// Parses `192.0.2.0/24`, `2001:db8::/32` or a bare address (a /32 or /128).
+pub fn parse_network(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?}: not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l.parse::<u8>().ok().filter(|&l| l <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+        None => max,
+    };
+    Ok((ip, len))
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    let (a, b, bits) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)) << 96, u128::from(u32::from(b)) << 96, len),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), len),
+        _ => return false,
+    };
+    let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits.min(128))) };
+    a & mask == b & mask
+}
+
+/// Runs mail-auth's SPF, DKIM and DMARC checks on the shared [`Dns`].
+#[derive(Clone)]
+pub struct Verifier {
+    dns: Dns,
+    auth: MessageAuthenticator,
+    hostname: String,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier").field("dns", &self.dns).field("hostname", &self.hostname).finish()
+    }
+}
+
+/// A lookup error mail-auth took for "no record" although the answer is unknown (hickory
+/// reports SERVFAIL/REFUSED as "no records found").
+fn dns_failure(e: &Error) -> bool {
+    match e {
+        Error::DnsError(_) => true,
+        Error::DnsRecordNotFound(code) => !matches!(*code, ResponseCode::NXDomain | ResponseCode::NoError),
+        _ => false,
+    }
+}
+
+fn dkim_temporary(o: &DkimOutput<'_>) -> Option<String> {
+    match o.result() {
+        DkimResult::TempError(e) => Some(e.to_string()),
+        DkimResult::PermError(e) | DkimResult::Fail(e) | DkimResult::Neutral(e) if dns_failure(e) => {
+            Some(e.to_string())
+        }
+        _ => None,
+    }
+}
+
+fn dmarc_temporary(r: &DmarcResult) -> Option<String> {
+    match r {
+        DmarcResult::TempError(e) => Some(e.to_string()),
+        DmarcResult::PermError(e) | DmarcResult::Fail(e) if dns_failure(e) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+fn is_domain(s: &str) -> bool {
+    !s.is_empty() && !s.starts_with('[') && s.parse::<IpAddr>().is_err() && s.contains('.')
+}
+
+impl Verifier {
+    /// A verifier on `dns`; `hostname` is the authserv-id of the `Authentication-Results:`
+    /// header and SPF's receiving host.
+    pub fn new(dns: Dns, hostname: impl Into<String>) -> Self {
+        let auth = MessageAuthenticator(dns.resolver().clone());
+        Self { dns, auth, hostname: hostname.into() }
+    }
+
+    /// The DNS it uses.
+    pub fn dns(&self) -> &Dns {
+        &self.dns
+    }
+
+    /// SPF (RFC 7208) for a client at `ip` that said `helo` and `MAIL FROM:<mail_from>`
+    /// (`""` for `<>`: then the HELO identity is checked).
+    pub fn check_spf(&self, ip: IpAddr, helo: &str, mail_from: &str) -> SpfCheck {
+        let ip = ip.to_canonical();
+        let helo_domain = helo.trim_end_matches('.');
+        let mut check = SpfCheck {
+            output: SpfOutput::new(String::new()),
+            ip,
+            helo: helo.to_owned(),
+            mail_from: mail_from.to_owned(),
+            temporary: None,
+        };
+        let params = if !mail_from.is_empty() && mail_from.contains('@') {
+            SpfParameters::verify_mail_from(ip, helo_domain, &self.hostname, mail_from)
+        } else if is_domain(helo_domain) {
+            SpfParameters::verify_ehlo(ip, helo_domain, &self.hostname)
+        } else {
+            // No domain to check (null sender and an address literal): SPF none.
+            return check;
+        };
+        let output =
+            self.dns.block_on(async { tokio::time::timeout(CHECK_TIMEOUT, self.auth.verify_spf(params)).await });
+        match output {
+            Ok(o) => check.output = o,
+            Err(_) => check.temporary = Some("SPF check timed out".into()),
+        }
+        if check.output.result() == SpfResult::TempError && check.temporary.is_none() {
+            check.temporary = Some(format!("SPF lookup for {} failed", check.output.domain()));
+        }
+        if check.output.result() == SpfResult::None && !check.output.domain().is_empty() {
+            if let Err(DnsError::Temporary(e)) = self.dns.txt(check.output.domain()) {
+                check.temporary = Some(format!("SPF lookup for {}: {e}", check.output.domain()));
+            }
+        }
+        check
+    }
+
+    /// DKIM (RFC 6376) and DMARC (RFC 7489, with SPF and DKIM alignment) for a whole message
+    /// received in the transaction of `spf`; the verdict applies the From domain's policy.
+    ///
+    /// Alignment in relaxed mode compares domains exactly (no public suffix list): a
+    /// subdomain's signature does not align with its parent domain (stricter, never laxer).
+    pub fn verify(&self, spf: &SpfCheck, message: &[u8]) -> Verdict {
+        let mut head = AuthenticationResults::new(&self.hostname)
+            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.mail_from, &spf.helo)
+            .to_string();
+        if let Some(t) = &spf.temporary {
+            return Verdict { action: Action::TempFail, header: String::new(), reason: t.clone() };
+        }
+        let Some(msg) = AuthenticatedMessage::parse(message) else {
+            head.push_str(";\r\n\tdkim=none;\r\n\tdmarc=permerror (message header not parsable)");
+            return Verdict {
+                action: Action::Junk,
+                header: format!("Authentication-Results: {head}\r\n"),
+                reason: "message header not parsable".into(),
+            };
+        };
+        let spf_domain = if spf.mail_from.contains('@') { spf.output.domain() } else { spf.helo.trim_end_matches('.') };
+        let checked = self.dns.block_on(async {
+            tokio::time::timeout(CHECK_TIMEOUT, async {
+                let dkim = self.auth.verify_dkim(&msg).await;
+                let dmarc = self.auth.verify_dmarc(DmarcParameters::new(&msg, &dkim, spf_domain, &spf.output)).await;
+                (dkim, dmarc)
+            })
+            .await
+        });
+        let Ok((dkim, dmarc)) = checked else {
+            return Verdict {
+                action: Action::TempFail,
+                header: String::new(),
+                reason: "DKIM/DMARC check timed out".into(),
+            };
+        };
+        let temporary = dkim
+            .iter()
+            .find_map(dkim_temporary)
+            .or_else(|| dmarc_temporary(dmarc.spf_result()))
+            .or_else(|| dmarc_temporary(dmarc.dkim_result()))
+            .or_else(|| self.dmarc_record_unknown(&dmarc));
+        if let Some(t) = temporary {
+            return Verdict { action: Action::TempFail, header: String::new(), reason: t };
+        }
+
+        if dkim.is_empty() {
+            head.push_str(";\r\n\tdkim=none");
+        } else {
+            head.push_str(&AuthenticationResults::new("").with_dkim_results(&dkim, msg.from()).to_string());
+        }
+        let failed = dmarc.dmarc_record().is_some()
+            && *dmarc.spf_result() != DmarcResult::Pass
+            && *dmarc.dkim_result() != DmarcResult::Pass;
+        if dmarc.domain().is_empty() {
+            head.push_str(";\r\n\tdmarc=none");
+        } else if failed && *dmarc.spf_result() == DmarcResult::None && *dmarc.dkim_result() == DmarcResult::None {
+            // mail-auth evaluates alignment only when SPF or DKIM passed, and then reports
+            // "none"; with a record and nothing that passed, DMARC failed (RFC 7489 §6.6.2).
+            head.push_str(&format!(
+                ";\r\n\tdmarc=fail (no SPF or DKIM pass) header.from={} policy.dmarc={}",
+                dmarc.domain(),
+                dmarc.policy()
+            ));
+        } else {
+            head.push_str(&AuthenticationResults::new("").with_dmarc_result(&dmarc).to_string());
+        }
+        let header = format!("Authentication-Results: {head}\r\n");
+        let (action, reason) = match (failed, dmarc.policy()) {
+            (true, Policy::Reject) => {
+                (Action::Reject, format!("DMARC policy of {} is to reject failing mail", dmarc.domain()))
+            }
+            (true, Policy::Quarantine) => (Action::Junk, format!("DMARC failed for {} (p=quarantine)", dmarc.domain())),
+            (true, _) => (Action::Inbox, format!("DMARC failed for {} (p=none)", dmarc.domain())),
+            (false, _) => (Action::Inbox, "ok".to_owned()),
+        };
+        Verdict { action, header, reason }
+    }
+
+    /// mail-auth found no DMARC record for the From domain: was that a DNS failure?
+    fn dmarc_record_unknown(&self, dmarc: &DmarcOutput) -> Option<String> {
+        if dmarc.dmarc_record().is_some() || dmarc.domain().is_empty() {
+            return None;
+        }
+        match self.dns.txt(&format!("_dmarc.{}", dmarc.domain())) {
+            Err(DnsError::Temporary(e)) => Some(format!("DMARC lookup for {}: {e}", dmarc.domain())),
+            _ => None,
+        }
+    }
+}
