@@ -658,9 +658,8 @@ NOTES:
 
     /// The hook for delivery without a smarthost: group the recipients by domain, look up
     /// each domain's MX (`smtp_std::auth::resolve_mx`, feature `auth`), and for each host in
-    /// preference order call
-    /// `client::send` with `TlsMode::Opportunistic` (or what DANE / MTA-STS require) until one
-    /// answers. Until then: a clear error.
+    /// preference order call `client::send` with `TlsMode::Opportunistic` (or what DANE /
+    /// MTA-STS require) on port 25 until one answers. Until then: a clear error.
     fn direct_mx(envelope: &Envelope) -> ExitCode {
         let _ = envelope;
         fail(
