@@ -833,3 +833,74 @@ fn no_server_is_a_clear_error_and_help_has_examples() {
     assert_eq!(o.status, Some(0));
     assert!(o.stdout.contains("EXAMPLES:") && o.stdout.contains("EXIT STATUS"), "{}", o.stdout);
 }
+
+/// Dot-stuffs canonical content and appends the terminator: the DATA bytes on the wire.
+fn stuffed(canonical: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in canonical.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b".") {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[test]
+fn pipelined_envelope_in_one_group_and_stuffed_body_on_the_wire() {
+    let (addr, h) = fake(|r, w| {
+        w.write_all(b"220 fake ESMTP\r\n").unwrap();
+        expect_line(r, "EHLO client.test");
+        w.write_all(b"250-fake\r\n250-PIPELINING\r\n250-DSN\r\n250 SIZE 100000\r\n").unwrap();
+        // MAIL, both RCPTs and DATA arrive before any reply (RFC 2920).
+        let mut group = Vec::new();
+        while group.iter().filter(|&&b| b == b'\n').count() < 4 {
+            let buf = r.fill_buf().unwrap();
+            assert!(!buf.is_empty(), "client closed");
+            let n = buf.len();
+            group.extend_from_slice(buf);
+            r.consume(n);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&group),
+            "MAIL FROM:<a@x.test> SIZE=42 RET=HDRS ENVID=E+2B1\r\nRCPT TO:<b@y.test> NOTIFY=FAILURE,DELAY\r\n\
+             RCPT TO:<c@z.test> NOTIFY=FAILURE,DELAY\r\nDATA\r\n"
+        );
+        w.write_all(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 user unknown\r\n354 go\r\n").unwrap();
+        let mut data = Vec::new();
+        while !data.ends_with(b"\r\n.\r\n") {
+            let mut line = Vec::new();
+            assert!(r.read_until(b'\n', &mut line).unwrap() > 0, "client closed mid-DATA");
+            data.extend_from_slice(&line);
+        }
+        assert_eq!(String::from_utf8_lossy(&data), String::from_utf8_lossy(&stuffed(&canonical(TRICKY))));
+        w.write_all(b"250 2.0.0 queued as 1\r\n").unwrap();
+        expect_line(r, "QUIT");
+        w.write_all(b"221 2.0.0 bye\r\n").unwrap();
+    });
+    let mut opts = SendOptions::new(&addr.to_string(), "client.test");
+    opts.tls = TlsMode::Off;
+    let mut env = Envelope::new("a@x.test", ["b@y.test", "c@z.test"]);
+    env.size = Some(42);
+    env.ret = Some(Ret::Hdrs);
+    env.envid = Some("E+1".into());
+    for r in &mut env.to {
+        r.notify = Some(Notify(Notify::FAILURE | Notify::DELAY));
+    }
+    // A reader that hands out the message a few bytes at a time (chunk boundaries anywhere).
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(3);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let d = client::send(&opts, &env, Trickle(TRICKY)).unwrap();
+    assert_eq!(d.reply.to_string(), "250 2.0.0 queued as 1");
+    let lines: Vec<String> = d.recipients.iter().map(ToString::to_string).collect();
+    assert_eq!(lines, ["b@y.test: accepted 250 2.1.5 ok", "c@z.test: refused 550 5.1.1 user unknown"]);
+    assert!(h.join().unwrap().is_empty());
+}
