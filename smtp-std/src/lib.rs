@@ -79,6 +79,8 @@
 #[cfg(feature = "auth")]
 pub mod auth;
 pub mod client;
+#[cfg(feature = "auth")]
+pub mod deliver;
 pub mod handler;
 pub mod maildir;
 pub mod received;

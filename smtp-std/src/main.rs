@@ -384,6 +384,8 @@ mod send {
     use clap::{Args, ValueEnum};
     use smtp_proto::parse::params::{Notify, Ret};
     use smtp_std::client::{self, Envelope, SendError, SendOptions, TlsMode};
+    #[cfg(feature = "auth")]
+    use smtp_std::deliver;
     use smtp_std::maildir::system_hostname;
 
     pub(crate) const SEND_AFTER: &str = "\
@@ -468,12 +470,19 @@ NOTES:
         #[arg(long, value_name = "ADDR", required = true)]
         to: Vec<String>,
         /// The SMTP server (smarthost) as HOST:PORT. Without it: direct delivery to each
-        /// recipient domain's MX (not available yet).
+        /// recipient domain's MX hosts.
         #[arg(long, value_name = "HOST:PORT")]
         server: Option<String>,
-        /// TLS policy.
-        #[arg(long, value_enum, value_name = "MODE", default_value = "required")]
-        tls: TlsArg,
+        /// Direct delivery: the MX hosts' SMTP port.
+        #[arg(long, value_name = "PORT", default_value_t = 25, conflicts_with = "server")]
+        port: u16,
+        /// Direct delivery: ask this DNS server (ADDR:PORT) instead of the system's resolvers.
+        #[arg(long, value_name = "ADDR", conflicts_with = "server")]
+        dns: Option<std::net::SocketAddr>,
+        /// TLS policy. Default: required with --server; opportunistic (certificate not
+        /// verified) for direct delivery.
+        #[arg(long, value_enum, value_name = "MODE")]
+        tls: Option<TlsArg>,
         /// Trust only the CA certificates in this PEM file (instead of Mozilla's roots).
         #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
         tls_ca: Option<PathBuf>,
@@ -506,9 +515,22 @@ NOTES:
         #[arg(long, value_name = "ID")]
         envid: Option<String>,
         /// Timeout in seconds for connecting and for each reply. Default: RFC 5321's
-        /// (5 minutes for commands, 10 after the message).
+        /// (5 minutes for commands, 10 after the message; 30 s to connect).
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// Sign the message with this DKIM private key (PEM, from dkim-keygen): rsa-sha256 or
+        /// ed25519-sha256 per the key.
+        #[cfg(feature = "auth")]
+        #[arg(long, value_name = "FILE", requires = "dkim_selector")]
+        dkim_key: Option<PathBuf>,
+        /// The DKIM selector (s=) of --dkim-key.
+        #[cfg(feature = "auth")]
+        #[arg(long, value_name = "NAME", requires = "dkim_key")]
+        dkim_selector: Option<String>,
+        /// The DKIM signing domain (d=). Default: the From: header's domain, else --from's.
+        #[cfg(feature = "auth")]
+        #[arg(long, value_name = "DOMAIN", requires = "dkim_key")]
+        dkim_domain: Option<String>,
     }
 
     fn parse_notify(s: &str) -> Result<Notify, String> {
@@ -547,15 +569,16 @@ NOTES:
         if let Err(e) = envelope.validate() {
             return fail(EX_DATAERR, e);
         }
-        let Some(server) = args.server.clone() else {
-            return direct_mx(&envelope);
-        };
+        let direct = args.server.is_none();
+        let server = args.server.clone().unwrap_or_default();
         let mut options = SendOptions::new(&server, &ehlo);
         options.tls = match args.tls {
-            TlsArg::Required => TlsMode::Required,
-            TlsArg::Opportunistic => TlsMode::Opportunistic,
-            TlsArg::Off => TlsMode::Off,
-            TlsArg::Implicit => TlsMode::Implicit,
+            Some(TlsArg::Required) => TlsMode::Required,
+            Some(TlsArg::Opportunistic) => TlsMode::Opportunistic,
+            Some(TlsArg::Off) => TlsMode::Off,
+            Some(TlsArg::Implicit) => TlsMode::Implicit,
+            None if direct => TlsMode::Opportunistic,
+            None => TlsMode::Required,
         };
         if let Some(t) = args.timeout {
             if !(t.is_finite() && t > 0.0) {
@@ -568,10 +591,14 @@ NOTES:
                 Ok(c) => options.tls_config = Some(c),
                 Err(e) => return fail(EX_USAGE, format!("--tls-ca: {e}")),
             }
-        } else if args.insecure {
+        } else if args.insecure || (direct && options.tls == TlsMode::Opportunistic) {
+            // Opportunistic MX delivery encrypts but cannot authenticate (no DANE/MTA-STS).
             options.tls_config = Some(client::insecure_tls_config());
         }
         options.allow_cleartext_auth = args.allow_cleartext_auth;
+        if direct && args.auth_user.is_some() {
+            return fail(EX_USAGE, "--auth-user needs --server (MX hosts take mail without AUTH)");
+        }
         if let Some(user) = &args.auth_user {
             let password = match &args.auth_password_file {
                 Some(path) => match std::fs::read_to_string(path) {
@@ -597,12 +624,25 @@ NOTES:
             },
             None => (Box::new(std::io::stdin().lock()), stdin_size()),
         };
-        let (message, added) = match client::add_missing_headers(input, &ehlo) {
-            Ok(m) => m,
+        let (mut message, added): (Box<dyn Read>, u64) = match client::add_missing_headers(input, &ehlo) {
+            Ok((m, added)) => (Box::new(m), added),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return fail(EX_DATAERR, e),
             Err(e) => return fail(EX_IOERR, format!("reading the message: {e}")),
         };
         envelope.size = size.map(|s| s + added);
+        // The final message (Date/Message-ID added) is signed: it must be read whole first.
+        #[cfg(feature = "auth")]
+        let message: Box<dyn Read> = match sign(&args, &envelope.from, &mut message) {
+            Ok(Some(signed)) => {
+                envelope.size = Some(signed.len() as u64);
+                Box::new(std::io::Cursor::new(signed))
+            }
+            Ok(None) => message,
+            Err(code) => return code,
+        };
+        if direct {
+            return direct_mx(&args, options, &envelope, message);
+        }
 
         match client::send(&options, &envelope, message) {
             Ok(delivery) => {
@@ -656,17 +696,73 @@ NOTES:
         None
     }
 
-    /// The hook for delivery without a smarthost: group the recipients by domain, look up
-    /// each domain's MX (`smtp_std::auth::resolve_mx`, feature `auth`), and for each host in
-    /// preference order call `client::send` with `TlsMode::Opportunistic` (or what DANE /
-    /// MTA-STS require) on port 25 until one answers. Until then: a clear error.
-    fn direct_mx(envelope: &Envelope) -> ExitCode {
-        let _ = envelope;
-        fail(
-            EX_USAGE,
-            "no --server given: direct delivery to the recipients' MX hosts is not available yet; \
-             send through a smarthost with --server HOST:PORT",
-        )
+    /// `--dkim-key`: the message read whole, its line ends made CRLF and a DKIM-Signature
+    /// prepended; `None` without the flag.
+    #[cfg(feature = "auth")]
+    fn sign(args: &SendArgs, mail_from: &str, message: &mut dyn Read) -> Result<Option<Vec<u8>>, ExitCode> {
+        let (Some(path), Some(selector)) = (&args.dkim_key, &args.dkim_selector) else {
+            return Ok(None);
+        };
+        let key = smtp_std::auth::DkimKey::load(path)
+            .map_err(|e| fail(EX_USAGE, format!("--dkim-key {}: {e}", path.display())))?;
+        let mut bytes = Vec::new();
+        if let Err(e) = message.read_to_end(&mut bytes) {
+            return Err(fail(EX_IOERR, format!("reading the message: {e}")));
+        }
+        let domain = match &args.dkim_domain {
+            Some(d) => d.clone(),
+            None => match deliver::from_header_domain(&bytes).or_else(|| deliver::domain_of(mail_from)) {
+                Some(d) => d,
+                None => return Err(fail(EX_USAGE, "no From: domain to sign for: give --dkim-domain")),
+            },
+        };
+        match deliver::dkim_sign(&bytes, &key, &domain, selector) {
+            Ok(signed) => Ok(Some(signed)),
+            Err(e) => Err(fail(EX_DATAERR, format!("DKIM signing failed: {e}"))),
+        }
+    }
+
+    /// Without a smarthost: each recipient domain's MX hosts (`smtp_std::deliver`), the
+    /// message spooled first since it goes out once per domain.
+    #[cfg(feature = "auth")]
+    fn direct_mx(args: &SendArgs, session: SendOptions, envelope: &Envelope, message: Box<dyn Read>) -> ExitCode {
+        use smtp_std::deliver::{MxOptions, Spool, Status, SPOOL_MEMORY};
+        let dns = match smtp_std::auth::Dns::new(args.dns) {
+            Ok(d) => d,
+            Err(e) => return fail(EX_UNAVAILABLE, format!("DNS: {e}")),
+        };
+        let mut spool = match Spool::new(message, SPOOL_MEMORY) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return fail(EX_DATAERR, e),
+            Err(e) => return fail(EX_IOERR, format!("reading the message: {e}")),
+        };
+        let mut options = MxOptions::new(&session.ehlo);
+        options.session = session;
+        options.port = args.port;
+        let results = deliver::deliver(&dns, &options, envelope, &mut spool);
+        for r in &results {
+            println!("{r}");
+        }
+        let count = |s| results.iter().filter(|r| r.status == s).count();
+        let (ok, deferred, failed) = (count(Status::Accepted), count(Status::Deferred), count(Status::Failed));
+        eprintln!("smtp-std: {ok} accepted, {deferred} deferred, {failed} failed");
+        if deferred > 0 {
+            if let Some(last) = results.iter().rev().find(|r| r.status == Status::Deferred) {
+                eprintln!("smtp-std: try again later; last: {last}");
+            }
+            ExitCode::from(EX_TEMPFAIL)
+        } else if failed == 0 {
+            ExitCode::SUCCESS
+        } else if results.iter().filter(|r| r.status == Status::Failed).all(|r| r.unsendable) {
+            ExitCode::from(EX_DATAERR)
+        } else {
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+
+    #[cfg(not(feature = "auth"))]
+    fn direct_mx(_: &SendArgs, _: SendOptions, _: &Envelope, _: Box<dyn Read>) -> ExitCode {
+        fail(EX_USAGE, "no --server given: direct delivery to MX hosts needs the `auth` feature (DNS)")
     }
 }
 

@@ -1,0 +1,544 @@
+//! Direct delivery to the recipients' mail exchangers (RFC 5321 §5), without a smarthost
+//! (feature `auth`, which brings the resolver), and DKIM signing of what we send.
+//!
+//! [`deliver`] groups the recipients by domain (one transaction per domain), looks up each
+//! domain's MX hosts with [`Dns::resolve_mx`] (implicit MX, RFC 7505 null MX), tries them in
+//! preference order (equal preferences shuffled) and each host's addresses in turn, and moves
+//! on after a connection failure or a temporary (4xx) failure: at the greeting, EHLO or MAIL,
+//! at the end of data, or for recipients that got a 4xx (the ones accepted are done). A 5xx
+//! greeting also moves on (the host does not want to talk to us); any other 5xx is final.
+//!
+//! The message is read once into a [`Spool`] (memory up to a bound, then an unlinked
+//! temporary file) and sent from there to every domain.
+//!
+//! TLS: by default STARTTLS is used when offered, **without verifying the certificate**
+//! ([`MxOptions::new`]): without DANE or MTA-STS there is no name a certificate could be
+//! checked against that an attacker on the path could not also change (the MX record), so
+//! MTAs encrypt opportunistically and accept any certificate. A failed handshake is retried
+//! once without TLS, as MTAs do in that mode.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Seek, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::auth::{Dns, DkimKey, MxError, MxHost};
+use crate::client::{self, Envelope, Reply, SendError, SendOptions, SmtpClient, TlsMode};
+
+/// The part of a message a [`Spool`] keeps in memory before it moves to a temporary file.
+pub const SPOOL_MEMORY: usize = 4 << 20;
+
+/// Most addresses tried for one domain (like Postfix's `smtp_mx_address_limit`, higher).
+pub const MAX_ADDRESSES: usize = 10;
+
+/// A message read once and sent as often as needed: in memory up to a bound, past it in a
+/// temporary file (created with mode 0600 in [`std::env::temp_dir`] and unlinked at once on
+/// Unix; elsewhere removed on drop).
+#[derive(Debug)]
+pub struct Spool {
+    data: SpoolData,
+    len: u64,
+}
+
+#[derive(Debug)]
+enum SpoolData {
+    Memory(Vec<u8>),
+    File { file: File, remove: Option<PathBuf> },
+}
+
+impl Spool {
+    /// Reads `input` to its end: up to `memory_limit` bytes stay in memory, a larger message
+    /// goes to a temporary file.
+    pub fn new(mut input: impl Read, memory_limit: usize) -> io::Result<Self> {
+        let mut head = Vec::new();
+        (&mut input).take(memory_limit as u64 + 1).read_to_end(&mut head)?;
+        if head.len() <= memory_limit {
+            return Ok(Self::from_bytes(head));
+        }
+        let (mut file, remove) = temp_file()?;
+        file.write_all(&head)?;
+        drop(head);
+        let rest = io::copy(&mut input, &mut file)?;
+        file.flush()?;
+        let len = file.stream_position()?;
+        debug_assert!(len >= rest);
+        Ok(Self { data: SpoolData::File { file, remove }, len })
+    }
+
+    /// A message already in memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        let len = bytes.len() as u64;
+        Self { data: SpoolData::Memory(bytes), len }
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether it went to a temporary file.
+    pub fn is_file(&self) -> bool {
+        matches!(self.data, SpoolData::File { .. })
+    }
+
+    /// A reader from the start of the message.
+    pub fn reader(&mut self) -> io::Result<Box<dyn Read + '_>> {
+        match &mut self.data {
+            SpoolData::Memory(v) => Ok(Box::new(&v[..])),
+            SpoolData::File { file, .. } => {
+                file.rewind()?;
+                Ok(Box::new(file.take(self.len)))
+            }
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let SpoolData::File { remove: Some(path), .. } = &self.data {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A new temporary file, and its path when it could not be unlinked while open.
+fn temp_file() -> io::Result<(File, Option<PathBuf>)> {
+    let dir = std::env::temp_dir();
+    for _ in 0..16 {
+        let path = dir.join(format!(".smtp-std-spool-{}-{:016x}", std::process::id(), random()));
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
+            Ok(file) => {
+                let remove = std::fs::remove_file(&path).is_err().then_some(path);
+                return Ok((file, remove));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "cannot create a temporary file"))
+}
+
+/// A random number from the standard library's hasher keys (no extra dependency).
+fn random() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0x9e37_79b9_7f4a_7c15);
+    h.finish()
+}
+
+/// Shuffles each run of hosts with the same preference (RFC 5321 §5.1), keeping the runs in
+/// preference order.
+pub fn shuffle_equal_preferences(hosts: &mut [MxHost]) {
+    hosts.sort_by_key(|h| h.preference);
+    let mut start = 0;
+    while start < hosts.len() {
+        let p = hosts[start].preference;
+        let end = start + hosts[start..].iter().take_while(|h| h.preference == p).count();
+        // Fisher-Yates on hosts[start..end].
+        for i in (start + 1..end).rev() {
+            let j = start + (random() % (i - start + 1) as u64) as usize;
+            hosts.swap(i, j);
+        }
+        start = end;
+    }
+}
+
+/// Settings for [`deliver`].
+#[derive(Debug, Clone)]
+pub struct MxOptions {
+    /// The session settings used with every host: EHLO name, TLS mode and configuration,
+    /// timeouts, pipelining. [`SendOptions::server`] and [`SendOptions::tls_server_name`]
+    /// are set for each host (the TLS name is the MX host's name); AUTH is never sent.
+    pub session: SendOptions,
+    /// The SMTP port of the MX hosts (25).
+    pub port: u16,
+    /// Most addresses tried per domain ([`MAX_ADDRESSES`]).
+    pub max_addresses: usize,
+}
+
+impl MxOptions {
+    /// Port 25, `ehlo` as our name, opportunistic TLS without certificate verification (see
+    /// the [module notes](self)), the session timeouts of RFC 5321 and a 30-second connect
+    /// timeout.
+    pub fn new(ehlo: &str) -> Self {
+        let mut session = SendOptions::new("", ehlo);
+        session.tls = TlsMode::Opportunistic;
+        session.tls_config = Some(client::insecure_tls_config());
+        Self { session, port: 25, max_addresses: MAX_ADDRESSES }
+    }
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// A server took the message for it.
+    Accepted,
+    /// Not delivered, try again later (a 4xx, no host reachable, a DNS failure).
+    Deferred,
+    /// Not delivered and never will be as is (a 5xx, a null MX, no such domain).
+    Failed,
+}
+
+/// The result for one recipient of [`deliver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientStatus {
+    /// The address.
+    pub address: String,
+    /// Accepted, deferred or failed.
+    pub status: Status,
+    /// The server's reply to its RCPT, when that decided.
+    pub reply: Option<Reply>,
+    /// The error that decided otherwise (the last one when several hosts were tried).
+    pub error: Option<String>,
+    /// The failure is about the message or envelope itself (larger than the server's SIZE,
+    /// a forbidden character): `EX_DATAERR` in the program.
+    pub unsendable: bool,
+    /// The host that gave the last answer: `name [address]`.
+    pub host: Option<String>,
+}
+
+impl RecipientStatus {
+    fn error(address: &str, status: Status, error: impl fmt::Display, host: Option<&str>) -> Self {
+        Self {
+            address: address.to_owned(),
+            status,
+            reply: None,
+            error: Some(error.to_string()),
+            unsendable: false,
+            host: host.map(str::to_owned),
+        }
+    }
+}
+
+/// `a@x: accepted 250 2.1.5 Ok (mx.x [192.0.2.1])`, `a@x: deferred: cannot connect to ...`.
+impl fmt::Display for RecipientStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = match self.status {
+            Status::Accepted => "accepted",
+            Status::Deferred => "deferred",
+            Status::Failed if self.error.is_some() => "failed",
+            Status::Failed => "refused",
+        };
+        match (&self.error, &self.reply) {
+            (Some(e), _) => write!(f, "{}: {word}: {e}", self.address)?,
+            (None, Some(r)) => write!(f, "{}: {word} {r}", self.address)?,
+            (None, None) => write!(f, "{}: {word}", self.address)?,
+        }
+        match &self.host {
+            Some(h) => write!(f, " ({h})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The domain of an address (after the last `@`, lower case, without a trailing dot).
+pub fn domain_of(address: &str) -> Option<String> {
+    let (_, d) = address.rsplit_once('@')?;
+    let d = d.trim_end_matches('.');
+    (!d.is_empty()).then(|| d.to_ascii_lowercase())
+}
+
+/// Delivers `message` to every recipient of `envelope` through its domain's MX hosts: one
+/// transaction per domain, in the order the domains first appear. Returns each recipient's
+/// result in envelope order. `envelope.size` is set from the spool when unset.
+pub fn deliver(dns: &Dns, options: &MxOptions, envelope: &Envelope, message: &mut Spool) -> Vec<RecipientStatus> {
+    let mut out: Vec<Option<RecipientStatus>> = vec![None; envelope.to.len()];
+    let mut domains: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, r) in envelope.to.iter().enumerate() {
+        match domain_of(&r.address) {
+            Some(d) => match domains.iter_mut().find(|(x, _)| *x == d) {
+                Some((_, v)) => v.push(i),
+                None => domains.push((d, vec![i])),
+            },
+            None => {
+                out[i] = Some(RecipientStatus::error(&r.address, Status::Failed, "no domain in the address", None));
+            }
+        }
+    }
+    let mut envelope = envelope.clone();
+    if envelope.size.is_none() {
+        envelope.size = Some(message.len());
+    }
+    for (domain, indices) in &domains {
+        deliver_domain(dns, options, domain, &envelope, indices, message, &mut out);
+    }
+    out.into_iter()
+        .zip(&envelope.to)
+        .map(|(s, r)| s.unwrap_or_else(|| RecipientStatus::error(&r.address, Status::Deferred, "not attempted", None)))
+        .collect()
+}
+
+/// A failure of one attempt: while setting up the session, or with the message.
+enum Attempt {
+    Setup(SendError),
+    Send(SendError),
+}
+
+fn attempt(
+    options: &MxOptions,
+    host: &MxHost,
+    addr: IpAddr,
+    envelope: &Envelope,
+    message: &mut Spool,
+) -> Result<client::Delivery, Attempt> {
+    let mut o = options.session.clone();
+    o.server = SocketAddr::new(addr, options.port).to_string();
+    o.tls_server_name = Some(host.host.clone());
+    o.auth = None;
+    let mut session = match SmtpClient::connect(&o) {
+        Err(SendError::Tls(e)) if o.tls == TlsMode::Opportunistic => {
+            tracing::info!(host = %host.host, %addr, "TLS handshake failed ({e}); trying again without TLS");
+            o.tls = TlsMode::Off;
+            SmtpClient::connect(&o).map_err(Attempt::Setup)?
+        }
+        r => r.map_err(Attempt::Setup)?,
+    };
+    tracing::debug!(host = %host.host, %addr, tls = session.is_tls(), "connected");
+    let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
+    let delivery = session.send(envelope, reader).map_err(Attempt::Send)?;
+    let _ = session.quit();
+    Ok(delivery)
+}
+
+fn deliver_domain(
+    dns: &Dns,
+    options: &MxOptions,
+    domain: &str,
+    envelope: &Envelope,
+    indices: &[usize],
+    message: &mut Spool,
+    out: &mut [Option<RecipientStatus>],
+) {
+    let mut hosts = match dns.resolve_mx(domain) {
+        Ok(h) => h,
+        Err(e) => {
+            let status = if matches!(e, MxError::Temporary(_)) { Status::Deferred } else { Status::Failed };
+            tracing::info!(domain, "no delivery: {e}");
+            set_status(envelope, out, indices, status, &format_args!("{domain}: {e}"), None);
+            return;
+        }
+    };
+    shuffle_equal_preferences(&mut hosts);
+    let mut pending: Vec<usize> = indices.to_vec();
+    let mut tried = 0;
+    'hosts: for host in &hosts {
+        for &addr in &host.addresses {
+            if tried >= options.max_addresses {
+                break 'hosts;
+            }
+            tried += 1;
+            let label = format!("{} [{addr}]", host.host);
+            let mut sub = envelope.clone();
+            sub.to = pending.iter().map(|&i| envelope.to[i].clone()).collect();
+            let rcpt_results = match attempt(options, host, addr, &sub, message) {
+                Ok(delivery) => {
+                    tracing::info!(domain, host = %label, "message accepted: {}", delivery.reply);
+                    delivery.recipients
+                }
+                Err(Attempt::Send(SendError::NoValidRecipients(rs))) => rs,
+                Err(Attempt::Setup(e @ SendError::Connect { .. })) => {
+                    // Not even a connection: the host's next address.
+                    tracing::info!(domain, host = %label, "{e}");
+                    set_status(envelope, out, &pending, Status::Deferred, &e, Some(&label));
+                    continue;
+                }
+                Err(Attempt::Setup(e)) => {
+                    // Greeting, EHLO or STARTTLS failed (4xx or 5xx): the next host.
+                    tracing::info!(domain, host = %label, "{e}");
+                    let status = if e.is_transient() { Status::Deferred } else { Status::Failed };
+                    set_status(envelope, out, &pending, status, &e, Some(&label));
+                    continue 'hosts;
+                }
+                Err(Attempt::Send(e)) if e.is_transient() => {
+                    tracing::info!(domain, host = %label, "{e}");
+                    set_status(envelope, out, &pending, Status::Deferred, &e, Some(&label));
+                    continue 'hosts;
+                }
+                Err(Attempt::Send(e)) => {
+                    tracing::info!(domain, host = %label, "{e}");
+                    let unsendable = matches!(e, SendError::Invalid(_) | SendError::Request(_));
+                    set_status(envelope, out, &pending, Status::Failed, &e, Some(&label));
+                    for &i in &pending {
+                        if let Some(s) = out[i].as_mut() {
+                            s.unsendable = unsendable;
+                        }
+                    }
+                    return;
+                }
+            };
+            let mut still = Vec::new();
+            for (r, &i) in rcpt_results.iter().zip(&pending) {
+                let status = if r.is_accepted() {
+                    Status::Accepted
+                } else if r.is_transient() || r.reply.is_none() {
+                    still.push(i);
+                    Status::Deferred
+                } else {
+                    Status::Failed
+                };
+                out[i] = Some(RecipientStatus {
+                    address: r.address.clone(),
+                    status,
+                    reply: r.reply.clone(),
+                    error: r.reply.is_none().then(|| "not answered".to_owned()),
+                    unsendable: false,
+                    host: Some(label.clone()),
+                });
+            }
+            pending = still;
+            if pending.is_empty() {
+                return;
+            }
+            // Recipients deferred by this host: the next host.
+            continue 'hosts;
+        }
+    }
+    for &i in &pending {
+        if out[i].is_none() {
+            out[i] = Some(RecipientStatus::error(
+                &envelope.to[i].address,
+                Status::Deferred,
+                format_args!("{domain}: no MX host could be tried"),
+                None,
+            ));
+        }
+    }
+}
+
+fn set_status(
+    envelope: &Envelope,
+    out: &mut [Option<RecipientStatus>],
+    ids: &[usize],
+    status: Status,
+    e: &dyn fmt::Display,
+    host: Option<&str>,
+) {
+    for &i in ids {
+        out[i] = Some(RecipientStatus::error(&envelope.to[i].address, status, e, host));
+    }
+}
+
+/// Turns every bare CR and bare LF into CRLF and ends the message with CRLF: the bytes the
+/// client puts on the wire (before dot-stuffing), which is what a signature must cover.
+pub fn to_crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 2);
+    let mut i = 0;
+    while i < message.len() {
+        match message[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if message.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The domain of the first address in the message's `From:` header field, if it has one.
+pub fn from_header_domain(message: &[u8]) -> Option<String> {
+    let end = find(message, b"\r\n\r\n").map_or(message.len(), |e| e + 2);
+    let head = String::from_utf8_lossy(&message[..end]);
+    let mut value: Option<String> = None;
+    for line in head.split("\r\n") {
+        if let Some(v) = value.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                v.push_str(line);
+                continue;
+            }
+            break;
+        }
+        if let Some((name, rest)) = line.split_once(':') {
+            if name.trim_end().eq_ignore_ascii_case("from") {
+                value = Some(rest.to_owned());
+            }
+        }
+    }
+    let value = value?;
+    // `Name <a@b>` or a bare `a@b`; the first address of a list.
+    let addr = match value.find('<') {
+        Some(s) => value[s + 1..].split('>').next().unwrap_or_default().to_owned(),
+        None => value.split(',').next().unwrap_or_default().trim().to_owned(),
+    };
+    domain_of(addr.trim())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Normalises the line ends of `message` ([`to_crlf`]) and prepends a DKIM signature made with
+/// [`crate::auth::sign`] for `domain` and `selector`: the message to send, as is.
+pub fn dkim_sign(message: &[u8], key: &DkimKey, domain: &str, selector: &str) -> Result<Vec<u8>, mail_auth::Error> {
+    let body = to_crlf(message);
+    let mut signed = crate::auth::sign(&body, key, domain, selector)?;
+    signed.extend_from_slice(&body);
+    Ok(signed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_and_from_domain() {
+        assert_eq!(to_crlf(b"a\nb\rc\r\nd"), b"a\r\nb\r\nc\r\nd\r\n");
+        assert_eq!(to_crlf(b"x\r\n"), b"x\r\n");
+        let m = b"Subject: s\r\nFrom: \"A, B\" <me@Example.ORG>\r\nTo: x@y\r\n\r\nFrom: body@z\r\n";
+        assert_eq!(from_header_domain(m).as_deref(), Some("example.org"));
+        assert_eq!(from_header_domain(b"FROM :\r\n a@b.test\r\n\r\n").as_deref(), Some("b.test"));
+        assert_eq!(from_header_domain(b"To: a@b\r\n\r\nFrom: c@d\r\n"), None);
+        assert_eq!(domain_of("a@b@C.test."), Some("c.test".into()));
+        assert_eq!(domain_of("postmaster"), None);
+    }
+
+    #[test]
+    fn shuffle_keeps_preference_order() {
+        let h = |p, n: &str| MxHost { preference: p, host: n.into(), addresses: vec![] };
+        let mut seen_first = std::collections::HashSet::new();
+        for _ in 0..64 {
+            let mut v = vec![h(20, "c"), h(10, "a"), h(10, "b"), h(30, "d")];
+            shuffle_equal_preferences(&mut v);
+            let names: Vec<&str> = v.iter().map(|x| x.host.as_str()).collect();
+            assert!(names[..2].contains(&"a") && names[..2].contains(&"b"));
+            assert_eq!(&names[2..], ["c", "d"]);
+            seen_first.insert(names[0].to_owned());
+        }
+        assert_eq!(seen_first.len(), 2, "equal preferences are shuffled");
+    }
+
+    #[test]
+    fn spool_memory_and_file() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut s = Spool::new(&data[..], 1000).unwrap();
+        assert!(s.is_file() && s.len() == data.len() as u64);
+        for _ in 0..2 {
+            let mut back = Vec::new();
+            s.reader().unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, data);
+        }
+        let mut m = Spool::new(&data[..], data.len()).unwrap();
+        assert!(!m.is_file());
+        let mut back = Vec::new();
+        m.reader().unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+    }
+}
