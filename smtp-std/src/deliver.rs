@@ -25,7 +25,7 @@ use std::io::{self, Read, Seek, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::auth::{Dns, DkimKey, MxError, MxHost};
+use crate::auth::{DkimKey, Dns, MxError, MxHost};
 use crate::client::{self, Envelope, Reply, SendError, SendOptions, SmtpClient, TlsMode};
 
 /// The part of a message a [`Spool`] keeps in memory before it moves to a temporary file.

@@ -1,5 +1,5 @@
 //! The `smtp-std` program: `smtp-std serve` receives mail into a Maildir, `smtp-std send`
-//! sends a message through a smarthost.
+//! sends a message through a smarthost or straight to the recipients' MX hosts.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -70,7 +70,7 @@ enum Command {
     /// Receive mail over SMTP and deliver it into a Maildir.
     #[command(after_long_help = SERVE_AFTER)]
     Serve(Serve),
-    /// Send a message (stdin or --file) through an SMTP server (smarthost).
+    /// Send a message (stdin or --file) through a smarthost, or to the recipients' MX hosts.
     #[command(after_long_help = SEND_AFTER)]
     Send(SendArgs),
     /// Make a DKIM signing key and print the DNS record to publish for it.
@@ -374,7 +374,7 @@ fn listen_and_run<H: smtp_std::Handler>(mut server: Server<H>, args: &Serve, hos
     server.run()
 }
 
-/// `smtp-std send`: one message through a smarthost.
+/// `smtp-std send`: one message through a smarthost, or directly to the recipients' MX hosts.
 mod send {
     use std::io::Read;
     use std::path::PathBuf;
@@ -401,15 +401,20 @@ EXAMPLES:
          --from me@example.org --to a@example.net --to b@example.com \\
          --notify FAILURE,DELAY --ret hdrs --envid order-1234 --file message.eml
 
+  Directly to each recipient domain's MX hosts (no --server), DKIM-signed:
+    smtp-std send --from me@example.org --to you@example.net --to them@example.com \\
+         --dkim-key dkim.key --dkim-selector s1 < message.eml
+
   A local test server without TLS (e.g. `smtp-std serve`), and one with a test CA:
     printf 'Subject: hi\\n\\nhello\\n' | smtp-std send --server 127.0.0.1:2525 --tls off \\
          --from a@example.org --to b@example.org
     smtp-std send --server localhost:2525 --tls-ca test-ca.pem --from a@x --to b@y < m.eml
 
 OUTPUT:
-  One line per recipient on stdout:
+  One line per recipient on stdout (direct delivery adds the host that answered):
     b@example.net: accepted 250 2.1.5 Ok
     c@example.com: refused 550 5.1.1 user unknown
+    d@example.com: deferred 451 4.7.1 greylisted (mx2.example.com [192.0.2.2])
   Errors name the step that failed and the server's reply, on stderr:
     smtp-std: MAIL FROM:<me@example.org> refused: 553 5.7.1 Sender address rejected
 
@@ -421,7 +426,7 @@ EXIT STATUS (sysexits.h):
       none was deferred (the others got the message: see stdout)
   65  EX_DATAERR: the message or envelope cannot be sent as is (a control character in
       an address, larger than the server's SIZE, a header block over 1 MiB)
-  64  EX_USAGE: bad arguments (no --server, no password)
+  64  EX_USAGE: bad arguments (no password, an unreadable DKIM key)
   74  EX_IOERR: the message file cannot be read
   2   invalid command line (clap)
 
@@ -433,7 +438,24 @@ NOTES:
   DSN options are sent only when the server offers DSN. With --tls required (the default)
   nothing but EHLO and STARTTLS is sent before TLS, and the certificate is verified against
   Mozilla's roots (--tls-ca to trust your own CA; --insecure for self-signed test servers).
-  AUTH is never sent without TLS unless --allow-cleartext-auth.";
+  AUTH is never sent without TLS unless --allow-cleartext-auth.
+
+DIRECT DELIVERY (no --server):
+  Recipients are grouped by domain, one transaction per domain. Each domain's MX hosts are
+  tried in preference order (equal ones shuffled), every address of a host in turn; no MX
+  means the domain's own A/AAAA (RFC 5321 5.1); a null MX (RFC 7505) fails at once (69).
+  The next host is tried after a connection failure or a 4xx (greeting, EHLO, MAIL, end of
+  data, or recipients deferred); a 5xx is final. If every host defers: 75 and the last reply.
+  TLS is opportunistic by default: STARTTLS when offered, the certificate NOT verified (as
+  MTAs do without DANE or MTA-STS: it protects against eavesdropping, not against an active
+  attacker); --tls required verifies it. --dns ADDR:PORT and --port (default 25) point the
+  lookups and the connections elsewhere (tests). The message is read once into memory (up to
+  4 MiB) or an unlinked temporary file and sent from there to every domain.
+
+DKIM (--dkim-key FILE --dkim-selector S [--dkim-domain D]):
+  The final message (after Date/Message-ID were added, line ends made CRLF) is read into
+  memory and a DKIM-Signature (rsa-sha256 or ed25519-sha256, per the key) is put on top;
+  d= is --dkim-domain, else the From: header's domain, else --from's. With --server too.";
 
     const EX_USAGE: u8 = 64;
     const EX_DATAERR: u8 = 65;
@@ -624,6 +646,7 @@ NOTES:
             },
             None => (Box::new(std::io::stdin().lock()), stdin_size()),
         };
+        #[cfg_attr(not(feature = "auth"), allow(unused_mut))]
         let (mut message, added): (Box<dyn Read>, u64) = match client::add_missing_headers(input, &ehlo) {
             Ok((m, added)) => (Box::new(m), added),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return fail(EX_DATAERR, e),
