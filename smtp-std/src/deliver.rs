@@ -61,10 +61,9 @@ impl Spool {
         let (mut file, remove) = temp_file()?;
         file.write_all(&head)?;
         drop(head);
-        let rest = io::copy(&mut input, &mut file)?;
+        io::copy(&mut input, &mut file)?;
         file.flush()?;
         let len = file.stream_position()?;
-        debug_assert!(len >= rest);
         Ok(Self { data: SpoolData::File { file, remove }, len })
     }
 
