@@ -9,6 +9,8 @@
 use core::cmp::min;
 use core::fmt;
 
+mod scan;
+
 /// What to do with a bare CR or bare LF in message content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BarePolicy {
@@ -356,8 +358,28 @@ impl DataDecoder {
         let mut carried = self.line_len;
         let mut stop = min(size_stop, start.saturating_add(clamp(self.max_line - carried)));
         let mut from = start;
+        // The block scan, with or without the line limit (too small a limit: no block scan).
+        let limit = match self.max_line {
+            u64::MAX => Some(false),
+            l if l >= scan::BLOCK as u64 => Some(true),
+            _ => None,
+        };
+        let scan_end = min(len, size_stop);
         loop {
-            let p = find_line_byte(input, from);
+            let r = match limit {
+                Some(false) => scan::skip_canonical::<false>(&input[..scan_end], from, stop, max_line),
+                Some(true) => scan::skip_canonical::<true>(&input[..scan_end], from, stop, max_line),
+                None => from,
+            };
+            if r > from {
+                // Whole lines were skipped: the current one starts after the last LF.
+                if let Some(j) = memchr::memrchr(b'\n', &input[from..r]) {
+                    line_start = from + j + 1;
+                    carried = 0;
+                    stop = min(size_stop, line_start.saturating_add(max_line));
+                }
+            }
+            let p = find_line_byte(input, r);
             if p == len {
                 if len > stop {
                     return self.over_limit(input, start, stop, size_stop, len, State::Text);
@@ -670,7 +692,8 @@ impl Stuffer {
             let limit = min(len, i + (cap - w));
             let mut from = i;
             loop {
-                let p = find_line_byte(&input[..limit], from);
+                let r = scan::skip_canonical::<false>(&input[..limit], from, usize::MAX, usize::MAX);
+                let p = find_line_byte(&input[..limit], r);
                 // Copies `input[run..end]`; `i` becomes `end`.
                 let mut flush = |end: usize, w: &mut usize, i: &mut usize| {
                     out[*w..*w + (end - run)].copy_from_slice(&input[run..end]);
