@@ -9,6 +9,8 @@
 use core::cmp::min;
 use core::fmt;
 
+// The one module with `unsafe`: the call of its AVX2 build after run-time detection.
+#[allow(unsafe_code)]
 mod scan;
 
 /// What to do with a bare CR or bare LF in message content.

@@ -33,6 +33,25 @@ fn block(w: &[u8; BLOCK + 1]) -> (bool, bool) {
     (bad == 0, lf != 0)
 }
 
+/// The offset of the first pair of the block that is not canonical (`BLOCK` if none): the same
+/// compares, stored as bytes (vectorised), then the first non-zero byte a word at a time.
+#[inline(always)]
+fn first_bad(w: &[u8; BLOCK + 1]) -> usize {
+    let (prev, cur) = (&w[..BLOCK], &w[1..]);
+    let mut v = [0u8; BLOCK];
+    for k in 0..BLOCK {
+        let (p, c) = (prev[k], cur[k]);
+        v[k] = (((c == b'\n') ^ (p == b'\r')) | ((c == b'.') & (p == b'\n'))) as u8;
+    }
+    for (j, c) in v.chunks_exact(8).enumerate() {
+        let x = u64::from_le_bytes(c.try_into().unwrap());
+        if x != 0 {
+            return j * 8 + (x.trailing_zeros() / 8) as usize;
+        }
+    }
+    BLOCK
+}
+
 /// Skips canonical text in `hay` from `from`, where the caller is inside a line with nothing
 /// held (the byte at `from` is not a line-start dot to check). Returns `r >= from` such that:
 ///
@@ -46,8 +65,27 @@ fn block(w: &[u8; BLOCK + 1]) -> (bool, bool) {
 ///   and `max_line` (`>= BLOCK`) is the limit for the lines after it.
 ///
 /// `r == from` when nothing could be skipped.
+#[inline]
+pub(super) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2"), not(miri)))]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
+        // sound exactly when the CPU has AVX2, which was just checked.
+        return unsafe { skip_avx2::<LIMIT>(hay, from, stop, max_line) };
+    }
+    skip_portable::<LIMIT>(hay, from, stop, max_line)
+}
+
+/// [`skip_portable`] compiled for AVX2 (twice the bytes per compare of the SSE2 baseline).
+#[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2"), not(miri)))]
+#[target_feature(enable = "avx2")]
+fn skip_avx2<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
+    skip_portable::<LIMIT>(hay, from, stop, max_line)
+}
+
+/// [`skip_canonical`] in plain Rust, for the target's baseline vector unit (or none).
 #[inline(always)]
-pub(super) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, mut stop: usize, max_line: usize) -> usize {
+fn skip_portable<const LIMIT: bool>(hay: &[u8], from: usize, mut stop: usize, max_line: usize) -> usize {
     debug_assert!(!LIMIT || max_line >= BLOCK);
     let end = hay.len();
     if end < BLOCK + 1 || from > end - (BLOCK + 1) || hay[from] == b'\n' {
@@ -61,6 +99,11 @@ pub(super) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, mut sto
         let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
         let (clean, lf) = block(w);
         if !clean {
+            // Go on up to the first pair that is not canonical, unless that passes the end
+            // of a line that may be too long (see below).
+            if !(LIMIT && lf && i + BLOCK > stop) {
+                i += first_bad(w);
+            }
             break;
         }
         if LIMIT && lf {
