@@ -67,25 +67,57 @@ fn first_bad(w: &[u8; BLOCK + 1]) -> usize {
 /// `r == from` when nothing could be skipped.
 #[inline]
 pub(super) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
+    dispatch::<LIMIT, false>(hay, from, stop, max_line, &mut [])
+}
+
+/// [`skip_canonical`] without a line limit that also copies what it skips: `out[..r - from]`
+/// becomes `hay[from..r]` (and more of `out` may be overwritten). `out` must be at least
+/// `hay.len() - from` long. One pass over the bytes instead of a scan and then a copy.
+#[inline]
+pub(super) fn copy_canonical(hay: &[u8], from: usize, out: &mut [u8]) -> usize {
+    dispatch::<false, true>(hay, from, usize::MAX, usize::MAX, out)
+}
+
+#[inline(always)]
+fn dispatch<const LIMIT: bool, const COPY: bool>(
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> usize {
     #[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2"), not(miri)))]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
         // sound exactly when the CPU has AVX2, which was just checked.
-        return unsafe { skip_avx2::<LIMIT>(hay, from, stop, max_line) };
+        return unsafe { skip_avx2::<LIMIT, COPY>(hay, from, stop, max_line, out) };
     }
-    skip_portable::<LIMIT>(hay, from, stop, max_line)
+    skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
 }
 
 /// [`skip_portable`] compiled for AVX2 (twice the bytes per compare of the SSE2 baseline).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2"), not(miri)))]
 #[target_feature(enable = "avx2")]
-fn skip_avx2<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
-    skip_portable::<LIMIT>(hay, from, stop, max_line)
+fn skip_avx2<const LIMIT: bool, const COPY: bool>(
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> usize {
+    skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
 }
 
-/// [`skip_canonical`] in plain Rust, for the target's baseline vector unit (or none).
+/// [`skip_canonical`] (and, with `COPY`, [`copy_canonical`]) in plain Rust, for the target's
+/// baseline vector unit (or none).
 #[inline(always)]
-fn skip_portable<const LIMIT: bool>(hay: &[u8], from: usize, mut stop: usize, max_line: usize) -> usize {
+pub(super) fn skip_portable<const LIMIT: bool, const COPY: bool>(
+    hay: &[u8],
+    from: usize,
+    mut stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> usize {
     debug_assert!(!LIMIT || max_line >= BLOCK);
     let end = hay.len();
     if end < BLOCK + 1 || from > end - (BLOCK + 1) || hay[from] == b'\n' {
@@ -95,8 +127,15 @@ fn skip_portable<const LIMIT: bool>(hay: &[u8], from: usize, mut stop: usize, ma
     // block starts at `from + 1`: the byte at `from` is a CR or text, both checked by pair
     // `from + 1`.
     let mut i = from + 1;
+    if COPY {
+        out[0] = hay[from];
+    }
     while i <= end - BLOCK {
         let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
+        if COPY {
+            // Whether or not the block is canonical: the caller uses what comes before `r`.
+            out[i - from..i - from + BLOCK].copy_from_slice(&w[1..]);
+        }
         let (clean, lf) = block(w);
         if !clean {
             // Go on up to the first pair that is not canonical, unless that passes the end
