@@ -1,13 +1,19 @@
 //! The DATA path: streaming dot-unstuffing on receive ([`DataDecoder`]) and dot-stuffing on send
 //! ([`Stuffer`]). Correct at any split of the input; only `CRLF . CRLF` ends a message.
 //!
-//! Both sides scan for line ends a block at a time (a 32-byte filter the compiler vectorises,
-//! then SWAR over `u64` words inside a block that has a hit; see `find_line_byte`) and touch
-//! individual bytes only around a CR or LF. Ordinary lines neither end a body chunk (receive)
-//! nor a copied run (send).
+//! Both sides skip canonical text (CRLF line ends, no line starting with `.`) 64 bytes at a
+//! time with a vectorised pair check (`scan`: the block compared with itself shifted by one
+//! byte; AVX2 where the CPU has it), and walk CR/LF by CR/LF (`find_line_byte`) only around
+//! what that check flags: a line-start dot, a bare CR or LF, a line that may be too long, the
+//! end of the input. Ordinary lines neither end a body chunk (receive) nor a copied run (send);
+//! the send side copies while it scans.
 
 use core::cmp::min;
 use core::fmt;
+
+// The one module with `unsafe`: the call of its AVX2 build after run-time detection.
+#[allow(unsafe_code)]
+mod scan;
 
 /// What to do with a bare CR or bare LF in message content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -142,6 +148,26 @@ fn find_line_byte(hay: &[u8], from: usize) -> usize {
         at += 1;
     }
     hay.len()
+}
+
+/// Not part of the API: the block scan as dispatched (AVX2 where the CPU has it) and its
+/// portable build, without and with a line limit (`max_line` is raised to the block size), and
+/// copying into `out[0]` and `out[1]` (each at least `hay.len() - from` long), for the
+/// `scan_paths` fuzz target. Returns `[dispatched, portable, dispatched_limit, portable_limit,
+/// dispatched_copy, portable_copy]`.
+#[doc(hidden)]
+pub fn __scan_paths(hay: &[u8], from: usize, stop: usize, max_line: usize, out: [&mut [u8]; 2]) -> [usize; 6] {
+    let from = min(from, hay.len());
+    let max_line = max_line.max(scan::BLOCK);
+    let [o0, o1] = out;
+    [
+        scan::skip_canonical::<false>(hay, from, stop, max_line),
+        scan::skip_portable::<false, false>(hay, from, stop, max_line, &mut []),
+        scan::skip_canonical::<true>(hay, from, stop, max_line),
+        scan::skip_portable::<true, false>(hay, from, stop, max_line, &mut []),
+        scan::copy_canonical(hay, from, o0),
+        scan::skip_portable::<false, true>(hay, from, usize::MAX, usize::MAX, o1),
+    ]
 }
 
 /// `"\r" X` for every byte X: the body emitted when a CR held across calls is followed by X.
@@ -356,8 +382,28 @@ impl DataDecoder {
         let mut carried = self.line_len;
         let mut stop = min(size_stop, start.saturating_add(clamp(self.max_line - carried)));
         let mut from = start;
+        // The block scan, with or without the line limit (too small a limit: no block scan).
+        let limit = match self.max_line {
+            u64::MAX => Some(false),
+            l if l >= scan::BLOCK as u64 => Some(true),
+            _ => None,
+        };
+        let scan_end = min(len, size_stop);
         loop {
-            let p = find_line_byte(input, from);
+            let r = match limit {
+                Some(false) => scan::skip_canonical::<false>(&input[..scan_end], from, stop, max_line),
+                Some(true) => scan::skip_canonical::<true>(&input[..scan_end], from, stop, max_line),
+                None => from,
+            };
+            if r > from {
+                // Whole lines were skipped: the current one starts after the last LF.
+                if let Some(j) = memchr::memrchr(b'\n', &input[from..r]) {
+                    line_start = from + j + 1;
+                    carried = 0;
+                    stop = min(size_stop, line_start.saturating_add(max_line));
+                }
+            }
+            let p = find_line_byte(input, r);
             if p == len {
                 if len > stop {
                     return self.over_limit(input, start, stop, size_stop, len, State::Text);
@@ -669,11 +715,18 @@ impl Stuffer {
             let run = i;
             let limit = min(len, i + (cap - w));
             let mut from = i;
+            // `input[run..copied]` is already in `out[w..]`: the block scan copies as it goes.
+            let mut copied = i;
             loop {
-                let p = find_line_byte(&input[..limit], from);
-                // Copies `input[run..end]`; `i` becomes `end`.
+                if copied < from {
+                    out[w + (copied - run)..w + (from - run)].copy_from_slice(&input[copied..from]);
+                }
+                let r = scan::copy_canonical(&input[..limit], from, &mut out[w + (from - run)..]);
+                copied = r;
+                let p = find_line_byte(&input[..limit], r);
+                // Copies the rest of `input[run..end]`; `i` becomes `end`.
                 let mut flush = |end: usize, w: &mut usize, i: &mut usize| {
-                    out[*w..*w + (end - run)].copy_from_slice(&input[run..end]);
+                    out[*w + (copied - run)..*w + (end - run)].copy_from_slice(&input[copied..end]);
                     *w += end - run;
                     *i = end;
                 };

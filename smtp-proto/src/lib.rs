@@ -90,7 +90,7 @@
 //!   commands are explicit in [`server::Config`]; an over-long line is discarded, not buffered.
 //! - **No panics on input**: every parser and state machine is fuzzed (`fuzz/`).
 #![no_std]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]

@@ -1,6 +1,8 @@
 //! DATA path tests: `DataDecoder` against a deliberately naive byte-at-a-time reference, at
 //! every split; smuggling sequences; limits; `Stuffer` round trips.
 
+use std::cmp::min;
+
 use proptest::prelude::*;
 use smtp_proto::data::{BarePolicy, DataDecoder, DataError, Stuffer};
 
@@ -159,9 +161,9 @@ fn decode_all(input: &[u8], policy: BarePolicy) -> Outcome {
 fn check_all_splits(input: &[u8], policy: BarePolicy, max_size: Option<u64>, max_line: Option<usize>) {
     let want = reference(input, policy, max_size, max_line);
     assert_eq!(decode_split(input, &[], policy, max_size, max_line), want, "whole {input:?}");
-    for i in 0..=input.len() {
+    for i in sample(0..=input.len()) {
         assert_eq!(decode_split(input, &[i], policy, max_size, max_line), want, "split {i} of {input:?}");
-        if input.len() <= 24 {
+        if input.len() <= 24 && !cfg!(miri) {
             for j in i..=input.len() {
                 let got = decode_split(input, &[i, j], policy, max_size, max_line);
                 assert_eq!(got, want, "splits {i},{j} of {input:?}");
@@ -173,6 +175,24 @@ fn check_all_splits(input: &[u8], policy: BarePolicy, max_size: Option<u64>, max
 }
 
 const BOTH: [BarePolicy; 2] = [BarePolicy::Reject, BarePolicy::Allow];
+
+/// The values of `r`, or under miri (`.ci/run` runs this file there, on the portable block
+/// scan; it is slow) about four of them, ends included.
+fn sample(r: std::ops::RangeInclusive<usize>) -> impl Iterator<Item = usize> {
+    let (a, b) = (*r.start(), *r.end());
+    let step = if cfg!(miri) { ((b - a) / 3).max(1) } else { 1 };
+    (a..=b).step_by(step).chain(if cfg!(miri) && b > a && (b - a) % step != 0 { Some(b) } else { None })
+}
+
+/// Proptest cases: `n`, or a couple under miri.
+fn cases(n: u32) -> ProptestConfig {
+    if cfg!(miri) {
+        // No failure files either: miri isolates the file system.
+        ProptestConfig { cases: 2, failure_persistence: None, ..ProptestConfig::default() }
+    } else {
+        ProptestConfig::with_cases(n)
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // The reference itself (so that a broken model cannot hide a broken decoder).
@@ -413,7 +433,7 @@ fn line_limit_boundaries() {
 fn long_lines_and_block_boundaries() {
     // Exercise the 16-byte block scan: line ends at every offset, tabs and NULs (which pass
     // the block filter) and high bytes.
-    for len in 0..40 {
+    for len in sample(0..=39) {
         let mut input = Vec::new();
         for k in 0..3 {
             input.extend((0..len).map(|i| match (i + k) % 7 {
@@ -432,7 +452,7 @@ fn long_lines_and_block_boundaries() {
         for p in BOTH {
             let want = reference(&input, p, None, None);
             assert!(matches!(want.end, Some(Ok(_))));
-            for i in 0..=input.len() {
+            for i in sample(0..=input.len()) {
                 assert_eq!(decode_split(&input, &[i], p, None, None), want);
             }
         }
@@ -468,7 +488,7 @@ fn policy() -> impl Strategy<Value = BarePolicy> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(cases(512))]
 
     #[test]
     fn decoder_matches_reference_at_any_split(
@@ -599,7 +619,7 @@ fn stuffer_examples() {
         for p in BOTH {
             assert_eq!(stuff_split(input, &[], 64, p).unwrap(), *want, "{input:?}");
             for out_len in 2..8 {
-                for cut in 0..=input.len() {
+                for cut in sample(0..=input.len()) {
                     assert_eq!(stuff_split(input, &[cut], out_len, p).unwrap(), *want);
                 }
             }
@@ -675,7 +695,7 @@ fn cuts_for(len: usize, cuts: &[prop::sample::Index]) -> Vec<usize> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(cases(512))]
 
     #[test]
     fn stuff_then_unstuff_is_identity_on_canonical_text(
@@ -727,5 +747,139 @@ proptest! {
                 prop_assert_eq!(e, DataError::BareLineEnding);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The block scan: long canonical lines (which it skips a block at a time) with events at every
+// offset of a block, line limits around the line lengths, and large output buffers.
+
+/// `n` text bytes then CRLF.
+fn text_line(n: usize, k: usize) -> Vec<u8> {
+    (0..n).map(|i| b"abcdefghijklmnopqrstuvwxyz 0123456789"[(i + k) % 37]).chain(*b"\r\n").collect()
+}
+
+/// Naive stuffing, from the rules: canonical line endings, a dot doubled at line starts.
+fn stuff_reference(x: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, &b) in canonical(x).iter().enumerate() {
+        if b == b'.' && (i == 0 || out.ends_with(b"\r\n")) {
+            out.push(b'.');
+        }
+        out.push(b);
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[test]
+fn block_scan_events_at_every_offset() {
+    let events: [&[u8]; 9] =
+        [b"\r\n.x", b"\r\n.\r\n", b"x\ry", b"x\ny", b"\r\r\n", b"\n\r\n", b"\r\n\n", b"\r\n\r\n.", b"\r"];
+    for event in events {
+        for at in sample(0..=149).step_by(if cfg!(miri) { 2 } else { 1 }) {
+            let mut input = Vec::new();
+            for k in 0..3 {
+                input.extend(text_line(40 + 13 * k, k));
+            }
+            let mut tail = Vec::new();
+            for k in 0..3 {
+                tail.extend(text_line(70 + 29 * k, k));
+            }
+            tail.extend_from_slice(b".\r\n");
+            let at = min(at, input.len());
+            let mut v = input[..at].to_vec();
+            v.extend_from_slice(event);
+            v.extend_from_slice(&input[at..]);
+            v.extend_from_slice(&tail);
+            // Under miri, a few of the combinations.
+            let m = if cfg!(miri) { 3 } else { 1 };
+            for p in BOTH {
+                for max_line in
+                    [None, Some(64), Some(80), Some(99), Some(100), Some(101), Some(130)].into_iter().step_by(m)
+                {
+                    for max_size in [None, Some(150), Some(v.len() as u64)].into_iter().step_by(m) {
+                        let want = reference(&v, p, max_size, max_line);
+                        for cut in [0, 1, at, at + 1, at + 2, at + 65, v.len() / 2].into_iter().step_by(m) {
+                            assert_eq!(
+                                decode_split(&v, &[cut], p, max_size, max_line),
+                                want,
+                                "{v:?} {p:?} {max_size:?} {max_line:?} cut {cut}"
+                            );
+                        }
+                    }
+                }
+            }
+            // The send side on the same bytes (minus the terminator).
+            let body = &v[..v.len() - 3];
+            let want = stuff_reference(body);
+            for out_len in [64, 65, 66, 100, 200, 4096].into_iter().step_by(m) {
+                for cut in [0, at, at + 1, at + 70].into_iter().step_by(m) {
+                    assert_eq!(stuff_split(body, &[cut], out_len, BarePolicy::Allow).unwrap(), want);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn block_scan_line_limit_around_line_lengths() {
+    // Lines of 60..=140 bytes in a row, the limit at every length in between: exactly the
+    // lines longer than the limit fail, wherever they are relative to the blocks.
+    for max_line in sample(64..=142) {
+        let mut v = Vec::new();
+        for (k, n) in (58..=138).step_by(7).enumerate() {
+            v.extend(text_line(n, k));
+        }
+        v.extend_from_slice(b".\r\n");
+        let want = reference(&v, BarePolicy::Reject, None, Some(max_line));
+        for cut in [0, 1, 63, 64, 65, v.len() / 3] {
+            assert_eq!(decode_split(&v, &[cut], BarePolicy::Reject, None, Some(max_line)), want, "{max_line} {cut}");
+        }
+    }
+}
+
+fn long_text() -> impl Strategy<Value = Vec<u8>> {
+    // Long lines of mostly text, some events.
+    let line = (0usize..160, 0usize..37, prop::collection::vec((0usize..200, interesting_byte()), 0..3)).prop_map(
+        |(n, k, evs)| {
+            let mut l = text_line(n, k);
+            for (at, b) in evs {
+                let at = at % l.len();
+                l.insert(at, b);
+            }
+            l
+        },
+    );
+    prop::collection::vec(line, 0..12).prop_map(|ls| ls.concat())
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn block_scan_decoder_matches_reference(
+        mut input in long_text(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+        p in policy(),
+        max_size in prop::option::of(0u64..2000),
+        max_line in prop::option::of(60usize..200),
+    ) {
+        input.extend_from_slice(b"\r\n.\r\n");
+        let want = reference(&input, p, max_size, max_line);
+        let got = decode_split(&input, &cuts_for(input.len(), &cuts), p, max_size, max_line);
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn block_scan_stuffer_matches_reference(
+        x in long_text(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+        out_len in 60usize..300,
+    ) {
+        let got = stuff_split(&x, &cuts_for(x.len(), &cuts), out_len, BarePolicy::Allow).unwrap();
+        prop_assert_eq!(&got, &stuff_reference(&x));
+        let strict = stuff_split(&x, &cuts_for(x.len(), &cuts), out_len, BarePolicy::Reject);
+        prop_assert_eq!(strict.is_ok(), !has_bare(&x));
     }
 }

@@ -1,0 +1,168 @@
+//! The block scan shared by both directions: skips canonical text, a block at a time.
+//!
+//! Canonical text is what neither side has to touch: every CR is followed by LF, every LF is
+//! preceded by CR, and no line starts with `.`. Each of these is a property of a *pair* of
+//! adjacent bytes, so a block is checked by comparing the block with itself shifted by one
+//! byte: for every position `k`, with `p` the byte before and `c` the byte at `k`,
+//!
+//! ```text
+//! (c == LF) != (p == CR)        a bare LF at k, or a bare CR at k - 1
+//! (c == '.') & (p == LF)        a line starting with '.' at k
+//! ```
+//!
+//! Written as a branch-free loop over fixed-size arrays, the compiler turns this into vector
+//! compares and one mask test per block (SSE2 on x86_64, NEON on aarch64; checked in the
+//! assembly). A block that fails is not located here: the caller goes on a CR/LF at a time
+//! from the start of that block, and comes back here after it.
+
+/// Pairs checked per block.
+pub(super) const BLOCK: usize = 64;
+
+/// Whether the pairs `(w[k], w[k + 1])` of a block are canonical, and whether the block has an
+/// LF (in `w[..BLOCK]`, i.e. counting the byte before the block and not its last byte).
+#[inline(always)]
+fn block(w: &[u8; BLOCK + 1]) -> (bool, bool) {
+    let (prev, cur) = (&w[..BLOCK], &w[1..]);
+    let mut bad = 0u8;
+    let mut lf = 0u8;
+    for k in 0..BLOCK {
+        let (p, c) = (prev[k], cur[k]);
+        bad |= (((c == b'\n') ^ (p == b'\r')) | ((c == b'.') & (p == b'\n'))) as u8;
+        lf |= (p == b'\n') as u8;
+    }
+    (bad == 0, lf != 0)
+}
+
+/// The offset of the first pair of the block that is not canonical (`BLOCK` if none): the same
+/// compares, stored as bytes (vectorised), then the first non-zero byte a word at a time.
+#[inline(always)]
+fn first_bad(w: &[u8; BLOCK + 1]) -> usize {
+    let (prev, cur) = (&w[..BLOCK], &w[1..]);
+    let mut v = [0u8; BLOCK];
+    for k in 0..BLOCK {
+        let (p, c) = (prev[k], cur[k]);
+        v[k] = (((c == b'\n') ^ (p == b'\r')) | ((c == b'.') & (p == b'\n'))) as u8;
+    }
+    for (j, c) in v.chunks_exact(8).enumerate() {
+        let x = u64::from_le_bytes(c.try_into().unwrap());
+        if x != 0 {
+            return j * 8 + (x.trailing_zeros() / 8) as usize;
+        }
+    }
+    BLOCK
+}
+
+/// Skips canonical text in `hay` from `from`, where the caller is inside a line with nothing
+/// held (the byte at `from` is not a line-start dot to check). Returns `r >= from` such that:
+///
+/// - every CR in `hay[from..r]` is followed by LF, every LF there is preceded by CR (inside
+///   `hay[from..r]`) and followed by a byte other than `.` (inside `hay[from..r]`); so the
+///   caller may continue at `r` exactly as if it had walked those lines one by one;
+/// - `hay[r - 1]` (if `r > from`) is not a CR: nothing is held at `r`, which is inside a line
+///   or at the start of one whose first byte is not `.`;
+/// - with `LIMIT`: every line that ends (its LF) in `hay[from..r]` ends at or before its stop,
+///   where `stop` is the first index that would cross the limit for the line around `from`
+///   and `max_line` (`>= BLOCK`) is the limit for the lines after it.
+///
+/// `r == from` when nothing could be skipped.
+#[inline]
+pub(super) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
+    dispatch::<LIMIT, false>(hay, from, stop, max_line, &mut [])
+}
+
+/// [`skip_canonical`] without a line limit that also copies what it skips: `out[..r - from]`
+/// becomes `hay[from..r]` (and more of `out` may be overwritten). `out` must be at least
+/// `hay.len() - from` long. One pass over the bytes instead of a scan and then a copy.
+#[inline]
+pub(super) fn copy_canonical(hay: &[u8], from: usize, out: &mut [u8]) -> usize {
+    dispatch::<false, true>(hay, from, usize::MAX, usize::MAX, out)
+}
+
+#[inline(always)]
+fn dispatch<const LIMIT: bool, const COPY: bool>(
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> usize {
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2"), not(miri)))]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
+        // sound exactly when the CPU has AVX2, which was just checked.
+        return unsafe { skip_avx2::<LIMIT, COPY>(hay, from, stop, max_line, out) };
+    }
+    skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
+}
+
+/// [`skip_portable`] compiled for AVX2 (twice the bytes per compare of the SSE2 baseline).
+#[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2"), not(miri)))]
+#[target_feature(enable = "avx2")]
+fn skip_avx2<const LIMIT: bool, const COPY: bool>(
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> usize {
+    skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
+}
+
+/// [`skip_canonical`] (and, with `COPY`, [`copy_canonical`]) in plain Rust, for the target's
+/// baseline vector unit (or none).
+#[inline(always)]
+pub(super) fn skip_portable<const LIMIT: bool, const COPY: bool>(
+    hay: &[u8],
+    from: usize,
+    mut stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> usize {
+    debug_assert!(!LIMIT || max_line >= BLOCK);
+    let end = hay.len();
+    if end < BLOCK + 1 || from > end - (BLOCK + 1) || hay[from] == b'\n' {
+        return from;
+    }
+    // Blocks of pairs ending at `i..i + BLOCK`; pair `k` is `(hay[k - 1], hay[k])`. The first
+    // block starts at `from + 1`: the byte at `from` is a CR or text, both checked by pair
+    // `from + 1`.
+    let mut i = from + 1;
+    if COPY {
+        out[0] = hay[from];
+    }
+    while i <= end - BLOCK {
+        let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
+        if COPY {
+            // Whether or not the block is canonical: the caller uses what comes before `r`.
+            out[i - from..i - from + BLOCK].copy_from_slice(&w[1..]);
+        }
+        let (clean, lf) = block(w);
+        if !clean {
+            // Go on up to the first pair that is not canonical, unless that passes the end
+            // of a line that may be too long (see below).
+            if !(LIMIT && lf && i + BLOCK > stop) {
+                i += first_bad(w);
+            }
+            break;
+        }
+        if LIMIT && lf {
+            // Lines ending in this block started at or after the stop's line, or at or after
+            // `i` (an LF of this block is at `i - 1` or later); the ones starting after `i`
+            // are at most BLOCK long, within `max_line`. So checking the block end against
+            // `stop` covers the first, and `i + max_line` is a lower bound of the stop of the
+            // line that goes on after the block.
+            if i + BLOCK > stop {
+                break;
+            }
+            stop = i.saturating_add(max_line);
+        }
+        i += BLOCK;
+    }
+    // Pairs up to `i - 1` are checked: a CR at `i - 1` is not (its LF is unchecked), and an LF
+    // at `i - 1` is not followed by a checked byte. Back up to before them.
+    match hay[i - 1] {
+        b'\n' => i - 2,
+        b'\r' => i - 1,
+        _ => i,
+    }
+}
