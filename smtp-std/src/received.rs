@@ -106,6 +106,8 @@ mod tests {
         assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 +0000");
         assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "Thu, 29 Feb 2024 23:59:59 +0000");
         assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(4_102_444_800)), "Fri, 1 Jan 2100 00:00:00 +0000");
+        assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_751_373_296)), "Tue, 1 Jul 2025 12:34:56 +0000");
+        assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(4_107_542_399)), "Sun, 28 Feb 2100 23:59:59 +0000");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! TLS configuration: rustls with the *ring* provider, certificate chain and key from PEM.
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -34,4 +35,52 @@ pub fn server_config_from_files(cert_path: &Path, key_path: &Path) -> io::Result
         std::fs::read(cert_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cert_path.display())))?;
     let key = std::fs::read(key_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", key_path.display())))?;
     server_config_from_pem(&cert, &key)
+}
+
+/// A connection, plain or under TLS (the server's and the client's, by `C`).
+pub(crate) enum Stream<C> {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<rustls::StreamOwned<C, TcpStream>>),
+}
+
+impl<C> Stream<C> {
+    /// The TCP socket underneath (for timeouts and shutdown).
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl<C> Read for Stream<C>
+where
+    rustls::StreamOwned<C, TcpStream>: Read,
+{
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl<C> Write for Stream<C>
+where
+    rustls::StreamOwned<C, TcpStream>: Write,
+{
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
