@@ -8,7 +8,7 @@ use nom::{IResult, Parser};
 
 use super::params::{parse_mail_params, parse_rcpt_params, MailParams, ParamError, RcptParams};
 use super::path::{byte_class, forward_path_str, reverse_path_str, ForwardPath, PathError, ReversePath};
-use super::Status;
+use super::{swar, Status};
 use crate::reply::Reply;
 
 /// A parsed command line, borrowing from the input.
@@ -341,12 +341,22 @@ fn params_after(rest: &str, verb: Verb) -> Result<&str, CommandError> {
 /// LF anywhere make it a syntax error. HTTP methods and header-like lines (`Host: x`) are
 /// [`CommandError::Forbidden`]. `MAIL FROM:` and `RCPT TO:` accept one space before the `<`.
 pub fn parse_command_line(line: &[u8]) -> Result<Command<'_>, CommandError> {
+    // One word-wise pass tells whether the line is printable ASCII (the common case): then it
+    // holds no NUL, CR or LF, and the search for them is skipped.
+    parse_line(line, swar::first_ctl_or_non_ascii(line) == line.len())
+}
+
+/// [`parse_command_line`], told whether `line` is known to be printable ASCII (`clean`).
+#[inline(always)]
+fn parse_line(line: &[u8], clean: bool) -> Result<Command<'_>, CommandError> {
     let line = core::str::from_utf8(line).map_err(|_| CommandError::Utf8)?;
-    let line = line.trim_end_matches(' ');
+    let b = line.as_bytes();
+    let len = b.len() - b.iter().rev().take_while(|&&c| c == b' ').count();
     // The verb ends at a space, or at a NUL, CR or LF (which then make the arguments bad).
-    let end = line.bytes().position(|c| matches!(c, b' ' | 0 | b'\r' | b'\n')).unwrap_or(line.len());
-    let (verb_word, args) = match (line.get(..end), line.get(end..)) {
-        (Some(v), Some(a)) => (v, a.trim_start_matches(' ')),
+    let end = b[..len].iter().position(|&c| matches!(c, b' ' | 0 | b'\r' | b'\n')).unwrap_or(len);
+    let start = end + b[end..len].iter().take_while(|&&c| c == b' ').count();
+    let (verb_word, args) = match (line.get(..end), line.get(start..len)) {
+        (Some(v), Some(a)) => (v, a),
         _ => (line, ""),
     };
     let verb = match word(verb_word.as_bytes()) {
@@ -354,7 +364,7 @@ pub fn parse_command_line(line: &[u8]) -> Result<Command<'_>, CommandError> {
         Word::Forbidden => return Err(CommandError::Forbidden),
         Word::Unknown => return Err(CommandError::Unrecognized),
     };
-    if memchr::memchr3(0, b'\r', b'\n', args.as_bytes()).is_some() {
+    if !clean && memchr::memchr3(0, b'\r', b'\n', args.as_bytes()).is_some() {
         return Err(CommandError::Syntax(verb));
     }
     let syntax = Err(CommandError::Syntax(verb));
@@ -402,12 +412,22 @@ pub fn parse_command_line(line: &[u8]) -> Result<Command<'_>, CommandError> {
 /// command (or error) and the bytes the line took, line ending included. A line ends at LF; a CR
 /// before it is removed (whether a bare LF is acceptable is the caller's policy).
 pub fn parse_command(input: &[u8]) -> Status<(Result<Command<'_>, CommandError>, usize)> {
-    match memchr::memchr(b'\n', input) {
+    // The common case in one pass: printable ASCII up to the line ending, which is then the
+    // first control character.
+    let stop = swar::first_ctl_or_non_ascii(input);
+    let (line, rest) = input.split_at(stop);
+    match rest {
+        [b'\r', b'\n', ..] => return Status::Complete((parse_line(line, true), stop + 2)),
+        [b'\n', ..] => return Status::Complete((parse_line(line, true), stop + 1)),
+        _ => {}
+    }
+    // Anything else: find the LF (it cannot come before `stop`) and check the line in full.
+    match memchr::memchr(b'\n', rest) {
         None => Status::Partial,
         Some(lf) => {
-            let line = &input[..lf];
+            let line = &input[..stop + lf];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            Status::Complete((parse_command_line(line), lf + 1))
+            Status::Complete((parse_command_line(line), stop + lf + 1))
         }
     }
 }

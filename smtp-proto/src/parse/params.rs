@@ -6,6 +6,7 @@ use nom::combinator::{eof, opt};
 use nom::{IResult, Parser};
 
 use super::path::{byte_class, span, ATEXT};
+use super::swar;
 use super::xtext::{is_xtext, XText};
 
 /// `BODY=` (RFC 6152, RFC 3030).
@@ -200,14 +201,6 @@ static KEYWORD_FIRST: [bool; 256] = byte_class(&[(b'A', b'Z'), (b'a', b'z'), (b'
 /// Later characters of a parameter keyword (see [`KEYWORD_FIRST`]).
 static KEYWORD: [bool; 256] = byte_class(&[(b'A', b'Z'), (b'a', b'z'), (b'0', b'9'), (b'-', b'-')]);
 
-/// Characters of a parameter value:
-///
-/// ```text
-/// esmtp-value  = 1*(%d33-60 / %d62-126)   ; RFC 5321 §4.1.2: any CHAR excluding "=", SP, CTLs
-/// esmtp-value =/ UTF8-non-ascii           ; RFC 6531 §3.3
-/// ```
-static VALUE: [bool; 256] = byte_class(&[(33, 60), (62, 126), (0x80, 0xFF)]);
-
 /// One `keyword[=value]` and the offset where it starts.
 struct RawParam<'a> {
     start: usize,
@@ -240,7 +233,9 @@ impl<'a> RawParams<'a> {
         let value = if b.get(i) == Some(&b'=') {
             i += 1;
             let v = i;
-            i = span(b, i, &VALUE);
+            // esmtp-value  = 1*(%d33-60 / %d62-126)   ; RFC 5321 §4.1.2
+            // esmtp-value =/ UTF8-non-ascii           ; RFC 6531 §3.3
+            i = swar::value_end(b, i);
             if i == v {
                 return Err(ParamError::Syntax);
             }
