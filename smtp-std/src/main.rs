@@ -226,7 +226,7 @@ struct Serve {
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_clients: usize,
     /// Inactivity timeout in seconds, for commands, message content and the TLS handshake
-    /// (then 421 4.4.2). Default: RFC 5321 (300 s for commands, 180 s for content).
+    /// (then 421 4.4.2). Default: RFC 5321 (300 s for commands and for content).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
     /// Errors before the client is disconnected with 421 4.7.0.

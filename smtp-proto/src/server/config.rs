@@ -46,7 +46,9 @@ impl core::fmt::Debug for HostName {
 pub struct Timeouts {
     /// Waiting for the next command (RFC 5321 §4.5.3.2.7: at least 5 minutes).
     pub command: Duration,
-    /// Waiting for the next piece of DATA/BDAT content (the data block timer, 3 minutes).
+    /// Waiting for the next piece of DATA/BDAT content. RFC 5321 gives the server one timeout,
+    /// at least 5 minutes (§4.5.3.2.7); the client's own data block timer is 3 minutes
+    /// (§4.5.3.2.5), so a server that waits less could cut off a client within its rights.
     pub data: Duration,
     /// Waiting for the TLS handshake after `220` to STARTTLS.
     pub tls_handshake: Duration,
@@ -56,7 +58,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             command: Duration::from_secs(300),
-            data: Duration::from_secs(180),
+            data: Duration::from_secs(300),
             tls_handshake: Duration::from_secs(300),
         }
     }
