@@ -415,21 +415,22 @@ pub fn parse_command(input: &[u8]) -> Status<(Result<Command<'_>, CommandError>,
     // The common case in one pass: printable ASCII up to the line ending, which is then the
     // first control character.
     let stop = swar::first_ctl_or_non_ascii(input);
-    let (line, rest) = input.split_at(stop);
-    match rest {
-        [b'\r', b'\n', ..] => return Status::Complete((parse_line(line, true), stop + 2)),
-        [b'\n', ..] => return Status::Complete((parse_line(line, true), stop + 1)),
-        _ => {}
-    }
-    // Anything else: find the LF (it cannot come before `stop`) and check the line in full.
-    match memchr::memchr(b'\n', rest) {
-        None => Status::Partial,
-        Some(lf) => {
-            let line = &input[..stop + lf];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            Status::Complete((parse_command_line(line), stop + lf + 1))
-        }
-    }
+    let (line, used, clean) = match input.get(stop..) {
+        Some([b'\r', b'\n', ..]) => (input.get(..stop), stop + 2, true),
+        Some([b'\n', ..]) => (input.get(..stop), stop + 1, true),
+        // Anything else: find the LF (it cannot come before `stop`) and check the line in full.
+        Some(rest) => match memchr::memchr(b'\n', rest) {
+            None => return Status::Partial,
+            Some(lf) => {
+                let line = input.get(..stop + lf).map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+                (line, stop + lf + 1, false)
+            }
+        },
+        None => return Status::Partial,
+    };
+    let line = line.unwrap_or_default();
+    let clean = clean || swar::first_ctl_or_non_ascii(line) == line.len();
+    Status::Complete((parse_line(line, clean), used))
 }
 
 #[cfg(test)]
