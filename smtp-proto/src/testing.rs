@@ -20,7 +20,7 @@ use std::vec;
 use std::vec::Vec;
 
 use crate::client::{self, Client, Envelope, Recipient};
-use crate::parse::ForwardPath;
+use crate::parse::{Body, By, ForwardPath, MailAuth, MailParams, Notify, RcptParams, Ret, ReversePath, UnknownParams};
 use crate::reply::Reply;
 use crate::server::{self, Config, Event, Progress, Server};
 
@@ -238,11 +238,105 @@ pub struct PairOptions {
     pub push: usize,
 }
 
+/// A `MAIL FROM` as the server saw it ([`Event::Mail`]), owned; xtext values decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MailSeen {
+    /// The reverse path: `""` for `<>`, else `local@domain` as written.
+    pub from: String,
+    /// `SIZE=`.
+    pub size: Option<u64>,
+    /// `BODY=`.
+    pub body: Option<Body>,
+    /// `SMTPUTF8`.
+    pub smtputf8: bool,
+    /// `RET=`.
+    pub ret: Option<Ret>,
+    /// `ENVID=`, xtext-decoded.
+    pub envid: Option<Vec<u8>>,
+    /// `AUTH=`: `"<>"` or the xtext-decoded identity.
+    pub auth: Option<String>,
+    /// `REQUIRETLS`.
+    pub requiretls: bool,
+    /// `MT-PRIORITY=`.
+    pub mt_priority: Option<i8>,
+    /// `HOLDFOR=`.
+    pub hold_for: Option<u64>,
+    /// `HOLDUNTIL=`.
+    pub hold_until: Option<String>,
+    /// `BY=`.
+    pub by: Option<By>,
+    /// Unknown parameters, raw, in order.
+    pub unknown: Vec<(String, Option<String>)>,
+}
+
+impl MailSeen {
+    /// Copies what [`Event::Mail`] carries.
+    pub fn new(from: &ReversePath<'_>, p: &MailParams<'_>) -> Self {
+        Self {
+            from: match from {
+                ReversePath::Null => String::new(),
+                ReversePath::Mailbox(m) => m.to_string(),
+            },
+            size: p.size,
+            body: p.body,
+            smtputf8: p.smtputf8,
+            ret: p.ret,
+            envid: p.envid.map(|x| x.decoded().collect()),
+            auth: p.auth.map(|a| match a {
+                MailAuth::Empty => "<>".to_string(),
+                MailAuth::Identity(x) => String::from_utf8_lossy(&x.decoded().collect::<Vec<u8>>()).into_owned(),
+            }),
+            requiretls: p.requiretls,
+            mt_priority: p.mt_priority,
+            hold_for: p.hold_for,
+            hold_until: p.hold_until.map(str::to_owned),
+            by: p.by,
+            unknown: unknown_params(&p.unknown),
+        }
+    }
+}
+
+/// A `RCPT TO` as the server saw it ([`Event::Rcpt`]), owned; xtext values decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RcptSeen {
+    /// The forward path: `postmaster` for `<postmaster>`, else `local@domain` as written.
+    pub to: String,
+    /// `NOTIFY=`.
+    pub notify: Option<Notify>,
+    /// `ORCPT=`: the address type and the xtext-decoded address.
+    pub orcpt: Option<(String, Vec<u8>)>,
+    /// Unknown parameters, raw, in order.
+    pub unknown: Vec<(String, Option<String>)>,
+}
+
+impl RcptSeen {
+    /// Copies what [`Event::Rcpt`] carries.
+    pub fn new(to: &ForwardPath<'_>, p: &RcptParams<'_>) -> Self {
+        Self {
+            to: match to {
+                ForwardPath::Postmaster => "postmaster".to_string(),
+                ForwardPath::Mailbox(m) => m.to_string(),
+            },
+            notify: p.notify,
+            orcpt: p.orcpt.map(|o| (o.addr_type.to_string(), o.addr.decoded().collect())),
+            unknown: unknown_params(&p.unknown),
+        }
+    }
+}
+
+fn unknown_params(u: &UnknownParams<'_>) -> Vec<(String, Option<String>)> {
+    u.iter().map(|(k, v)| (k.to_string(), v.map(str::to_owned))).collect()
+}
+
 /// What a [`pair_session`] produced.
 #[derive(Default, Debug)]
 pub struct PairOutcome {
     /// Bodies the server received.
     pub bodies: Vec<Vec<u8>>,
+    /// Every `MAIL FROM` the server reported, in order.
+    pub server_mail: Vec<MailSeen>,
+    /// Every `RCPT TO` the server reported, in order (accepted or not).
+    pub server_rcpts: Vec<RcptSeen>,
     /// Local parts of the recipients the server accepted.
     pub server_accepted: Vec<String>,
     /// Client per-recipient results (accepted?).
@@ -256,13 +350,23 @@ pub struct PairOutcome {
 }
 
 /// The server's policy in [`pair_session`]: refuse recipients whose local part starts with "bad".
+/// Records MAIL and RCPT as the server saw them.
 fn decide(ev: &server::Event<'_>, out: &mut PairOutcome) -> Option<Reply<'static>> {
     match ev {
-        server::Event::Rcpt { to: ForwardPath::Mailbox(m), .. } => {
-            if m.local_part.starts_with("bad") {
+        server::Event::Mail { from, params } => {
+            out.server_mail.push(MailSeen::new(from, params));
+            None
+        }
+        server::Event::Rcpt { to, params } => {
+            out.server_rcpts.push(RcptSeen::new(to, params));
+            let local = match to {
+                ForwardPath::Mailbox(m) => m.local_part,
+                ForwardPath::Postmaster => "postmaster",
+            };
+            if local.starts_with("bad") {
                 Some(Reply::NO_SUCH_USER)
             } else {
-                out.server_accepted.push(m.local_part.to_string());
+                out.server_accepted.push(local.to_string());
                 None
             }
         }
@@ -295,17 +399,29 @@ pub fn canonical(body: &[u8]) -> Vec<u8> {
 /// Runs the client core against the server core in memory, through pipes that move
 /// `opts.pipe` bytes per step; the client sends one message from `from` to `rcpts`, then QUIT.
 pub fn pair_session(opts: &PairOptions, from: &str, rcpts: &[String], body: &[u8]) -> PairOutcome {
+    let to: Vec<Recipient<'_>> = rcpts.iter().map(|r| Recipient::new(r)).collect();
+    pair_session_with(opts, &|_| {}, &Envelope::new(from, &to), body)
+}
+
+/// [`pair_session`] with a whole envelope (sender, parameters, recipients with DSN
+/// parameters; at most 8 recipients), and `server` adjusting the server's configuration after
+/// `opts` was applied (e.g. to withdraw DSN or SIZE).
+pub fn pair_session_with(
+    opts: &PairOptions,
+    server: &dyn Fn(&mut server::Config),
+    envelope: &Envelope<'_>,
+    body: &[u8],
+) -> PairOutcome {
     let mut sconfig = server::Config::new("mx.test");
     sconfig.capabilities.pipelining = opts.pipelining;
     sconfig.capabilities.chunking = opts.chunking;
     sconfig.capabilities.starttls = opts.starttls;
+    server(&mut sconfig);
     let mut server = Server::new(sconfig);
     server.greet("ESMTP").unwrap();
     let mut cconfig = client::Config::new("client.test");
     cconfig.chunking = true;
     let mut client: Client<8> = Client::new(cconfig);
-    let to: Vec<Recipient<'_>> = rcpts.iter().map(|r| Recipient::new(r)).collect();
-    let envelope = Envelope::new(from, &to);
 
     let mut out = PairOutcome::default();
     let (mut c2s, mut s2c) = (Vec::new(), Vec::new());
@@ -397,7 +513,7 @@ pub fn pair_session(opts: &PairOptions, from: &str, rcpts: &[String], body: &[u8
             if opts.starttls && !client.is_tls() {
                 client.starttls().unwrap();
             } else if !sent_mail {
-                client.send_mail(&envelope).unwrap();
+                client.send_mail(envelope).unwrap();
                 sent_mail = true;
             } else {
                 client.quit().unwrap();

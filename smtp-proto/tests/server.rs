@@ -4,8 +4,9 @@
 use smtp_proto::data::BarePolicy;
 use smtp_proto::ehlo::AuthMechanisms;
 use smtp_proto::reply::Reply;
-use smtp_proto::server::{Config, Event, Progress, Server};
+use smtp_proto::server::{ApiMisuse, Config, Event, Progress, Server, Timeouts};
 use smtp_proto::testing::{self as common, accept_all, picky, run, run_all_splits, Transcript};
+use std::time::Duration;
 
 fn config() -> Config {
     let mut c = Config::new("mx.test");
@@ -212,14 +213,12 @@ fn an_over_long_line_is_skipped_without_buffering_and_sync_holds() {
     let mut line = b"NOOP ".to_vec();
     line.extend(std::iter::repeat_n(b'x', 5000));
     line.extend_from_slice(b"\r\nNOOP\r\n");
-    let t = run(config(), accept_all, &[b"EHLO c\r\n", &line]);
+    let t = run_all_splits(config(), accept_all, &[b"EHLO c\r\n", &line]);
     assert_eq!(replies(&t)[2..], ["500 5.5.2 Error: command line too long", "250 2.0.0 OK"]);
     // The core never needs more than min_input_buffer bytes of the line.
     let t2 =
         common::run_with(config(), accept_all, &[b"EHLO c\r\n", &line], &|_, s| (1..s.len()).step_by(1000).collect());
     assert_eq!(t, t2);
-    let bytewise = common::run_with(config(), accept_all, &[b"EHLO c\r\n", &line], &|_, s| (1..s.len()).collect());
-    assert_eq!(t, bytewise);
 }
 
 #[test]
@@ -274,8 +273,20 @@ fn starttls_twice_and_without_offer() {
     c.capabilities.starttls = false;
     let t = run_all_splits(c, accept_all, &[b"EHLO c\r\nSTARTTLS\r\n"]);
     assert_eq!(replies(&t).last().unwrap(), "502 5.5.1 Error: command not implemented");
-    let t = run(config(), accept_all, &[b"EHLO c\r\n", b"STARTTLS\r\n", b"EHLO c\r\nSTARTTLS\r\n"]);
-    assert_eq!(replies(&t).last().unwrap(), "554 5.5.1 Error: TLS already active");
+    assert_eq!(events(&t), ["Helo { host: \"c\", kind: Ehlo }"], "STARTTLS never reaches the application");
+    let t = run_all_splits(config(), accept_all, &[b"EHLO c\r\n", b"STARTTLS\r\n", b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n"]);
+    assert_eq!(
+        replies(&t)[1..],
+        [
+            "250 STARTTLS",
+            "220 2.0.0 Ready to start TLS",
+            // STARTTLS is no longer offered (it was the last EHLO line).
+            "250 ENHANCEDSTATUSCODES",
+            "554 5.5.1 Error: TLS already active",
+            "250 2.0.0 OK",
+        ]
+    );
+    assert_eq!(events(&t).iter().filter(|e| **e == "StartTls").count(), 1);
 }
 
 fn auth_config() -> Config {
@@ -625,4 +636,471 @@ fn application_driven_sasl_exchange() {
     let n = s.poll_transmit(&mut out);
     assert_eq!(&out[..n], b"235 2.7.0 Authentication successful\r\n");
     assert!(s.is_authenticated());
+}
+
+// ---- MAIL/RCPT parameters the core does not know belong to the application ----
+
+/// An application that implements one extension parameter, `X-OK=1`, on MAIL and RCPT and
+/// refuses any other unknown parameter with `555 5.5.4`: a reply therefore shows exactly which
+/// unknown parameters reached it.
+fn only_x_ok(ev: &Event<'_>, _: &Server) -> Option<Reply<'static>> {
+    let unknown: Vec<(&str, Option<&str>)> = match ev {
+        Event::Mail { params, .. } => params.unknown.iter().collect(),
+        Event::Rcpt { params, .. } => params.unknown.iter().collect(),
+        _ => return None,
+    };
+    match unknown.as_slice() {
+        [] | [("X-OK", Some("1"))] => None,
+        _ => Some(Reply::UNSUPPORTED_PARAMETER),
+    }
+}
+
+#[test]
+fn unknown_parameters_reach_the_application_which_answers_555() {
+    let t = run_all_splits(
+        config(),
+        only_x_ok,
+        &[
+            b"EHLO c\r\nMAIL FROM:<a@x.example> SIZE=10 X-FOO=bar BODY=8BITMIME XYZ\r\nRCPT TO:<b@y.example>\r\n",
+            b"MAIL FROM:<a@x.example> SIZE=10 X-OK=1 BODY=8BITMIME\r\n",
+            b"RCPT TO:<b@y.example> NOTIFY=NEVER X-OK=1\r\nRCPT TO:<c@y.example> x-ok=1\r\n\
+              RCPT TO:<d@y.example> X-OK=1 X-OK=2\r\nRCPT TO:<e@y.example> X-OK=1=2\r\nDATA\r\n",
+            b"hi\r\n.\r\n",
+        ],
+    );
+    assert_eq!(
+        replies(&t)[2..],
+        [
+            "555 5.5.4 Unsupported option",
+            // The refused MAIL opened no transaction.
+            "503 5.5.1 Error: need MAIL command",
+            "250 2.1.0 Sender OK",
+            "250 2.1.5 Recipient OK",
+            // Raw: the keyword as sent, not case-folded into the one the application knows.
+            "555 5.5.4 Unsupported option",
+            // Every unknown parameter, repeats included.
+            "555 5.5.4 Unsupported option",
+            // Not esmtp-param syntax (`=` in the value): the core's business, never the
+            // application's.
+            "501 5.5.4 Bad parameter syntax",
+            "354 End data with <CR><LF>.<CR><LF>",
+            "250 2.0.0 Message accepted",
+        ]
+    );
+    let ev = events(&t);
+    assert_eq!(ev.iter().filter(|e| e.starts_with("Mail")).count(), 2, "{ev:?}");
+    assert_eq!(ev.iter().filter(|e| e.starts_with("Rcpt")).count(), 3, "{ev:?}");
+    assert!(!ev.iter().any(|e| e.contains("e@y.example") || e.contains("1=2")), "{ev:?}");
+    assert_eq!(t.bodies(), ["hi\\r\\n"]);
+}
+
+/// The same, driven by hand to look at the parameters themselves: known ones typed, unknown
+/// ones raw and in order, the known ones skipped.
+#[test]
+fn unknown_parameters_are_raw_and_in_order() {
+    let mut s = Server::new(config());
+    s.greet("hi").unwrap();
+    let mut out = [0u8; 1024];
+    let r = s.handle_input(b"EHLO c\r\n").unwrap();
+    assert!(matches!(r.progress, Progress::Event(Event::Helo { .. })));
+    s.accept().unwrap();
+    let _ = s.poll_transmit(&mut out);
+
+    let line = "MAIL FROM:<a@x.example> SIZE=10 X-FOO=bar BODY=8BITMIME XYZ X-J=\u{e9}\r\n";
+    let r = s.handle_input(line.as_bytes()).unwrap();
+    assert_eq!(r.consumed, line.len());
+    let Progress::Event(Event::Mail { params, .. }) = r.progress else { panic!("{:?}", r.progress) };
+    assert_eq!(params.size, Some(10));
+    assert_eq!(params.body, Some(smtp_proto::parse::Body::EightBitMime));
+    assert_eq!(
+        params.unknown.iter().collect::<Vec<_>>(),
+        [("X-FOO", Some("bar")), ("XYZ", None), ("X-J", Some("\u{e9}"))]
+    );
+    s.reply(Reply::UNSUPPORTED_PARAMETER).unwrap();
+    let n = s.poll_transmit(&mut out);
+    assert_eq!(&out[..n], b"555 5.5.4 Unsupported option\r\n");
+    assert!(!s.in_transaction());
+
+    let r = s.handle_input(b"MAIL FROM:<>\r\n").unwrap();
+    assert!(matches!(r.progress, Progress::Event(Event::Mail { from: smtp_proto::parse::ReversePath::Null, .. })));
+    s.accept().unwrap();
+    let r = s.handle_input(b"RCPT TO:<b@y.example> FOO=1 NOTIFY=NEVER bar\r\n").unwrap();
+    let Progress::Event(Event::Rcpt { params, .. }) = r.progress else { panic!("{:?}", r.progress) };
+    assert_eq!(params.notify, Some(smtp_proto::parse::Notify::NEVER));
+    assert_eq!(params.unknown.iter().collect::<Vec<_>>(), [("FOO", Some("1")), ("bar", None)]);
+    s.reply(Reply::UNSUPPORTED_PARAMETER).unwrap();
+    let n = s.poll_transmit(&mut out);
+    assert_eq!(&out[..n], b"250 2.1.0 Sender OK\r\n555 5.5.4 Unsupported option\r\n");
+    assert_eq!(s.recipients(), 0);
+    assert!(s.in_transaction());
+}
+
+// ---- the text line limit in DATA ----
+
+fn open_data() -> &'static [u8] {
+    b"EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n"
+}
+
+#[test]
+fn an_over_long_text_line_is_refused_after_the_real_end_of_data() {
+    let mut c = config();
+    c.max_text_line = Some(16);
+    let t = run_all_splits(
+        c,
+        accept_all,
+        &[
+            open_data(),
+            // 14 + CRLF: at the limit; a stuffing dot does not count.
+            b"0123456789abcd\r\n..123456789abcd\r\n.\r\n",
+            b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n",
+            // 15 + CRLF: one over. What follows it is still message content up to CRLF.CRLF.
+            b"short\r\n0123456789abcde\r\nMAIL FROM:<evil@x.example>\r\n.\r\nNOOP\r\n",
+            b"RCPT TO:<b@y.example>\r\nMAIL FROM:<a@x.example>\r\n",
+        ],
+    );
+    assert_eq!(
+        replies(&t)[2..],
+        [
+            "250 2.1.0 Sender OK",
+            "250 2.1.5 Recipient OK",
+            "354 End data with <CR><LF>.<CR><LF>",
+            "250 2.0.0 Message accepted",
+            "250 2.1.0 Sender OK",
+            "250 2.1.5 Recipient OK",
+            "354 End data with <CR><LF>.<CR><LF>",
+            "500 5.5.2 Error: message line too long",
+            "250 2.0.0 OK",
+            // The refused message ended its transaction.
+            "503 5.5.1 Error: need MAIL command",
+            "250 2.1.0 Sender OK",
+        ]
+    );
+    let ev = events(&t);
+    assert!(ev.contains(&"DataEnd { size: 32 }"), "{ev:?}");
+    assert_eq!(
+        ev.iter().copied().filter(|e| e.starts_with("DataAborted")).collect::<Vec<_>>(),
+        ["DataAborted { error: LineTooLong }"]
+    );
+    assert_eq!(ev.iter().filter(|e| e.starts_with("DataEnd")).count(), 1, "{ev:?}");
+    assert!(!ev.iter().any(|e| e.contains("evil")), "{ev:?}");
+    let bodies = t.bodies();
+    assert_eq!(bodies[0], "0123456789abcd\\r\\n.123456789abcd\\r\\n");
+    // Content passes up to the limit exactly (16 octets of the long line), then nothing more:
+    // at any split.
+    assert_eq!(bodies[1], "short\\r\\n0123456789abcde\\r");
+}
+
+#[test]
+fn the_default_text_line_limit() {
+    let c = config();
+    let limit = c.max_text_line.expect("a text line limit by default");
+    let line = |len: usize| {
+        let mut l = vec![b'x'; len - 2];
+        l.extend_from_slice(b"\r\n.\r\nNOOP\r\n");
+        l
+    };
+    let t = run_all_splits(c, accept_all, &[open_data(), &line(limit)]);
+    assert_eq!(replies(&t)[5..], ["250 2.0.0 Message accepted", "250 2.0.0 OK"]);
+    let t = run_all_splits(c, accept_all, &[open_data(), &line(limit + 1)]);
+    assert_eq!(replies(&t)[5..], ["500 5.5.2 Error: message line too long", "250 2.0.0 OK"]);
+    // No limit: a long line is content like any other.
+    let mut c = config();
+    c.max_text_line = None;
+    let t = run(c, accept_all, &[open_data(), &line(limit * 10)]);
+    assert_eq!(replies(&t)[5..], ["250 2.0.0 Message accepted", "250 2.0.0 OK"]);
+}
+
+// ---- the AUTH line limit ----
+
+fn b64(data: &[u8]) -> String {
+    let mut out = vec![0u8; data.len() * 2 + 4];
+    let n = smtp_proto::sasl::encode_base64(data, &mut out).unwrap();
+    String::from_utf8(out[..n].to_vec()).unwrap()
+}
+
+#[test]
+fn an_over_long_auth_response_line_is_500_5_5_6_and_sync_holds() {
+    let mut c = auth_config();
+    c.allow_insecure_auth = true;
+    c.max_auth_line = 32;
+    // PLAIN credentials user/pass with an authorization identity to set the length:
+    // 21 octets are 28 base64 characters (30 with CRLF, under the limit); 22 octets are 32
+    // (34 with CRLF, over it).
+    let fits = format!("{}\r\n", b64(b"abcdefghijk\0user\0pass"));
+    let over = format!("{}\r\n", b64(b"abcdefghijkl\0user\0pass"));
+    assert!(fits.len() <= c.max_auth_line && over.len() > c.max_auth_line);
+    let t = run_all_splits(
+        c,
+        check_creds,
+        &[b"EHLO c\r\nAUTH PLAIN\r\n", over.as_bytes(), b"NOOP\r\nAUTH PLAIN\r\n", fits.as_bytes(), b"NOOP\r\n"],
+    );
+    assert_eq!(
+        replies(&t)[2..],
+        [
+            "334 ",
+            "500 5.5.6 Authentication exchange line is too long",
+            // Back to commands: the rest of the over-long line was not taken for one.
+            "250 2.0.0 OK",
+            "334 ",
+            "235 2.7.0 Authentication successful",
+            "250 2.0.0 OK",
+        ]
+    );
+    assert_eq!(events(&t).iter().filter(|e| e.starts_with("Auth")).count(), 1);
+
+    // The same with the default limit, read from the configuration, in LOGIN's second step.
+    let mut c = auth_config();
+    c.allow_insecure_auth = true;
+    let mut long = vec![b'A'; c.max_auth_line];
+    long.extend_from_slice(b"\r\nNOOP\r\n");
+    let script: [&[u8]; 3] = [b"EHLO c\r\nAUTH LOGIN\r\ndXNlcg==\r\n", &long, b"AUTH LOGIN\r\n"];
+    let t = run(c, check_creds, &script);
+    assert_eq!(
+        replies(&t)[2..],
+        [
+            "334 VXNlcm5hbWU6",
+            "334 UGFzc3dvcmQ6",
+            "500 5.5.6 Authentication exchange line is too long",
+            "250 2.0.0 OK",
+            "334 VXNlcm5hbWU6",
+        ]
+    );
+    let steps = common::run_with(c, check_creds, &script, &|_, s| (1..s.len()).step_by(997).collect());
+    assert_eq!(t, steps);
+    let bytewise = common::run_with(c, check_creds, &script, &|_, s| (1..s.len()).collect());
+    assert_eq!(t, bytewise);
+}
+
+// ---- timeouts ----
+
+fn feed_one<'b>(s: &mut Server, input: &'b [u8]) -> Progress<'b> {
+    let r = s.handle_input(input).unwrap();
+    assert_eq!(r.consumed, input.len(), "{:?}", r.progress);
+    r.progress
+}
+
+fn drain_str(s: &mut Server) -> String {
+    let mut out = [0u8; 4096];
+    let n = s.poll_transmit(&mut out);
+    String::from_utf8(out[..n].to_vec()).unwrap()
+}
+
+/// A configuration whose three timeouts differ, so that which one applies is visible.
+fn distinct_timeouts() -> Config {
+    let mut c = config();
+    c.timeouts = Timeouts {
+        command: Duration::from_secs(11),
+        data: Duration::from_secs(22),
+        tls_handshake: Duration::from_secs(33),
+    };
+    c
+}
+
+#[test]
+fn the_data_timeout_applies_while_content_is_expected() {
+    let c = distinct_timeouts();
+    let t = c.timeouts;
+    let mut s = Server::new(c);
+    s.greet("hi").unwrap();
+    assert!(matches!(feed_one(&mut s, b"EHLO c\r\n"), Progress::Event(Event::Helo { .. })));
+    s.accept().unwrap();
+    assert!(matches!(feed_one(&mut s, b"MAIL FROM:<a@x.example>\r\n"), Progress::Event(Event::Mail { .. })));
+    s.accept().unwrap();
+    assert!(matches!(feed_one(&mut s, b"RCPT TO:<b@y.example>\r\n"), Progress::Event(Event::Rcpt { .. })));
+    s.accept().unwrap();
+    assert_eq!(s.timeout(), Some(t.command));
+    assert!(matches!(feed_one(&mut s, b"DATA\r\n"), Progress::Event(Event::DataStart { chunked: false })));
+    assert_eq!(s.timeout(), None, "the application decides");
+    s.accept().unwrap();
+    assert_eq!(s.timeout(), Some(t.data), "after 354");
+    assert_eq!(feed_one(&mut s, b"Subject: x\r\n"), Progress::Event(Event::Data(b"Subject: x\r\n")));
+    assert_eq!(s.timeout(), Some(t.data), "between pieces of content");
+    assert_eq!(feed_one(&mut s, b"\r\n"), Progress::Event(Event::Data(b"\r\n")));
+    assert_eq!(s.timeout(), Some(t.data));
+    // The caller says it fired: 421 4.4.2, closed, no end of data, nothing more read.
+    s.handle_timeout();
+    let out = drain_str(&mut s);
+    assert!(
+        out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n421 4.4.2 mx.test Error: timeout exceeded\r\n"),
+        "{out:?}"
+    );
+    assert!(s.is_closed());
+    assert_eq!(s.timeout(), None);
+    let r = s.handle_input(b".\r\nQUIT\r\n").unwrap();
+    assert_eq!(r.progress, Progress::Closed);
+    assert_eq!(drain_str(&mut s), "", "one 421, nothing after it");
+
+    // After the end of the content the command timeout is back.
+    let mut s = Server::new(c);
+    s.greet("hi").unwrap();
+    for line in [&b"EHLO c\r\n"[..], b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n", b"DATA\r\n"] {
+        let _ = feed_one(&mut s, line);
+        s.accept().unwrap();
+    }
+    assert_eq!(feed_one(&mut s, b"x\r\n"), Progress::Event(Event::Data(b"x\r\n")));
+    assert_eq!(feed_one(&mut s, b".\r\n"), Progress::Event(Event::DataEnd { size: 3 }));
+    assert_eq!(s.timeout(), None);
+    s.accept().unwrap();
+    assert_eq!(s.timeout(), Some(t.command));
+
+    // BDAT: the data timeout while a chunk's octets are outstanding.
+    let mut s = Server::new(c);
+    s.greet("hi").unwrap();
+    for line in [&b"EHLO c\r\n"[..], b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n", b"BDAT 10\r\n"] {
+        let _ = feed_one(&mut s, line);
+        s.accept().unwrap();
+    }
+    assert_eq!(s.timeout(), Some(t.data));
+    assert_eq!(feed_one(&mut s, b"01234"), Progress::Event(Event::Data(b"01234")));
+    assert_eq!(s.timeout(), Some(t.data));
+    s.handle_timeout();
+    assert!(drain_str(&mut s).ends_with("421 4.4.2 mx.test Error: timeout exceeded\r\n"));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn the_default_data_timeout_comes_from_the_configuration() {
+    let c = config();
+    let mut s = Server::new(c);
+    s.greet("hi").unwrap();
+    for line in [&b"EHLO c\r\n"[..], b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n", b"DATA\r\n"] {
+        let _ = feed_one(&mut s, line);
+        s.accept().unwrap();
+    }
+    assert_eq!(s.timeout(), Some(c.timeouts.data));
+    assert_eq!(c.timeouts, Timeouts::default());
+    // RFC 5321 §4.5.3.2: never below the client's own data block timer (3 minutes), and the
+    // command timeout at least 5 minutes.
+    assert!(c.timeouts.data >= Duration::from_secs(180), "{:?}", c.timeouts);
+    assert!(c.timeouts.command >= Duration::from_secs(300), "{:?}", c.timeouts);
+}
+
+#[test]
+fn the_tls_handshake_timeout_applies_after_starttls() {
+    let c = distinct_timeouts();
+    let t = c.timeouts;
+    let start = || {
+        let mut s = Server::new(c);
+        s.greet("hi").unwrap();
+        let _ = feed_one(&mut s, b"EHLO c\r\n");
+        s.accept().unwrap();
+        assert_eq!(feed_one(&mut s, b"STARTTLS\r\n"), Progress::Event(Event::StartTls));
+        assert_eq!(s.timeout(), None);
+        s.accept().unwrap();
+        assert!(s.is_tls_pending());
+        assert!(drain_str(&mut s).ends_with("220 2.0.0 Ready to start TLS\r\n"));
+        s
+    };
+    let mut s = start();
+    assert_eq!(s.timeout(), Some(t.tls_handshake));
+    // Plaintext while the handshake is due changes nothing.
+    assert_eq!(feed_one(&mut s, b"NOOP\r\n"), Progress::Event(Event::PlaintextDiscarded { len: 6 }));
+    assert_eq!(s.timeout(), Some(t.tls_handshake));
+    s.handle_timeout();
+    assert_eq!(drain_str(&mut s), "421 4.4.2 mx.test Error: timeout exceeded\r\n");
+    assert!(s.is_closed());
+    assert_eq!(s.timeout(), None);
+    assert_eq!(s.tls_established(), Err(ApiMisuse::NoTlsPending), "too late");
+    assert!(!s.is_tls());
+
+    // A handshake in time: the command timeout again, for the new EHLO.
+    let mut s = start();
+    s.tls_established().unwrap();
+    assert_eq!(s.timeout(), Some(t.command));
+    assert!(matches!(feed_one(&mut s, b"EHLO c\r\n"), Progress::Event(Event::Helo { .. })));
+}
+
+// ---- the synchronisation checks, turned off ----
+
+#[test]
+fn without_early_talker_detection_input_waits_for_the_greeting() {
+    let mut c = config();
+    c.reject_early_talkers = false;
+    let script: &[u8] = b"EHLO c\r\nMAIL FROM:<a@x.example>\r\n";
+    for cut in 1..=script.len() {
+        let mut s = Server::new(c);
+        // Nothing to do with bytes before the greeting: the caller must keep them (nothing is
+        // consumed) and greet first. Not a reply to the peer, not a closed session.
+        assert_eq!(s.handle_input(&script[..cut]), Err(ApiMisuse::Greeting));
+        assert!(!s.is_closed());
+        assert!(!s.has_output());
+        assert_eq!(s.handle_input(b"").unwrap().progress, Progress::NeedInput);
+        s.greet("hi").unwrap();
+        assert!(drain_str(&mut s).starts_with("220 mx.test hi"));
+        // Then the early bytes are processed like any others.
+        let r = s.handle_input(script).unwrap();
+        assert!(matches!(r.progress, Progress::Event(Event::Helo { host: "c", .. })));
+        s.accept().unwrap();
+        let r2 = s.handle_input(&script[r.consumed..]).unwrap();
+        assert!(matches!(r2.progress, Progress::Event(Event::Mail { .. })), "{:?}", r2.progress);
+        assert_eq!(r.consumed + r2.consumed, script.len());
+    }
+    // With detection on (the default) the same bytes end the session.
+    let mut s = Server::new(config());
+    assert_eq!(s.handle_input(script).unwrap().progress, Progress::Closed);
+    assert!(s.is_closed());
+    // Either way a greeted session is the same.
+    let t = run_all_splits(c, accept_all, &[script]);
+    assert_eq!(t, run_all_splits(config(), accept_all, &[script]));
+}
+
+#[test]
+fn without_the_pipelined_data_check_content_after_data_is_accepted() {
+    let mut c = config();
+    c.reject_pipelined_data = false;
+    let script: &[u8] = b"EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n\
+        Subject: x\r\n\r\nhi\r\n.\r\nMAIL FROM:<c@x.example>\r\nQUIT\r\n";
+    let t = run_all_splits(c, accept_all, &[script]);
+    assert_eq!(
+        replies(&t)[2..],
+        [
+            "250 2.1.0 Sender OK",
+            "250 2.1.5 Recipient OK",
+            "354 End data with <CR><LF>.<CR><LF>",
+            "250 2.0.0 Message accepted",
+            "250 2.1.0 Sender OK",
+            "221 2.0.0 mx.test Bye",
+        ]
+    );
+    assert_eq!(t.bodies(), ["Subject: x\\r\\n\\r\\nhi\\r\\n"]);
+    assert_eq!(events(&t).iter().filter(|e| e.starts_with("Mail")).count(), 2);
+    // The same bytes in one read with the check on (the default): 554 and close, no content.
+    let t = run(config(), accept_all, &[script]);
+    assert_eq!(replies(&t).last().unwrap(), "554 5.5.0 mx.test Error: SMTP protocol synchronization");
+    assert!(t.bodies().is_empty());
+    // The check is about bytes the client sent before our 354: content that waited for it is
+    // fine, at any split of what follows.
+    let (head, tail) = script.split_at(script.windows(6).position(|w| w == b"DATA\r\n").unwrap() + 6);
+    let t2 = run_all_splits(config(), accept_all, &[head, tail]);
+    assert_eq!(replies(&t2)[2..], replies(&run_all_splits(c, accept_all, &[script]))[2..]);
+}
+
+// ---- SMTPUTF8 on the sender ----
+
+#[test]
+fn a_unicode_sender_needs_smtputf8() {
+    let script = "EHLO c\r\nMAIL FROM:<jos\u{e9}@x.example>\r\nMAIL FROM:<a@b\u{fc}cher.example>\r\n\
+        MAIL FROM:<jos\u{e9}@x.example> SMTPUTF8\r\nRCPT TO:<\u{65e5}@y.example>\r\n";
+    let t = run_all_splits(config(), accept_all, &[script.as_bytes()]);
+    assert_eq!(
+        replies(&t)[2..],
+        [
+            "553 5.6.7 Must declare SMTPUTF8 to send unicode address",
+            "553 5.6.7 Must declare SMTPUTF8 to send unicode address",
+            "250 2.1.0 Sender OK",
+            "250 2.1.5 Recipient OK",
+        ]
+    );
+    let ev = events(&t);
+    assert_eq!(ev.iter().filter(|e| e.starts_with("Mail")).count(), 1, "the refused ones never reach the application");
+    // Not offered: declaring SMTPUTF8 is an unsupported parameter, not declaring it still 553.
+    let mut c = config();
+    c.capabilities.smtputf8 = false;
+    let script = "EHLO c\r\nMAIL FROM:<jos\u{e9}@x.example> SMTPUTF8\r\nMAIL FROM:<jos\u{e9}@x.example>\r\n";
+    let t = run_all_splits(c, accept_all, &[script.as_bytes()]);
+    assert_eq!(
+        replies(&t)[2..],
+        ["555 5.5.4 Unsupported option", "553 5.6.7 Must declare SMTPUTF8 to send unicode address"]
+    );
+    assert!(!t.output_str().contains("250-SMTPUTF8\r\n") && !t.output_str().contains("250 SMTPUTF8\r\n"));
 }
