@@ -347,7 +347,11 @@ pub fn parse_command_line(line: &[u8]) -> Result<Command<'_>, CommandError> {
 }
 
 /// [`parse_command_line`], told whether `line` is known to be printable ASCII (`clean`).
-#[inline(always)]
+///
+/// Not inlined: as a call, it builds its result straight in the caller's slot; inlined, the
+/// ~200-byte result was built on the stack and copied out by `memcpy` (a fifth of a short
+/// line's parse).
+#[inline(never)]
 fn parse_line(line: &[u8], clean: bool) -> Result<Command<'_>, CommandError> {
     let line = core::str::from_utf8(line).map_err(|_| CommandError::Utf8)?;
     let b = line.as_bytes();
@@ -418,6 +422,7 @@ pub fn parse_command(input: &[u8]) -> Status<(Result<Command<'_>, CommandError>,
     let (line, used, clean) = match input.get(stop..) {
         Some([b'\r', b'\n', ..]) => (input.get(..stop), stop + 2, true),
         Some([b'\n', ..]) => (input.get(..stop), stop + 1, true),
+        None | Some([]) => return Status::Partial,
         // Anything else: find the LF (it cannot come before `stop`) and check the line in full.
         Some(rest) => match memchr::memchr(b'\n', rest) {
             None => return Status::Partial,
@@ -426,7 +431,6 @@ pub fn parse_command(input: &[u8]) -> Status<(Result<Command<'_>, CommandError>,
                 (line, stop + lf + 1, false)
             }
         },
-        None => return Status::Partial,
     };
     let line = line.unwrap_or_default();
     let clean = clean || swar::first_ctl_or_non_ascii(line) == line.len();

@@ -268,51 +268,77 @@ enum MailKw {
     By,
 }
 
-/// Folds exactly four bytes (`| 0x20` each) into a `u32`, 0 if `b` is not 4 bytes long: one
-/// load and one compare per candidate word. Sound for the bytes the keyword and value tables let
-/// through (33..=126 and non-ASCII): against a target of lower-case letters, digits and `-`,
+/// Folds a word of 1 to 8 bytes (`| 0x20` each) into a `u64`, zero-padded; 0 for any other
+/// length: one compare per candidate word, and words of different lengths never collide (a
+/// folded byte is never 0). Sound for the bytes the keyword and value grammars let through
+/// (33..=126 and non-ASCII): against a target of lower-case letters, digits and `-`,
 /// `c | 0x20 == t` only when `c` is `t` or its upper case (the other pre-images of digits and
 /// `-` are control characters).
 #[inline(always)]
-fn fold4(b: &[u8]) -> u32 {
-    <[u8; 4]>::try_from(b).map_or(0, |a| u32::from_le_bytes(a) | 0x2020_2020)
+fn fold(b: &[u8]) -> u64 {
+    let n = b.len();
+    let raw = match (b.get(..4), b.get(n.saturating_sub(4)..)) {
+        // 4 to 8 bytes: two overlapping 4-byte loads; the overlap ORs each byte with itself.
+        (Some(lo), Some(hi)) if n <= 8 => {
+            let lo = <[u8; 4]>::try_from(lo).map_or(0, u32::from_le_bytes);
+            let hi = <[u8; 4]>::try_from(hi).map_or(0, u32::from_le_bytes);
+            u64::from(lo) | (u64::from(hi) << (8 * (n - 4)))
+        }
+        (None, _) => b.iter().rev().fold(0u64, |w, &c| (w << 8) | u64::from(c)),
+        _ => return 0,
+    };
+    if n == 0 {
+        return 0;
+    }
+    raw | (0x2020_2020_2020_2020 >> (8 * (8 - n)))
 }
 
-/// [`fold4`] for eight bytes.
-#[inline(always)]
-fn fold8(b: &[u8]) -> u64 {
-    <[u8; 8]>::try_from(b).map_or(0, |a| u64::from_le_bytes(a) | 0x2020_2020_2020_2020)
+/// The folded form of a lower-case target word of 1 to 8 bytes (see [`fold`]).
+const fn word(w: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = w.len();
+    while i > 0 {
+        i -= 1;
+        v = (v << 8) | w[i] as u64;
+    }
+    v
 }
 
-const K_SIZE: u32 = u32::from_le_bytes(*b"size");
-const K_BODY: u32 = u32::from_le_bytes(*b"body");
-const K_AUTH: u32 = u32::from_le_bytes(*b"auth");
-const K_SMTPUTF8: u64 = u64::from_le_bytes(*b"smtputf8");
-const V_7BIT: u32 = u32::from_le_bytes(*b"7bit");
-const V_8BITMIME: u64 = u64::from_le_bytes(*b"8bitmime");
-const V_FULL: u32 = u32::from_le_bytes(*b"full");
-const V_HDRS: u32 = u32::from_le_bytes(*b"hdrs");
+const K_SIZE: u64 = word(b"size");
+const K_BODY: u64 = word(b"body");
+const K_AUTH: u64 = word(b"auth");
+const K_RET: u64 = word(b"ret");
+const K_ENVID: u64 = word(b"envid");
+const K_SMTPUTF8: u64 = word(b"smtputf8");
+const K_BY: u64 = word(b"by");
+const K_HOLDFOR: u64 = word(b"holdfor");
+const K_NOTIFY: u64 = word(b"notify");
+const K_ORCPT: u64 = word(b"orcpt");
+const V_7BIT: u64 = word(b"7bit");
+const V_8BITMIME: u64 = word(b"8bitmime");
+const V_FULL: u64 = word(b"full");
+const V_HDRS: u64 = word(b"hdrs");
+const V_NEVER: u64 = word(b"never");
+const V_SUCCESS: u64 = word(b"success");
+const V_FAILURE: u64 = word(b"failure");
+const V_DELAY: u64 = word(b"delay");
 
 /// The known MAIL keyword `k` (case-insensitive).
 #[inline]
 fn mail_keyword(k: &str) -> Option<MailKw> {
     let b = k.as_bytes();
-    let is = |w: &[u8]| b.eq_ignore_ascii_case(w);
-    let kw = match b.len() {
-        4 => match fold4(b) {
-            K_SIZE => MailKw::Size,
-            K_BODY => MailKw::Body,
-            K_AUTH => MailKw::Auth,
-            _ => return None,
-        },
-        3 if is(b"RET") => MailKw::Ret,
-        5 if is(b"ENVID") => MailKw::Envid,
-        8 if fold8(b) == K_SMTPUTF8 => MailKw::SmtpUtf8,
-        2 if is(b"BY") => MailKw::By,
-        7 if is(b"HOLDFOR") => MailKw::HoldFor,
-        9 if is(b"HOLDUNTIL") => MailKw::HoldUntil,
-        10 if is(b"REQUIRETLS") => MailKw::RequireTls,
-        11 if is(b"MT-PRIORITY") => MailKw::MtPriority,
+    let kw = match fold(b) {
+        K_SIZE => MailKw::Size,
+        K_BODY => MailKw::Body,
+        K_AUTH => MailKw::Auth,
+        K_RET => MailKw::Ret,
+        K_ENVID => MailKw::Envid,
+        K_SMTPUTF8 => MailKw::SmtpUtf8,
+        K_BY => MailKw::By,
+        K_HOLDFOR => MailKw::HoldFor,
+        0 if b.eq_ignore_ascii_case(b"HOLDUNTIL") => MailKw::HoldUntil,
+        0 if b.eq_ignore_ascii_case(b"REQUIRETLS") => MailKw::RequireTls,
+        0 if b.eq_ignore_ascii_case(b"MT-PRIORITY") => MailKw::MtPriority,
         _ => return None,
     };
     Some(kw)
@@ -327,9 +353,9 @@ enum RcptKw {
 
 #[inline]
 fn rcpt_keyword(k: &str) -> Option<RcptKw> {
-    match k.len() {
-        6 if k.eq_ignore_ascii_case("NOTIFY") => Some(RcptKw::Notify),
-        5 if k.eq_ignore_ascii_case("ORCPT") => Some(RcptKw::Orcpt),
+    match fold(k.as_bytes()) {
+        K_NOTIFY => Some(RcptKw::Notify),
+        K_ORCPT => Some(RcptKw::Orcpt),
         _ => None,
     }
 }
@@ -405,31 +431,27 @@ fn parse_by(v: &str) -> Option<By> {
 /// `NOTIFY` value (RFC 3461 §4.1): `"NEVER" / 1#( "SUCCESS" / "FAILURE" / "DELAY" )`.
 fn parse_notify(v: &str) -> Option<Notify> {
     let v = v.as_bytes();
-    if v.eq_ignore_ascii_case(b"NEVER") {
+    if fold(v) == V_NEVER {
         return Some(Notify::NEVER);
     }
     let mut flags = 0;
     for item in v.split(|&c| c == b',') {
-        flags |= if item.eq_ignore_ascii_case(b"SUCCESS") {
-            Notify::SUCCESS
-        } else if item.eq_ignore_ascii_case(b"FAILURE") {
-            Notify::FAILURE
-        } else if item.eq_ignore_ascii_case(b"DELAY") {
-            Notify::DELAY
-        } else {
-            return None; // includes NEVER mixed with others and empty items
+        flags |= match fold(item) {
+            V_SUCCESS => Notify::SUCCESS,
+            V_FAILURE => Notify::FAILURE,
+            V_DELAY => Notify::DELAY,
+            _ => return None, // includes NEVER mixed with others and empty items
         };
     }
     Some(Notify(flags))
 }
 
-/// `ORCPT` value (RFC 3461 §4.2): `addr-type ";" xtext`, `addr-type = atom`. For the
-/// `utf-8` address type (RFC 6533) the value may also hold UTF-8 characters.
 fn parse_orcpt(v: &str) -> Option<Orcpt<'_>> {
     if v.len() > MAX_ORCPT {
         return None;
     }
-    let (addr_type, addr) = v.split_once(';')?;
+    let semi = v.bytes().position(|c| c == b';')?;
+    let (addr_type, addr) = (v.get(..semi)?, v.get(semi + 1..)?);
     if addr_type.is_empty() || !addr_type.bytes().all(|c| c < 0x80 && ATEXT[c as usize]) {
         return None;
     }
@@ -481,21 +503,18 @@ pub fn parse_mail_params(input: &str) -> Result<MailParams<'_>, ParamError> {
             MailKw::Body => v
                 .and_then(|v| {
                     let v = v.as_bytes();
-                    if fold8(v) == V_8BITMIME {
-                        Some(Body::EightBitMime)
-                    } else if fold4(v) == V_7BIT {
-                        Some(Body::SevenBit)
-                    } else if v.eq_ignore_ascii_case(b"BINARYMIME") {
-                        Some(Body::BinaryMime)
-                    } else {
-                        None
+                    match fold(v) {
+                        V_8BITMIME => Some(Body::EightBitMime),
+                        V_7BIT => Some(Body::SevenBit),
+                        0 if v.eq_ignore_ascii_case(b"BINARYMIME") => Some(Body::BinaryMime),
+                        _ => None,
                     }
                 })
                 .map(|b| p.body = Some(b)),
             MailKw::SmtpUtf8 => v.is_none().then(|| p.smtputf8 = true),
             MailKw::RequireTls => v.is_none().then(|| p.requiretls = true),
             MailKw::Ret => v
-                .and_then(|v| match fold4(v.as_bytes()) {
+                .and_then(|v| match fold(v.as_bytes()) {
                     V_HDRS => Some(Ret::Hdrs),
                     V_FULL => Some(Ret::Full),
                     _ => None,
@@ -558,6 +577,48 @@ mod tests {
 
     fn unknown<'a>(u: &UnknownParams<'a>) -> Vec<(&'a str, Option<&'a str>)> {
         u.iter().collect()
+    }
+
+    #[test]
+    fn fold_matches_exactly_the_case_insensitive_word() {
+        let targets: [&[u8]; 18] = [
+            b"size",
+            b"body",
+            b"auth",
+            b"ret",
+            b"envid",
+            b"smtputf8",
+            b"by",
+            b"holdfor",
+            b"notify",
+            b"orcpt",
+            b"7bit",
+            b"8bitmime",
+            b"full",
+            b"hdrs",
+            b"never",
+            b"success",
+            b"failure",
+            b"delay",
+        ];
+        // Every target with one byte replaced by each byte the grammars let through, plus the
+        // target cut short and made longer: fold agrees with eq_ignore_ascii_case on all.
+        let allowed = (33u8..=126).chain([0x80, 0xC3, 0xFF]);
+        for t in targets {
+            for at in 0..t.len() {
+                for c in allowed.clone() {
+                    let mut x = t.to_vec();
+                    x[at] = c;
+                    for cand in [&x[..], &x[..at], &[&x[..], b"s"].concat()[..]] {
+                        for u in targets {
+                            assert_eq!(fold(cand) == word(u), cand.eq_ignore_ascii_case(u), "{cand:?} vs {u:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(fold(b""), 0);
+        assert_eq!(fold(b"ABCDEFGHI"), 0);
     }
 
     #[test]
