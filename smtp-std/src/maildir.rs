@@ -265,7 +265,8 @@ pub struct MaildirPolicy {
 /// DATA on the message read back from `tmp/`. It then prepends `Authentication-Results:` and
 /// applies the From domain's DMARC policy: delivered into `new/` (pass, or `p=none`),
 /// into `.Junk/new/` (`p=quarantine`), or refused `550 5.7.1` and removed (`p=reject`). A DNS
-/// failure is answered `451 4.4.3` and nothing is stored.
+/// failure is answered `451` and nothing is stored: `4.7.24` for SPF, `4.7.5` for a DKIM key,
+/// `4.7.0` for DMARC (RFC 7372, RFC 3463; see [`crate::auth::Lookup::status`]).
 #[derive(Debug, Clone)]
 pub struct MaildirHandler {
     policy: Arc<MaildirPolicy>,
@@ -320,13 +321,9 @@ impl MaildirHandler {
         let verdict = auth.verifier.verify(spf, &content);
         let name = d.name().to_owned();
         let folder = match verdict.action {
-            Action::TempFail => {
-                tracing::warn!(id = name, reason = verdict.reason, "DNS failure: message deferred");
-                return Decision::reply(
-                    451,
-                    Some((4, 4, 3)),
-                    "Temporary DNS failure checking the sender, try again later",
-                );
+            Action::TempFail(lookup) => {
+                tracing::warn!(id = name, reason = verdict.reason, ?lookup, "DNS failure: message deferred");
+                return temp_fail_reply(lookup);
             }
             Action::Reject => {
                 tracing::info!(id = name, reason = verdict.reason, "message rejected (DMARC)");
@@ -356,6 +353,22 @@ impl Clone for Delivery {
     fn clone(&self) -> Self {
         Delivery { file: None, tmp: PathBuf::new(), name: self.name.clone(), size: 0, root: self.root.clone() }
     }
+}
+
+/// The reply when a lookup of the checks failed: `451`, nothing stored, the client retries.
+/// The enhanced status code is in the security class `4.7.x`, never `4.4.3` (a routing
+/// failure), and names the check (RFC 7372 and RFC 3463, see [`crate::auth::Lookup::status`]):
+/// `451 4.7.24` SPF validation error (SPF `temperror`), `451 4.7.5` a DKIM key could not be
+/// fetched, `451 4.7.0` the DMARC record could not be fetched (or DKIM + DMARC timed out).
+#[cfg(feature = "auth")]
+fn temp_fail_reply(lookup: crate::auth::Lookup) -> Decision {
+    use crate::auth::Lookup;
+    let text = match lookup {
+        Lookup::Spf => "SPF validation error: temporary DNS failure, try again later",
+        Lookup::DkimKey => "DKIM key not available: temporary DNS failure, try again later",
+        Lookup::Dmarc => "DMARC policy not available: temporary DNS failure, try again later",
+    };
+    Decision::reply(451, Some(lookup.status()), text)
 }
 
 fn domain_accepted(domains: &[String], to: &ForwardPath<'_>) -> bool {
@@ -393,7 +406,7 @@ impl Handler for MaildirHandler {
         tracing::info!(result = ?spf.result(), domain = spf.domain(), "spf");
         if let Some(reason) = spf.temporary() {
             tracing::warn!(reason, "SPF: DNS failure");
-            return Decision::reply(451, Some((4, 4, 3)), "Temporary DNS failure checking SPF, try again later");
+            return temp_fail_reply(crate::auth::Lookup::Spf);
         }
         self.spf = Some(spf);
         Decision::Accept

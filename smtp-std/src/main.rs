@@ -247,7 +247,8 @@ struct Serve {
     #[cfg(feature = "auth")]
     #[arg(long, value_name = "ADDR")]
     dns: Option<SocketAddr>,
-    /// Seconds one DNS query waits for an answer (each is tried twice; then 451 4.4.3).
+    /// Seconds one DNS query waits for an answer (each is tried twice; then 451 4.7.24 for
+    /// SPF, 4.7.5 for a DKIM key, 4.7.0 for DMARC).
     #[cfg(feature = "auth")]
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     dns_timeout: f64,

@@ -18,16 +18,45 @@ fn open_transaction(c: &mut Client) {
     assert!(c.cmd("DATA").starts_with("354"));
 }
 
+/// What the stored message must hold for an accepted smuggling attempt: the content with the
+/// dot-stuffing of each line undone (RFC 5321 §4.5.2), up to the CRLF before the final dot.
+fn unstuffed(content: &[u8]) -> Vec<u8> {
+    let body = content.strip_suffix(b".\r\n").expect("ends with the terminator");
+    let mut out = Vec::new();
+    for line in body.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
 #[test]
 fn smtp_smuggling_never_yields_a_second_message() {
+    // Default policy: bare CR and bare LF in content are refused (550 5.5.2).
     let server = MaildirServer::start(|o| o);
     let smuggled =
         b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<victim@mx.test>\r\nDATA\r\nFrom: ceo\r\n\r\nSmuggled\r\n";
-    let sequences: [&[u8]; 8] =
-        [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r", b"\r\n.\0\r\n", b"\r\n\0.\r\n", b"\r\n.\r\0\n"];
+    // (sequence between "first" and the smuggled commands, accepted?)
+    let sequences: [(&[u8], bool); 12] = [
+        // A bare LF or CR somewhere in a would-be end of data: refused, whatever the receiver
+        // behind us would have made of it.
+        (b"\n.\n", false),
+        (b"\n.\r\n", false),
+        (b"\r.\r", false),
+        (b"\r.\r\n", false),
+        (b"\n.\r", false),
+        (b"\r\n.\n", false),
+        (b"\r\n.\r", false),
+        (b"\r\n.\r\0\n", false),
+        (b"\r\n\r.\r\n", false),
+        // Only CRLF line endings: legal content that ends nothing. The line ".\0" is
+        // dot-stuffed "\0"; "\0." and ".." are ordinary lines.
+        (b"\r\n.\0\r\n", true),
+        (b"\r\n\0.\r\n", true),
+        (b"\r\n..\r\n", true),
+    ];
     let mut expected_files = 0;
-    for seq in sequences {
-        let before = server.new_files().len();
+    for (seq, accepted) in sequences {
+        let before = server.new_files();
         let mut c = Client::connect(server.addr);
         open_transaction(&mut c);
         let mut data = b"Subject: smuggling test\r\n\r\nfirst".to_vec();
@@ -35,28 +64,48 @@ fn smtp_smuggling_never_yields_a_second_message() {
         data.extend_from_slice(smuggled);
         data.extend_from_slice(b"\r\n.\r\n");
         c.send(&data);
+        // Exactly one reply to the whole content.
         let r = c.reply();
-        // Exactly one reply to the whole content: rejected (bare CR/LF) or accepted as ONE
-        // message that contains the smuggling attempt as text.
-        let code = &r[..3];
-        assert!(code == "550" || code == "250", "{seq:?}: {r}");
-        // The smuggled commands never ran: the next reply answers our QUIT.
-        let q = c.cmd("QUIT");
-        assert!(q.starts_with("221"), "{seq:?}: smuggled commands were answered: {q}");
-        let after = server.new_files();
-        if code == "250" {
+        if accepted {
+            assert!(r.starts_with("250 2.0.0 "), "{seq:?} must be accepted as one message: {r}");
             expected_files += 1;
-            let msg = std::fs::read(after.last().unwrap()).unwrap();
-            let text = String::from_utf8_lossy(&msg);
-            assert!(text.contains("first") && text.contains("Smuggled"), "{seq:?}: one message holds all");
+        } else {
+            assert!(r.starts_with("550 5.5.2 "), "{seq:?} must be refused: {r}");
         }
-        assert_eq!(after.len(), before + usize::from(code == "250"), "{seq:?}");
-        assert!(r.starts_with("550 5.5.2") || code == "250", "{seq:?}: {r}");
+        // The smuggled commands never ran: the next reply answers our QUIT, then the end.
+        let q = c.cmd("QUIT");
+        assert!(q.starts_with("221 "), "{seq:?}: smuggled commands were answered: {q}");
+        assert!(c.is_closed(), "{seq:?}: more replies after QUIT");
+
+        let after = server.new_files();
+        let added: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+        assert_eq!(added.len(), usize::from(accepted), "{seq:?}: files added {added:?}");
+        assert_eq!(after.len(), expected_files, "{seq:?}");
+        wait_until("tmp/ empty", Duration::from_secs(5), || server.tmp_files().is_empty());
+        if let [path] = added.as_slice() {
+            let msg = std::fs::read(path).unwrap();
+            let (received, body) = strip_received(&msg);
+            let received = String::from_utf8_lossy(received);
+            // One transaction: our envelope only (the one recipient is named in Received:).
+            assert!(received.contains("for <b@mx.test>;"), "{seq:?}: {received}");
+            assert!(!received.contains("victim") && !received.contains("attacker"), "{seq:?}: {received}");
+            // The message is exactly what was sent, smuggled commands included as text.
+            assert_eq!(body, unstuffed(&data).as_slice(), "{seq:?}: stored content");
+            let text = String::from_utf8_lossy(&msg);
+            assert_eq!(text.matches("Received: ").count(), 1, "{seq:?}: {text}");
+            assert_eq!(text.matches("MAIL FROM:<evil@attacker.example>").count(), 1, "{seq:?}");
+            assert_eq!(text.matches("Subject: ").count(), 1, "{seq:?}");
+        }
     }
-    assert_eq!(server.new_files().len(), expected_files);
-    // Every bare CR/LF sequence is refused.
-    assert!(expected_files <= 3, "only the NUL sequences may be accepted (as one message)");
+    assert_eq!(expected_files, 3);
+    // No stored message starts with (or is) the smuggled one.
+    for path in server.new_files() {
+        let msg = std::fs::read(path).unwrap();
+        let (_, body) = strip_received(&msg);
+        assert!(body.starts_with(b"Subject: smuggling test\r\n\r\nfirst"), "{}", String::from_utf8_lossy(body));
+    }
     send_ok(server.addr, "Subject: still serving");
+    assert_eq!(server.new_files().len(), expected_files + 1);
 }
 
 #[test]

@@ -21,6 +21,11 @@ use smtp_std::auth::{sign, DkimAlgorithm, DkimKey, Dns, MxError};
 /// One SMTP transaction from `source` (a loopback address): the MAIL reply, and the reply
 /// to the end of data (empty when MAIL or RCPT was refused).
 fn send_from(source: &str, server: SocketAddr, mail_from: &str, message: &[u8]) -> (String, String) {
+    send_as(source, "client.test", server, mail_from, message)
+}
+
+/// [`send_from`] with the EHLO name `helo`.
+fn send_as(source: &str, helo: &str, server: SocketAddr, mail_from: &str, message: &[u8]) -> (String, String) {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let src: SocketAddr = format!("{source}:0").parse().unwrap();
     sock.bind(&src.into()).unwrap();
@@ -43,7 +48,7 @@ fn send_from(source: &str, server: SocketAddr, mail_from: &str, message: &[u8]) 
         }
     };
     assert!(reply(&mut r).starts_with("220"));
-    write!(w, "EHLO client.test\r\n").unwrap();
+    write!(w, "EHLO {helo}\r\n").unwrap();
     assert!(reply(&mut r).starts_with("250"));
     write!(w, "MAIL FROM:<{mail_from}>\r\n").unwrap();
     let mail = reply(&mut r);
@@ -156,6 +161,59 @@ fn spf_pass_fail_softfail_and_trusted_and_switch_off() {
 }
 
 #[test]
+fn spf_checks_the_helo_name_for_a_null_sender() {
+    if skip() {
+        return;
+    }
+    let mut records = zone(&[]);
+    // HELO names with their own SPF records (RFC 7208 §2.3); the From domains have none,
+    // or a policy that must not decide.
+    records.push(txt("mta.helo.test", "v=spf1 ip4:127.0.0.2 -all"));
+    records.push(txt("soft.helo.test", "v=spf1 ip4:127.0.0.2 ~all"));
+    let dns = Dnsmasq::start(&records);
+    let dir = tempfile::tempdir().unwrap();
+    let p = Program::start(dir.path(), &["--hostname", "mx.test", "--dns", &dns.arg()]);
+    let md = dir.path().join("Maildir");
+
+    let cases = [
+        // Authorised address: pass, from the HELO name's record.
+        ("127.0.0.2", "mta.helo.test", "helo-pass", "spf=pass", "postmaster@mta.helo.test designates 127.0.0.2"),
+        // Same name, another address: fail (-all).
+        ("127.0.0.3", "mta.helo.test", "helo-fail", "spf=fail", "postmaster@mta.helo.test does not designate"),
+        // ~all: softfail.
+        ("127.0.0.3", "soft.helo.test", "helo-softfail", "spf=softfail", "postmaster@soft.helo.test"),
+        // No record for the HELO name: none.
+        ("127.0.0.3", "norecord.helo.test", "helo-none", "spf=none", "postmaster@norecord.helo.test"),
+    ];
+    for (src, helo, subject, want, comment) in cases {
+        // From: none.test (p=none): DMARC fails (the HELO name does not align), the message
+        // is stored anyway, and the SPF verdict is the HELO name's alone.
+        let (mail, end) = send_as(src, helo, p.addr, "", &message("a@none.test", subject));
+        assert!(mail.starts_with("250 "), "{subject}: {mail}");
+        assert!(end.starts_with("250 "), "{subject}: {end}");
+        let msg = find(&md, "new", subject).unwrap_or_else(|| panic!("{subject} not in new/"));
+        let ar = auth_results(&msg);
+        assert!(ar.contains(&format!("{want} ")), "{subject}: {ar}");
+        assert!(ar.contains(comment), "{subject}: {ar}");
+        // RFC 8601 §2.7.2: the identity checked was the HELO name.
+        assert!(ar.contains(&format!("smtp.helo={helo}")), "{subject}: {ar}");
+        assert!(!ar.contains("smtp.mailfrom"), "{subject}: {ar}");
+    }
+    // The same null sender with a HELO name that is not a domain (an address literal): there
+    // is nothing to check, SPF none.
+    let (_, end) = send_as("127.0.0.2", "[127.0.0.2]", p.addr, "", &message("a@none.test", "helo-literal"));
+    assert!(end.starts_with("250 "), "{end}");
+    let ar = auth_results(&find(&md, "new", "helo-literal").unwrap());
+    assert!(ar.contains("spf=none"), "{ar}");
+    // A non-null MAIL FROM is checked, not the HELO name: mta.helo.test would pass from
+    // 127.0.0.2 but strict.test's record is the one that decides from 127.0.0.3.
+    let (_, end) = send_as("127.0.0.3", "mta.helo.test", p.addr, "a@strict.test", &message("a@strict.test", "mf"));
+    assert!(end.starts_with("250 "), "{end}");
+    let ar = auth_results(&find(&md, "new", "mf").unwrap());
+    assert!(ar.contains("spf=fail") && ar.contains("smtp.mailfrom=a@strict.test"), "{ar}");
+}
+
+#[test]
 fn dmarc_none_quarantine_reject() {
     if skip() {
         return;
@@ -265,13 +323,30 @@ fn dns_failures_are_451_never_a_pass() {
     let p = Program::start(dir.path(), &["--hostname", "mx.test", "--dns", &dns.arg()]);
     let md = dir.path().join("Maildir");
 
-    // SPF lookup refused by the server (hickory: "no records", mail-auth: none): 451 at MAIL.
+    // SPF lookup refused by the server (hickory: "no records", mail-auth: none): 451 at MAIL,
+    // RFC 7372's "SPF validation error".
     let (mail, _) = send_from("127.0.0.3", p.addr, "a@dnsfail.test", &message("a@dnsfail.test", "x"));
-    assert!(mail.starts_with("451 4.4.3 "), "{mail}");
+    assert!(mail.starts_with("451 4.7.24 SPF validation error"), "{mail}");
+    // The same for the HELO identity of a null sender.
+    let (mail, _) = send_as("127.0.0.3", "mta.dnsfail.test", p.addr, "", &message("a@strict.test", "x"));
+    assert!(mail.starts_with("451 4.7.24 SPF validation error"), "{mail}");
     // SPF passes, but the From domain's DMARC lookup fails: 451 at the end of DATA.
     let (_, end) = send_from("127.0.0.2", p.addr, "a@strict.test", &message("a@dnsfail.test", "dmarc-dnsfail"));
-    assert!(end.starts_with("451 4.4.3 "), "{end}");
-    assert!(files(&md, "new").is_empty() && files(&md, ".Junk/new").is_empty());
+    assert!(end.starts_with("451 4.7.0 DMARC policy not available"), "{end}");
+    // SPF passes, the From domain has no DMARC record (NXDOMAIN, not a failure), but the key
+    // of the DKIM signature cannot be fetched: 451 at the end of DATA.
+    let (key, _) = DkimKey::generate(DkimAlgorithm::Ed25519).unwrap();
+    let msg = message("a@strict.test", "dkim-dnsfail");
+    let mut signed = sign(&msg, &key, "dnsfail.test", "s1").unwrap();
+    signed.extend_from_slice(&msg);
+    let (_, end) = send_from("127.0.0.2", p.addr, "a@strict.test", &signed);
+    assert!(end.starts_with("451 4.7.5 DKIM key not available"), "{end}");
+    // The same message unsigned is fine: only the key lookup made it temporary.
+    let (_, end) = send_from("127.0.0.2", p.addr, "a@strict.test", &message("a@strict.test", "unsigned"));
+    assert!(end.starts_with("250 "), "{end}");
+    assert_eq!(files(&md, "new").len(), 1);
+    assert!(find(&md, "new", "unsigned").is_some());
+    assert!(files(&md, ".Junk/new").is_empty());
     wait_until("tmp/ empty", Duration::from_secs(5), || files(&md, "tmp").is_empty());
     drop(p);
 
@@ -284,13 +359,57 @@ fn dns_failures_are_451_never_a_pass() {
     );
     let t = Instant::now();
     let (mail, _) = send_from("127.0.0.3", p.addr, "a@strict.test", &message("a@strict.test", "y"));
-    assert!(mail.starts_with("451 4.4.3 "), "{mail}");
+    assert!(mail.starts_with("451 4.7.24 "), "{mail}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     assert!(files(&dir.path().join("Maildir"), "new").is_empty());
 }
 
 fn program(args: &[&str]) -> Output {
     run(Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(args), b"", Duration::from_secs(60))
+}
+
+#[test]
+fn dkim_keygen_ed25519_to_a_file_and_to_stdout() {
+    // --out: the key in a new private file, only the record on stdout.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ed.key");
+    let p = path.to_str().unwrap();
+    let args = ["dkim-keygen", "--domain", "ed.test.", "--selector", "e1", "--algorithm", "ed25519", "--out", p];
+    let out = program(&args);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("private key written to {p}")), "{}", out.stderr);
+    let key = DkimKey::load(&path).unwrap();
+    assert_eq!(key.algorithm(), DkimAlgorithm::Ed25519);
+    let record = key.txt_record("ed.test", "e1");
+    assert!(record.starts_with("e1._domainkey.ed.test. 3600 IN TXT \"v=DKIM1; k=ed25519; p="), "{record}");
+    assert_eq!(out.stdout, format!("; Publish this record in the ed.test zone:\n{record}\n"));
+    assert!(!out.stdout.contains("PRIVATE KEY"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // It never overwrites a key.
+    let before = std::fs::read(&path).unwrap();
+    let again = program(&args);
+    assert_ne!(again.status, Some(0), "{}", again.stdout);
+    assert!(again.stderr.contains(p), "{}", again.stderr);
+    assert!(again.stdout.is_empty(), "{}", again.stdout);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // Without --out: the record, then the private key as PEM, on stdout; the two match and
+    // the key signs with ed25519-sha256.
+    let out = program(&["dkim-keygen", "--domain", "ed.test", "--selector", "e2", "--algorithm", "ed25519"]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    let (head, pem) = out.stdout.split_once("-----BEGIN PRIVATE KEY-----").expect("PEM on stdout");
+    assert!(out.stdout.ends_with("-----END PRIVATE KEY-----\n"), "{}", out.stdout);
+    let key = DkimKey::from_bytes(format!("-----BEGIN PRIVATE KEY-----{pem}").as_bytes()).unwrap();
+    assert_eq!(key.algorithm(), DkimAlgorithm::Ed25519);
+    assert_eq!(head, format!("; Publish this record in the ed.test zone:\n{}\n", key.txt_record("ed.test", "e2")));
+    assert!(head.contains("k=ed25519; p="), "{head}");
+    let signature = sign(&message("a@ed.test", "keygen"), &key, "ed.test", "e2").unwrap();
+    let signature = String::from_utf8(signature).unwrap();
+    assert!(signature.contains("a=ed25519-sha256") && signature.contains("s=e2") && signature.contains("d=ed.test"));
 }
 
 #[test]

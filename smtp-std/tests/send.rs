@@ -1,7 +1,7 @@
 //! The client (`smtp_std::client`) and `smtp-std send` against real peers, each started on a
 //! loopback port by the test and killed on drop: Postfix smtp-sink, Python aiosmtpd, our own
 //! server (STARTTLS with a test CA, implicit TLS, AUTH, refusals), and raw fake servers
-//! (STARTTLS response injection, a silent server).
+//! (STARTTLS response injection, a silent server); exit statuses and `serve --help`.
 
 mod common;
 
@@ -833,6 +833,76 @@ fn no_server_is_a_clear_error_and_help_has_examples() {
     let o = run(program().arg("--help"), b"", T);
     assert_eq!(o.status, Some(0));
     assert!(o.stdout.contains("EXAMPLES:") && o.stdout.contains("EXIT STATUS"), "{}", o.stdout);
+}
+
+#[test]
+fn unreadable_message_file_is_exit_74_and_nothing_is_sent() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let server = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-message.eml");
+    let base = ["--server", &server, "--tls", "off", "--from", "a@x.test", "--to", "b@y.test", "--file"];
+    // A file that does not exist: EX_IOERR, naming the file.
+    let o = send(&[&base[..], &[s(&missing)]].concat(), b"");
+    assert_eq!(o.status, Some(74), "{}", o.stderr);
+    assert!(o.stderr.contains(s(&missing)), "{}", o.stderr);
+    // A directory opens but cannot be read as a message: EX_IOERR too.
+    let o = send(&[&base[..], &[s(dir.path())]].concat(), b"");
+    assert_eq!(o.status, Some(74), "{}", o.stderr);
+    #[cfg(unix)]
+    {
+        // A file without read permission (unless we are root, who reads it anyway).
+        use std::os::unix::fs::PermissionsExt;
+        let locked = dir.path().join("locked.eml");
+        std::fs::write(&locked, "Subject: locked\r\n\r\nx\r\n").unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if std::fs::read(&locked).is_err() {
+            let o = send(&[&base[..], &[s(&locked)]].concat(), b"");
+            assert_eq!(o.status, Some(74), "{}", o.stderr);
+        }
+    }
+    assert!(listener.accept().is_err(), "nothing may connect for a message that cannot be read");
+}
+
+#[test]
+fn serve_help_lists_the_key_flags() {
+    let o = run(Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["serve", "--help"]), b"", T);
+    assert_eq!(o.status, Some(0), "{}", o.stderr);
+    assert!(o.stdout.contains("Usage: smtp-std serve [OPTIONS]"), "{}", o.stdout);
+    let mut flags = vec![
+        "--listen <ADDR>",
+        "--tls-listen <ADDR>",
+        "--domain <DOMAIN>",
+        "--maildir <DIR>",
+        "--tls-cert <FILE>",
+        "--tls-key <FILE>",
+        "--users <FILE>",
+        "--auth-optional",
+        "--allow-insecure-auth",
+        "--max-message-size <BYTES>",
+        "--max-recipients <N>",
+        "--max-clients <N>",
+        "--timeout <SECS>",
+        "--discard",
+        "--hostname <NAME>",
+    ];
+    if cfg!(feature = "auth") {
+        flags.extend(["--no-mail-auth", "--dns <ADDR>", "--dns-timeout <SECS>", "--trusted-network <CIDR>"]);
+    }
+    for flag in flags {
+        assert!(o.stdout.contains(flag), "{flag} missing from serve --help:\n{}", o.stdout);
+    }
+    // Defaults are shown where the user needs them.
+    assert!(
+        o.stdout.contains("[default: 127.0.0.1:2525]") && o.stdout.contains("[default: ./Maildir]"),
+        "{}",
+        o.stdout
+    );
+    // A flag that does not exist is a usage error (clap: 2), not a server started.
+    let o = run(Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["serve", "--no-such-flag"]), b"", T);
+    assert_eq!(o.status, Some(2), "{}", o.stderr);
+    assert!(o.stderr.contains("--no-such-flag"), "{}", o.stderr);
 }
 
 /// Dot-stuffs canonical content and appends the terminator: the DATA bytes on the wire.

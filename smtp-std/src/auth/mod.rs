@@ -21,7 +21,8 @@
 //! hickory reports `SERVFAIL` and `REFUSED` answers as "no records found", which mail-auth 0.7
 //! treats like `NXDOMAIN` (SPF `none`, no DMARC record). [`verify`] therefore asks again for
 //! the names whose result was "none" and turns any answer other than `NXDOMAIN`/`NOERROR`
-//! into a temporary failure (`451 4.4.3`).
+//! into a temporary failure: `451` with `4.7.24` (SPF), `4.7.5` (a DKIM key) or `4.7.0`
+//! (DMARC), see [`verify::Lookup::status`].
 
 pub mod dkim;
 pub mod dns;
@@ -30,4 +31,4 @@ pub mod verify;
 
 pub use dkim::{sign, DkimAlgorithm, DkimKey};
 pub use dns::{resolve_mx, Dns, DnsError, MxError, MxHost};
-pub use verify::{Action, MailAuthPolicy, SpfCheck, Verdict, Verifier};
+pub use verify::{Action, Lookup, MailAuthPolicy, SpfCheck, Verdict, Verifier};

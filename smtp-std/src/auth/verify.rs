@@ -50,6 +50,12 @@ impl SpfCheck {
     pub fn domain(&self) -> &str {
         self.output.domain()
     }
+
+    /// Whether SPF checked the HELO name (a null sender and a HELO domain) rather than the
+    /// MAIL FROM address.
+    pub fn helo_identity(&self) -> bool {
+        !self.mail_from.contains('@') && is_domain(self.helo.trim_end_matches('.'))
+    }
 }
 
 /// What to do with a message.
@@ -61,8 +67,46 @@ pub enum Action {
     Junk,
     /// Refuse with `550 5.7.1`: DMARC failed with `p=reject`.
     Reject,
-    /// Answer `451 4.4.3`: a lookup failed, the client should try again later.
-    TempFail,
+    /// A lookup failed: answer `451` and store nothing, the client should try again later.
+    /// The enhanced status code names the check whose lookup failed (RFC 7372, RFC 3463):
+    /// [`Lookup::Spf`] `4.7.24`, [`Lookup::DkimKey`] `4.7.5`, [`Lookup::Dmarc`] `4.7.0`
+    /// (see [`Lookup::status`]).
+    TempFail(Lookup),
+}
+
+/// The check whose DNS lookup failed (timeout, `SERVFAIL`, `REFUSED`), for the reply's
+/// enhanced status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// SPF: the record of the MAIL FROM (or HELO) domain, its includes and mechanisms.
+    Spf,
+    /// DKIM: the public key record (`selector._domainkey.domain`) of a signature.
+    DkimKey,
+    /// DMARC: the From domain's policy record; also the DKIM and DMARC checks as a whole
+    /// when together they exceeded [`CHECK_TIMEOUT`] (which lookup was slow is unknown).
+    Dmarc,
+}
+
+impl Lookup {
+    /// The enhanced status code of the `451` reply, always `4.7.x` (RFC 3463 §3.8, security or
+    /// policy status: the message waits on an authentication check, not on routing):
+    ///
+    /// - SPF: `4.7.24` "SPF validation error" (RFC 7372 §3.2), the code RFC 7372 gives for an
+    ///   SPF evaluation that ended in an error rather than a verdict, here `temperror`;
+    ///   RFC 7372 registers it in place of the `4.4.3` of RFC 7208 §8.6.
+    /// - DKIM key: `4.7.5` "Cryptographic failure" (RFC 3463): the signature could not be
+    ///   validated because the key was not available. RFC 7372's DKIM codes `X.7.20`-`X.7.22`
+    ///   say that no signature passed, which a lookup failure has not shown.
+    /// - DMARC (and a timeout of DKIM + DMARC): `4.7.0` "Other or undefined security status"
+    ///   (RFC 3463): neither RFC 7489 nor RFC 7372 has a code for a DMARC evaluation error,
+    ///   and `X.7.26` ("multiple authentication checks failed") would claim a failure.
+    pub fn status(self) -> (u8, u16, u16) {
+        match self {
+            Lookup::Spf => (4, 7, 24),
+            Lookup::DkimKey => (4, 7, 5),
+            Lookup::Dmarc => (4, 7, 0),
+        }
+    }
 }
 
 /// The outcome of checking a message.
@@ -193,9 +237,9 @@ impl Verifier {
             mail_from: mail_from.to_owned(),
             temporary: None,
         };
-        let params = if !mail_from.is_empty() && mail_from.contains('@') {
+        let params = if mail_from.contains('@') {
             SpfParameters::verify_mail_from(ip, helo_domain, &self.hostname, mail_from)
-        } else if is_domain(helo_domain) {
+        } else if check.helo_identity() {
             SpfParameters::verify_ehlo(ip, helo_domain, &self.hostname)
         } else {
             // No domain to check (null sender and an address literal): SPF none.
@@ -224,11 +268,18 @@ impl Verifier {
     /// Alignment in relaxed mode compares domains exactly (no public suffix list): a
     /// subdomain's signature does not align with its parent domain (stricter, never laxer).
     pub fn verify(&self, spf: &SpfCheck, message: &[u8]) -> Verdict {
-        let mut head = AuthenticationResults::new(&self.hostname)
-            .with_spf_mailfrom_result(&spf.output, spf.ip, &spf.mail_from, &spf.helo)
-            .to_string();
+        let helo_domain = spf.helo.trim_end_matches('.');
+        let results = AuthenticationResults::new(&self.hostname);
+        // RFC 8601 §2.7.2: the property names the identity SPF checked, the HELO name for a
+        // null sender (RFC 7208 §2.4) and otherwise the MAIL FROM address.
+        let results = if spf.helo_identity() {
+            results.with_spf_ehlo_result(&spf.output, spf.ip, helo_domain)
+        } else {
+            results.with_spf_mailfrom_result(&spf.output, spf.ip, &spf.mail_from, &spf.helo)
+        };
+        let mut head = results.to_string();
         if let Some(t) = &spf.temporary {
-            return Verdict { action: Action::TempFail, header: String::new(), reason: t.clone() };
+            return Verdict { action: Action::TempFail(Lookup::Spf), header: String::new(), reason: t.clone() };
         }
         let Some(msg) = AuthenticatedMessage::parse(message) else {
             head.push_str(";\r\n\tdkim=none;\r\n\tdmarc=permerror (message header not parsable)");
@@ -238,7 +289,7 @@ impl Verifier {
                 reason: "message header not parsable".into(),
             };
         };
-        let spf_domain = if spf.mail_from.contains('@') { spf.output.domain() } else { spf.helo.trim_end_matches('.') };
+        let spf_domain = if spf.mail_from.contains('@') { spf.output.domain() } else { helo_domain };
         let checked = self.dns.block_on(async {
             tokio::time::timeout(CHECK_TIMEOUT, async {
                 let dkim = self.auth.verify_dkim(&msg).await;
@@ -249,19 +300,19 @@ impl Verifier {
         });
         let Ok((dkim, dmarc)) = checked else {
             return Verdict {
-                action: Action::TempFail,
+                action: Action::TempFail(Lookup::Dmarc),
                 header: String::new(),
                 reason: "DKIM/DMARC check timed out".into(),
             };
         };
         let temporary = dkim
             .iter()
-            .find_map(dkim_temporary)
-            .or_else(|| dmarc_temporary(dmarc.spf_result()))
-            .or_else(|| dmarc_temporary(dmarc.dkim_result()))
-            .or_else(|| self.dmarc_record_unknown(&dmarc));
-        if let Some(t) = temporary {
-            return Verdict { action: Action::TempFail, header: String::new(), reason: t };
+            .find_map(|o| dkim_temporary(o).map(|t| (Lookup::DkimKey, t)))
+            .or_else(|| dmarc_temporary(dmarc.spf_result()).map(|t| (Lookup::Spf, t)))
+            .or_else(|| dmarc_temporary(dmarc.dkim_result()).map(|t| (Lookup::DkimKey, t)))
+            .or_else(|| self.dmarc_record_unknown(&dmarc).map(|t| (Lookup::Dmarc, t)));
+        if let Some((lookup, t)) = temporary {
+            return Verdict { action: Action::TempFail(lookup), header: String::new(), reason: t };
         }
 
         if dkim.is_empty() {
