@@ -338,6 +338,37 @@ fn command_injection_refused_before_writing() {
 }
 
 #[test]
+fn dsn_values_a_server_would_refuse_are_refused_before_writing() {
+    let mut s = Session::new(Config::new("c"), Mode::Whole);
+    greet(&mut s, EHLO_FULL);
+    s.output.clear();
+    let rcpts = to(&["a@x"]);
+    fn envid<'a>(rcpts: &'a [Recipient<'a>], v: &'a str) -> Envelope<'a> {
+        let mut env = Envelope::new("m@c", rcpts);
+        env.envid = Some(v);
+        env
+    }
+    // ENVID: at most 100 characters once xtext-encoded ("+" takes three).
+    let at_limit = "x".repeat(97) + "+";
+    let s100 = envid(&rcpts, &at_limit);
+    let over = "x".repeat(98) + "+";
+    assert_eq!(s.client.send_mail(&envid(&rcpts, "")), Err(ApiError::BadParameter(Argument::EnvId)));
+    assert_eq!(s.client.send_mail(&envid(&rcpts, &over)), Err(ApiError::BadParameter(Argument::EnvId)));
+    // ORCPT: "rfc822;" and the encoded address, at most 500.
+    let long = format!("{}@x", "a".repeat(500 - 7 - 2 + 1));
+    for (o, i) in [("", 0), (long.as_str(), 0)] {
+        let rcpts = [Recipient { address: "a@x", notify: None, orcpt: Some(o) }];
+        assert_eq!(s.client.send_mail(&Envelope::new("m@c", &rcpts)), Err(ApiError::BadParameter(Argument::Orcpt(i))));
+    }
+    s.drain();
+    assert!(s.output.is_empty(), "{:?}", s.output_str());
+    // At the limits, they go out.
+    assert_eq!(s.client.send_mail(&s100), Ok(()));
+    s.drain();
+    assert!(s.output_str().contains(&format!("ENVID={}+2B", "x".repeat(97))), "{}", s.output_str());
+}
+
+#[test]
 fn envelope_checks() {
     let mut s = Session::new(Config::new("c"), Mode::Whole);
     greet(&mut s, EHLO_FULL);

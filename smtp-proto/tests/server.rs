@@ -871,6 +871,47 @@ fn an_over_long_auth_response_line_is_500_5_5_6_and_sync_holds() {
     assert_eq!(t, bytewise);
 }
 
+#[test]
+fn an_auth_command_line_has_the_auth_line_limit() {
+    // PLAIN with an initial response of 29 octets (40 base64 characters): the AUTH command
+    // line is 53 octets with CRLF.
+    let line = format!("AUTH PLAIN {}\r\n", b64(b"abcdefghijklmnopqrs\0user\0pass"));
+    assert_eq!(line.len(), 53);
+    let script = |line: &str| format!("EHLO c\r\n{line}NOOP\r\n").into_bytes();
+
+    // Under a command line limit of 32, the AUTH line is still read whole: its own limit is 64.
+    let mut c = auth_config();
+    c.allow_insecure_auth = true;
+    c.max_command_line = 32;
+    c.max_auth_line = 64;
+    let t = run_all_splits(c, check_creds, &[&script(&line)]);
+    assert_eq!(replies(&t)[2..], ["235 2.7.0 Authentication successful", "250 2.0.0 OK"]);
+    // ... while any other line of that length breaks the command line limit.
+    let noop = format!("NOOP {}\r\n", "x".repeat(line.len() - 7));
+    let t = run_all_splits(c, check_creds, &[&script(&noop)]);
+    assert_eq!(replies(&t)[2..], ["500 5.5.2 Error: command line too long", "250 2.0.0 OK"]);
+
+    // Over the AUTH line limit (48 < 53 <= the command line limit): 500 5.5.6, never read as
+    // a command, and the session goes on with the next line.
+    c.max_command_line = 512;
+    c.max_auth_line = 48;
+    let t = run_all_splits(c, check_creds, &[&script(&line)]);
+    assert_eq!(replies(&t)[2..], ["500 5.5.6 Authentication exchange line is too long", "250 2.0.0 OK"]);
+    assert!(!events(&t).iter().any(|e| e.starts_with("Auth")));
+
+    // The defaults: an AUTH line longer than the command line limit but within the AUTH limit
+    // is an AUTH command (here with a response that is not base64: 501 from the SASL
+    // decoder, not 500 5.5.2 from the line limit); past the AUTH limit it is 500 5.5.6.
+    let mut c = auth_config();
+    c.allow_insecure_auth = true;
+    assert!(c.max_auth_line > c.max_command_line + 8);
+    let long = |n: usize| format!("AUTH PLAIN {}\r\n", "A".repeat(n - 13));
+    let t = run(c, check_creds, &[&script(&long(c.max_command_line + 4))]);
+    assert_eq!(replies(&t)[2..], ["501 5.5.2 Malformed authentication data", "250 2.0.0 OK"]);
+    let t = run(c, check_creds, &[&script(&long(c.max_auth_line + 4))]);
+    assert_eq!(replies(&t)[2..], ["500 5.5.6 Authentication exchange line is too long", "250 2.0.0 OK"]);
+}
+
 // ---- timeouts ----
 
 fn feed_one<'b>(s: &mut Server, input: &'b [u8]) -> Progress<'b> {

@@ -69,6 +69,32 @@ pub(crate) fn check(s: &str, what: Argument, address: bool) -> Result<(), ApiErr
     }
 }
 
+/// Maximum length of `ENVID=`'s value, encoded (RFC 3461 §4.4).
+const MAX_ENVID: usize = 100;
+/// Maximum length of `ORCPT=`'s value, `rfc822;` and the encoded address (RFC 3461 §4.2).
+const MAX_ORCPT: usize = 500;
+
+/// Whether a byte goes out as itself in xtext (RFC 3461 §4); the others take `+XX`.
+fn xtext_plain(c: u8) -> bool {
+    (b'!'..=b'~').contains(&c) && c != b'+' && c != b'='
+}
+
+/// The length of `s` once xtext-encoded.
+fn xtext_len(s: &str) -> usize {
+    s.bytes().map(|c| if xtext_plain(c) { 1 } else { 3 }).sum()
+}
+
+/// Refuses an `ENVID` (`orcpt == false`) or an `ORCPT` address that is empty or too long once
+/// encoded; the caller checked it for control characters already.
+pub(crate) fn check_dsn(s: &str, what: Argument, orcpt: bool) -> Result<(), ApiError> {
+    let len = if orcpt { "rfc822;".len() + xtext_len(s) } else { xtext_len(s) };
+    if s.is_empty() || len > if orcpt { MAX_ORCPT } else { MAX_ENVID } {
+        Err(ApiError::BadParameter(what))
+    } else {
+        Ok(())
+    }
+}
+
 /// A cursor writing into a fixed slice.
 pub(crate) struct W<'o> {
     pub(crate) out: &'o mut [u8],
@@ -101,7 +127,7 @@ impl W<'_> {
     pub(crate) fn xtext(&mut self, s: &str) -> Result<(), ApiError> {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         for &c in s.as_bytes() {
-            if (b'!'..=b'~').contains(&c) && c != b'+' && c != b'=' {
+            if xtext_plain(c) {
                 self.bytes(&[c])?;
             } else {
                 self.bytes(&[b'+', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]])?;

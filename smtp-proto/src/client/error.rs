@@ -203,6 +203,9 @@ pub enum ApiError {
     /// A bare CR or LF in the content under [`crate::data::BarePolicy::Reject`]; the session
     /// is over (see [`ErrorKind::BareLineEnding`]).
     BareLineEnding,
+    /// An `ENVID` or `ORCPT` that is empty, or longer once xtext-encoded than RFC 3461 allows
+    /// (100 characters for `ENVID`, 500 for the whole `ORCPT` value): a server would refuse it.
+    BadParameter(Argument),
 }
 
 impl fmt::Display for ApiError {
@@ -218,6 +221,7 @@ impl fmt::Display for ApiError {
             ApiError::OutputFull => f.write_str("output buffer full: drain it first"),
             ApiError::NoTlsPending => f.write_str("no TLS handshake pending"),
             ApiError::BareLineEnding => f.write_str("bare CR or LF in content"),
+            ApiError::BadParameter(a) => write!(f, "{a:?} empty or too long (RFC 3461)"),
         }
     }
 }

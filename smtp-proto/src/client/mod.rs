@@ -93,7 +93,7 @@ use crate::parse::Status;
 use crate::reply::EnhancedCode;
 use crate::sasl::{self, Credentials};
 
-use envelope::{check, Normaliser, W};
+use envelope::{check, check_dsn, Normaliser, W};
 
 /// Size of the client's output buffer.
 pub const OUTPUT_BUFFER: usize = 8192;
@@ -580,7 +580,8 @@ impl<const N: usize> Client<N> {
     /// Nothing is written on error: [`ApiError::NotReady`] unless idle;
     /// [`ApiError::NoRecipients`], [`ApiError::TooManyRecipients`] (more than `N`);
     /// [`ApiError::ForbiddenCharacter`] for CR, LF, NUL, any control character or `<`/`>` in
-    /// an address, or a control character in ENVID/ORCPT; [`ApiError::SizeExceeded`] if the
+    /// an address, or a control character in ENVID/ORCPT; [`ApiError::BadParameter`] for an
+    /// empty ENVID/ORCPT or one too long once encoded; [`ApiError::SizeExceeded`] if the
     /// declared size exceeds the server's SIZE; [`ApiError::NotOffered`] for a non-ASCII
     /// address without SMTPUTF8 or `eight_bit` without 8BITMIME; [`ApiError::TooLong`] if the
     /// commands do not fit the output buffer.
@@ -598,11 +599,13 @@ impl<const N: usize> Client<N> {
             check(r.address, Argument::Recipient(i), true)?;
             if let Some(o) = r.orcpt {
                 check(o, Argument::Orcpt(i), false)?;
+                check_dsn(o, Argument::Orcpt(i), true)?;
             }
             utf8 |= !r.address.is_ascii();
         }
         if let Some(envid) = env.envid {
             check(envid, Argument::EnvId, false)?;
+            check_dsn(envid, Argument::EnvId, false)?;
         }
         if let (Some(size), Some(limit)) = (env.size, self.size_limit) {
             if limit > 0 && size > limit && self.caps.size {

@@ -288,8 +288,8 @@ pub struct Server {
     tx: Option<Transaction>,
     errors: u32,
     junk: u32,
-    /// Discarding an over-long line up to its LF.
-    skipping: bool,
+    /// Discarding an over-long line up to its LF, and which limit it broke.
+    skipping: Option<Skip>,
     /// LMTP: DataEnd decisions still owed.
     lmtp_left: usize,
     sasl: Sasl,
@@ -316,6 +316,15 @@ impl core::fmt::Debug for Server {
     }
 }
 
+/// Which line limit an over-long line broke, for the reply sent after its LF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// The command line limit: `500 5.5.2`.
+    Command,
+    /// The AUTH line limit (an AUTH command or a SASL response): `500 5.5.6`.
+    Auth,
+}
+
 fn is_auth_line(line: &[u8]) -> bool {
     line.len() >= 5 && line[..4].eq_ignore_ascii_case(b"AUTH") && line[4] == b' '
 }
@@ -334,7 +343,7 @@ impl Server {
             tx: None,
             errors: 0,
             junk: 0,
-            skipping: false,
+            skipping: None,
             lmtp_left: 0,
             sasl: Sasl::Plain,
             sasl_len: 0,
@@ -454,7 +463,7 @@ impl Server {
         self.helo = None;
         self.tx = None;
         self.authenticated = false;
-        self.skipping = false;
+        self.skipping = None;
         Ok(())
     }
 
@@ -884,26 +893,30 @@ impl Server {
             }
             let rest = &input[consumed..];
             let in_auth = matches!(self.state, State::AuthExchange(_));
-            let limit = if in_auth { self.config.max_auth_line } else { self.config.min_input_buffer() };
-            if self.skipping {
+            if let Some(skip) = self.skipping {
                 let Some(lf) = memchr::memchr(b'\n', rest) else {
                     return (input.len(), Step::Done(Progress::NeedInput));
                 };
                 consumed += lf + 1;
-                self.skipping = false;
+                self.skipping = None;
                 if in_auth {
                     self.state = State::Command;
-                    self.fail(Reply::AUTH_LINE_TOO_LONG);
-                } else {
-                    self.fail(Reply::LINE_TOO_LONG);
                 }
+                self.fail(match skip {
+                    Skip::Auth => Reply::AUTH_LINE_TOO_LONG,
+                    Skip::Command => Reply::LINE_TOO_LONG,
+                });
                 continue;
             }
+            // An AUTH command line and the SASL responses after it have the AUTH line limit,
+            // every other command line the command line limit.
+            let auth_line = in_auth || is_auth_line(rest);
+            let limit = if auth_line { self.config.max_auth_line } else { self.config.max_command_line };
             let window = &rest[..rest.len().min(limit)];
             let Some(lf) = memchr::memchr(b'\n', window) else {
                 if rest.len() >= limit {
                     // Too long: drop what we have of it and skip to its LF, never buffering it.
-                    self.skipping = true;
+                    self.skipping = Some(if auth_line { Skip::Auth } else { Skip::Command });
                     consumed += window.len();
                     continue;
                 }
@@ -926,10 +939,6 @@ impl Server {
                 if let Some(ev) = self.auth_line(step, line) {
                     return (consumed, Step::Done(Progress::Event(ev)));
                 }
-                continue;
-            }
-            if lf + 1 > self.config.max_command_line && !is_auth_line(line) {
-                self.fail(Reply::LINE_TOO_LONG);
                 continue;
             }
             let more = consumed < input.len();
