@@ -5,7 +5,7 @@ use nom::character::complete::{digit1, one_of};
 use nom::combinator::{eof, opt};
 use nom::{IResult, Parser};
 
-use super::path::{byte_class, span, ATEXT};
+use super::path::{byte_class, ATEXT};
 use super::swar;
 use super::xtext::{is_xtext, XText};
 
@@ -198,9 +198,6 @@ pub enum ParamError {
 /// ```
 static KEYWORD_FIRST: [bool; 256] = byte_class(&[(b'A', b'Z'), (b'a', b'z'), (b'0', b'9')]);
 
-/// Later characters of a parameter keyword (see [`KEYWORD_FIRST`]).
-static KEYWORD: [bool; 256] = byte_class(&[(b'A', b'Z'), (b'a', b'z'), (b'0', b'9'), (b'-', b'-')]);
-
 /// One `keyword[=value]` and the offset where it starts.
 struct RawParam<'a> {
     start: usize,
@@ -228,7 +225,8 @@ impl<'a> RawParams<'a> {
             Some(&c) if KEYWORD_FIRST[c as usize] => i += 1,
             Some(_) => return Err(ParamError::Syntax),
         }
-        i = span(b, i, &KEYWORD);
+        // Later characters: ALPHA / DIGIT / "-", eight at a time.
+        i = swar::keyword_end(b, i);
         let keyword = self.s.get(start..i).ok_or(ParamError::Syntax)?;
         let value = if b.get(i) == Some(&b'=') {
             i += 1;

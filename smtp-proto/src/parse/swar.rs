@@ -26,6 +26,14 @@ const fn equal(w: u64, c: u8) -> u64 {
     below(w ^ (LO * c as u64), 1)
 }
 
+/// High bit set in the bytes of `w` within `lo..=hi` (`hi < 0x80`), exact for every byte below
+/// 0x80 and up to the lowest byte at or above it (where an addition may carry upward):
+/// `x + (0x80 - lo)` reaches 0x80 exactly when `x >= lo`, `x + (0x7F - hi)` when `x > hi`.
+#[inline(always)]
+const fn within(w: u64, lo: u8, hi: u8) -> u64 {
+    w.wrapping_add(LO * (0x80 - lo) as u64) & !w.wrapping_add(LO * (0x7F - hi) as u64) & HI
+}
+
 /// The index of the first byte of `b` at or after `from` that `stop` flags (word-wise) or that
 /// `stop_byte` says stops the span (for the tail shorter than a word); `b.len()` if none.
 #[inline(always)]
@@ -76,6 +84,23 @@ pub(crate) fn value_end(b: &[u8], from: usize) -> usize {
     )
 }
 
+/// The end of an `esmtp-keyword` run starting at `from`: the first byte that is not
+/// `ALPHA / DIGIT / "-"` (RFC 5321 §4.1.2), or `b.len()`.
+#[inline]
+pub(crate) fn keyword_end(b: &[u8], from: usize) -> usize {
+    scan(
+        b,
+        from,
+        |w| {
+            // Letters fold to lower case with `| 0x20`; no other byte folds into `a..=z`.
+            let ok = within(w | (LO * 0x20), b'a', b'z') | within(w, b'0', b'9') | within(w, b'-', b'-');
+            // Bytes >= 0x80 are flagged by `| w`; carries only run upward from them.
+            (!ok | w) & HI
+        },
+        |c| !(c.is_ascii_alphanumeric() || c == b'-'),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,11 +117,15 @@ mod tests {
         // after a byte that borrows.
         for c in 0..=255u8 {
             for at in 0..19 {
-                for filler in [b'a', 0xC3, b'~'] {
+                for filler in [b'a', 0xC3, b'~', b'Z', b'-', b'9'] {
                     let mut b = [filler; 19];
                     b[at] = c;
                     let ctl = |c: u8| !(0x20..0x80).contains(&c);
                     let val = |c: u8| c <= 0x20 || c == b'=' || c == 0x7F;
+                    let kw = |c: u8| !(c.is_ascii_alphanumeric() || c == b'-');
+                    for from in [0, 1, 7, 8, 19, 25] {
+                        assert_eq!(keyword_end(&b, from), reference(&b, from, kw), "{c:#x} at {at} from {from}");
+                    }
                     assert_eq!(first_ctl_or_non_ascii(&b), reference(&b, 0, ctl), "{c:#x} at {at}");
                     for from in [0, 1, 7, 8, 19, 25] {
                         assert_eq!(value_end(&b, from), reference(&b, from, val), "{c:#x} at {at} from {from}");
@@ -105,6 +134,7 @@ mod tests {
                         b[at + 1] = 0;
                         assert_eq!(first_ctl_or_non_ascii(&b), reference(&b, 0, ctl));
                         assert_eq!(value_end(&b, 0), reference(&b, 0, val));
+                        assert_eq!(keyword_end(&b, 0), reference(&b, 0, kw));
                     }
                 }
             }
