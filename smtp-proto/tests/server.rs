@@ -638,6 +638,85 @@ fn application_driven_sasl_exchange() {
     assert!(s.is_authenticated());
 }
 
+/// One command or SASL line in, the event it gives (the input fully consumed).
+fn line_event<'b>(s: &mut Server, line: &'b [u8]) -> Progress<'b> {
+    let r = s.handle_input(line).unwrap();
+    assert_eq!(r.consumed, line.len());
+    r.progress
+}
+
+fn transmit(s: &mut Server) -> String {
+    let mut out = [0u8; 4096];
+    let n = s.poll_transmit(&mut out);
+    String::from_utf8(out[..n].to_vec()).unwrap()
+}
+
+#[test]
+fn oauth_mechanisms_through_the_state_machine() {
+    use smtp_proto::sasl::{Credentials, Mechanism};
+    let mut c = config();
+    c.capabilities.auth = AuthMechanisms::none().with(AuthMechanisms::XOAUTH2).with(AuthMechanisms::OAUTHBEARER);
+    c.allow_insecure_auth = true;
+    let mut s = Server::new(c);
+    s.greet("hi").unwrap();
+    assert!(matches!(line_event(&mut s, b"EHLO c\r\n"), Progress::Event(Event::Helo { .. })));
+    s.accept().unwrap();
+    let ehlo = transmit(&mut s);
+    assert!(ehlo.contains("AUTH XOAUTH2 OAUTHBEARER\r\n"), "{ehlo}");
+
+    // OAUTHBEARER without an initial response, refused the RFC 7628 way: 334 with the JSON
+    // error status, the client's %x01, then 535.
+    assert_eq!(line_event(&mut s, b"AUTH OAUTHBEARER\r\n"), Progress::NeedInput);
+    assert_eq!(transmit(&mut s), "334 \r\n");
+    let gs2 = b"n,a=user@example.com,\x01host=mx.example\x01port=587\x01auth=Bearer bad-token\x01\x01";
+    let mut b64 = [0u8; 256];
+    let n = smtp_proto::sasl::encode_base64(gs2, &mut b64).unwrap();
+    let line = [&b64[..n], b"\r\n"].concat();
+    assert_eq!(line_event(&mut s, &line), Progress::Event(Event::Auth { mechanism: Mechanism::OAuthBearer }));
+    assert_eq!(
+        s.credentials(),
+        Some(Credentials::OAuthBearer {
+            authzid: Some("user@example.com"),
+            host: Some("mx.example"),
+            port: Some(587),
+            token: "bad-token"
+        })
+    );
+    let error = br#"{"status":"invalid_token","scope":"mail"}"#;
+    s.auth_challenge(error).unwrap();
+    let challenge = transmit(&mut s);
+    let encoded = challenge.strip_prefix("334 ").and_then(|c| c.strip_suffix("\r\n")).unwrap();
+    let mut decoded = [0u8; 128];
+    let n = smtp_proto::sasl::decode_base64(encoded.as_bytes(), &mut decoded).unwrap();
+    assert_eq!(&decoded[..n], error);
+    assert_eq!(line_event(&mut s, b"AQ==\r\n"), Progress::Event(Event::AuthResponse));
+    assert_eq!(s.sasl_data(), b"\x01");
+    s.reply(Reply::AUTH_FAILED).unwrap();
+    assert_eq!(transmit(&mut s), "535 5.7.8 Authentication credentials invalid\r\n");
+    assert!(!s.is_authenticated());
+
+    // XOAUTH2 with an initial response, accepted.
+    let x = b"user=me@example.com\x01auth=Bearer good\x01\x01";
+    let n = smtp_proto::sasl::encode_base64(x, &mut b64).unwrap();
+    let line = [b"AUTH XOAUTH2 ", &b64[..n], b"\r\n"].concat();
+    assert_eq!(line_event(&mut s, &line), Progress::Event(Event::Auth { mechanism: Mechanism::XOAuth2 }));
+    assert_eq!(s.credentials(), Some(Credentials::XOAuth2 { user: "me@example.com", token: "good" }));
+    s.accept().unwrap();
+    assert_eq!(transmit(&mut s), "235 2.7.0 Authentication successful\r\n");
+    assert!(s.is_authenticated());
+
+    // A challenge is refused where the core ran a password exchange.
+    let mut c = auth_config();
+    c.allow_insecure_auth = true;
+    let mut s = Server::new(c);
+    s.greet("hi").unwrap();
+    let _ = line_event(&mut s, b"EHLO c\r\n");
+    s.accept().unwrap();
+    let _ = transmit(&mut s);
+    assert!(matches!(line_event(&mut s, b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n"), Progress::Event(Event::Auth { .. })));
+    assert_eq!(s.auth_challenge(b"x"), Err(ApiMisuse::NoAuthPending));
+}
+
 // ---- MAIL/RCPT parameters the core does not know belong to the application ----
 
 /// An application that implements one extension parameter, `X-OK=1`, on MAIL and RCPT and

@@ -491,8 +491,13 @@ impl Server {
 
     /// Answers a pending [`Event::Auth`] or [`Event::AuthResponse`] with a `334` challenge
     /// (base64-encoded by the core); the client's answer comes as [`Event::AuthResponse`].
+    ///
+    /// For a mechanism whose exchange the core runs, this is allowed after XOAUTH2 and
+    /// OAUTHBEARER only, for their failure (RFC 7628 §3.2.2): the application sends the JSON
+    /// error status as the challenge, the client answers with a dummy response (`%x01` for
+    /// OAUTHBEARER), and the application then refuses the [`Event::AuthResponse`] with `535`.
     pub fn auth_challenge(&mut self, challenge: &[u8]) -> Result<(), ApiMisuse> {
-        if self.pending != Some(Pending::Auth) || self.sasl != Sasl::App {
+        if self.pending != Some(Pending::Auth) || !matches!(self.sasl, Sasl::App | Sasl::XOAuth2 | Sasl::OAuthBearer) {
             return Err(ApiMisuse::NoAuthPending);
         }
         let mut b64 = [0u8; 1024];
