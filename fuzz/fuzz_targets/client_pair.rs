@@ -1,6 +1,7 @@
 //! Differential: the client core against the server core on arbitrary envelopes and bodies,
-//! through pipes cut at arbitrary sizes: the server sees exactly the canonical body, and both
-//! sides agree on which recipients were accepted.
+//! through pipes cut at arbitrary sizes: the server sees exactly the canonical body (or, over
+//! DATA with a line past the 1000-octet limit, refuses the message), and both sides agree on
+//! which recipients were accepted.
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -36,9 +37,15 @@ fuzz_target!(|input: Input| {
     let out = pair_session(&opts, "sender@client.test", &rcpts, &input.body);
     let expect: Vec<bool> = rcpts.iter().map(|r| !r.starts_with("bad")).collect();
     assert_eq!(out.client_results, expect);
+    let body = canonical(&input.body);
+    // The server's text line limit (1000 octets with CRLF) applies to DATA, not to BDAT: a
+    // longer line makes it refuse the message (500 5.5.2) after its real end.
+    let too_long = !opts.chunking && body.split(|&c| c == b'\n').any(|l| l.len() + 1 > 1000);
     if expect.iter().any(|a| *a) {
-        assert!(out.delivered);
-        assert_eq!(out.bodies, vec![canonical(&input.body)]);
+        assert_eq!(out.delivered, !too_long);
+        if !too_long {
+            assert_eq!(out.bodies, vec![body]);
+        }
     } else {
         assert!(out.bodies.is_empty());
     }

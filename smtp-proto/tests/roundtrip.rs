@@ -263,3 +263,24 @@ fn starttls_response_injection_from_a_fake_server() {
     assert_eq!(client.poll_transmit(&mut buf), 0, "nothing more is sent");
     assert!(!events.iter().any(|e| e.contains("TlsHandshake")));
 }
+
+/// Regression (found by the `client_pair` fuzz target): a body line past the server's text line
+/// limit (1000 octets with CRLF) is refused over DATA after its real end, and goes through over
+/// BDAT, where the limit does not apply; the recipients' results stay the same either way.
+#[test]
+fn a_line_past_the_text_limit_over_data_and_over_bdat() {
+    let rcpts = ["a".to_string(), "b".to_string()].map(|l| format!("{l}@x.test"));
+    for (len, fits) in [(998, true), (999, false), (1021, false)] {
+        let body = vec![b'x'; len];
+        for chunking in [false, true] {
+            let opts = PairOptions { pipelining: true, chunking, starttls: false, pipe: 64, push: 64 };
+            let out = pair_session(&opts, "s@x.test", &rcpts, &body);
+            assert_eq!(out.client_results, [true, true]);
+            let delivered = fits || chunking;
+            assert_eq!(out.delivered, delivered, "{len} octets, chunking {chunking}");
+            if delivered {
+                assert_eq!(out.bodies, vec![canonical(&body)]);
+            }
+        }
+    }
+}
