@@ -419,21 +419,21 @@ pub fn parse_command(input: &[u8]) -> Status<(Result<Command<'_>, CommandError>,
     // The common case in one pass: printable ASCII up to the line ending, which is then the
     // first control character.
     let stop = swar::first_ctl_or_non_ascii(input);
-    let (line, used, clean) = match input.get(stop..) {
-        Some([b'\r', b'\n', ..]) => (input.get(..stop), stop + 2, true),
-        Some([b'\n', ..]) => (input.get(..stop), stop + 1, true),
-        None | Some([]) => return Status::Partial,
-        // Anything else: find the LF (it cannot come before `stop`) and check the line in full.
-        Some(rest) => match memchr::memchr(b'\n', rest) {
+    let (line, rest) = input.split_at(stop);
+    let (line, used, clean) = match rest {
+        [b'\r', b'\n', ..] => (line, stop + 2, true),
+        [b'\n', ..] => (line, stop + 1, true),
+        [] => return Status::Partial,
+        // Anything else: a control or non-ASCII byte inside the line. Find the LF (it cannot
+        // come before `stop`) and check the line in full.
+        _ => match memchr::memchr(b'\n', rest) {
             None => return Status::Partial,
             Some(lf) => {
-                let line = input.get(..stop + lf).map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-                (line, stop + lf + 1, false)
+                let line = &input[..stop + lf];
+                (line.strip_suffix(b"\r").unwrap_or(line), stop + lf + 1, false)
             }
         },
     };
-    let line = line.unwrap_or_default();
-    let clean = clean || swar::first_ctl_or_non_ascii(line) == line.len();
     Status::Complete((parse_line(line, clean), used))
 }
 
