@@ -245,18 +245,6 @@ fn without_allow_insecure_auth_auth_is_neither_offered_nor_accepted_in_plain_tex
     assert_eq!(calls.lock().unwrap().join("\n"), "mail user=None");
 }
 
-fn tls_client_config(der: &[u8]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from(der.to_vec())).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// Reads one whole reply over TLS.

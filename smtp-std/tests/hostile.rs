@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -121,15 +120,7 @@ fn bytes_pipelined_after_starttls_never_run() {
     let r = c.reply();
     assert!(r.starts_with("220 2.0.0"), "{r}");
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from(cert.der.clone())).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let conn = rustls::ClientConnection::new(tls_client_config(&cert.der), "localhost".try_into().unwrap()).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, c.stream.try_clone().unwrap());
     let read_reply = |tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>| {
         let mut all = Vec::new();

@@ -29,6 +29,19 @@ pub fn cert(dir: &Path) -> Cert {
     Cert { cert_pem, key_pem, der: ck.cert.der().to_vec() }
 }
 
+/// A rustls client configuration that trusts only the certificate `der` (from [`cert`]).
+pub fn tls_client_config(der: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(der.to_vec())).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// The files in `<maildir>/<sub>`.
 pub fn files(maildir: &Path, sub: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = match std::fs::read_dir(maildir.join(sub)) {
