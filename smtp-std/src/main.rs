@@ -514,7 +514,7 @@ DKIM (--dkim-key FILE --dkim-selector S [--dkim-domain D]):
         insecure: bool,
         /// AUTH user name (PLAIN if offered, else LOGIN). The password comes from
         /// --auth-password-file or $SMTP_PASSWORD.
-        #[arg(long, value_name = "USER")]
+        #[arg(long, visible_alias = "auth", value_name = "USER")]
         auth_user: Option<String>,
         /// File whose first line is the AUTH password.
         #[arg(long, value_name = "FILE", requires = "auth_user")]

@@ -371,8 +371,8 @@ fn aiosmtpd_starttls_required_with_test_ca_and_auth() {
     let env = std::fs::read_to_string(store.join("msg1.env")).unwrap();
     assert_eq!(env, "from=alice@x.test\nto=b@y.test\ntls=True\nauth=alice\n");
 
-    // A wrong password: AUTH refused, permanent.
-    let o = run(program().args(base).args(["--auth-user", "alice"]).env("SMTP_PASSWORD", "nope"), b"x\n", T);
+    // A wrong password: AUTH refused, permanent (`--auth`, the short spelling of --auth-user).
+    let o = run(program().args(base).args(["--auth", "alice"]).env("SMTP_PASSWORD", "nope"), b"x\n", T);
     assert_eq!(o.status, Some(69), "{}{}", o.stdout, o.stderr);
     assert!(o.stderr.contains("AUTH PLAIN refused: 535"), "{}", o.stderr);
     // Without the test CA the certificate does not verify (Mozilla's roots): deferred.
