@@ -750,6 +750,33 @@ fn starttls_response_injection_aborts_before_auth_or_mail() {
 }
 
 #[test]
+fn starttls_response_injection_in_a_later_segment_aborts_too() {
+    let (addr, h) = fake(|r, w| {
+        w.set_nodelay(true).unwrap();
+        w.write_all(b"220 fake ESMTP\r\n").unwrap();
+        expect_line(r, "EHLO ");
+        w.write_all(b"250-fake\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n").unwrap();
+        expect_line(r, "STARTTLS");
+        // The injected reply comes in a segment of its own, right behind the 220.
+        w.write_all(b"220 2.0.0 go ahead\r\n").unwrap();
+        w.write_all(b"250-injected\r\n").unwrap();
+    });
+    let mut opts = SendOptions::new(&addr.to_string(), "client.test");
+    opts.auth = Some(client::Auth { user: "alice".into(), password: "s3cret".into() });
+    opts.tls_config = Some(client::insecure_tls_config());
+    let e = client::send(&opts, &Envelope::new("a@x.test", ["b@y.test"]), &b"x"[..]).unwrap_err();
+    // Seen before the handshake, it is named injection; seen by the handshake, the plaintext
+    // is no TLS record and the handshake fails. Either way the session ends there.
+    assert!(matches!(e, SendError::ResponseInjection | SendError::Tls(_)), "{e}");
+    assert!(e.is_transient());
+    let after = h.join().unwrap();
+    // At most the start of a TLS handshake (a record of type 22), never plaintext SMTP.
+    assert!(after.is_empty() || after[0] == 0x16, "the client sent plaintext after STARTTLS: {after:?}");
+    let text = String::from_utf8_lossy(&after);
+    assert!(!text.contains("AUTH") && !text.contains("MAIL"), "{text:?}");
+}
+
+#[test]
 fn starttls_refused_or_not_offered_when_required_sends_nothing_else() {
     for (ehlo, starttls_reply) in [
         (&b"250-fake\r\n250 AUTH PLAIN\r\n"[..], None),
