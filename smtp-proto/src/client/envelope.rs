@@ -2,7 +2,7 @@
 //! content normaliser.
 
 use crate::data::BarePolicy;
-use crate::parse::params::{Notify, Ret};
+use crate::parse::params::{Notify, Ret, MAX_ENVID, MAX_ORCPT};
 
 use super::error::{ApiError, Argument};
 
@@ -69,11 +69,6 @@ pub(crate) fn check(s: &str, what: Argument, address: bool) -> Result<(), ApiErr
     }
 }
 
-/// Maximum length of `ENVID=`'s value, encoded (RFC 3461 §4.4).
-const MAX_ENVID: usize = 100;
-/// Maximum length of `ORCPT=`'s value, `rfc822;` and the encoded address (RFC 3461 §4.2).
-const MAX_ORCPT: usize = 500;
-
 /// Whether a byte goes out as itself in xtext (RFC 3461 §4); the others take `+XX`.
 fn xtext_plain(c: u8) -> bool {
     (b'!'..=b'~').contains(&c) && c != b'+' && c != b'='
@@ -85,10 +80,11 @@ fn xtext_len(s: &str) -> usize {
 }
 
 /// Refuses an `ENVID` (`orcpt == false`) or an `ORCPT` address that is empty or too long once
-/// encoded; the caller checked it for control characters already.
+/// encoded; the caller checked it for control characters already. The limits are the ones the server side's parser applies (RFC 3461: 100 octets for ENVID,
+/// 500 for the ORCPT value, `rfc822;` included).
 pub(crate) fn check_dsn(s: &str, what: Argument, orcpt: bool) -> Result<(), ApiError> {
-    let len = if orcpt { "rfc822;".len() + xtext_len(s) } else { xtext_len(s) };
-    if s.is_empty() || len > if orcpt { MAX_ORCPT } else { MAX_ENVID } {
+    let (len, max) = if orcpt { ("rfc822;".len() + xtext_len(s), MAX_ORCPT) } else { (xtext_len(s), MAX_ENVID) };
+    if s.is_empty() || len > max {
         Err(ApiError::BadParameter(what))
     } else {
         Ok(())

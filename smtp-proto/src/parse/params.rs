@@ -359,9 +359,9 @@ fn rcpt_keyword(k: &str) -> Option<RcptKw> {
 }
 
 /// Maximum length of `ENVID=` (RFC 3461 §4.4).
-const MAX_ENVID: usize = 100;
+pub(crate) const MAX_ENVID: usize = 100;
 /// Maximum length of the `ORCPT=` value (RFC 3461 §4.2).
-const MAX_ORCPT: usize = 500;
+pub(crate) const MAX_ORCPT: usize = 500;
 
 /// A decimal `u64` of 1 to 20 digits, overflow checked.
 #[inline]

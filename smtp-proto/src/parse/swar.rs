@@ -123,12 +123,10 @@ mod tests {
                     let ctl = |c: u8| !(0x20..0x80).contains(&c);
                     let val = |c: u8| c <= 0x20 || c == b'=' || c == 0x7F;
                     let kw = |c: u8| !(c.is_ascii_alphanumeric() || c == b'-');
-                    for from in [0, 1, 7, 8, 19, 25] {
-                        assert_eq!(keyword_end(&b, from), reference(&b, from, kw), "{c:#x} at {at} from {from}");
-                    }
                     assert_eq!(first_ctl_or_non_ascii(&b), reference(&b, 0, ctl), "{c:#x} at {at}");
                     for from in [0, 1, 7, 8, 19, 25] {
                         assert_eq!(value_end(&b, from), reference(&b, from, val), "{c:#x} at {at} from {from}");
+                        assert_eq!(keyword_end(&b, from), reference(&b, from, kw), "{c:#x} at {at} from {from}");
                     }
                     if at + 1 < 19 {
                         b[at + 1] = 0;
