@@ -1,5 +1,7 @@
-//! The DATA block scan (and its copying form): its AVX2 build (behind run-time detection, the crate's only `unsafe`)
-//! against its portable build, and both against the contract `skip_canonical` documents.
+//! The DATA block scan, the crate's only `unsafe`: each build this CPU runs (AVX-512BW
+//! intrinsics, the AVX2 build, behind run-time detection) against the portable build, in all
+//! four forms (with and without the line limit, scanning only or copying too), and the
+//! portable build against the contract `skip_canonical` documents.
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -25,16 +27,21 @@ fuzz_target!(|input: Input| {
     let from = (input.from as usize).min(hay.len());
     let stop = input.stop as usize;
     let max_line = (input.max_line as usize).max(64);
-    let (mut o0, mut o1) = (vec![0u8; hay.len() - from], vec![0u8; hay.len() - from]);
-    let [r, portable, r_limit, portable_limit, r_copy, portable_copy] =
-        __scan_paths(&hay, from, stop, max_line, [&mut o0, &mut o1]);
-    assert_eq!(r, portable, "AVX2 and portable builds disagree");
-    assert_eq!(r_limit, portable_limit, "AVX2 and portable builds disagree (line limit)");
-    assert_eq!(r_copy, r, "the copying scan stops elsewhere");
-    assert_eq!(portable_copy, r, "the copying scan stops elsewhere (portable)");
-    assert_eq!(o0[..r - from], hay[from..r], "the copying scan copied wrong");
-    assert_eq!(o1[..r - from], hay[from..r], "the copying scan copied wrong (portable)");
-    for (limit, r) in [(false, r), (true, r_limit)] {
+    let mut out = vec![0u8; hay.len() - from];
+    let mut results = [0usize; 2];
+    for (li, limit) in [None, Some(max_line)].into_iter().enumerate() {
+        let portable = __scan_paths(0, &hay, from, stop, limit, None).unwrap();
+        results[li] = portable;
+        for build in 0..3 {
+            let Some(r) = __scan_paths(build, &hay, from, stop, limit, None) else { continue };
+            assert_eq!(r, portable, "build {build} and the portable one disagree (limit {limit:?})");
+            out.fill(0);
+            let r = __scan_paths(build, &hay, from, stop, limit, Some(&mut out)).unwrap();
+            assert_eq!(r, portable, "the copying scan of build {build} stops elsewhere (limit {limit:?})");
+            assert_eq!(out[..r - from], hay[from..r], "build {build} copied wrong (limit {limit:?})");
+        }
+    }
+    for (limit, r) in [(false, results[0]), (true, results[1])] {
         assert!(from <= r && r <= hay.len());
         if r == from {
             continue;

@@ -3,15 +3,16 @@
 //!
 //! Both sides skip canonical text (CRLF line ends, no line starting with `.`) 64 bytes at a
 //! time with a vectorised pair check (`scan`: the block compared with itself shifted by one
-//! byte; AVX2 where the CPU has it), and walk CR/LF by CR/LF (`find_line_byte`) only around
+//! byte; AVX-512BW or AVX2 where the CPU has it), and walk CR/LF by CR/LF (`find_line_byte`) only around
 //! what that check flags: a line-start dot, a bare CR or LF, a line that may be too long, the
 //! end of the input. Ordinary lines neither end a body chunk (receive) nor a copied run (send);
-//! the send side copies while it scans.
+//! the send side, and [`DataDecoder::decode_into`] on receive, copy while they scan.
 
 use core::cmp::min;
 use core::fmt;
 
-// The one module with `unsafe`: the call of its AVX2 build after run-time detection.
+// The one module with `unsafe`: its AVX-512BW build (intrinsics) and the calls of the
+// AVX-512BW and AVX2 builds after run-time detection.
 #[allow(unsafe_code)]
 mod scan;
 
@@ -59,6 +60,17 @@ pub struct Decoded<'b> {
     /// Unstuffed body bytes: a sub-slice of the input, or a `'static` one for a CR held across
     /// calls. May be empty. Never includes the final `.CRLF`; includes the CRLF before it.
     pub body: &'b [u8],
+    /// `Some` once the real end (`CRLF.CRLF`) was consumed: the body size, or why it is refused.
+    pub end: Option<Result<u64, DataError>>,
+}
+
+/// One step of [`DataDecoder::decode_into`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedInto {
+    /// Input bytes consumed.
+    pub consumed: usize,
+    /// Unstuffed body bytes written at the start of the output buffer. May be empty.
+    pub written: usize,
     /// `Some` once the real end (`CRLF.CRLF`) was consumed: the body size, or why it is refused.
     pub end: Option<Result<u64, DataError>>,
 }
@@ -150,24 +162,31 @@ fn find_line_byte(hay: &[u8], from: usize) -> usize {
     hay.len()
 }
 
-/// Not part of the API: the block scan as dispatched (AVX2 where the CPU has it) and its
-/// portable build, without and with a line limit (`max_line` is raised to the block size), and
-/// copying into `out[0]` and `out[1]` (each at least `hay.len() - from` long), for the
-/// `scan_paths` fuzz target. Returns `[dispatched, portable, dispatched_limit, portable_limit,
-/// dispatched_copy, portable_copy]`.
+/// Not part of the API: one build of the block scan, for the `scan_paths` fuzz target and the
+/// tests. `build` 0 is the portable one, 1 the AVX2 one, 2 the AVX-512BW one; `None` if this
+/// CPU cannot run it. With `max_line` the line limit is on (raised to the block size); with
+/// `out` (at least `hay.len() - from` long) the scan copies what it skips.
 #[doc(hidden)]
-pub fn __scan_paths(hay: &[u8], from: usize, stop: usize, max_line: usize, out: [&mut [u8]; 2]) -> [usize; 6] {
+pub fn __scan_paths(
+    build: u8,
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: Option<usize>,
+    out: Option<&mut [u8]>,
+) -> Option<usize> {
     let from = min(from, hay.len());
-    let max_line = max_line.max(scan::BLOCK);
-    let [o0, o1] = out;
-    [
-        scan::skip_canonical::<false>(hay, from, stop, max_line),
-        scan::skip_portable::<false, false>(hay, from, stop, max_line, &mut []),
-        scan::skip_canonical::<true>(hay, from, stop, max_line),
-        scan::skip_portable::<true, false>(hay, from, stop, max_line, &mut []),
-        scan::copy_canonical(hay, from, o0),
-        scan::skip_portable::<false, true>(hay, from, usize::MAX, usize::MAX, o1),
-    ]
+    let build = match build {
+        0 => scan::Build::Portable,
+        1 => scan::Build::Avx2,
+        _ => scan::Build::Avx512,
+    };
+    match (max_line, out) {
+        (None, None) => scan::run::<false, false>(build, hay, from, stop, usize::MAX, &mut []),
+        (Some(m), None) => scan::run::<true, false>(build, hay, from, stop, m.max(scan::BLOCK), &mut []),
+        (None, Some(o)) => scan::run::<false, true>(build, hay, from, stop, usize::MAX, o),
+        (Some(m), Some(o)) => scan::run::<true, true>(build, hay, from, stop, m.max(scan::BLOCK), o),
+    }
 }
 
 /// `"\r" X` for every byte X: the body emitted when a CR held across calls is followed by X.
@@ -247,7 +266,8 @@ pub struct DataDecoder {
     error: Option<DataError>,
     /// Body bytes emitted so far (`<= max_size`).
     size: u64,
-    /// Body bytes emitted since the last line start (`<= max_line`).
+    /// Body bytes emitted since the last line start (`<= max_line`; kept exact only when there
+    /// is a line limit).
     line_len: u64,
     max_size: u64,
     max_line: u64,
@@ -292,7 +312,51 @@ impl DataDecoder {
     ///
     /// Consumes at least one byte of a non-empty input (until the end was consumed, after which
     /// it consumes nothing), never a byte after the terminator.
+    #[inline]
     pub fn decode<'b>(&mut self, input: &'b [u8]) -> Decoded<'b> {
+        self.step::<false>(input, &mut [])
+    }
+
+    /// Decodes the next piece of `input` into `out`: the same steps as [`decode`](Self::decode),
+    /// but the body is copied into `out[..written]` as it is scanned (one pass over the bytes,
+    /// where `decode` and then a copy of its chunk take two).
+    ///
+    /// Consumes at most `out.len() - 1` bytes (a CR held from the call before can make the body
+    /// one byte longer than what is consumed), so an `out` one byte longer than `input` takes
+    /// all of it, up to the terminator. With `out.len() >= 2` it consumes at least one byte of a
+    /// non-empty input (until the end was consumed). Bytes of `out` after `written` may be
+    /// overwritten.
+    ///
+    /// ```
+    /// use smtp_proto::data::{BarePolicy, DataDecoder};
+    ///
+    /// let mut dec = DataDecoder::new(BarePolicy::Reject, None, Some(1000));
+    /// let input = b"one\r\n..two\r\n.\r\nQUIT\r\n";
+    /// let mut out = [0u8; 64];
+    /// let (mut at, mut n) = (0, 0);
+    /// let end = loop {
+    ///     let d = dec.decode_into(&input[at..], &mut out[n..]);
+    ///     at += d.consumed;
+    ///     n += d.written;
+    ///     if let Some(end) = d.end {
+    ///         break end;
+    ///     }
+    /// };
+    /// assert_eq!(&out[..n], b"one\r\n.two\r\n");
+    /// assert_eq!(end, Ok(11));
+    /// assert_eq!(&input[at..], b"QUIT\r\n");
+    /// ```
+    #[inline]
+    pub fn decode_into(&mut self, input: &[u8], out: &mut [u8]) -> DecodedInto {
+        let input = &input[..min(input.len(), out.len().saturating_sub(1))];
+        let d = self.step::<true>(input, out);
+        DecodedInto { consumed: d.consumed, written: d.body.len(), end: d.end }
+    }
+
+    /// [`decode`](Self::decode), and with `COPY` also the body into `out` (at least
+    /// `input.len() + 1` long): on return `out[..body.len()] == body`.
+    #[inline(always)]
+    fn step<'b, const COPY: bool>(&mut self, input: &'b [u8], out: &mut [u8]) -> Decoded<'b> {
         if self.error.is_some() {
             let (consumed, end) = self.skip(input, 0);
             return Decoded { consumed, body: &[], end };
@@ -337,7 +401,7 @@ impl DataDecoder {
                         let n = self.take(2);
                         self.line_len = 0;
                         self.state = State::LineStart;
-                        return self.then_skip(input, pos, cr_then(x, n));
+                        return self.then_skip::<COPY>(input, pos, cr_then(x, n), out);
                     }
                     // The held CR is bare.
                     if self.policy == BarePolicy::Reject {
@@ -354,11 +418,19 @@ impl DataDecoder {
                         self.state = State::Text;
                         cr_then(x, self.take(2))
                     };
-                    return self.then_skip(input, pos, body);
+                    return self.then_skip::<COPY>(input, pos, body, out);
                 }
             }
         }
-        self.scan(input, pos)
+        let (d, copied) = self.scan::<COPY>(input, pos, out);
+        if COPY {
+            // The scan copied `input[pos..copied]`; the rest of the chunk, if any, here.
+            let end = pos + d.body.len();
+            if copied < end {
+                out[copied - pos..end - pos].copy_from_slice(&input[copied..end]);
+            }
+        }
+        d
     }
 
     /// The hot path: state `Text` at `start`, no error yet; emits one chunk starting there.
@@ -373,7 +445,12 @@ impl DataDecoder {
     ///
     /// Ordinary lines (`text CRLF` followed by a non-dot) extend the chunk: one block scan and a
     /// few comparisons per line, no stores.
-    fn scan<'b>(&mut self, input: &'b [u8], start: usize) -> Decoded<'b> {
+    ///
+    /// With `COPY`, the block scan also copies into `out` (`out[k - start]` is `input[k]`), and
+    /// the bytes between its runs are copied before the next one; returns with the chunk and
+    /// `copied`: `out` holds `input[start..copied]` (the caller copies the rest of the chunk).
+    #[inline(always)]
+    fn scan<'b, const COPY: bool>(&mut self, input: &'b [u8], start: usize, out: &mut [u8]) -> (Decoded<'b>, usize) {
         let len = input.len();
         let allow = self.policy == BarePolicy::Allow;
         let size_stop = start.saturating_add(clamp(self.max_size - self.size));
@@ -389,14 +466,32 @@ impl DataDecoder {
             _ => None,
         };
         let scan_end = min(len, size_stop);
+        // `out[..copied - start]` holds `input[start..copied]`.
+        let mut copied = start;
         loop {
-            let r = match limit {
-                Some(false) => scan::skip_canonical::<false>(&input[..scan_end], from, stop, max_line),
-                Some(true) => scan::skip_canonical::<true>(&input[..scan_end], from, stop, max_line),
-                None => from,
+            let r = if COPY {
+                if copied < from {
+                    out[copied - start..from - start].copy_from_slice(&input[copied..from]);
+                }
+                // `out[from - start..]` is at least `scan_end - from` long: `out` is longer
+                // than `input`.
+                let o = &mut out[from - start..];
+                copied = match limit {
+                    Some(false) => scan::copy_canonical::<false>(&input[..scan_end], from, stop, max_line, o),
+                    Some(true) => scan::copy_canonical::<true>(&input[..scan_end], from, stop, max_line, o),
+                    None => from,
+                };
+                copied
+            } else {
+                match limit {
+                    Some(false) => scan::skip_canonical::<false>(&input[..scan_end], from, stop, max_line),
+                    Some(true) => scan::skip_canonical::<true>(&input[..scan_end], from, stop, max_line),
+                    None => from,
+                }
             };
-            if r > from {
-                // Whole lines were skipped: the current one starts after the last LF.
+            if r > from && limit == Some(true) {
+                // Whole lines were skipped: the current one starts after the last LF (only
+                // the line limit needs to know).
                 if let Some(j) = memchr::memrchr(b'\n', &input[from..r]) {
                     line_start = from + j + 1;
                     carried = 0;
@@ -406,25 +501,25 @@ impl DataDecoder {
             let p = find_line_byte(input, r);
             if p == len {
                 if len > stop {
-                    return self.over_limit(input, start, stop, size_stop, len, State::Text);
+                    return (self.over_limit(input, start, stop, size_stop, len, State::Text), copied);
                 }
                 self.emitted(start, len, line_start, carried, State::Text);
-                return Decoded { consumed: len, body: &input[start..], end: None };
+                return (Decoded { consumed: len, body: &input[start..], end: None }, copied);
             }
             if input[p] == b'\r' {
                 match input.get(p + 1) {
                     None => {
                         // Hold the CR: the next call decides whether it ends a line.
                         if p > stop {
-                            return self.over_limit(input, start, stop, size_stop, len, State::Cr);
+                            return (self.over_limit(input, start, stop, size_stop, len, State::Cr), copied);
                         }
                         self.emitted(start, p, line_start, carried, State::Cr);
-                        return Decoded { consumed: len, body: &input[start..p], end: None };
+                        return (Decoded { consumed: len, body: &input[start..p], end: None }, copied);
                     }
                     Some(b'\n') => {
                         let q = p + 2;
                         if q > stop {
-                            return self.over_limit(input, start, stop, size_stop, q, State::LineStart);
+                            return (self.over_limit(input, start, stop, size_stop, q, State::LineStart), copied);
                         }
                         line_start = q;
                         carried = 0;
@@ -436,26 +531,26 @@ impl DataDecoder {
                                 if input.get(q + 1) == Some(&b'\r') && input.get(q + 2) == Some(&b'\n') {
                                     self.state = State::Done;
                                     let end = Some(Ok(self.size));
-                                    return Decoded { consumed: q + 3, body, end };
+                                    return (Decoded { consumed: q + 3, body, end }, copied);
                                 }
                                 // Drop the dot; the next call goes on after it.
-                                return Decoded { consumed: q + 1, body, end: None };
+                                return (Decoded { consumed: q + 1, body, end: None }, copied);
                             }
                             Some(_) => from = q,
                             None => {
                                 self.emitted(start, len, q, 0, State::LineStart);
-                                return Decoded { consumed: len, body: &input[start..], end: None };
+                                return (Decoded { consumed: len, body: &input[start..], end: None }, copied);
                             }
                         }
                     }
                     Some(_) if allow => from = p + 1,
-                    Some(_) => return self.bare(input, start, stop, size_stop, p),
+                    Some(_) => return (self.bare(input, start, stop, size_stop, p), copied),
                 }
             } else if allow {
                 // A bare LF (the LF of a CRLF is consumed with its CR above).
                 from = p + 1;
             } else {
-                return self.bare(input, start, stop, size_stop, p);
+                return (self.bare(input, start, stop, size_stop, p), copied);
             }
         }
     }
@@ -505,7 +600,16 @@ impl DataDecoder {
     /// Returns `body` having consumed `input[..pos]`, or, if a violation was just recorded,
     /// having skipped on from `pos` towards the real end.
     #[inline]
-    fn then_skip<'b>(&mut self, input: &'b [u8], pos: usize, body: &'b [u8]) -> Decoded<'b> {
+    fn then_skip<'b, const COPY: bool>(
+        &mut self,
+        input: &'b [u8],
+        pos: usize,
+        body: &'b [u8],
+        out: &mut [u8],
+    ) -> Decoded<'b> {
+        if COPY {
+            out[..body.len()].copy_from_slice(body);
+        }
         if self.error.is_some() {
             let (consumed, end) = self.skip(input, pos);
             Decoded { consumed, body, end }
@@ -721,7 +825,13 @@ impl Stuffer {
                 if copied < from {
                     out[w + (copied - run)..w + (from - run)].copy_from_slice(&input[copied..from]);
                 }
-                let r = scan::copy_canonical(&input[..limit], from, &mut out[w + (from - run)..]);
+                let r = scan::copy_canonical::<false>(
+                    &input[..limit],
+                    from,
+                    usize::MAX,
+                    usize::MAX,
+                    &mut out[w + (from - run)..],
+                );
                 copied = r;
                 let p = find_line_byte(&input[..limit], r);
                 // Copies the rest of `input[run..end]`; `i` becomes `end`.

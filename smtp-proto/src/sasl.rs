@@ -146,7 +146,7 @@ const DECODE: [u8; 256] = {
 /// assert_eq!(encoded_len(4), 8);
 /// ```
 pub const fn encoded_len(n: usize) -> usize {
-    let groups = n / 3 + if n % 3 == 0 { 0 } else { 1 };
+    let groups = n.div_ceil(3);
     groups.saturating_mul(4)
 }
 
@@ -238,7 +238,7 @@ pub fn decode_base64(input: &[u8], out: &mut [u8]) -> Result<usize, SaslError> {
     // Padding is only recognised at the end of a whole number of quads; any other `=` falls
     // through to the table, where it is invalid.
     let data = match input {
-        [data @ .., b'=', b'='] | [data @ .., b'='] if input.len() % 4 == 0 => data,
+        [data @ .., b'=', b'='] | [data @ .., b'='] if input.len().is_multiple_of(4) => data,
         _ => input,
     };
     if data.len() % 4 == 1 {

@@ -12,8 +12,15 @@
 //!
 //! Written as a branch-free loop over fixed-size arrays, the compiler turns this into vector
 //! compares and one mask test per block (SSE2 on x86_64, NEON on aarch64; checked in the
-//! assembly). A block that fails is not located here: the caller goes on a CR/LF at a time
-//! from the start of that block, and comes back here after it.
+//! assembly). The scan stops at the first pair of a block that fails; the caller goes on a
+//! CR/LF at a time from there, and comes back here after it.
+//!
+//! Three builds, the fastest the CPU runs chosen at run time: AVX-512BW intrinsics (one load
+//! and three compares into 64-bit masks per block, [`avx512`]), the portable code compiled
+//! with AVX2, and the portable code for the target's baseline (the only one without `std`,
+//! and the one miri runs). The two `unsafe` calls and the intrinsics' loads and stores are
+//! all of the crate's `unsafe`; the `scan_paths` fuzz target holds every build to the
+//! portable one, in all four forms (line limit or not, copying or not).
 
 /// Pairs checked per block.
 pub(super) const BLOCK: usize = 64;
@@ -70,12 +77,29 @@ pub(super) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: u
     dispatch::<LIMIT, false>(hay, from, stop, max_line, &mut [])
 }
 
-/// [`skip_canonical`] without a line limit that also copies what it skips: `out[..r - from]`
-/// becomes `hay[from..r]` (and more of `out` may be overwritten). `out` must be at least
+/// [`skip_canonical`] that also copies what it skips: `out[..r - from]` becomes
+/// `hay[from..r]` (and more of `out` may be overwritten). `out` must be at least
 /// `hay.len() - from` long. One pass over the bytes instead of a scan and then a copy.
 #[inline]
-pub(super) fn copy_canonical(hay: &[u8], from: usize, out: &mut [u8]) -> usize {
-    dispatch::<false, true>(hay, from, usize::MAX, usize::MAX, out)
+pub(super) fn copy_canonical<const LIMIT: bool>(
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> usize {
+    dispatch::<LIMIT, true>(hay, from, stop, max_line, out)
+}
+
+/// The builds of the scan, fastest first (the dispatch takes the first the CPU runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Build {
+    /// [`avx512::skip`]: explicit AVX-512BW intrinsics.
+    Avx512,
+    /// [`skip_portable`] compiled with AVX2 enabled.
+    Avx2,
+    /// [`skip_portable`] for the target's baseline.
+    Portable,
 }
 
 #[inline(always)]
@@ -86,17 +110,52 @@ fn dispatch<const LIMIT: bool, const COPY: bool>(
     max_line: usize,
     out: &mut [u8],
 ) -> usize {
-    #[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2"), not(miri)))]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
-        // sound exactly when the CPU has AVX2, which was just checked.
-        return unsafe { skip_avx2::<LIMIT, COPY>(hay, from, stop, max_line, out) };
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+    {
+        if std::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: `avx512::skip` needs AVX-512BW (and the AVX-512F it implies), which the
+            // CPU was just found to have.
+            return unsafe { avx512::skip::<LIMIT, COPY>(hay, from, stop, max_line, out) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
+            // sound exactly when the CPU has AVX2, which was just checked.
+            return unsafe { skip_avx2::<LIMIT, COPY>(hay, from, stop, max_line, out) };
+        }
     }
     skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
 }
 
+/// The scan in a given build, for the tests and the fuzz target; `None` if this CPU (or this
+/// compilation: no `std`, not x86_64, miri) cannot run it.
+pub(super) fn run<const LIMIT: bool, const COPY: bool>(
+    build: Build,
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> Option<usize> {
+    match build {
+        Build::Portable => Some(skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)),
+        #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+        Build::Avx512 if std::is_x86_feature_detected!("avx512bw") => {
+            // SAFETY: `avx512::skip` needs AVX-512BW (and the AVX-512F it implies), which the
+            // CPU was just found to have.
+            Some(unsafe { avx512::skip::<LIMIT, COPY>(hay, from, stop, max_line, out) })
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+        Build::Avx2 if std::is_x86_feature_detected!("avx2") => {
+            // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
+            // sound exactly when the CPU has AVX2, which was just checked.
+            Some(unsafe { skip_avx2::<LIMIT, COPY>(hay, from, stop, max_line, out) })
+        }
+        _ => None,
+    }
+}
+
 /// [`skip_portable`] compiled for AVX2 (twice the bytes per compare of the SSE2 baseline).
-#[cfg(all(feature = "std", target_arch = "x86_64", not(target_feature = "avx2"), not(miri)))]
+#[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 #[target_feature(enable = "avx2")]
 fn skip_avx2<const LIMIT: bool, const COPY: bool>(
     hay: &[u8],
@@ -164,5 +223,87 @@ pub(super) fn skip_portable<const LIMIT: bool, const COPY: bool>(
         b'\n' => i - 2,
         b'\r' => i - 1,
         _ => i,
+    }
+}
+
+/// The block scan with AVX-512BW: one 64-byte load per step, three byte compares into mask
+/// registers, and the pair check on the 64-bit masks, each shifted by one with the last bit of
+/// the block before carried in (the portable build compares the block with itself shifted,
+/// which takes a second load and a fourth compare). Same contract and same results as
+/// [`skip_portable`].
+#[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+pub(super) mod avx512 {
+    use super::BLOCK;
+    use core::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8, _mm512_storeu_si512};
+
+    /// [`super::skip_portable`] with AVX-512BW.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512BW.
+    #[target_feature(enable = "avx512bw")]
+    pub unsafe fn skip<const LIMIT: bool, const COPY: bool>(
+        hay: &[u8],
+        from: usize,
+        mut stop: usize,
+        max_line: usize,
+        out: &mut [u8],
+    ) -> usize {
+        debug_assert!(!LIMIT || max_line >= BLOCK);
+        let end = hay.len();
+        if end < BLOCK + 1 || from > end - (BLOCK + 1) || hay[from] == b'\n' {
+            return from;
+        }
+        // Pair `k` is `(hay[k - 1], hay[k])`, as in the portable build; the block at `i` holds
+        // the pairs `i..i + BLOCK`, the first one starts at `from + 1`. Bit `k` of a mask is the
+        // byte at `i + k`; `cr_in` and `lf_in` are the bits for the byte at `i - 1`.
+        let mut i = from + 1;
+        let mut cr_in = (hay[from] == b'\r') as u64;
+        let mut lf_in = 0u64;
+        let out: &mut [u8] = if COPY {
+            out[0] = hay[from];
+            // The contract: `out` holds `hay.len() - from` bytes. Cut to that, so that the
+            // slice for each block's store below is in bounds whenever the load is.
+            &mut out[..end - from]
+        } else {
+            out
+        };
+        let (cr, lf, dot) =
+            (_mm512_set1_epi8(b'\r' as i8), _mm512_set1_epi8(b'\n' as i8), _mm512_set1_epi8(b'.' as i8));
+        while i <= end - BLOCK {
+            let b: &[u8; BLOCK] = hay[i..i + BLOCK].try_into().unwrap();
+            // SAFETY: `b` is 64 readable bytes; `loadu` has no alignment requirement.
+            let v = unsafe { _mm512_loadu_si512(b.as_ptr().cast()) };
+            if COPY {
+                let o: &mut [u8; BLOCK] = (&mut out[i - from..i - from + BLOCK]).try_into().unwrap();
+                // SAFETY: `o` is 64 writable bytes; `storeu` has no alignment requirement.
+                unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
+            }
+            let (is_cr, is_lf) = (_mm512_cmpeq_epi8_mask(v, cr), _mm512_cmpeq_epi8_mask(v, lf));
+            // The same masks for the byte before each one.
+            let (after_cr, after_lf) = ((is_cr << 1) | cr_in, (is_lf << 1) | lf_in);
+            // A CR/LF mismatch, or a dot after an LF.
+            let bad = (is_lf ^ after_cr) | (_mm512_cmpeq_epi8_mask(v, dot) & after_lf);
+            if bad != 0 {
+                if !(LIMIT && after_lf != 0 && i + BLOCK > stop) {
+                    i += bad.trailing_zeros() as usize;
+                }
+                break;
+            }
+            // The line limit exactly as in the portable build (`after_lf` is its `lf`).
+            if LIMIT && after_lf != 0 {
+                if i + BLOCK > stop {
+                    break;
+                }
+                stop = i.saturating_add(max_line);
+            }
+            (cr_in, lf_in) = (is_cr >> 63, is_lf >> 63);
+            i += BLOCK;
+        }
+        match hay[i - 1] {
+            b'\n' => i - 2,
+            b'\r' => i - 1,
+            _ => i,
+        }
     }
 }
