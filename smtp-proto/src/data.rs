@@ -11,10 +11,7 @@
 use core::cmp::min;
 use core::fmt;
 
-// The one module with `unsafe`: its AVX-512BW build (intrinsics) and the calls of the
-// AVX-512BW and AVX2 builds after run-time detection.
-#[allow(unsafe_code)]
-mod scan;
+use crate::fast::scan;
 
 /// What to do with a bare CR or bare LF in message content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

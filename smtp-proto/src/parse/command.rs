@@ -8,7 +8,8 @@ use nom::{IResult, Parser};
 
 use super::params::{parse_mail_params, parse_rcpt_params, MailParams, ParamError, RcptParams};
 use super::path::{byte_class, forward_path_str, reverse_path_str, ForwardPath, PathError, ReversePath};
-use super::{swar, Status};
+use super::Status;
+use crate::fast::printable_prefix;
 use crate::reply::Reply;
 
 /// A parsed command line, borrowing from the input.
@@ -343,17 +344,22 @@ fn params_after(rest: &str, verb: Verb) -> Result<&str, CommandError> {
 pub fn parse_command_line(line: &[u8]) -> Result<Command<'_>, CommandError> {
     // One word-wise pass tells whether the line is printable ASCII (the common case): then it
     // holds no NUL, CR or LF, and the search for them is skipped.
-    parse_line(line, swar::first_ctl_or_non_ascii(line) == line.len())
+    let ascii = printable_prefix(line);
+    parse_line(line, (ascii.len() == line.len()).then_some(ascii))
 }
 
-/// [`parse_command_line`], told whether `line` is known to be printable ASCII (`clean`).
+/// [`parse_command_line`], given `line` as a `str` when it is known to be printable ASCII
+/// (`clean`; then it holds no NUL, CR or LF and needs no UTF-8 check).
 ///
 /// Not inlined: as a call, it builds its result straight in the caller's slot; inlined, the
 /// ~200-byte result was built on the stack and copied out by `memcpy` (a fifth of a short
 /// line's parse).
 #[inline(never)]
-fn parse_line(line: &[u8], clean: bool) -> Result<Command<'_>, CommandError> {
-    let line = core::str::from_utf8(line).map_err(|_| CommandError::Utf8)?;
+fn parse_line<'a>(line: &'a [u8], clean: Option<&'a str>) -> Result<Command<'a>, CommandError> {
+    let line = match clean {
+        Some(line) => line,
+        None => core::str::from_utf8(line).map_err(|_| CommandError::Utf8)?,
+    };
     let b = line.as_bytes();
     let len = b.len() - b.iter().rev().take_while(|&&c| c == b' ').count();
     // The verb ends at a space, or at a NUL, CR or LF (which then make the arguments bad).
@@ -368,7 +374,7 @@ fn parse_line(line: &[u8], clean: bool) -> Result<Command<'_>, CommandError> {
         Word::Forbidden => return Err(CommandError::Forbidden),
         Word::Unknown => return Err(CommandError::Unrecognized),
     };
-    if !clean && memchr::memchr3(0, b'\r', b'\n', args.as_bytes()).is_some() {
+    if clean.is_none() && memchr::memchr3(0, b'\r', b'\n', args.as_bytes()).is_some() {
         return Err(CommandError::Syntax(verb));
     }
     let syntax = Err(CommandError::Syntax(verb));
@@ -418,11 +424,12 @@ fn parse_line(line: &[u8], clean: bool) -> Result<Command<'_>, CommandError> {
 pub fn parse_command(input: &[u8]) -> Status<(Result<Command<'_>, CommandError>, usize)> {
     // The common case in one pass: printable ASCII up to the line ending, which is then the
     // first control character.
-    let stop = swar::first_ctl_or_non_ascii(input);
+    let ascii = printable_prefix(input);
+    let stop = ascii.len();
     let (line, rest) = input.split_at(stop);
     let (line, used, clean) = match rest {
-        [b'\r', b'\n', ..] => (line, stop + 2, true),
-        [b'\n', ..] => (line, stop + 1, true),
+        [b'\r', b'\n', ..] => (line, stop + 2, Some(ascii)),
+        [b'\n', ..] => (line, stop + 1, Some(ascii)),
         [] => return Status::Partial,
         // Anything else: a control or non-ASCII byte inside the line. Find the LF (it cannot
         // come before `stop`) and check the line in full.
@@ -430,7 +437,7 @@ pub fn parse_command(input: &[u8]) -> Status<(Result<Command<'_>, CommandError>,
             None => return Status::Partial,
             Some(lf) => {
                 let line = &input[..stop + lf];
-                (line.strip_suffix(b"\r").unwrap_or(line), stop + lf + 1, false)
+                (line.strip_suffix(b"\r").unwrap_or(line), stop + lf + 1, None)
             }
         },
     };

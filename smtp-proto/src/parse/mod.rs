@@ -7,7 +7,7 @@ pub mod command;
 pub mod params;
 pub mod path;
 pub mod reply;
-mod swar;
+pub(crate) mod swar;
 pub mod xtext;
 
 pub use command::{parse_command, parse_command_line, Command, CommandError, Verb};

@@ -23,7 +23,7 @@
 //! portable one, in all four forms (line limit or not, copying or not).
 
 /// Pairs checked per block.
-pub(super) const BLOCK: usize = 64;
+pub(crate) const BLOCK: usize = 64;
 
 /// Whether the pairs `(w[k], w[k + 1])` of a block are canonical, and whether the block has an
 /// LF (in `w[..BLOCK]`, i.e. counting the byte before the block and not its last byte).
@@ -73,7 +73,7 @@ fn first_bad(w: &[u8; BLOCK + 1]) -> usize {
 ///
 /// `r == from` when nothing could be skipped.
 #[inline]
-pub(super) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
+pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
     dispatch::<LIMIT, false>(hay, from, stop, max_line, &mut [])
 }
 
@@ -81,7 +81,7 @@ pub(super) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: u
 /// `hay[from..r]` (and more of `out` may be overwritten). `out` must be at least
 /// `hay.len() - from` long. One pass over the bytes instead of a scan and then a copy.
 #[inline]
-pub(super) fn copy_canonical<const LIMIT: bool>(
+pub(crate) fn copy_canonical<const LIMIT: bool>(
     hay: &[u8],
     from: usize,
     stop: usize,
@@ -93,7 +93,7 @@ pub(super) fn copy_canonical<const LIMIT: bool>(
 
 /// The builds of the scan, fastest first (the dispatch takes the first the CPU runs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Build {
+pub(crate) enum Build {
     /// [`avx512::skip`]: explicit AVX-512BW intrinsics.
     Avx512,
     /// [`skip_portable`] compiled with AVX2 enabled.
@@ -128,7 +128,7 @@ fn dispatch<const LIMIT: bool, const COPY: bool>(
 
 /// The scan in a given build, for the tests and the fuzz target; `None` if this CPU (or this
 /// compilation: no `std`, not x86_64, miri) cannot run it.
-pub(super) fn run<const LIMIT: bool, const COPY: bool>(
+pub(crate) fn run<const LIMIT: bool, const COPY: bool>(
     build: Build,
     hay: &[u8],
     from: usize,
@@ -170,7 +170,7 @@ fn skip_avx2<const LIMIT: bool, const COPY: bool>(
 /// [`skip_canonical`] (and, with `COPY`, [`copy_canonical`]) in plain Rust, for the target's
 /// baseline vector unit (or none).
 #[inline(always)]
-pub(super) fn skip_portable<const LIMIT: bool, const COPY: bool>(
+pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
     hay: &[u8],
     from: usize,
     mut stop: usize,
@@ -232,7 +232,7 @@ pub(super) fn skip_portable<const LIMIT: bool, const COPY: bool>(
 /// which takes a second load and a fourth compare). Same contract and same results as
 /// [`skip_portable`].
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
-pub(super) mod avx512 {
+pub(crate) mod avx512 {
     use super::BLOCK;
     use core::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8, _mm512_storeu_si512};
 
