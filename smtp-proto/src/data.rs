@@ -495,7 +495,11 @@ impl DataDecoder {
                     stop = min(size_stop, line_start.saturating_add(max_line));
                 }
             }
-            let p = find_line_byte(input, r);
+            // The scan stops right at the CR or LF it could not pass, most of the time.
+            let p = match input.get(r) {
+                Some(b'\r' | b'\n') => r,
+                _ => find_line_byte(input, r),
+            };
             if p == len {
                 if len > stop {
                     return (self.over_limit(input, start, stop, size_stop, len, State::Text), copied);

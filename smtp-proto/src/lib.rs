@@ -101,9 +101,9 @@ extern crate std;
 pub mod client;
 pub mod data;
 // The one module with `unsafe` (see its documentation).
+pub mod ehlo;
 #[allow(unsafe_code)]
 mod fast;
-pub mod ehlo;
 pub mod parse;
 pub mod reply;
 pub mod sasl;
