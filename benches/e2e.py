@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """End-to-end: `smtp-std serve --discard` and Postfix `smtp-sink` side by side, both driven by
-Postfix `smtp-source` over loopback. Prints, per case and server, messages/s, MB/s and the
-server's own CPU seconds per 1,000 messages (from /proc/<pid>/stat), with the ratios.
+Postfix `smtp-source` over loopback, with `evloop-sink` (the same core in a single-threaded
+readiness loop, benches/src/bin/evloop-sink.rs) as a third. Prints, per case and server,
+messages/s, MB/s and the server's own CPU seconds per 1,000 messages (from /proc/<pid>/stat),
+with the ratios.
 
     python3 benches/e2e.py            # all cases
     python3 benches/e2e.py --quick    # fewer messages
@@ -78,6 +80,8 @@ def main():
     a = ap.parse_args()
 
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "smtp-std"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "-q", "--release", "-p", "smtp-benches", "--bin", "evloop-sink"], cwd=ROOT,
+                   check=True)
     binary = os.path.join(ROOT, "target", "release", "smtp-std")
     host = "127.0.0.1"
     servers = []
@@ -93,6 +97,12 @@ def main():
         sink_args += ["-u", "nobody"]
     sink = subprocess.Popen(sink_args + [f"{host}:{p2}", "500"], stderr=subprocess.DEVNULL)
     servers.append(("smtp-sink", sink, p2))
+    # The same core in a single-threaded readiness loop (benches/src/bin/evloop-sink.rs): what
+    # the I/O model is worth, next to smtp-std's thread per connection.
+    p4 = free_port(host)
+    evloop = subprocess.Popen([os.path.join(ROOT, "target", "release", "evloop-sink"), f"{host}:{p4}"],
+                              stderr=subprocess.DEVNULL)
+    servers.append(("evloop-sink", evloop, p4))
     tmp = None
     if a.maildir:
         tmp = tempfile.mkdtemp(prefix="smtp-bench-")
@@ -121,8 +131,11 @@ def main():
                 results[name] = run_case(proc.pid, port, host, size, sessions, d, count)
                 mps, mbs, cpu = results[name]
                 print(f"{label:<28} {name:<18} {mps:>10.0f} {mbs:>9.1f} {cpu:>14.3f}")
-            o, s = results["smtp-std"], results["smtp-sink"]
-            print(f"{label:<28} {'ratio std/sink':<18} {o[0] / s[0]:>10.2f} {o[1] / s[1]:>9.2f} {o[2] / s[2]:>14.2f}")
+            s = results["smtp-sink"]
+            for name, short in (("smtp-std", "std"), ("evloop-sink", "evloop")):
+                o = results[name]
+                print(f"{label:<28} {'ratio ' + short + '/sink':<18} {o[0] / s[0]:>10.2f} {o[1] / s[1]:>9.2f} "
+                      f"{o[2] / s[2]:>14.2f}")
     finally:
         for _, proc, _ in servers:
             proc.terminate()
