@@ -2,11 +2,12 @@
 //! ([`Stuffer`]). Correct at any split of the input; only `CRLF . CRLF` ends a message.
 //!
 //! Both sides skip canonical text (CRLF line ends, no line starting with `.`) 64 bytes at a
-//! time with a vectorised pair check (`scan`: the block compared with itself shifted by one
-//! byte; AVX-512BW or AVX2 where the CPU has it), and walk CR/LF by CR/LF (`find_line_byte`) only around
-//! what that check flags: a line-start dot, a bare CR or LF, a line that may be too long, the
-//! end of the input. Ordinary lines neither end a body chunk (receive) nor a copied run (send);
-//! the send side, and [`DataDecoder::decode_into`] on receive, copy while they scan.
+//! time with a vectorised pair check (`fast::scan`: the block compared with itself shifted by
+//! one byte; AVX-512BW or AVX2 where the CPU has it), and walk CR/LF by CR/LF
+//! (`find_line_byte`) only around what that check flags: a line-start dot, a bare CR or LF, a
+//! line that may be too long, the end of the input. Ordinary lines neither end a body chunk
+//! (receive) nor a copied run (send); the send side, and [`DataDecoder::decode_into`] on
+//! receive, copy while they scan.
 
 use core::cmp::min;
 use core::fmt;

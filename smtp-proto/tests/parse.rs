@@ -415,7 +415,20 @@ fn label() -> impl Strategy<Value = String> {
     "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?"
 }
 
+/// Proptest cases: the default number, or a couple under miri (`.ci/run` runs this file there
+/// for the one `unsafe` on the parse path), without failure files (miri isolates the file
+/// system).
+fn cases() -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig { cases: 4, failure_persistence: None, ..ProptestConfig::default() }
+    } else {
+        ProptestConfig::default()
+    }
+}
+
 proptest! {
+    #![proptest_config(cases())]
+
     #[test]
     fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = parse_command_line(&bytes);
