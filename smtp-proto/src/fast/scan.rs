@@ -234,7 +234,15 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 pub(crate) mod avx512 {
     use super::BLOCK;
-    use core::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8, _mm512_storeu_si512};
+    use core::arch::x86_64::{
+        _mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8, _mm512_storeu_si512, _mm_prefetch, _MM_HINT_T0,
+    };
+
+    /// How far ahead the loop asks for the next blocks. A 1 MiB body is about the size of a
+    /// core's L2 here: without the hint the scan ran at 0.80-0.90x of `memcpy` depending on
+    /// where the pages landed; with it, 0.95-1.0x (README, Performance). 512 and 2048 measured
+    /// no better.
+    const PREFETCH: usize = 1024;
 
     /// [`super::skip_portable`] with AVX-512BW.
     ///
@@ -274,6 +282,9 @@ pub(crate) mod avx512 {
             let b: &[u8; BLOCK] = hay[i..i + BLOCK].try_into().unwrap();
             // SAFETY: `b` is 64 readable bytes; `loadu` has no alignment requirement.
             let v = unsafe { _mm512_loadu_si512(b.as_ptr().cast()) };
+            // A hint, not an access: an address past the end of `hay` (computed without
+            // `add`'s in-bounds requirement) is harmless.
+            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(PREFETCH).cast());
             if COPY {
                 let o: &mut [u8; BLOCK] = (&mut out[i - from..i - from + BLOCK]).try_into().unwrap();
                 // SAFETY: `o` is 64 writable bytes; `storeu` has no alignment requirement.
