@@ -115,10 +115,12 @@ def main():
         for _, proc, port in servers:
             wait_port(host, port)
         scale = 0.2 if a.quick else 1.0
+        # Enough messages that the slowest server runs a few seconds per case (CPU time comes
+        # in 10 ms ticks).
         cases = [
-            (1024, 20, True, 20000), (1024, 1, True, 5000), (1024, 20, False, 5000),
-            (100 * 1024, 20, True, 2000), (100 * 1024, 1, True, 1000),
-            (1024 * 1024, 20, True, 400), (1024 * 1024, 1, True, 200), (1024 * 1024, 20, False, 200),
+            (1024, 20, True, 50000), (1024, 1, True, 10000), (1024, 20, False, 10000),
+            (100 * 1024, 20, True, 5000), (100 * 1024, 1, True, 2000),
+            (1024 * 1024, 20, True, 1500), (1024 * 1024, 1, True, 500), (1024 * 1024, 20, False, 500),
         ]
         print(f"{'case':<28} {'server':<18} {'msgs/s':>10} {'MB/s':>9} {'CPU s/1k msgs':>14}")
         for size, sessions, d, count in cases:
