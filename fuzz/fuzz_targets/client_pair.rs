@@ -22,11 +22,8 @@ fuzz_target!(|input: Input| {
     if input.rcpts.is_empty() || input.rcpts.len() > 8 {
         return;
     }
-    let rcpts: Vec<String> = input
-        .rcpts
-        .iter()
-        .map(|(bad, n)| format!("{}{n}@example.org", if *bad { "bad" } else { "u" }))
-        .collect();
+    let rcpts: Vec<String> =
+        input.rcpts.iter().map(|(bad, n)| format!("{}{n}@example.org", if *bad { "bad" } else { "u" })).collect();
     let opts = PairOptions {
         pipelining: input.pipelining,
         chunking: input.chunking,

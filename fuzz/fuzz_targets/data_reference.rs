@@ -1,5 +1,6 @@
 //! Differential: the strict streaming DATA decoder against a deliberately simple
-//! byte-at-a-time reference decoder written here, at arbitrary split points.
+//! byte-at-a-time reference decoder written here, at arbitrary split points; and its copying
+//! form (`decode_into`, into output buffers of arbitrary sizes) against the borrowing one.
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +13,8 @@ struct Input {
     allow: bool,
     max_size: Option<u16>,
     max_line: Option<u16>,
+    /// Output room for `decode_into`: the piece plus one byte when `None`.
+    room: Option<u8>,
 }
 
 struct Reference {
@@ -77,7 +80,7 @@ fuzz_target!(|input: Input| {
     cuts.sort_unstable();
     cuts.push(data.len());
     let (mut body, mut consumed, mut end, mut from) = (Vec::new(), 0usize, None, 0usize);
-    'pieces: for cut in cuts {
+    'pieces: for &cut in &cuts {
         // The caller keeps unconsumed bytes and feeds them again with the next piece.
         while consumed < cut {
             let d = decoder.decode(&data[consumed..cut]);
@@ -93,6 +96,27 @@ fuzz_target!(|input: Input| {
     }
     let _ = from;
     let end = end.expect("the real end was not found");
+    // The same pieces through decode_into: the same body, end and consumption.
+    let mut decoder = DataDecoder::new(policy, max_size, max_line);
+    let (mut body2, mut consumed2, mut end2) = (Vec::new(), 0usize, None);
+    let mut out = Vec::new();
+    'pieces2: for &cut in &cuts {
+        while consumed2 < cut {
+            let room = input.room.map_or(cut - consumed2 + 1, |r| usize::from(r).max(2));
+            out.clear();
+            out.resize(room, 0xa5);
+            let d = decoder.decode_into(&data[consumed2..cut], &mut out);
+            assert!(d.consumed > 0 && d.consumed <= cut - consumed2 && d.consumed < room);
+            assert!(d.written <= d.consumed + 1);
+            consumed2 += d.consumed;
+            body2.extend_from_slice(&out[..d.written]);
+            if let Some(e) = d.end {
+                end2 = Some(e);
+                break 'pieces2;
+            }
+        }
+    }
+    assert_eq!((&body2, consumed2, end2), (&body, consumed, Some(end)), "decode_into differs from decode");
     assert_eq!(consumed, expected.consumed, "the message ended at the wrong place");
     match (end, expected.errors.first()) {
         (Ok(size), None) => {
