@@ -102,6 +102,8 @@ pub(crate) enum Build {
     Portable,
 }
 
+/// The hot path's dispatch. The same arms as [`run`], written out: going through `run` with a
+/// chosen [`Build`] (a second detection and a match) measured ~6% slower on the zero-copy bench.
 #[inline(always)]
 fn dispatch<const LIMIT: bool, const COPY: bool>(
     hay: &[u8],
