@@ -231,7 +231,8 @@ enum State {
 /// the 354 reply.
 ///
 /// Each [`decode`](Self::decode) call consumes a prefix of its input and returns at most one
-/// chunk of unstuffed body, borrowed from the input. Only `CR LF . CR LF` (or `. CR LF` as the
+/// chunk of unstuffed body, borrowed from the input ([`decode_into`](Self::decode_into) copies
+/// it into a buffer of the caller's in the same pass instead). Only `CR LF . CR LF` (or `. CR LF` as the
 /// very first line) ends the message; bytes after it are not consumed. Bare CR and bare LF are
 /// handled by a [`BarePolicy`]; limits on the message size and the text line length are
 /// enforced without buffering: after the first violation nothing more is emitted, the decoder
