@@ -100,8 +100,8 @@ extern crate std;
 
 pub mod client;
 pub mod data;
-// The one module with `unsafe` (see its documentation).
 pub mod ehlo;
+// The one module with `unsafe` (see its documentation).
 #[allow(unsafe_code)]
 mod fast;
 pub mod parse;
