@@ -101,7 +101,7 @@ def main():
     # the I/O model is worth, next to smtp-std's thread per connection.
     p4 = free_port(host)
     evloop = subprocess.Popen([os.path.join(ROOT, "target", "release", "evloop-sink"), f"{host}:{p4}"],
-                              stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     servers.append(("evloop-sink", evloop, p4))
     tmp = None
     if a.maildir:

@@ -1,4 +1,5 @@
-//! `evloop-sink ADDR`: the `smtp-proto` server core in a single-threaded readiness loop (mio:
+//! `evloop-sink ADDR` (port 0 for any; the address bound is printed on stdout once it listens):
+//! the `smtp-proto` server core in a single-threaded readiness loop (mio:
 //! epoll on Linux), accepting every command and discarding every message, like Postfix's
 //! `smtp-sink`. Not a server to run: `benches/e2e.py` starts it next to `smtp-std serve
 //! --discard` (a thread per connection) and `smtp-sink` to show what the I/O model costs and
@@ -122,6 +123,20 @@ impl Conn {
     }
 }
 
+/// A session on an accepted connection: registered, greeted (the 220 goes out on the first
+/// writable event).
+fn open(mut tcp: TcpStream, token: Token, poll: &Poll, config: Config) -> io::Result<Conn> {
+    tcp.set_nodelay(true)?;
+    poll.registry().register(&mut tcp, token, Interest::READABLE | Interest::WRITABLE)?;
+    let mut core = Box::new(Server::new(config));
+    core.greet("ESMTP evloop-sink").map_err(io::Error::other)?;
+    let size = config.min_input_buffer().max(64 * 1024);
+    let mut c = Conn { tcp, core, input: vec![0; size], start: 0, end: 0, pending: Vec::new(), deadline: None };
+    c.queue();
+    c.deadline = c.core.timeout().map(|t| Instant::now() + t);
+    Ok(c)
+}
+
 fn main() -> io::Result<()> {
     let addr: SocketAddr = std::env::args()
         .nth(1)
@@ -131,6 +146,9 @@ fn main() -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut listener = TcpListener::bind(addr)?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    // The address bound (port 0 picks one): a line on stdout once the listener is ready.
+    println!("{}", listener.local_addr()?);
+    io::stdout().flush()?;
     let mut conns: HashMap<usize, Conn> = HashMap::new();
     let mut next = 0usize;
     let mut events = Events::with_capacity(256);
@@ -145,26 +163,14 @@ fn main() -> io::Result<()> {
             if ev.token() == LISTENER {
                 loop {
                     match listener.accept() {
-                        Ok((mut tcp, _)) => {
-                            tcp.set_nodelay(true)?;
+                        Ok((tcp, _)) => {
                             let id = next;
                             next = next.wrapping_add(1) % (usize::MAX - 1);
-                            poll.registry().register(&mut tcp, Token(id), Interest::READABLE | Interest::WRITABLE)?;
-                            let mut core = Box::new(Server::new(config));
-                            core.greet("ESMTP evloop-sink").map_err(io::Error::other)?;
-                            let size = config.min_input_buffer().max(64 * 1024);
-                            let mut c = Conn {
-                                tcp,
-                                core,
-                                input: vec![0; size],
-                                start: 0,
-                                end: 0,
-                                pending: Vec::new(),
-                                deadline: None,
-                            };
-                            c.queue();
-                            c.deadline = c.core.timeout().map(|t| Instant::now() + t);
-                            conns.insert(id, c);
+                            // A connection that fails here (reset before we got to it) is
+                            // dropped; the others go on.
+                            if let Ok(c) = open(tcp, Token(id), &poll, config) {
+                                conns.insert(id, c);
+                            }
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -183,7 +189,7 @@ fn main() -> io::Result<()> {
                 // The last replies (221, 421) go out as far as the send buffer takes them.
                 let _ = c.flush();
                 if let Some(mut c) = conns.remove(&id) {
-                    poll.registry().deregister(&mut c.tcp)?;
+                    let _ = poll.registry().deregister(&mut c.tcp);
                 }
             }
         }
@@ -196,7 +202,7 @@ fn main() -> io::Result<()> {
                 c.core.handle_timeout();
                 c.queue();
                 let _ = c.flush();
-                poll.registry().deregister(&mut c.tcp)?;
+                let _ = poll.registry().deregister(&mut c.tcp);
             }
         }
     }
