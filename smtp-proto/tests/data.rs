@@ -183,15 +183,7 @@ fn decode_split_with(
     let mut body = Vec::new();
     let mut consumed = 0;
     let mut end = None;
-    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c <= input.len()).collect();
-    bounds.push(input.len());
-    let mut at = 0;
-    'pieces: for &b in &bounds {
-        if b < at {
-            continue;
-        }
-        let mut piece = &input[at..b];
-        at = b;
+    'pieces: for mut piece in pieces(input, cuts) {
         while !piece.is_empty() {
             let d = dec.decode(piece);
             assert!(d.consumed > 0, "no progress on {piece:?}");
@@ -585,15 +577,7 @@ fn stuff_split(input: &[u8], cuts: &[usize], out_len: usize, policy: BarePolicy)
     let mut s = Stuffer::new(policy);
     let mut out = Vec::new();
     let mut buf = vec![0u8; out_len];
-    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|&c| c <= input.len()).collect();
-    bounds.push(input.len());
-    let mut at = 0;
-    for &b in &bounds {
-        if b < at {
-            continue;
-        }
-        let mut piece = &input[at..b];
-        at = b;
+    for mut piece in pieces(input, cuts) {
         while !piece.is_empty() {
             let (c, w) = s.stuff(piece, &mut buf)?;
             assert!(c + w > 0, "no progress");
