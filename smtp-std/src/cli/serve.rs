@@ -1,0 +1,201 @@
+//! `smtp-std serve`: receive mail over SMTP and deliver it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use smtp_proto::ehlo::AuthMechanisms;
+use smtp_std::maildir::{system_hostname, Maildir, MaildirHandler, MaildirPolicy, Users};
+use smtp_std::{tls, Options, Server};
+
+pub(crate) const SERVE_AFTER: &str = "\
+EXAMPLES:
+  Receive mail for anyone into ./Maildir on 127.0.0.1:2525:
+    smtp-std serve
+
+  Send it a message (swaks, curl, Python):
+    swaks --server 127.0.0.1:2525 --to you@example.org
+    curl smtp://127.0.0.1:2525 --mail-from me@example.org --mail-rcpt you@example.org \\
+         --upload-file message.eml
+    python3 -c 'import smtplib; smtplib.SMTP(\"127.0.0.1\", 2525).sendmail(\"me@x\", [\"you@y\"], \"Subject: hi\\r\\n\\r\\nhello\\r\\n\")'
+
+  An MX for two domains with STARTTLS, and implicit TLS (port-465 style) too:
+    smtp-std serve --listen 0.0.0.0:25 --tls-listen 0.0.0.0:465 \\
+         --domain example.org --domain example.net \\
+         --tls-cert cert.pem --tls-key key.pem --hostname mx.example.org
+
+  Submission with AUTH PLAIN/LOGIN (users file: one `user:password` per line):
+    smtp-std serve --listen 0.0.0.0:587 --tls-cert cert.pem --tls-key key.pem --users users.txt
+    swaks --server 127.0.0.1:587 -tls --auth-user alice --auth-password secret --to bob@example.org
+
+  Try it out by hand:
+    openssl s_client -starttls smtp -connect 127.0.0.1:2525
+
+NOTES:
+  Recipients in domains not listed with --domain are refused `550 5.7.1 Relay access
+  denied` unless the client authenticated. With --users, AUTH is required before MAIL
+  unless --auth-optional; AUTH is offered only under TLS unless --allow-insecure-auth.
+  Limits reply with the RFC codes: 552 5.3.4 (size), 452 4.5.3 (recipients),
+  421 4.7.0 (errors, too many clients), 421 4.4.2 (timeout).";
+
+/// Command line.
+
+#[derive(Debug, Args)]
+pub(crate) struct Serve {
+    /// Address to listen on for SMTP (STARTTLS offered with --tls-cert). Repeatable.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
+    listen: Vec<SocketAddr>,
+    /// Address to listen on for implicit TLS (RFC 8314, port-465 style). Repeatable.
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Vec<SocketAddr>,
+    /// Accepted recipient domain. Repeatable. Without any, every recipient is accepted;
+    /// with some, other domains get `550 5.7.1 Relay access denied` unless authenticated.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Vec<String>,
+    /// Maildir to deliver into (tmp/, new/, cur/ are created).
+    #[arg(long, value_name = "DIR", default_value = "./Maildir")]
+    maildir: PathBuf,
+    /// PEM certificate chain; with --tls-key enables STARTTLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// AUTH users file: `user:password` lines. Enables AUTH PLAIN and LOGIN, and requires it
+    /// before MAIL unless --auth-optional.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// Allow MAIL without AUTH even with --users.
+    #[arg(long)]
+    auth_optional: bool,
+    /// Offer and allow AUTH without TLS (passwords in clear text: for tests only).
+    #[arg(long)]
+    allow_insecure_auth: bool,
+    /// Largest message in octets (advertised with SIZE; past it 552 5.3.4). 0: no limit.
+    #[arg(long, value_name = "BYTES", default_value_t = 25 << 20)]
+    max_message_size: u64,
+    /// Most recipients per message (past it 452 4.5.3).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_recipients: usize,
+    /// Most concurrent clients (past it 421 4.7.0).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_clients: usize,
+    /// Inactivity timeout in seconds, for commands, message content and the TLS handshake
+    /// (then 421 4.4.2). Default: RFC 5321 (300 s for commands and for content).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Errors before the client is disconnected with 421 4.7.0.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    max_errors: u32,
+    /// Accept every message and drop it, storing nothing (like Postfix smtp-sink): for
+    /// benchmarks and tests. Ignores --maildir, --domain and --users.
+    #[arg(long)]
+    discard: bool,
+    /// Our host name, in the greeting and the Received: header. Default: this machine's.
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Do not check SPF, DKIM and DMARC (no Authentication-Results:, no junk folder).
+    #[cfg(feature = "auth")]
+    #[arg(long)]
+    no_mail_auth: bool,
+    /// DNS server (ADDR:PORT) for the checks instead of the system's resolvers.
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+    /// Seconds one DNS query waits for an answer (each is tried twice; then 451 4.7.24 for
+    /// SPF, 4.7.5 for a DKIM key, 4.7.0 for DMARC).
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    dns_timeout: f64,
+    /// Clients from this network (CIDR) are not checked, like authenticated ones. Repeatable;
+    /// giving one replaces the default (this host only).
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "CIDR", default_values = ["127.0.0.1/32", "::1/128"])]
+    trusted_network: Vec<String>,
+}
+
+pub(crate) fn run(args: Serve) -> std::io::Result<()> {
+    let hostname = args.hostname.clone().unwrap_or_else(system_hostname);
+    let mut options = Options::new(&hostname)
+        .max_clients(args.max_clients)
+        .size((args.max_message_size > 0).then_some(args.max_message_size))
+        .allow_insecure_auth(args.allow_insecure_auth);
+    if let Some(secs) = args.timeout {
+        if !(secs.is_finite() && secs > 0.0) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--timeout must be > 0"));
+        }
+        options = options.socket_timeout(Duration::from_secs_f64(secs));
+    }
+    let config = options.config_mut();
+    config.max_recipients = args.max_recipients.max(1);
+    config.max_errors = args.max_errors.max(1);
+
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        options = options.tls(tls::server_config_from_files(cert, key)?);
+    } else if !args.tls_listen.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "--tls-listen needs --tls-cert and --tls-key",
+        ));
+    }
+    let users = match &args.users {
+        Some(path) => {
+            let users = Users::load(path)?;
+            options = options
+                .auth_mechanisms(AuthMechanisms::none().with(AuthMechanisms::PLAIN).with(AuthMechanisms::LOGIN))
+                .auth_optional(args.auth_optional);
+            tracing::info!(users = users.len(), auth_optional = args.auth_optional, "AUTH PLAIN LOGIN enabled");
+            if args.tls_cert.is_none() && !args.allow_insecure_auth && !args.auth_optional {
+                tracing::warn!("AUTH is required but offered only under TLS, and TLS is off: no one can send");
+            }
+            Some(users)
+        }
+        None => None,
+    };
+    if args.discard {
+        tracing::info!("discarding every message (--discard)");
+        return listen_and_run(Server::new(options, smtp_std::Sink), &args, &hostname);
+    }
+    let maildir = Maildir::create(&args.maildir)?;
+    let domains = args.domain.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
+    #[allow(unused_mut)]
+    let mut handler = MaildirHandler::new(MaildirPolicy { maildir, hostname: hostname.clone(), domains, users });
+    #[cfg(feature = "auth")]
+    if args.no_mail_auth {
+        tracing::info!("SPF, DKIM and DMARC checks off (--no-mail-auth)");
+    } else {
+        let trusted = args
+            .trusted_network
+            .iter()
+            .map(|n| smtp_std::auth::verify::parse_network(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--trusted-network {e}")))?;
+        if !(args.dns_timeout.is_finite() && args.dns_timeout > 0.0) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--dns-timeout must be > 0"));
+        }
+        let dns = smtp_std::auth::Dns::with_timeout(args.dns, Duration::from_secs_f64(args.dns_timeout), 2)?;
+        tracing::info!(dns = ?args.dns, trusted = ?args.trusted_network, "SPF, DKIM and DMARC checks on");
+        handler = handler.with_mail_auth(smtp_std::auth::MailAuthPolicy {
+            verifier: smtp_std::auth::Verifier::new(dns, hostname.clone()),
+            trusted,
+            // Room for our Received: header on top of the largest message.
+            max_message_size: if args.max_message_size > 0 { args.max_message_size + 65536 } else { 64 << 20 },
+        });
+    }
+
+    listen_and_run(Server::new(options, handler), &args, &hostname)
+}
+
+fn listen_and_run<H: smtp_std::Handler>(mut server: Server<H>, args: &Serve, hostname: &str) -> std::io::Result<()> {
+    for addr in &args.listen {
+        let bound = server.listen(addr)?;
+        tracing::info!(%bound, hostname, maildir = %args.maildir.display(), discard = args.discard, "listening for SMTP");
+    }
+    for addr in &args.tls_listen {
+        let bound = server.listen_tls(addr)?;
+        tracing::info!(%bound, "listening for SMTP over implicit TLS");
+    }
+    server.run()
+}
