@@ -78,6 +78,7 @@
 
 #[cfg(feature = "auth")]
 pub mod auth;
+pub mod accounts;
 pub mod client;
 #[cfg(feature = "auth")]
 pub mod deliver;

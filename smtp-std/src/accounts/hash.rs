@@ -1,0 +1,1 @@
+//! Password hashes in Dovecot's `{SCHEME}` form.

@@ -1,0 +1,1 @@
+//! Dovecot's passwd-file format: the accounts file.
