@@ -76,10 +76,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accounts;
 #[cfg(feature = "auth")]
 pub mod auth;
-pub mod accounts;
 pub mod client;
+pub mod config;
 #[cfg(feature = "auth")]
 pub mod deliver;
 pub mod handler;

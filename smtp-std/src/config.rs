@@ -1,0 +1,568 @@
+//! The mail server's config file (TOML): `smtp-std serve --config FILE`.
+//!
+//! Every value is checked while the file is read, so that a mistake is refused at start with
+//! the file, the line and the key named (`smtp-std.toml:12: listen.smtp[0]: invalid socket
+//! address syntax`), before anything listens. Relative paths are taken from the directory of
+//! the config file.
+//!
+//! ```
+//! let text = r#"
+//! hostname = "mail.example.org"
+//! data_dir = "/var/lib/smtp-std"
+//! accounts = "/etc/smtp-std/passwd"
+//! [listen]
+//! smtp = ["0.0.0.0:25"]
+//! [[domain]]
+//! name = "Example.org"
+//! catch_all = "alice"
+//! [domain.aliases]
+//! postmaster = "alice"
+//! sales = ["alice", "bob"]
+//! "#;
+//! let config = smtp_std::config::Config::parse(text, "smtp-std.toml".as_ref()).unwrap();
+//! assert_eq!(config.domains[0].name, "example.org");
+//! assert_eq!(config.domains[0].aliases["sales"], ["alice@example.org", "bob@example.org"]);
+//!
+//! let bad = smtp_std::config::Config::parse("data_dir = 1\n", "x.toml".as_ref()).unwrap_err();
+//! assert_eq!(bad.line, Some(1));
+//! assert_eq!(bad.key.as_deref(), Some("data_dir"));
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A config file that cannot be used: where, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line of the offending value, when known.
+    pub line: Option<usize>,
+    /// The key, as a path (`domain[0].aliases.sales`), when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The mail server's configuration, checked and with paths resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Our name: greeting, `Received:`, EHLO. Default: the machine's host name.
+    pub hostname: String,
+    /// Where mailboxes (`mailboxes/<domain>/<local>/`) and the spool live; created if missing.
+    pub data_dir: PathBuf,
+    /// The accounts file (Dovecot passwd-file). Default: `<data_dir>/passwd`.
+    pub accounts: PathBuf,
+    /// Run as this user after binding the ports (and own the mailboxes as it).
+    pub user: Option<String>,
+    /// Networks whose mail is not checked (SPF, DKIM, DMARC). Default: this host.
+    pub trusted_networks: Vec<String>,
+    /// Listeners.
+    pub listen: Listen,
+    /// TLS certificate and key (STARTTLS on the smtp listeners).
+    pub tls: Option<TlsFiles>,
+    /// DNS for the checks.
+    pub dns: DnsConfig,
+    /// How accepted mail reaches the mailboxes.
+    pub delivery: DeliveryConfig,
+    /// Limits of the SMTP sessions.
+    pub limits: Limits,
+    /// Check SPF, DKIM and DMARC on mail from outside (`mail_auth = false` turns it off).
+    pub mail_auth: bool,
+    /// The domains we receive mail for.
+    pub domains: Vec<DomainConfig>,
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Mail from the world for our domains (port 25; STARTTLS when `[tls]` is set).
+    #[serde(default)]
+    pub smtp: Vec<SocketAddr>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Ask this server (`ADDR:PORT`) instead of the system's resolvers.
+    pub server: Option<SocketAddr>,
+    /// How long one query waits (`"3s"`).
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub timeout: Option<Duration>,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryConfig {
+    /// Hand every accepted message to this LMTP server (`host:port`, or a Unix socket path)
+    /// instead of writing the Maildirs ourselves.
+    pub lmtp: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message in octets (advertised with SIZE); 0: no limit.
+    pub max_message_size: u64,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Most concurrent clients.
+    pub max_clients: usize,
+    /// Errors before a client is disconnected.
+    pub max_errors: u32,
+    /// Inactivity timeout (`"5m"`); default RFC 5321's.
+    #[serde(deserialize_with = "duration_opt")]
+    pub timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_message_size: 25 << 20, max_recipients: 1000, max_clients: 100, max_errors: 20, timeout: None }
+    }
+}
+
+/// One `[[domain]]`: a domain we receive mail for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// The domain, lower case, without a trailing dot.
+    pub name: String,
+    /// Where mail for unknown local parts goes (full addresses), if anywhere.
+    pub catch_all: Option<Vec<String>>,
+    /// Local part (lower case) → full addresses it reaches.
+    pub aliases: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hostname: Option<String>,
+    data_dir: PathBuf,
+    accounts: Option<PathBuf>,
+    user: Option<Spanned<String>>,
+    trusted_networks: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    listen: Listen,
+    tls: Option<TlsFiles>,
+    #[serde(default)]
+    dns: DnsConfig,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default = "yes")]
+    mail_auth: bool,
+    #[serde(default)]
+    domain: Vec<RawDomain>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    lmtp: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomain {
+    name: Spanned<String>,
+    catch_all: Option<Spanned<Targets>>,
+    #[serde(default)]
+    aliases: BTreeMap<String, Spanned<Targets>>,
+}
+
+/// One address or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Targets {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Targets {
+    fn list(&self) -> Vec<&str> {
+        match self {
+            Targets::One(s) => vec![s.as_str()],
+            Targets::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Parses `"90s"`, `"5m"`, `"4h"`, `"5d"`, `"250ms"` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 =
+        num.parse().map_err(|_| format!("{s:?}: expected a duration such as \"30s\", \"5m\", \"4h\", \"5d\""))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (ms, s, m, h, d)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: out of range"))
+}
+
+fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map(Some).map_err(de::Error::custom)
+}
+
+/// 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Whether `s` could be a domain name we serve (letters, digits, `-`, `.`; no empty label).
+fn valid_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b >= 0x80)
+        })
+}
+
+/// Whether `s` can be a local part of one of our own addresses (and so a directory name).
+pub fn valid_local_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && !s.contains("..")
+        && s.bytes().all(|b| {
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'/' | b'\\' | b'@' | b'"' | b'(' | b')' | b'<' | b'>' | b',' | b';' | b':' | b'[' | b']'
+                )
+        })
+}
+
+impl Config {
+    /// Reads and checks the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks the config `text` read from `file` (relative paths are taken from its directory).
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let err = |line: Option<usize>, key: Option<String>, message: String| ConfigError {
+            file: file.to_owned(),
+            line,
+            key,
+            message,
+        };
+        let de = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.inner();
+            let line = inner.span().map(|s| line_of(text, s.start));
+            err(line, (key != ".").then_some(key), inner.message().to_owned())
+        })?;
+        let at = |span: std::ops::Range<usize>, key: String, message: String| {
+            err(Some(line_of(text, span.start)), Some(key), message)
+        };
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+
+        if raw.domain.is_empty() {
+            return Err(err(
+                None,
+                Some("domain".into()),
+                "no [[domain]]: name at least one domain to receive mail for".into(),
+            ));
+        }
+        let mut domains: Vec<DomainConfig> = Vec::new();
+        // (key, line, member) of every alias member and catch-all, checked once all domains
+        // are known.
+        let mut members: Vec<(String, usize, String)> = Vec::new();
+        for (i, d) in raw.domain.iter().enumerate() {
+            let name = d.name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if !valid_domain(&name) {
+                return Err(at(d.name.span(), format!("domain[{i}].name"), format!("{name:?} is not a domain name")));
+            }
+            if domains.iter().any(|x| x.name == name) {
+                return Err(at(d.name.span(), format!("domain[{i}].name"), format!("{name} is listed twice")));
+            }
+            let mut full_list = |key: String, targets: &Spanned<Targets>| -> Result<Vec<String>, ConfigError> {
+                let line = line_of(text, targets.span().start);
+                let list = targets.get_ref().list();
+                if list.is_empty() {
+                    return Err(err(Some(line), Some(key), "needs at least one address".into()));
+                }
+                let mut out = Vec::new();
+                for target in list {
+                    let t = target.trim().to_ascii_lowercase();
+                    let (local, dom) = match t.rsplit_once('@') {
+                        Some((l, d)) => (l.to_owned(), d.trim_end_matches('.').to_owned()),
+                        None => (t.clone(), name.clone()),
+                    };
+                    if !valid_local_part(&local) || !valid_domain(&dom) {
+                        return Err(err(
+                            Some(line),
+                            Some(key),
+                            format!("{target:?} is not an address or a local part"),
+                        ));
+                    }
+                    let address = format!("{local}@{dom}");
+                    members.push((key.clone(), line, address.clone()));
+                    out.push(address);
+                }
+                Ok(out)
+            };
+            let mut aliases = BTreeMap::new();
+            for (local, targets) in &d.aliases {
+                let key = format!("domain[{i}].aliases.{local}");
+                let local = local.to_ascii_lowercase();
+                if !valid_local_part(&local) {
+                    return Err(at(targets.span(), key, format!("{local:?} cannot be a local part")));
+                }
+                aliases.insert(local, full_list(key, targets)?);
+            }
+            let catch_all = match &d.catch_all {
+                Some(t) => Some(full_list(format!("domain[{i}].catch_all"), t)?),
+                None => None,
+            };
+            domains.push(DomainConfig { name, catch_all, aliases });
+        }
+        // Members in other domains would be forwarded, which needs the outbound queue.
+        for (key, line, address) in members {
+            let dom = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+            if !domains.iter().any(|x| x.name == dom) {
+                let message = format!(
+                    "{address} is not in one of our domains: forwarding to other domains needs the outbound queue, which this version does not have yet"
+                );
+                return Err(err(Some(line), Some(key), message));
+            }
+        }
+
+        let trusted_networks = match &raw.trusted_networks {
+            Some(list) => {
+                for (i, n) in list.iter().enumerate() {
+                    check_network(n.get_ref()).map_err(|m| at(n.span(), format!("trusted_networks[{i}]"), m))?;
+                }
+                list.iter().map(|n| n.get_ref().clone()).collect()
+            }
+            None => vec!["127.0.0.1/32".to_owned(), "::1/128".to_owned()],
+        };
+        if let Some(user) = &raw.user {
+            if nix::unistd::User::from_name(user.get_ref()).ok().flatten().is_none() {
+                return Err(at(
+                    user.span(),
+                    "user".into(),
+                    format!("no such user {:?} on this system", user.get_ref()),
+                ));
+            }
+        }
+        if raw.listen.smtp.is_empty() {
+            return Err(err(
+                None,
+                Some("listen.smtp".into()),
+                "no listener: give at least one address, e.g. smtp = [\"0.0.0.0:25\"]".into(),
+            ));
+        }
+        if let Some(lmtp) = &raw.delivery.lmtp {
+            let v = lmtp.get_ref();
+            if !v.starts_with('/') && v.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+                let message = format!("{v:?}: expected host:port or the absolute path of a Unix socket");
+                return Err(at(lmtp.span(), "delivery.lmtp".into(), message));
+            }
+        }
+        let data_dir = resolve(raw.data_dir);
+        Ok(Config {
+            file: file.to_owned(),
+            hostname: raw.hostname.unwrap_or_else(crate::maildir::system_hostname),
+            accounts: raw.accounts.map(&resolve).unwrap_or_else(|| data_dir.join("passwd")),
+            data_dir,
+            user: raw.user.map(Spanned::into_inner),
+            trusted_networks,
+            listen: raw.listen,
+            tls: raw.tls.map(|t| TlsFiles { cert: resolve(t.cert), key: resolve(t.key) }),
+            dns: raw.dns,
+            delivery: DeliveryConfig { lmtp: raw.delivery.lmtp.map(Spanned::into_inner) },
+            limits: raw.limits,
+            mail_auth: raw.mail_auth,
+            domains,
+        })
+    }
+
+    /// The `[[domain]]` named `name` (compared case-insensitively).
+    pub fn domain(&self, name: &str) -> Option<&DomainConfig> {
+        let name = name.trim_end_matches('.');
+        self.domains.iter().find(|d| d.name.eq_ignore_ascii_case(name))
+    }
+
+    /// `<data_dir>/mailboxes`.
+    pub fn mailboxes_dir(&self) -> PathBuf {
+        self.data_dir.join("mailboxes")
+    }
+}
+
+/// Checks a `trusted_networks` entry (`ADDR` or `ADDR/LEN`).
+fn check_network(s: &str) -> Result<(), String> {
+    let (addr, len) = s.split_once('/').map_or((s, None), |(a, l)| (a, Some(l)));
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| format!("{s:?}: not an IP address or network"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match len {
+        Some(l) if l.parse::<u8>().ok().is_none_or(|l| l > max) => Err(format!("{s:?}: bad prefix length")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"hostname = "mail.example.org"          # greeting, Received:, our EHLO name
+data_dir = "/var/lib/smtp-std"         # mailboxes/, and later queue/; created if missing
+accounts = "/etc/smtp-std/passwd"      # see 2
+[listen]
+smtp = ["0.0.0.0:25"]                  # mail from the world for our domains
+[tls]                                  # optional; STARTTLS on smtp when present
+cert = "/etc/smtp-std/cert.pem"
+key = "/etc/smtp-std/key.pem"
+[dns]                                  # optional; default: the system's resolvers
+server = "127.0.0.1:5353"
+[[domain]]
+name = "example.org"
+catch_all = "alice"                    # optional
+[domain.aliases]
+postmaster = "alice"
+sales = ["alice", "bob"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/smtp-std/smtp-std.toml"))
+    }
+
+    #[test]
+    fn the_issue_example_as_written() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.hostname, "mail.example.org");
+        assert_eq!(c.data_dir, Path::new("/var/lib/smtp-std"));
+        assert_eq!(c.accounts, Path::new("/etc/smtp-std/passwd"));
+        assert_eq!(c.listen.smtp, ["0.0.0.0:25".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(c.dns.server, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(c.tls.unwrap().key, Path::new("/etc/smtp-std/key.pem"));
+        let d = &c.domains[0];
+        assert_eq!(d.catch_all.as_deref(), Some(&["alice@example.org".to_owned()][..]));
+        assert_eq!(d.aliases["postmaster"], ["alice@example.org"]);
+        assert_eq!(c.trusted_networks, ["127.0.0.1/32", "::1/128"]);
+        assert!(c.mail_auth);
+    }
+
+    fn error(text: &str) -> (Option<usize>, Option<String>, String) {
+        let e = parse(text).unwrap_err();
+        assert!(e.to_string().starts_with("/etc/smtp-std/smtp-std.toml"), "{e}");
+        (e.line, e.key, e.message)
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let bad = EXAMPLE.replace("smtp = [\"0.0.0.0:25\"]", "smtp = [\"0.0.0.0\"]");
+        let (line, key, _) = error(&bad);
+        assert_eq!((line, key.as_deref()), (Some(5), Some("listen.smtp[0]")));
+
+        let bad = EXAMPLE.replace("hostname =", "hostnme =");
+        let (line, _, msg) = error(&bad);
+        assert_eq!(line, Some(1));
+        assert!(msg.contains("unknown field `hostnme`"), "{msg}");
+
+        let bad = EXAMPLE.replace("sales = [\"alice\", \"bob\"]", "sales = [\"alice\", \"bob@gmail.com\"]");
+        let (line, key, msg) = error(&bad);
+        assert_eq!((line, key.as_deref()), (Some(16), Some("domain[0].aliases.sales")));
+        assert!(msg.contains("bob@gmail.com") && msg.contains("queue"), "{msg}");
+
+        let bad = EXAMPLE.replace("catch_all = \"alice\"", "catch_all = \"al/ice\"");
+        let (line, key, _) = error(&bad);
+        assert_eq!((line, key.as_deref()), (Some(13), Some("domain[0].catch_all")));
+
+        let bad = format!("{EXAMPLE}[limits]\ntimeout = \"5 parsecs\"\n");
+        let (line, key, msg) = error(&bad);
+        assert_eq!((line, key.as_deref()), (Some(18), Some("limits.timeout")));
+        assert!(msg.contains("unknown unit"), "{msg}");
+
+        let bad = format!("trusted_networks = [\"10.0.0.0/33\"]\n{EXAMPLE}");
+        assert_eq!(error(&bad).1.as_deref(), Some("trusted_networks[0]"));
+
+        let bad = EXAMPLE.replace("name = \"example.org\"", "name = \"exa mple.org\"");
+        assert_eq!(error(&bad).0, Some(12));
+
+        let (_, key, _) = error("data_dir = \"/x\"\n[listen]\nsmtp = [\"127.0.0.1:25\"]\n");
+        assert_eq!(key.as_deref(), Some("domain"));
+        let (line, key, _) = error(&format!("user = \"no-such-user-here\"\n{EXAMPLE}"));
+        assert_eq!((line, key.as_deref()), (Some(1), Some("user")));
+        assert!(error("data_dir = [").0.is_some());
+    }
+
+    #[test]
+    fn relative_paths_and_defaults() {
+        let c = Config::parse(
+            "data_dir = \"data\"\n[listen]\nsmtp = [\"127.0.0.1:2525\"]\n[[domain]]\nname = \"A.Test.\"\n",
+            Path::new("/srv/mail/smtp-std.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, Path::new("/srv/mail/data"));
+        assert_eq!(c.accounts, Path::new("/srv/mail/data/passwd"));
+        assert_eq!(c.domains[0].name, "a.test");
+        assert_eq!(c.limits.max_clients, 100);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(432_000)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
