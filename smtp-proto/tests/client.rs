@@ -72,7 +72,10 @@ impl Session {
                 }
                 Progress::NeedInput => true,
                 Progress::Closed => {
-                    self.events.push("Closed".into());
+                    // Once, however many reads arrive after the close.
+                    if self.events.last().is_none_or(|e| e != "Closed") {
+                        self.events.push("Closed".into());
+                    }
                     true
                 }
             };
@@ -665,4 +668,404 @@ fn reply_parser_errors() {
     assert_eq!(parse_reply(b"250-a\r\n250-b\r\n250 c\r\n", &limits), Err(ReplyError::TooManyLines));
     assert!(matches!(parse_reply(b"250-a\r\n250 b\r\n", &limits), Ok(Status::Complete(_))));
     assert_eq!(limits.max_reply_len(), 1024);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LMTP (RFC 2033): LHLO, one reply per accepted recipient after the end of data
+// ---------------------------------------------------------------------------------------------
+
+const LHLO_PIPELINING: &[u8] = b"250-lmtp.test\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n";
+
+/// The codes of `recipient_results()`, 0 for `None`.
+fn codes(s: &Session) -> Vec<u16> {
+    s.client.recipient_results().iter().map(|r| r.map_or(0, |r| r.code)).collect()
+}
+
+#[test]
+fn lmtp_pipelined_partial_success() {
+    let s = all_splits(Config::lmtp("client.test"), |s| {
+        greet(s, LHLO_PIPELINING);
+        assert!(s.client.is_ready() && s.client.is_esmtp());
+        let rcpts = to(&["a@x", "bad@x", "c@x", "d@x", "e@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        // Every envelope reply in one read.
+        s.feed(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n250 ok\r\n354 go\r\n");
+        assert!(s.client.is_sending_body());
+        assert_eq!(codes(s), [250, 550, 250, 250, 250]);
+        s.body(b".dot\nbare\rcr\r\n");
+        // From the end of data, accepted recipients wait for their own reply.
+        assert_eq!(codes(s), [0, 550, 0, 0, 0]);
+        assert_eq!(s.client.timeout(), Some(Duration::from_secs(600)));
+        s.feed(b"250 2.0.0 <a@x> saved\r\n");
+        assert_eq!(codes(s), [250, 550, 0, 0, 0]);
+        assert!(!s.client.is_ready());
+        // The other three in one read: over quota (temporary), mailbox full, saved.
+        s.feed(b"452 4.2.2 <c@x> over quota\r\n552 5.2.2 <d@x> mailbox full\r\n250 2.0.0 <e@x> saved\r\n");
+        assert!(s.client.is_ready());
+        assert_eq!(s.client.timeout(), None);
+        assert_eq!(codes(s), [250, 550, 452, 552, 250]);
+        let r = s.client.recipient_results();
+        assert_eq!(r[2].unwrap().enhanced, Some(EnhancedCode::new(4, 2, 2)));
+        assert_eq!(r.iter().map(|r| r.unwrap().is_accepted()).collect::<Vec<_>>(), [true, false, false, false, true]);
+        // A second transaction on the same session starts afresh.
+        let rcpts = to(&["f@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.feed(b"250 ok\r\n250 ok\r\n354 go\r\n");
+        assert_eq!(codes(s), [250]);
+        s.body(b"two");
+        s.feed(b"250 2.0.0 <f@x> saved\r\n");
+        assert_eq!(codes(s), [250]);
+        s.client.quit().unwrap();
+        s.drain();
+        s.feed(b"221 bye\r\n");
+        assert!(s.client.is_closed());
+    });
+    assert_eq!(
+        s.output_str(),
+        "LHLO client.test\r\nMAIL FROM:<m@c>\r\nRCPT TO:<a@x>\r\nRCPT TO:<bad@x>\r\nRCPT TO:<c@x>\r\n\
+         RCPT TO:<d@x>\r\nRCPT TO:<e@x>\r\nDATA\r\n..dot\r\nbare\r\ncr\r\n.\r\n\
+         MAIL FROM:<m@c>\r\nRCPT TO:<f@x>\r\nDATA\r\ntwo\r\n.\r\nQUIT\r\n"
+    );
+    let ev = &s.events;
+    assert!(ev[0].starts_with("Greeting"), "{ev:?}");
+    assert!(ev[1].starts_with("Capabilities") && ev[1].ends_with("esmtp: true }"));
+    assert_eq!(ev[8], "ReadyForData");
+    let after: Vec<(&str, &str)> = ev[9..13]
+        .iter()
+        .map(|e| {
+            let (head, rest) = e.split_at(e.find(", reply").unwrap());
+            (head, &rest[rest.find("code: ").unwrap() + 6..][..3])
+        })
+        .collect();
+    assert_eq!(
+        after,
+        [
+            ("Reply { command: DataEnd, recipient: Some(0)", "250"),
+            ("Reply { command: DataEnd, recipient: Some(2)", "452"),
+            ("Reply { command: DataEnd, recipient: Some(3)", "552"),
+            ("Reply { command: DataEnd, recipient: Some(4)", "250"),
+        ]
+    );
+    assert_eq!(ev[13], "LmtpDone { delivered: 2, accepted: 4 }");
+    assert!(ev[17].starts_with("Reply { command: DataEnd, recipient: Some(0)"), "{:?}", &ev[14..]);
+    assert_eq!(ev[18], "LmtpDone { delivered: 1, accepted: 1 }");
+    assert_eq!(ev[19], "Closed");
+    assert_eq!(ev.len(), 20);
+    assert!(!ev.iter().any(|e| e.starts_with("Delivered")));
+}
+
+#[test]
+fn lmtp_one_at_a_time_without_pipelining() {
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, b"250 lmtp.test\r\n");
+        let rcpts = to(&["a@x", "b@x", "c@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        assert_eq!(s.output_str(), "LHLO c\r\nMAIL FROM:<m@c>\r\n");
+        s.feed(b"250 ok\r\n");
+        s.feed(b"250 ok\r\n");
+        s.feed(b"450 4.2.1 try later\r\n");
+        s.feed(b"250 ok\r\n");
+        s.feed(b"354 go\r\n");
+        s.body(b"hi\r\n");
+        s.feed(b"250 2.0.0 a\r\n");
+        s.feed(b"550 5.7.1 c refused after all\r\n");
+        assert!(s.client.is_ready());
+        assert_eq!(codes(s), [250, 450, 550]);
+    });
+    assert_eq!(
+        s.output_str(),
+        "LHLO c\r\nMAIL FROM:<m@c>\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\nDATA\r\nhi\r\n.\r\n"
+    );
+    assert_eq!(s.events.last().unwrap(), "LmtpDone { delivered: 1, accepted: 2 }");
+}
+
+#[test]
+fn lmtp_all_refused_at_rcpt_sends_no_data() {
+    // Pipelined: DATA went out with the group; its 503 (RFC 2033 §4.2) and then RSET.
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, LHLO_PIPELINING);
+        let rcpts = to(&["a@x", "b@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.feed(b"250 ok\r\n550 5.1.1 no\r\n452 4.2.2 full\r\n503 5.5.1 no valid recipients\r\n");
+        s.feed(b"250 reset\r\n");
+        assert!(s.client.is_ready());
+        assert_eq!(codes(s), [550, 452]);
+    });
+    assert!(s.output_str().ends_with("RCPT TO:<b@x>\r\nDATA\r\nRSET\r\n"), "{}", s.output_str());
+    assert!(s.events.last().unwrap().starts_with("Failed(Error { step: Rcpt, kind: NoValidRecipients"));
+    assert!(!s.events.iter().any(|e| e == "ReadyForData" || e.starts_with("LmtpDone")));
+    // One at a time: DATA is never sent.
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, b"250 lmtp.test\r\n");
+        let rcpts = to(&["a@x", "b@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.feed(b"250 ok\r\n");
+        s.feed(b"550 no\r\n");
+        s.feed(b"550 no\r\n");
+        s.feed(b"250 reset\r\n");
+        assert!(s.client.is_ready());
+    });
+    assert_eq!(s.output_str(), "LHLO c\r\nMAIL FROM:<m@c>\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nRSET\r\n");
+}
+
+#[test]
+fn lmtp_421_midway() {
+    // After the end of data: the recipients answered keep their reply, the 421 is kept as the
+    // next one's, the rest stay unknown; no QUIT to a closing server.
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, LHLO_PIPELINING);
+        let rcpts = to(&["a@x", "b@x", "c@x", "d@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.feed(b"250 ok\r\n250 ok\r\n550 no\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+        s.body(b"hi");
+        s.output.clear();
+        s.feed(b"250 2.0.0 saved\r\n421 4.3.2 shutting down\r\n");
+        assert!(s.client.is_closed());
+        assert_eq!(codes(s), [250, 550, 421, 0]);
+    });
+    assert_eq!(s.output_str(), "");
+    let ev = &s.events;
+    assert!(ev[ev.len() - 3].starts_with("Reply { command: DataEnd, recipient: Some(0)"), "{ev:?}");
+    assert!(ev[ev.len() - 2].starts_with("Error(Error { step: DataEnd, kind: Refused"), "{ev:?}");
+    assert!(ev[ev.len() - 2].contains("code: 421"));
+    assert_eq!(ev[ev.len() - 1], "Closed");
+    let e = s.client.error().unwrap();
+    assert_eq!((e.step, e.kind, e.reply.unwrap().code), (Step::DataEnd, ErrorKind::Refused, 421));
+    // At RCPT: fatal too, nothing more is sent.
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, LHLO_PIPELINING);
+        let rcpts = to(&["a@x", "b@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.feed(b"250 ok\r\n250 ok\r\n421 4.3.2 bye\r\n");
+        assert!(s.client.is_closed());
+    });
+    assert!(s.output_str().ends_with("DATA\r\n"));
+    assert!(s.events[s.events.len() - 2].contains("step: Rcpt, kind: Refused"), "{:?}", s.events);
+}
+
+#[test]
+fn lmtp_malformed_reply_after_data() {
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, LHLO_PIPELINING);
+        let rcpts = to(&["a@x", "b@x", "c@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.feed(b"250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+        s.body(b"hi");
+        // What follows a malformed reply is never parsed.
+        s.feed(b"250 2.0.0 saved\r\n25x oops\r\n250 2.0.0 saved\r\n");
+        assert!(s.client.is_closed());
+        assert_eq!(codes(s), [250, 0, 0]);
+    });
+    let e = s.events.iter().find(|e| e.starts_with("Error")).unwrap();
+    assert!(e.contains("step: DataEnd, kind: Malformed(BadCode)"), "{e}");
+    assert!(!s.events.iter().any(|e| e.starts_with("LmtpDone")));
+    // More replies than recipients: the extra one is unexpected.
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, LHLO_PIPELINING);
+        let rcpts = to(&["a@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.feed(b"250 ok\r\n250 ok\r\n354 go\r\n");
+        s.body(b"hi");
+        s.feed(b"250 2.0.0 saved\r\n250 2.0.0 saved again\r\n");
+        assert!(s.client.is_closed());
+        assert_eq!(codes(s), [250]);
+    });
+    let n = s.events.len();
+    assert_eq!(s.events[n - 3], "LmtpDone { delivered: 1, accepted: 1 }");
+    assert!(s.events[n - 2].contains("kind: UnexpectedReply"), "{:?}", s.events);
+}
+
+#[test]
+fn lmtp_lhlo_refused_has_no_helo_fallback() {
+    for reply in [&b"500 5.5.1 what\r\n"[..], b"502 5.5.1 no\r\n", b"554 go away\r\n"] {
+        let s = all_splits(Config::lmtp("c"), |s| {
+            s.feed(b"220 lmtp.test LMTP\r\n");
+            s.feed(reply);
+            s.feed(b"221 bye\r\n");
+            assert!(s.client.is_closed());
+        });
+        assert_eq!(s.output_str(), "LHLO c\r\nQUIT\r\n");
+        assert!(s.events[1].starts_with("Error(Error { step: Lhlo, kind: Refused"), "{:?}", s.events);
+        assert_eq!(s.client.error().unwrap().step, Step::Lhlo);
+    }
+    // A malformed LHLO reply.
+    let mut s = Session::new(Config::lmtp("c"), Mode::Whole);
+    s.feed(b"220 x\r\n250_x\r\n");
+    let e = s.client.error().unwrap();
+    assert_eq!((e.step, e.kind), (Step::Lhlo, ErrorKind::Malformed(ReplyError::BadSeparator)));
+}
+
+#[test]
+fn lmtp_never_uses_bdat() {
+    let mut config = Config::lmtp("c");
+    config.chunking = true;
+    let s = all_splits(config, |s| {
+        greet(s, b"250-lmtp.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n");
+        assert!(s.client.capabilities().chunking);
+        let rcpts = to(&["a@x", "b@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.feed(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+        s.body(b"x");
+        s.feed(b"250 a\r\n250 b\r\n");
+    });
+    assert_eq!(s.output_str(), "LHLO c\r\nMAIL FROM:<m@c>\r\nRCPT TO:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(s.events.last().unwrap(), "LmtpDone { delivered: 2, accepted: 2 }");
+}
+
+#[test]
+fn lmtp_354_without_recipients_closes_without_ending_the_message() {
+    // A broken server: 354 although no recipient was accepted. Ending the message would leave
+    // an unknown number of replies to come; the client closes instead (nothing delivered).
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, LHLO_PIPELINING);
+        let rcpts = to(&["a@x"]);
+        s.client.send_mail(&Envelope::new("m@c", &rcpts)).unwrap();
+        s.drain();
+        s.output.clear();
+        s.feed(b"250 ok\r\n550 no\r\n354 go\r\n");
+        assert!(s.client.is_closed());
+    });
+    assert_eq!(s.output_str(), "");
+    assert!(s.events[s.events.len() - 2].contains("step: Data, kind: UnexpectedReply"), "{:?}", s.events);
+}
+
+#[test]
+fn lmtp_starttls_then_lhlo_again() {
+    let s = all_splits(Config::lmtp("c"), |s| {
+        greet(s, b"250-lmtp.test\r\n250 STARTTLS\r\n");
+        s.client.starttls().unwrap();
+        s.drain();
+        s.feed(b"220 go ahead\r\n");
+        s.client.tls_established().unwrap();
+        s.drain();
+        s.feed(b"250-lmtp.test\r\n250 PIPELINING\r\n");
+        assert!(s.client.is_tls() && s.client.is_ready() && s.client.capabilities().pipelining);
+    });
+    assert_eq!(s.output_str(), "LHLO c\r\nSTARTTLS\r\nLHLO c\r\n");
+}
+
+/// The LMTP client against the LMTP server core, through pipes of `pipe` bytes: the server
+/// refuses RCPT for local parts starting with "bad" and, after the data, answers each
+/// accepted recipient with `after[k]` (`None`: accept).
+fn lmtp_pair(
+    pipe: usize,
+    rcpts: &[&'static str],
+    after: &[Option<u16>],
+    body: &[u8],
+) -> (Vec<String>, Vec<u16>, Vec<u8>) {
+    use smtp_proto::parse::ForwardPath;
+    use smtp_proto::server::{self, Server};
+    use smtp_proto::Reply;
+    let mut sconfig = server::Config::new("lmtp.test");
+    sconfig.lmtp = true;
+    let mut server = Server::new(sconfig);
+    server.greet("LMTP").unwrap();
+    let mut client: Client<8> = Client::new(Config::lmtp("client.test"));
+    let to = to(rcpts);
+    let env = Envelope::new("m@c", &to);
+    let (mut c2s, mut s2c, mut s_in, mut c_in) = (vec![], vec![], vec![], vec![]);
+    let (mut events, mut received, mut ends) = (vec![], vec![], 0);
+    let (mut sent, mut body_rest) = (false, body);
+    let mut buf = [0u8; 333];
+    for _ in 0..100_000 {
+        while let n @ 1.. = client.poll_transmit(&mut buf) {
+            c2s.extend_from_slice(&buf[..n]);
+        }
+        s_in.extend(c2s.drain(..pipe.min(c2s.len())));
+        loop {
+            let r = server.handle_input(&s_in).unwrap();
+            let consumed = r.consumed;
+            let server::Progress::Event(ev) = r.progress else {
+                s_in.drain(..consumed);
+                break;
+            };
+            if let server::Event::Data(d) = ev {
+                received.extend_from_slice(d);
+            }
+            let refuse = match ev {
+                server::Event::Rcpt { to: ForwardPath::Mailbox(m), .. } => m.local_part.starts_with("bad"),
+                _ => false,
+            };
+            if ev.needs_decision() {
+                if refuse {
+                    server.reply(Reply::NO_SUCH_USER).unwrap();
+                } else if let server::Event::DataEnd { .. } = ev {
+                    // One decision per accepted recipient.
+                    loop {
+                        match after[ends] {
+                            None => server.accept().unwrap(),
+                            Some(code) => server.reply(Reply::new(code, None, "not now")).unwrap(),
+                        }
+                        ends += 1;
+                        if !server.is_pending() {
+                            break;
+                        }
+                    }
+                } else {
+                    server.accept().unwrap();
+                }
+            }
+            s_in.drain(..consumed);
+        }
+        while let n @ 1.. = server.poll_transmit(&mut buf) {
+            s2c.extend_from_slice(&buf[..n]);
+        }
+        c_in.extend(s2c.drain(..pipe.min(s2c.len())));
+        loop {
+            let r = client.handle_input(&c_in).unwrap();
+            let consumed = r.consumed;
+            match r.progress {
+                Progress::Event(Event::Error(e)) => panic!("client error {e:?}"),
+                Progress::Event(ev) => events.push(format!("{ev:?}")),
+                Progress::NeedInput => break,
+                Progress::Closed => {
+                    let codes = client.recipient_results().iter().map(|r| r.unwrap().code).collect();
+                    return (events, codes, received);
+                }
+            }
+            c_in.drain(..consumed);
+        }
+        if client.is_ready() {
+            if sent {
+                client.quit().unwrap();
+            } else {
+                client.send_mail(&env).unwrap();
+                sent = true;
+            }
+        }
+        while client.is_sending_body() {
+            if body_rest.is_empty() {
+                client.finish_body().unwrap();
+                break;
+            }
+            let n = client.send_body(&body_rest[..7.min(body_rest.len())]).unwrap();
+            body_rest = &body_rest[n..];
+        }
+    }
+    panic!("livelock: {events:?}");
+}
+
+#[test]
+fn lmtp_client_against_the_lmtp_server_core() {
+    let body = b"Subject: x\r\n\r\n.leading dot\r\nbare\nlf\r\n";
+    for pipe in [1, 2, 5, 64, 4096] {
+        let (events, codes, received) =
+            lmtp_pair(pipe, &["a@x", "bad@x", "c@x", "d@x"], &[None, Some(452), None], body);
+        assert_eq!(codes, [250, 550, 452, 250], "pipe {pipe}");
+        assert_eq!(received, b"Subject: x\r\n\r\n.leading dot\r\nbare\r\nlf\r\n");
+        let ends: Vec<&String> = events.iter().filter(|e| e.starts_with("Reply { command: DataEnd")).collect();
+        assert_eq!(ends.len(), 3);
+        assert!(ends[1].starts_with("Reply { command: DataEnd, recipient: Some(2)") && ends[1].contains("code: 452"));
+        assert!(events.contains(&"LmtpDone { delivered: 2, accepted: 3 }".to_string()), "{events:?}");
+    }
 }

@@ -68,8 +68,11 @@ pub struct Config {
     pub pipelining: bool,
     /// Use CHUNKING (BDAT, RFC 3030) instead of DATA when offered. Default off: DATA is what
     /// every server does best; BDAT sends each pushed piece as one chunk and waits for its
-    /// reply.
+    /// reply. Never used in LMTP mode (see [`Config::lmtp()`]).
     pub chunking: bool,
+    /// Speak LMTP (RFC 2033) instead of SMTP: `LHLO` (no HELO fallback), and after the end of
+    /// data one reply per recipient accepted at RCPT. See [`Config::lmtp()`]. Default off.
+    pub lmtp: bool,
     /// Timeouts per command.
     pub timeouts: Timeouts,
 }
@@ -83,8 +86,24 @@ impl Config {
             bare_line_endings: BarePolicy::Allow,
             pipelining: true,
             chunking: false,
+            lmtp: false,
             timeouts: Timeouts::default(),
         }
+    }
+
+    /// Defaults for an LMTP client (RFC 2033) called `hostname`: [`Config::new`] with the
+    /// field [`lmtp`](Self#structfield.lmtp) set. PIPELINING is used when the server offers it (RFC 2033
+    /// servers must); BDAT never, even with [`Config::chunking`]: after `BDAT LAST` a refusal
+    /// of the command itself (one reply) could not be told from the first of the
+    /// per-recipient replies, after `DATA`'s end it can (RFC 2033 §4.2 fixes their number).
+    ///
+    /// ```
+    /// use smtp_proto::client::Config;
+    /// let config = Config::lmtp("mx.example.org");
+    /// assert!(config.lmtp && config.pipelining);
+    /// ```
+    pub fn lmtp(hostname: &str) -> Self {
+        Self { lmtp: true, ..Self::new(hostname) }
     }
 }
 

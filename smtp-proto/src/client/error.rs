@@ -70,6 +70,8 @@ pub enum Step {
     Ehlo,
     /// HELO (the fallback after EHLO was refused with 500/502).
     Helo,
+    /// LHLO (LMTP, RFC 2033).
+    Lhlo,
     /// STARTTLS, or the TLS handshake after it.
     StartTls,
     /// AUTH.

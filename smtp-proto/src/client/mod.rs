@@ -15,7 +15,8 @@
 //! [`ReplyLimits::max_reply_len`](crate::parse::reply::ReplyLimits::max_reply_len) bytes (51 200 with the defaults) so that a whole reply fits.
 //!
 //! # The session
-//! 1. `220` greeting → [`Event::Greeting`]; the client sends EHLO (HELO if EHLO gets 500/502).
+//! 1. `220` greeting → [`Event::Greeting`]; the client sends EHLO (HELO if EHLO gets 500/502;
+//!    LHLO in [LMTP](#lmtp) mode).
 //! 2. [`Event::Capabilities`]: idle. [`Client::capabilities`] holds what the server offers.
 //! 3. Optionally [`Client::starttls`] → [`Event::TlsHandshake`]: do the handshake, then call
 //!    [`Client::tls_established`]; the capabilities are dropped and EHLO is sent again.
@@ -26,13 +27,67 @@
 //!    at a time otherwise) → an [`Event::Reply`] per MAIL and RCPT, then
 //!    [`Event::ReadyForData`] if at least one recipient was accepted. Push the content with
 //!    [`Client::send_body`] (any chunk size; dot-stuffed, CR/LF normalised), end it with
-//!    [`Client::finish_body`] → [`Event::Delivered`], with per-recipient results in
-//!    [`Client::recipient_results`]. If nothing was accepted the client sends RSET and reports
+//!    [`Client::finish_body`] → [`Event::Delivered`] (LMTP: a reply per recipient, then
+//!    [`Event::LmtpDone`]), with per-recipient results in [`Client::recipient_results`]. If nothing was accepted the client sends RSET and reports
 //!    [`Event::Failed`].
 //! 6. [`Client::quit`] → [`Progress::Closed`].
 //!
 //! A fatal problem (a malformed reply, injection, a refused greeting, `421`) is reported once
 //! as [`Event::Error`]; then the session is closed (after a `QUIT` when the server is sane).
+//!
+//! # LMTP
+//! With [`Config::lmtp()`] the client speaks LMTP (RFC 2033), the same session with three
+//! differences:
+//! 1. The greeting is answered with `LHLO`; there is no HELO fallback (a refused LHLO is
+//!    fatal). PIPELINING is used as in SMTP, when the server offers it (RFC 2033 servers
+//!    must); BDAT never (see [`Config::lmtp()`] for why).
+//! 2. After the end of data the server sends one reply per recipient accepted at RCPT, in
+//!    RCPT order: each is reported as [`Event::Reply`] with [`Command::DataEnd`] and the
+//!    recipient's index in [`Envelope::to`], and replaces that recipient's entry in
+//!    [`Client::recipient_results`]. After the last one, [`Event::LmtpDone`]: the client is
+//!    idle. [`Event::Delivered`] is never reported in LMTP mode.
+//! 3. [`Client::recipient_results`] is each recipient's final outcome once the transaction is
+//!    over: its refusal at RCPT, or its reply after the data. From the end of data on, an
+//!    accepted recipient's entry is `None` until its reply arrives; if the session dies
+//!    first (a `421`, a malformed reply, a timeout), `None` means *unknown*: the message may
+//!    or may not have been delivered to it. (A `421` in place of a recipient's reply is kept
+//!    as that recipient's result, then the session ends.)
+//!
+//! ```
+//! use smtp_proto::client::{Client, Command, Config, Envelope, Event, Progress, Recipient};
+//!
+//! let mut client: Client<4> = Client::new(Config::lmtp("mx.example"));
+//! let mut out = [0u8; 512];
+//! let mut feed = |client: &mut Client<4>, mut input: &[u8]| {
+//!     let mut events = Vec::new();
+//!     loop {
+//!         let r = client.handle_input(input).unwrap();
+//!         input = &input[r.consumed..];
+//!         let Progress::Event(ev) = r.progress else { return events };
+//!         events.push(match ev {
+//!             Event::Reply { command: Command::DataEnd, recipient: Some(i), reply } => {
+//!                 format!("{i}: {}", reply.code())
+//!             }
+//!             ev => format!("{ev:?}"),
+//!         });
+//!     }
+//! };
+//! feed(&mut client, b"220 lmtp.example LMTP ready\r\n");
+//! let n = client.poll_transmit(&mut out);
+//! assert_eq!(&out[..n], b"LHLO mx.example\r\n");
+//! feed(&mut client, b"250-lmtp.example\r\n250 PIPELINING\r\n");
+//! let to = [Recipient::new("a@example.org"), Recipient::new("b@example.org"), Recipient::new("c@example.org")];
+//! client.send_mail(&Envelope::new("m@mx.example", &to)).unwrap();
+//! feed(&mut client, b"250 ok\r\n250 ok\r\n550 5.1.1 unknown\r\n250 ok\r\n354 go\r\n");
+//! client.send_body(b"Subject: hi\r\n\r\nhello\r\n").unwrap();
+//! client.finish_body().unwrap();
+//! // One reply per recipient accepted at RCPT (a and c), in RCPT order.
+//! let events = feed(&mut client, b"250 2.0.0 saved\r\n452 4.2.2 over quota\r\n");
+//! assert_eq!(events, ["0: 250", "2: 452", "LmtpDone { delivered: 1, accepted: 2 }"]);
+//! let codes: Vec<u16> = client.recipient_results().iter().map(|r| r.unwrap().code).collect();
+//! assert_eq!(codes, [250, 550, 452]);
+//! assert!(client.is_ready());
+//! ```
 //!
 //! # Capacity
 //! `N` (default 100, the RFC 5321 §4.5.3.1.8 minimum a server must buffer) is the most
@@ -78,6 +133,7 @@
 mod config;
 mod envelope;
 mod error;
+mod lmtp;
 
 pub use config::{Config, Timeouts};
 pub use envelope::{Envelope, Recipient};
@@ -150,11 +206,12 @@ pub enum Event<'b> {
     Authenticated(ParsedReply<'b>),
     /// A reply that does not end a step: to MAIL, to each RCPT (with its index in the
     /// envelope), to an intermediate BDAT chunk (push more content), to an AUTH step (`334`),
-    /// to EHLO before the HELO fallback, to RSET.
+    /// to EHLO before the HELO fallback, to RSET; in LMTP mode, each recipient's reply after
+    /// the end of data ([`Command::DataEnd`], with its index).
     Reply {
         /// The command answered.
         command: Command,
-        /// For RCPT: the recipient's index in [`Envelope::to`].
+        /// For RCPT (and LMTP's end of data): the recipient's index in [`Envelope::to`].
         recipient: Option<usize>,
         /// The reply.
         reply: ParsedReply<'b>,
@@ -162,11 +219,20 @@ pub enum Event<'b> {
     /// Push the content with [`Client::send_body`] and end it with [`Client::finish_body`].
     ReadyForData,
     /// The server took the message; the client is idle. Per-recipient results are in
-    /// [`Client::recipient_results`].
+    /// [`Client::recipient_results`]. Not in LMTP mode: see [`Event::LmtpDone`].
     Delivered {
         /// The reply to the end of data.
         reply: ParsedReply<'b>,
         /// Recipients accepted.
+        accepted: usize,
+    },
+    /// LMTP: the reply after the end of data for the last accepted recipient arrived (each was
+    /// reported as [`Event::Reply`] with [`Command::DataEnd`]); the client is idle. Each
+    /// recipient's final outcome is in [`Client::recipient_results`].
+    LmtpDone {
+        /// Recipients whose reply after the data was positive (2xx): they have the message.
+        delivered: usize,
+        /// Recipients accepted at RCPT (one reply after the data each).
         accepted: usize,
     },
     /// A step failed (AUTH, STARTTLS, or the transaction: MAIL refused, no recipient accepted,
@@ -199,7 +265,8 @@ pub struct Input<'b> {
     pub progress: Progress<'b>,
 }
 
-/// The server's answer to one RCPT.
+/// The server's answer to one RCPT (in LMTP mode, after the data: the answer for that
+/// recipient).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RcptResult {
     /// The reply code.
@@ -218,6 +285,7 @@ impl RcptResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Greeting,
+    /// EHLO, or LHLO in LMTP mode.
     Ehlo,
     Helo,
     Ready,
@@ -232,7 +300,7 @@ enum State {
     Bdat {
         last: bool,
     },
-    /// Waiting for the reply to the end of data.
+    /// Waiting for the reply to the end of data (LMTP: for the replies, see `Tx::lmtp_left`).
     DataEnd,
     /// `354` without an accepted recipient: sent `.`, waiting for its reply.
     EmptyData,
@@ -251,6 +319,20 @@ struct Tx {
     data_end: Option<usize>,
     mail_ok: bool,
     accepted: usize,
+    /// LMTP: replies after the end of data still due.
+    lmtp_left: usize,
+    /// LMTP: where to look for the recipient of the next reply after the end of data.
+    lmtp_cursor: usize,
+    /// LMTP: positive replies after the end of data so far.
+    delivered: usize,
+}
+
+/// An event reported on the next [`Client::handle_input`] call (it borrows nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    Nothing,
+    ReadyForData,
+    LmtpDone,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -303,8 +385,8 @@ pub struct Client<const N: usize = 100> {
     normaliser: Normaliser,
     /// A failure reported after the RSET reply.
     failure: Option<Error>,
-    /// ReadyForData to report on the next call.
-    deferred_ready: bool,
+    /// An event to report on the next call.
+    deferred: Deferred,
     error: Option<Error>,
     out: [u8; OUTPUT_BUFFER],
     sent: usize,
@@ -349,7 +431,7 @@ impl<const N: usize> Client<N> {
             stuffer: Stuffer::new(config.bare_line_endings),
             normaliser: Normaliser::new(config.bare_line_endings),
             failure: None,
-            deferred_ready: false,
+            deferred: Deferred::Nothing,
             error: None,
             out: [0; OUTPUT_BUFFER],
             sent: 0,
@@ -390,12 +472,12 @@ impl<const N: usize> Client<N> {
 
     /// Whether the client is idle: a request ([`Client::send_mail`], ...) is possible.
     pub fn is_ready(&self) -> bool {
-        self.state == State::Ready && !self.deferred_ready
+        self.state == State::Ready && self.deferred == Deferred::Nothing
     }
 
     /// Whether content may be pushed now ([`Client::send_body`]).
     pub fn is_sending_body(&self) -> bool {
-        self.state == State::Body && !self.deferred_ready
+        self.state == State::Body && self.deferred == Deferred::Nothing
     }
 
     /// Whether a TLS handshake is due (after [`Event::TlsHandshake`]).
@@ -415,6 +497,8 @@ impl<const N: usize> Client<N> {
 
     /// The results of the current (or last) transaction's RCPTs, in envelope order; `None` for
     /// a recipient whose reply has not arrived (or was never asked, after MAIL was refused).
+    /// In LMTP mode, from the end of data on, an accepted recipient's entry is its reply
+    /// after the data, `None` until it arrives (see the [module docs](self#lmtp)).
     pub fn recipient_results(&self) -> &[Option<RcptResult>] {
         &self.results[..self.tx.count]
     }
@@ -664,7 +748,7 @@ impl<const N: usize> Client<N> {
             w.bytes(b"\r\n")?;
             self.rcpt_ends[i] = w.len;
         }
-        let chunked = self.config.chunking && caps.chunking;
+        let chunked = self.config.chunking && caps.chunking && !self.config.lmtp;
         let data_end = if chunked {
             None
         } else {
@@ -676,7 +760,7 @@ impl<const N: usize> Client<N> {
         self.pipelined = self.config.pipelining && caps.pipelining;
         self.released = if self.pipelined { end } else { mail_end };
         self.chunked = chunked;
-        self.tx = Tx { count: env.to.len(), next: 0, data_end, mail_ok: false, accepted: 0 };
+        self.tx = Tx { count: env.to.len(), next: 0, data_end, ..Tx::default() };
         self.results[..env.to.len()].fill(None);
         self.stuffer = Stuffer::new(self.config.bare_line_endings);
         self.normaliser = Normaliser::new(self.config.bare_line_endings);
@@ -776,6 +860,9 @@ impl<const N: usize> Client<N> {
                 Err(_) => return Err(self.bare_line_ending()),
             }
             self.state = State::DataEnd;
+            if self.config.lmtp {
+                self.lmtp_expect_replies();
+            }
         }
         self.released = self.len;
         Ok(())
@@ -787,9 +874,13 @@ impl<const N: usize> Client<N> {
     /// None today; reserved for caller mistakes (the signature mirrors the server's).
     pub fn handle_input<'b>(&mut self, input: &'b [u8]) -> Result<Input<'b>, ApiError> {
         let done = |progress| Ok(Input { consumed: 0, progress });
-        if self.deferred_ready {
-            self.deferred_ready = false;
-            return done(Progress::Event(Event::ReadyForData));
+        match core::mem::replace(&mut self.deferred, Deferred::Nothing) {
+            Deferred::Nothing => {}
+            Deferred::ReadyForData => return done(Progress::Event(Event::ReadyForData)),
+            Deferred::LmtpDone => {
+                let (delivered, accepted) = (self.tx.delivered, self.tx.accepted);
+                return done(Progress::Event(Event::LmtpDone { delivered, accepted }));
+            }
         }
         match self.state {
             State::Closed => return done(Progress::Closed),
@@ -822,6 +913,7 @@ impl<const N: usize> Client<N> {
     fn step(&self) -> Step {
         match self.state {
             State::Greeting => Step::Greeting,
+            State::Ehlo if self.config.lmtp => Step::Lhlo,
             State::Ehlo => Step::Ehlo,
             State::Helo => Step::Helo,
             State::StartTls | State::TlsPending => Step::StartTls,
@@ -844,6 +936,9 @@ impl<const N: usize> Client<N> {
         let refused = |kind| Error { step, kind, reply: summary(&r) };
         if r.code() == 421 && self.state != State::Quit {
             // Service closing: no more replies will come.
+            if self.state == State::DataEnd && self.config.lmtp {
+                self.lmtp_record(&r);
+            }
             let err = refused(ErrorKind::Refused);
             self.fatal(err);
             return Some(Event::Error(err));
@@ -872,7 +967,7 @@ impl<const N: usize> Client<N> {
                     self.state = State::Ready;
                     return Some(Event::Capabilities { reply: r, esmtp: ehlo });
                 }
-                if ehlo && (code == 500 || code == 502) && self.hello(false).is_ok() {
+                if ehlo && !self.config.lmtp && (code == 500 || code == 502) && self.hello(false).is_ok() {
                     return Some(Event::Reply { command: Command::Ehlo, recipient: None, reply: r });
                 }
                 Some(self.fatal_quit(refused(ErrorKind::Refused)))
@@ -930,6 +1025,7 @@ impl<const N: usize> Client<N> {
                 self.state = State::Body;
                 Some(Event::Reply { command: Command::Bdat, recipient: None, reply: r })
             }
+            State::DataEnd if self.config.lmtp => Some(self.lmtp_reply(r)),
             State::DataEnd => {
                 self.state = State::Ready;
                 if code == 250 {
@@ -1006,7 +1102,7 @@ impl<const N: usize> Client<N> {
                 }
             } else if usable {
                 self.state = State::Body;
-                self.deferred_ready = true;
+                self.deferred = Deferred::ReadyForData;
             } else {
                 let f = self.failure.take().unwrap_or(self.no_valid_recipients());
                 if let Some(e) = self.fail_transaction(f) {
@@ -1020,6 +1116,13 @@ impl<const N: usize> Client<N> {
             if self.tx.mail_ok && self.tx.accepted > 0 {
                 self.state = State::Body;
                 return Some(Event::ReadyForData);
+            }
+            if self.config.lmtp {
+                // RFC 2033 §4.2: DATA must fail without a recipient. Ending the empty message
+                // would leave an unknown number of replies to come: close without ending it.
+                let err = Error { step, kind: ErrorKind::UnexpectedReply, reply: summary(&r) };
+                self.fatal(err);
+                return Some(Event::Error(err));
             }
             // RFC 2920 §3.1: end the empty message; its reply is a failure we report.
             self.compact();
@@ -1073,7 +1176,7 @@ impl<const N: usize> Client<N> {
         self.discard_unreleased();
         self.error = Some(err);
         self.state = State::Closed;
-        self.deferred_ready = false;
+        self.deferred = Deferred::Nothing;
     }
 
     /// Reports a fatal error to a sane server: QUIT, then close after its reply.
@@ -1116,7 +1219,11 @@ impl<const N: usize> Client<N> {
         self.compact();
         let name = self.config.hostname;
         let mut w = W { out: &mut self.out, len: self.len };
-        w.bytes(if ehlo { b"EHLO " } else { b"HELO " })?;
+        w.bytes(match (self.config.lmtp, ehlo) {
+            (true, _) => b"LHLO ",
+            (false, true) => b"EHLO ",
+            (false, false) => b"HELO ",
+        })?;
         w.bytes(name.as_str().as_bytes())?;
         w.bytes(b"\r\n")?;
         self.len = w.len;
