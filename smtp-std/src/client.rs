@@ -7,6 +7,7 @@
 //! response-injection check) and parses the replies. This module moves bytes, turns the core's
 //! per-command timeouts into socket timeouts, does the TLS handshakes and applies the policy
 //! the core leaves to its caller: whether TLS is required, whether AUTH may go in clear text.
+//! The same session driver carries [`crate::lmtp`] (LMTP over TCP or a Unix socket).
 //!
 //! # Policy
 //! - [`TlsMode::Required`] (the default): STARTTLS must be offered and succeed, with the
@@ -269,7 +270,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn from_parsed(r: &ParsedReply<'_>) -> Self {
+    pub(crate) fn from_parsed(r: &ParsedReply<'_>) -> Self {
         let mut text = String::new();
         for line in r.text_lines() {
             if !text.is_empty() {
@@ -475,6 +476,7 @@ fn step_name(step: Step) -> &'static str {
         Step::Greeting => "the greeting",
         Step::Ehlo => "EHLO",
         Step::Helo => "HELO",
+        Step::Lhlo => "LHLO",
         Step::StartTls => "STARTTLS",
         Step::Auth => "AUTH",
         Step::Mail => "MAIL FROM",
@@ -662,6 +664,75 @@ fn host_of(server: &str) -> &str {
 
 type Stream = crate::tls::Stream<ClientConnection>;
 
+/// What a session runs over: TCP (plain or TLS), or a Unix socket (LMTP, [`crate::lmtp`]).
+pub(crate) enum Conn {
+    /// TCP, plain or TLS.
+    Net(Stream),
+    /// A Unix stream socket (never TLS).
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Conn {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Net(s) => s.tcp().set_read_timeout(t),
+            #[cfg(unix)]
+            Conn::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Conn::Net(s) => s.tcp().shutdown(std::net::Shutdown::Both),
+            #[cfg(unix)]
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Net(s) => s.read(buf),
+            #[cfg(unix)]
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Net(s) => s.write(buf),
+            #[cfg(unix)]
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Net(s) => s.flush(),
+            #[cfg(unix)]
+            Conn::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// The first address of `server` (`host:port`) that accepts a TCP connection within
+/// `timeout` each.
+pub(crate) fn connect_tcp(server: &str, timeout: Duration) -> Result<TcpStream, SendError> {
+    let connect_err = |source| SendError::Connect { server: server.to_owned(), source };
+    let addrs = server.to_socket_addrs().map_err(connect_err)?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(connect_err(last))
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
@@ -694,8 +765,8 @@ fn handshake(
 /// An SMTP session: connected, greeted, TLS and AUTH done as the options say; ready to
 /// [`send`](Self::send) one message after another. Dropping it sends `QUIT` (best effort).
 pub struct SmtpClient {
-    core: Box<Core>,
-    stream: Stream,
+    pub(crate) core: Box<Core>,
+    stream: Conn,
     tls_config: Option<Arc<ClientConfig>>,
     tls_name: String,
     handshake_timeout: Duration,
@@ -703,9 +774,10 @@ pub struct SmtpClient {
     start: usize,
     end: usize,
     out: Vec<u8>,
-    step: Step,
+    pub(crate) step: Step,
     read_timeout: Option<Duration>,
-    /// The TCP peer.
+    /// The TCP peer (`0.0.0.0:0` over a Unix socket: only [`crate::lmtp`] makes those and it
+    /// does not hand them out).
     peer: SocketAddr,
 }
 
@@ -716,7 +788,7 @@ impl fmt::Debug for SmtpClient {
 }
 
 /// What an event handler in [`SmtpClient::run`] says.
-enum Flow<T> {
+pub(crate) enum Flow<T> {
     Continue,
     Done(T),
 }
@@ -726,20 +798,7 @@ impl SmtpClient {
     /// message can be sent: greeting, EHLO, STARTTLS (per [`SendOptions::tls`]), EHLO again,
     /// AUTH (when [`SendOptions::auth`] is set).
     pub fn connect(options: &SendOptions) -> Result<Self, SendError> {
-        let connect_err = |source| SendError::Connect { server: options.server.clone(), source };
-        let addrs = options.server.to_socket_addrs().map_err(connect_err)?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        let mut tcp = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, options.connect_timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let tcp = tcp.ok_or_else(|| connect_err(last))?;
+        let tcp = connect_tcp(&options.server, options.connect_timeout)?;
         let io_err = |source| SendError::Io { step: Step::Greeting, source };
         let peer = tcp.peer_addr().map_err(io_err)?;
         tcp.set_nodelay(true).map_err(io_err)?;
@@ -749,39 +808,16 @@ impl SmtpClient {
         let mut config = Config::new(&options.ehlo);
         config.pipelining = options.pipelining;
         config.timeouts = options.timeouts;
-        let buffer = config.reply_limits.max_reply_len().max(4096);
-        let tls_config = match options.tls {
+        let mut client = SmtpClient::over(Conn::Net(Stream::Plain(tcp)), peer, config);
+        client.tls_config = match options.tls {
             TlsMode::Off => None,
             _ => Some(options.tls_config.clone().unwrap_or_else(default_tls_config)),
         };
-        let mut client = SmtpClient {
-            core: Box::new(Core::new(config)),
-            stream: Stream::Plain(tcp),
-            tls_config,
-            tls_name: options.tls_server_name.clone().unwrap_or_else(|| host_of(&options.server).to_owned()),
-            handshake_timeout: options.timeouts.tls_handshake,
-            buf: vec![0; buffer],
-            start: 0,
-            end: 0,
-            out: vec![0; core::OUTPUT_BUFFER],
-            step: Step::Greeting,
-            read_timeout: None,
-            peer,
-        };
+        client.tls_name = options.tls_server_name.clone().unwrap_or_else(|| host_of(&options.server).to_owned());
         if options.tls == TlsMode::Implicit {
             client.start_tls()?;
         }
-        client.step = Step::Greeting;
-        client.run(|_, step, ev| {
-            Ok(match ev {
-                Event::Greeting(_) => {
-                    *step = Step::Ehlo;
-                    Flow::Continue
-                }
-                Event::Capabilities { .. } => Flow::Done(()),
-                _ => Flow::Continue,
-            })
-        })?;
+        client.greet()?;
         let starttls = match options.tls {
             TlsMode::Required => {
                 if !client.core.capabilities().starttls {
@@ -819,6 +855,41 @@ impl SmtpClient {
             client.authenticate(auth, options.allow_cleartext_auth)?;
         }
         Ok(client)
+    }
+
+    /// A session over `conn`, before the greeting, without TLS.
+    pub(crate) fn over(conn: Conn, peer: SocketAddr, config: Config) -> Self {
+        let buffer = config.reply_limits.max_reply_len().max(4096);
+        SmtpClient {
+            core: Box::new(Core::new(config)),
+            stream: conn,
+            tls_config: None,
+            tls_name: String::new(),
+            handshake_timeout: config.timeouts.tls_handshake,
+            buf: vec![0; buffer],
+            start: 0,
+            end: 0,
+            out: vec![0; core::OUTPUT_BUFFER],
+            step: Step::Greeting,
+            read_timeout: None,
+            peer,
+        }
+    }
+
+    /// Waits for the greeting and the reply to EHLO (LHLO with an LMTP core).
+    pub(crate) fn greet(&mut self) -> Result<(), SendError> {
+        self.step = Step::Greeting;
+        let hello = if self.core.config().lmtp { Step::Lhlo } else { Step::Ehlo };
+        self.run(|_, step, ev| {
+            Ok(match ev {
+                Event::Greeting(_) => {
+                    *step = hello;
+                    Flow::Continue
+                }
+                Event::Capabilities { .. } => Flow::Done(()),
+                _ => Flow::Continue,
+            })
+        })
     }
 
     fn authenticate(&mut self, auth: &Auth, allow_cleartext: bool) -> Result<(), SendError> {
@@ -963,7 +1034,7 @@ impl SmtpClient {
     }
 
     /// Streams the content to the core and the socket.
-    fn push_body(&mut self, message: &mut dyn Read) -> Result<(), SendError> {
+    pub(crate) fn push_body(&mut self, message: &mut dyn Read) -> Result<(), SendError> {
         let mut chunk = vec![0u8; CHUNK];
         loop {
             let n = match message.read(&mut chunk) {
@@ -1016,7 +1087,7 @@ impl SmtpClient {
     /// A local failure in the middle of the content: the message must not be delivered, so
     /// the connection is dropped without ending it.
     fn abort(&mut self, e: SendError) -> SendError {
-        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both);
+        self.stream.shutdown();
         e
     }
 
@@ -1025,7 +1096,7 @@ impl SmtpClient {
         self.quit_inner()
     }
 
-    fn quit_inner(&mut self) -> Result<(), SendError> {
+    pub(crate) fn quit_inner(&mut self) -> Result<(), SendError> {
         if !self.core.is_ready() {
             return Ok(());
         }
@@ -1052,7 +1123,7 @@ impl SmtpClient {
 
     /// Bytes already waiting on the plain socket (a non-blocking peek).
     fn plaintext_waiting(&self) -> Option<Vec<u8>> {
-        let Stream::Plain(tcp) = &self.stream else { return None };
+        let Conn::Net(Stream::Plain(tcp)) = &self.stream else { return None };
         let mut b = [0u8; 64];
         tcp.set_nonblocking(true).ok()?;
         let r = tcp.peek(&mut b);
@@ -1072,12 +1143,14 @@ impl SmtpClient {
             SendError::Tls(io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", self.tls_name)))
         })?;
         let tcp = match &self.stream {
-            Stream::Plain(s) => s.try_clone().map_err(|e| SendError::Io { step: Step::StartTls, source: e })?,
-            Stream::Tls(_) => return Err(SendError::Tls(io::Error::other("TLS already active"))),
+            Conn::Net(Stream::Plain(s)) => {
+                s.try_clone().map_err(|e| SendError::Io { step: Step::StartTls, source: e })?
+            }
+            _ => return Err(SendError::Tls(io::Error::other("TLS already active or not over TCP"))),
         };
         let tls = handshake(tcp, config, name, self.handshake_timeout)?;
         self.read_timeout = None;
-        self.stream = Stream::Tls(Box::new(tls));
+        self.stream = Conn::Net(Stream::Tls(Box::new(tls)));
         // Nothing read before the handshake survives it.
         (self.start, self.end) = (0, 0);
         self.core.tls_established().map_err(SendError::Request)?;
@@ -1088,7 +1161,7 @@ impl SmtpClient {
     /// Runs the core until `f` is done with an event: drains the output, feeds input, does
     /// the TLS handshake when the core asks, reads with the core's timeout. A fatal error of
     /// the core, a closed connection or a timeout end the loop with an error.
-    fn run<T>(
+    pub(crate) fn run<T>(
         &mut self,
         mut f: impl FnMut(&Core, &mut Step, Event<'_>) -> Result<Flow<T>, SendError>,
     ) -> Result<T, SendError> {
@@ -1159,10 +1232,7 @@ impl SmtpClient {
                 return Err(SendError::Timeout { step: self.step });
             }
             if self.read_timeout != Some(left) {
-                self.stream
-                    .tcp()
-                    .set_read_timeout(Some(left))
-                    .map_err(|e| SendError::Io { step: self.step, source: e })?;
+                self.stream.set_read_timeout(Some(left)).map_err(|e| SendError::Io { step: self.step, source: e })?;
                 self.read_timeout = Some(left);
             }
             match self.stream.read(&mut self.buf[self.end..]) {

@@ -84,6 +84,7 @@ pub mod config;
 #[cfg(feature = "auth")]
 pub mod deliver;
 pub mod handler;
+pub mod lmtp;
 pub mod maildir;
 pub mod received;
 mod server;
