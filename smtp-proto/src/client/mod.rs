@@ -130,26 +130,28 @@
 //! assert!(client.recipient_results()[0].unwrap().is_accepted());
 //! ```
 
+mod auth;
 mod config;
 mod envelope;
 mod error;
+mod event;
 mod lmtp;
+mod transaction;
 
 pub use config::{Config, Timeouts};
 pub use envelope::{Envelope, Recipient};
 pub use error::{ApiError, Argument, Error, ErrorKind, Extension, ReplySummary, Step, SUMMARY_TEXT};
+pub use event::{Command, Event, Input, Progress, RcptResult};
 
 use core::time::Duration;
 
 use crate::data::Stuffer;
-use crate::ehlo::{AuthMechanisms, Capabilities};
-use crate::parse::params::Ret;
+use crate::ehlo::Capabilities;
 use crate::parse::reply::{parse_reply, ParsedReply};
 use crate::parse::Status;
-use crate::reply::EnhancedCode;
-use crate::sasl::{self, Credentials};
 
-use envelope::{check, check_dsn, Normaliser, W};
+use auth::AuthSteps;
+use envelope::{Normaliser, W};
 
 /// Size of the client's output buffer.
 pub const OUTPUT_BUFFER: usize = 8192;
@@ -157,130 +159,6 @@ pub const OUTPUT_BUFFER: usize = 8192;
 const RESERVE: usize = 64;
 /// Room kept in front of BDAT content for its command line.
 const BDAT_HEADER: usize = 32;
-
-/// Which command a reply answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Command {
-    /// EHLO.
-    Ehlo,
-    /// HELO.
-    Helo,
-    /// STARTTLS.
-    StartTls,
-    /// AUTH, or one step of its exchange.
-    Auth,
-    /// MAIL FROM.
-    Mail,
-    /// RCPT TO.
-    Rcpt,
-    /// DATA.
-    Data,
-    /// An intermediate BDAT chunk.
-    Bdat,
-    /// The end of data (or the last BDAT chunk).
-    DataEnd,
-    /// RSET.
-    Rset,
-    /// QUIT.
-    Quit,
-}
-
-/// What the core reports after [`Client::handle_input`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event<'b> {
-    /// The `220` greeting; the client sent EHLO.
-    Greeting(ParsedReply<'b>),
-    /// The reply to EHLO (or HELO): the client is idle and [`Client::capabilities`] holds what
-    /// the server offers. Unknown keywords: iterate `reply.text_lines()`.
-    Capabilities {
-        /// The reply (its first line is the server's name).
-        reply: ParsedReply<'b>,
-        /// `false` after the HELO fallback (no extensions).
-        esmtp: bool,
-    },
-    /// The `220` to STARTTLS: do the TLS handshake, then call [`Client::tls_established`].
-    TlsHandshake,
-    /// AUTH succeeded (`235`); the client is idle.
-    Authenticated(ParsedReply<'b>),
-    /// A reply that does not end a step: to MAIL, to each RCPT (with its index in the
-    /// envelope), to an intermediate BDAT chunk (push more content), to an AUTH step (`334`),
-    /// to EHLO before the HELO fallback, to RSET; in LMTP mode, each recipient's reply after
-    /// the end of data ([`Command::DataEnd`], with its index).
-    Reply {
-        /// The command answered.
-        command: Command,
-        /// For RCPT (and LMTP's end of data): the recipient's index in [`Envelope::to`].
-        recipient: Option<usize>,
-        /// The reply.
-        reply: ParsedReply<'b>,
-    },
-    /// Push the content with [`Client::send_body`] and end it with [`Client::finish_body`].
-    ReadyForData,
-    /// The server took the message; the client is idle. Per-recipient results are in
-    /// [`Client::recipient_results`]. Not in LMTP mode: see [`Event::LmtpDone`].
-    Delivered {
-        /// The reply to the end of data.
-        reply: ParsedReply<'b>,
-        /// Recipients accepted.
-        accepted: usize,
-    },
-    /// LMTP: the reply after the end of data for the last accepted recipient arrived (each was
-    /// reported as [`Event::Reply`] with [`Command::DataEnd`]); the client is idle. Each
-    /// recipient's final outcome is in [`Client::recipient_results`].
-    LmtpDone {
-        /// Recipients whose reply after the data was positive (2xx): they have the message.
-        delivered: usize,
-        /// Recipients accepted at RCPT (one reply after the data each).
-        accepted: usize,
-    },
-    /// A step failed (AUTH, STARTTLS, or the transaction: MAIL refused, no recipient accepted,
-    /// DATA or the content refused); the client is idle again (RSET was sent if needed).
-    Failed(Error),
-    /// A fatal problem: drain the output, then close (see [`Progress::Closed`]).
-    Error(Error),
-}
-
-/// What to do next after [`Client::handle_input`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub enum Progress<'b> {
-    /// Handle this event, then call `handle_input` again with the rest of the input.
-    Event(Event<'b>),
-    /// Everything usable was consumed: drain [`Client::poll_transmit`], then read more (or,
-    /// when idle, make a request).
-    NeedInput,
-    /// The session is over: drain [`Client::poll_transmit`], then close the connection.
-    Closed,
-}
-
-/// The result of [`Client::handle_input`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub struct Input<'b> {
-    /// Bytes of the input consumed; the caller keeps the rest and feeds it again.
-    pub consumed: usize,
-    /// What to do next.
-    pub progress: Progress<'b>,
-}
-
-/// The server's answer to one RCPT (in LMTP mode, after the data: the answer for that
-/// recipient).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RcptResult {
-    /// The reply code.
-    pub code: u16,
-    /// The enhanced status code, if any.
-    pub enhanced: Option<EnhancedCode>,
-}
-
-impl RcptResult {
-    /// Whether the recipient was accepted (2xx).
-    pub fn is_accepted(&self) -> bool {
-        self.code / 100 == 2
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -333,36 +211,6 @@ enum Deferred {
     Nothing,
     ReadyForData,
     LmtpDone,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct AuthSteps {
-    ends: [usize; 3],
-    n: usize,
-    /// Steps released so far.
-    at: usize,
-}
-
-impl AuthSteps {
-    fn push(&mut self, end: usize) {
-        if let Some(e) = self.ends.get_mut(self.n) {
-            *e = end;
-            self.n += 1;
-        }
-    }
-}
-
-/// `prefix` + base64 of the concatenated `payload` + CRLF.
-fn b64_line(w: &mut W<'_>, raw: &mut [u8], prefix: &[u8], payload: &[&[u8]]) -> Result<(), ApiError> {
-    let mut r = W { out: raw, len: 0 };
-    for p in payload {
-        r.bytes(p)?;
-    }
-    let n = r.len;
-    w.bytes(prefix)?;
-    let room = w.out.get_mut(w.len..).ok_or(ApiError::TooLong)?;
-    w.len += sasl::encode_base64(&raw[..n], room).map_err(|_| ApiError::TooLong)?;
-    w.bytes(b"\r\n")
 }
 
 /// A client session; `N` is the most recipients per transaction. See the [module docs](self).
@@ -595,276 +443,6 @@ impl<const N: usize> Client<N> {
         self.ready()?;
         self.command(b"QUIT\r\n")?;
         self.state = State::Quit;
-        Ok(())
-    }
-
-    /// Authenticates with PLAIN (initial response), LOGIN (two `334` steps) or XOAUTH2
-    /// (RFC 4954). Then [`Event::Authenticated`] or [`Event::Failed`] with the server's reply.
-    ///
-    /// # Errors
-    /// [`ApiError::NotReady`] unless idle; [`ApiError::NotOffered`]`(Auth)` if the server does
-    /// not offer the mechanism (or it is OAUTHBEARER, not implemented);
-    /// [`ApiError::ForbiddenCharacter`] for a control character in the credentials;
-    /// [`ApiError::TooLong`] if they do not fit.
-    pub fn auth(&mut self, credentials: &Credentials<'_>) -> Result<(), ApiError> {
-        self.ready()?;
-        let (bit, fields): (u16, [&str; 3]) = match *credentials {
-            Credentials::Plain { authzid, authcid, password } => (AuthMechanisms::PLAIN, [authzid, authcid, password]),
-            Credentials::Login { username, password } => (AuthMechanisms::LOGIN, [username, password, ""]),
-            Credentials::XOAuth2 { user, token } => (AuthMechanisms::XOAUTH2, [user, token, ""]),
-            _ => return Err(ApiError::NotOffered(Extension::Auth)),
-        };
-        if !self.caps.auth.contains(bit) {
-            return Err(ApiError::NotOffered(Extension::Auth));
-        }
-        for f in fields {
-            check(f, Argument::Credentials, false)?;
-        }
-        self.compact();
-        let mut raw = [0u8; 2048];
-        let limit = OUTPUT_BUFFER - RESERVE;
-        let mut w = W { out: &mut self.out[..limit], len: self.len };
-        let mut steps = AuthSteps::default();
-        let [a, b, c] = fields;
-        match bit {
-            AuthMechanisms::PLAIN => {
-                b64_line(&mut w, &mut raw, b"AUTH PLAIN ", &[a.as_bytes(), b"\0", b.as_bytes(), b"\0", c.as_bytes()])?;
-                steps.push(w.len);
-            }
-            AuthMechanisms::LOGIN => {
-                w.bytes(b"AUTH LOGIN\r\n")?;
-                steps.push(w.len);
-                b64_line(&mut w, &mut raw, b"", &[a.as_bytes()])?;
-                steps.push(w.len);
-                b64_line(&mut w, &mut raw, b"", &[b.as_bytes()])?;
-                steps.push(w.len);
-            }
-            _ => {
-                let payload: [&[u8]; 5] = [b"user=", a.as_bytes(), b"\x01auth=Bearer ", b.as_bytes(), b"\x01\x01"];
-                b64_line(&mut w, &mut raw, b"AUTH XOAUTH2 ", &payload)?;
-                steps.push(w.len);
-                // The answer to an error challenge (a 334 with a JSON status) is an empty line.
-                w.bytes(b"\r\n")?;
-                steps.push(w.len);
-            }
-        }
-        self.len = w.len;
-        steps.at = 1;
-        self.released = steps.ends[0];
-        self.auth = steps;
-        self.state = State::Auth;
-        Ok(())
-    }
-
-    /// Starts a transaction: MAIL, every RCPT and (unless BDAT is used) DATA. With PIPELINING
-    /// they leave in one group; otherwise one at a time as the replies arrive. Then an
-    /// [`Event::Reply`] per reply, and [`Event::ReadyForData`] or [`Event::Failed`].
-    ///
-    /// # Errors
-    /// Nothing is written on error: [`ApiError::NotReady`] unless idle;
-    /// [`ApiError::NoRecipients`], [`ApiError::TooManyRecipients`] (more than `N`);
-    /// [`ApiError::ForbiddenCharacter`] for CR, LF, NUL, any control character or `<`/`>` in
-    /// an address, or a control character in ENVID/ORCPT; [`ApiError::BadParameter`] for an
-    /// empty ENVID/ORCPT or one too long once encoded; [`ApiError::SizeExceeded`] if the
-    /// declared size exceeds the server's SIZE; [`ApiError::NotOffered`] for a non-ASCII
-    /// address without SMTPUTF8 or `eight_bit` without 8BITMIME; [`ApiError::TooLong`] if the
-    /// commands do not fit the output buffer.
-    pub fn send_mail(&mut self, env: &Envelope<'_>) -> Result<(), ApiError> {
-        self.ready()?;
-        if env.to.is_empty() {
-            return Err(ApiError::NoRecipients);
-        }
-        if env.to.len() > N {
-            return Err(ApiError::TooManyRecipients);
-        }
-        check(env.from, Argument::Sender, true)?;
-        let mut utf8 = !env.from.is_ascii();
-        for (i, r) in env.to.iter().enumerate() {
-            check(r.address, Argument::Recipient(i), true)?;
-            if let Some(o) = r.orcpt {
-                check(o, Argument::Orcpt(i), false)?;
-                check_dsn(o, Argument::Orcpt(i), true)?;
-            }
-            utf8 |= !r.address.is_ascii();
-        }
-        if let Some(envid) = env.envid {
-            check(envid, Argument::EnvId, false)?;
-            check_dsn(envid, Argument::EnvId, false)?;
-        }
-        if let (Some(size), Some(limit)) = (env.size, self.size_limit) {
-            if limit > 0 && size > limit && self.caps.size {
-                return Err(ApiError::SizeExceeded { size, limit });
-            }
-        }
-        if utf8 && !self.caps.smtputf8 {
-            return Err(ApiError::NotOffered(Extension::SmtpUtf8));
-        }
-        if env.eight_bit && !self.caps.eightbitmime {
-            return Err(ApiError::NotOffered(Extension::EightBitMime));
-        }
-        let caps = self.caps;
-        self.compact();
-        let start = self.len;
-        let mut w = W { out: &mut self.out[..OUTPUT_BUFFER - RESERVE], len: start };
-        w.bytes(b"MAIL FROM:<")?;
-        w.bytes(env.from.as_bytes())?;
-        w.bytes(b">")?;
-        if let (Some(size), true) = (env.size, caps.size) {
-            w.bytes(b" SIZE=")?;
-            w.num(size)?;
-        }
-        if env.eight_bit {
-            w.bytes(b" BODY=8BITMIME")?;
-        }
-        if utf8 {
-            w.bytes(b" SMTPUTF8")?;
-        }
-        if caps.dsn {
-            match env.ret {
-                Some(Ret::Full) => w.bytes(b" RET=FULL")?,
-                Some(Ret::Hdrs) => w.bytes(b" RET=HDRS")?,
-                None => {}
-            }
-            if let Some(envid) = env.envid {
-                w.bytes(b" ENVID=")?;
-                w.xtext(envid)?;
-            }
-        }
-        w.bytes(b"\r\n")?;
-        let mail_end = w.len;
-        for (i, r) in env.to.iter().enumerate() {
-            w.bytes(b"RCPT TO:<")?;
-            w.bytes(r.address.as_bytes())?;
-            w.bytes(b">")?;
-            if caps.dsn {
-                if let Some(n) = r.notify {
-                    w.notify(n)?;
-                }
-                if let Some(o) = r.orcpt {
-                    w.bytes(b" ORCPT=rfc822;")?;
-                    w.xtext(o)?;
-                }
-            }
-            w.bytes(b"\r\n")?;
-            self.rcpt_ends[i] = w.len;
-        }
-        let chunked = self.config.chunking && caps.chunking && !self.config.lmtp;
-        let data_end = if chunked {
-            None
-        } else {
-            w.bytes(b"DATA\r\n")?;
-            Some(w.len)
-        };
-        let end = w.len;
-        self.len = end;
-        self.pipelined = self.config.pipelining && caps.pipelining;
-        self.released = if self.pipelined { end } else { mail_end };
-        self.chunked = chunked;
-        self.tx = Tx { count: env.to.len(), next: 0, data_end, ..Tx::default() };
-        self.results[..env.to.len()].fill(None);
-        self.stuffer = Stuffer::new(self.config.bare_line_endings);
-        self.normaliser = Normaliser::new(self.config.bare_line_endings);
-        self.state = State::Envelope;
-        Ok(())
-    }
-
-    /// Pushes message content: dot-stuffed (DATA) with bare CR/LF normalised to CRLF (or
-    /// refused, per [`Config::bare_line_endings`]). Returns how many bytes of `chunk` were
-    /// taken; push the rest after draining [`Client::poll_transmit`]. With BDAT each call
-    /// sends one chunk and returns 0 until its reply ([`Event::Reply`] with
-    /// [`Command::Bdat`]) arrived.
-    ///
-    /// # Errors
-    /// [`ApiError::NotReady`] outside the content phase; [`ApiError::BareLineEnding`] under
-    /// [`BarePolicy::Reject`](crate::data::BarePolicy::Reject): the session is over, close the connection.
-    pub fn send_body(&mut self, chunk: &[u8]) -> Result<usize, ApiError> {
-        if self.state == (State::Bdat { last: false }) {
-            return Ok(0);
-        }
-        if !self.is_sending_body() {
-            return Err(ApiError::NotReady);
-        }
-        self.compact();
-        if self.chunked {
-            return self.send_chunk(chunk);
-        }
-        match self.stuffer.stuff(chunk, &mut self.out[self.len..]) {
-            Ok((consumed, written)) => {
-                self.len += written;
-                self.released = self.len;
-                Ok(consumed)
-            }
-            Err(_) => Err(self.bare_line_ending()),
-        }
-    }
-
-    fn send_chunk(&mut self, chunk: &[u8]) -> Result<usize, ApiError> {
-        let at = self.len + BDAT_HEADER;
-        if at + 2 > OUTPUT_BUFFER || chunk.is_empty() {
-            return Ok(0);
-        }
-        let (consumed, k) = match self.normaliser.normalise(chunk, &mut self.out[at..]) {
-            Ok(r) => r,
-            Err(()) => return Err(self.bare_line_ending()),
-        };
-        if k > 0 {
-            let mut head = [0u8; BDAT_HEADER];
-            let mut w = W { out: &mut head, len: 0 };
-            w.bytes(b"BDAT ")?;
-            w.num(k as u64)?;
-            w.bytes(b"\r\n")?;
-            let h = w.len;
-            self.out[self.len..self.len + h].copy_from_slice(&head[..h]);
-            self.out.copy_within(at..at + k, self.len + h);
-            self.len += h + k;
-            self.released = self.len;
-            self.state = State::Bdat { last: false };
-        }
-        Ok(consumed)
-    }
-
-    fn bare_line_ending(&mut self) -> ApiError {
-        self.fatal(Error { step: Step::Body, kind: ErrorKind::BareLineEnding, reply: None });
-        ApiError::BareLineEnding
-    }
-
-    /// Ends the content: the terminator `CRLF . CRLF` (DATA; a missing final CRLF is added),
-    /// or the last BDAT chunk. Then [`Event::Delivered`] or [`Event::Failed`].
-    ///
-    /// # Errors
-    /// [`ApiError::NotReady`] outside the content phase (with BDAT: also while a chunk's reply
-    /// is outstanding); [`ApiError::OutputFull`]: drain and call again;
-    /// [`ApiError::BareLineEnding`] for a final bare CR under [`BarePolicy::Reject`](crate::data::BarePolicy::Reject).
-    pub fn finish_body(&mut self) -> Result<(), ApiError> {
-        if !self.is_sending_body() {
-            return Err(ApiError::NotReady);
-        }
-        self.compact();
-        if OUTPUT_BUFFER - self.len < BDAT_HEADER {
-            return Err(ApiError::OutputFull);
-        }
-        if self.chunked {
-            let Ok(tail) = self.normaliser.finish() else {
-                return Err(self.bare_line_ending());
-            };
-            let mut w = W { out: &mut self.out, len: self.len };
-            w.bytes(b"BDAT ")?;
-            w.num(tail.len() as u64)?;
-            w.bytes(b" LAST\r\n")?;
-            w.bytes(tail)?;
-            self.len = w.len;
-            self.state = State::Bdat { last: true };
-        } else {
-            match self.stuffer.finish(&mut self.out[self.len..]) {
-                Ok(n) => self.len += n,
-                Err(_) => return Err(self.bare_line_ending()),
-            }
-            self.state = State::DataEnd;
-            if self.config.lmtp {
-                self.lmtp_expect_replies();
-            }
-        }
-        self.released = self.len;
         Ok(())
     }
 
