@@ -49,6 +49,8 @@ enum Command {
     /// Look up a domain's mail records and say what is missing or wrong (exit 0 if none).
     #[cfg(feature = "auth")]
     Check(cli::check::Check),
+    /// Manage the accounts (users and their hashed passwords).
+    User(cli::user::UserArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Command::Records(r) => cli::records::run(r),
         #[cfg(feature = "auth")]
         Command::Check(c) => return cli::check::run(c),
+        Command::User(u) => return cli::user::run(u),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

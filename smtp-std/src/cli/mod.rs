@@ -8,3 +8,4 @@ pub(crate) mod dkim_keygen;
 pub(crate) mod records;
 pub(crate) mod send;
 pub(crate) mod serve;
+pub(crate) mod user;
