@@ -410,9 +410,7 @@ impl Config {
             ));
         }
         if let Some(lmtp) = &raw.delivery.lmtp {
-            let v = lmtp.get_ref();
-            if !v.starts_with('/') && v.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
-                let message = format!("{v:?}: expected host:port or the absolute path of a Unix socket");
+            if let Err(message) = crate::lmtp::LmtpTarget::parse(lmtp.get_ref()) {
                 return Err(at(lmtp.span(), "delivery.lmtp".into(), message));
             }
         }

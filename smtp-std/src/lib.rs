@@ -84,8 +84,11 @@ pub mod config;
 #[cfg(feature = "auth")]
 pub mod deliver;
 pub mod handler;
+pub mod inbound;
 pub mod lmtp;
 pub mod maildir;
+pub mod mailserver;
+pub mod privileges;
 pub mod received;
 mod server;
 mod session;

@@ -49,6 +49,10 @@ enum Command {
     /// Look up a domain's mail records and say what is missing or wrong (exit 0 if none).
     #[cfg(feature = "auth")]
     Check(cli::check::Check),
+    /// Set up a mail server for a domain: config, first account, DKIM key, DNS records.
+    #[cfg(feature = "auth")]
+    #[command(after_long_help = cli::quickstart::QUICKSTART_AFTER)]
+    Quickstart(cli::quickstart::Quickstart),
     /// Manage the accounts (users and their hashed passwords).
     User(cli::user::UserArgs),
 }
@@ -74,6 +78,8 @@ fn main() -> ExitCode {
         Command::Records(r) => cli::records::run(r),
         #[cfg(feature = "auth")]
         Command::Check(c) => return cli::check::run(c),
+        #[cfg(feature = "auth")]
+        Command::Quickstart(q) => cli::quickstart::run(q),
         Command::User(u) => return cli::user::run(u),
     };
     match result {

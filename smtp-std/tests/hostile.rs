@@ -296,7 +296,7 @@ fn a_client_killed_mid_data_leaves_no_file() {
 
 #[test]
 fn auth_rules_in_clear_text_and_relay() {
-    let users = "alice:secret\n# comment\n";
+    let users = "alice@mx.test:secret\n# comment\n";
     let server = MaildirServer::start_full(|o| o.auth_optional(true), false, vec!["mx.test".into()], Some(users));
     let mut c = Client::connect(server.addr);
     assert!(c.reply().starts_with("220 "));

@@ -88,23 +88,23 @@ with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
     s.ehlo("py.example")
     assert not s.has_extn("starttls") and "PLAIN" in s.esmtp_features["auth"], s.esmtp_features
     try:
-        s.login("alice", "wrong")
+        s.login("alice@example.org", "wrong")
         raise SystemExit("wrong password accepted")
     except smtplib.SMTPAuthenticationError as e:
         assert e.smtp_code == 535, e
-    s.login("alice", "secret")   # PLAIN
+    s.login("alice@example.org", "secret")   # PLAIN
     s.sendmail("alice@py.example", ["bob@elsewhere.example"], b"Subject: starttls plain\r\n\r\nhi\r\n")
 with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
     s.starttls(context=ctx)
     s.ehlo("py.example")
-    s.user, s.password = "alice", "secret"
+    s.user, s.password = "alice@example.org", "secret"
     code, _ = s.auth("LOGIN", s.auth_login, initial_response_ok=False)
     assert code == 235, code
     s.sendmail("alice@py.example", ["carol@example.org"], b"Subject: starttls login\r\n\r\nhi\r\n")
 with smtplib.SMTP_SSL("127.0.0.1", tls_port, timeout=30, context=ctx) as s:
     s.ehlo("py.example")
     assert not s.has_extn("starttls"), s.esmtp_features
-    s.login("alice", "secret")
+    s.login("alice@example.org", "secret")
     s.sendmail("alice@py.example", ["dave@example.org"], b"Subject: implicit tls\r\n\r\nhi\r\n")
 print("ok")
 "#;
@@ -116,7 +116,8 @@ fn python_smtplib_starttls_implicit_tls_auth_plain_and_login() {
     }
     let dir = tempfile::tempdir().unwrap();
     let c = cert(dir.path());
-    std::fs::write(dir.path().join("users"), "alice:secret\nbob:hunter2\n").unwrap();
+    std::fs::write(dir.path().join("users"), passwd_text("alice@example.org:secret\nbob@example.org:hunter2\n"))
+        .unwrap();
     let (cert_s, key_s) = (c.cert_pem.to_str().unwrap().to_owned(), c.key_pem.to_str().unwrap().to_owned());
     let p = Program::start(
         dir.path(),

@@ -660,7 +660,7 @@ fn own_server_program_serve_and_send_implicit_tls_with_test_ca() {
     // The program on both ends: `smtp-std serve` with a CA-signed certificate and AUTH.
     let dir = tempfile::tempdir().unwrap();
     let ca = test_ca(dir.path());
-    std::fs::write(dir.path().join("users"), "alice:s3cret\n").unwrap();
+    std::fs::write(dir.path().join("users"), passwd_text("alice@x.test:s3cret\n")).unwrap();
     let p = Program::start(
         dir.path(),
         &[
@@ -679,7 +679,16 @@ fn own_server_program_serve_and_send_implicit_tls_with_test_ca() {
     let o = run(
         program()
             .args(["--server", &format!("localhost:{}", p.tls_addr.unwrap().port()), "--tls", "implicit"])
-            .args(["--tls-ca", s(&ca.ca_pem), "--auth-user", "alice", "--from", "alice@x.test", "--to", "b@y.test"])
+            .args([
+                "--tls-ca",
+                s(&ca.ca_pem),
+                "--auth-user",
+                "alice@x.test",
+                "--from",
+                "alice@x.test",
+                "--to",
+                "b@y.test",
+            ])
             .env("SMTP_PASSWORD", "s3cret"),
         b"Subject: via serve\n\nhello\n",
         T,

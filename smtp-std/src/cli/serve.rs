@@ -6,7 +6,13 @@ use std::time::Duration;
 
 use clap::Args;
 use smtp_proto::ehlo::AuthMechanisms;
-use smtp_std::maildir::{system_hostname, Maildir, MaildirHandler, MaildirPolicy, Users};
+use std::sync::Arc;
+
+use smtp_std::accounts::AccountsFile;
+use smtp_std::config::Config;
+use smtp_std::inbound::{InboundHandler, InboundPolicy, Route};
+use smtp_std::maildir::{system_hostname, Maildir};
+use smtp_std::mailserver::MailServer;
 use smtp_std::{tls, Options, Server};
 
 pub(crate) const SERVE_AFTER: &str = "\
@@ -25,9 +31,10 @@ EXAMPLES:
          --domain example.org --domain example.net \\
          --tls-cert cert.pem --tls-key key.pem --hostname mx.example.org
 
-  Submission with AUTH PLAIN/LOGIN (users file: one `user:password` per line):
+  Submission with AUTH PLAIN/LOGIN (users file: Dovecot passwd-file, hashed; made with
+  `echo secret | smtp-std user add alice@example.org --accounts users.txt`):
     smtp-std serve --listen 0.0.0.0:587 --tls-cert cert.pem --tls-key key.pem --users users.txt
-    swaks --server 127.0.0.1:587 -tls --auth-user alice --auth-password secret --to bob@example.org
+    swaks --server 127.0.0.1:587 -tls --auth-user alice@example.org --auth-password secret --to bob@example.org
 
   Try it out by hand:
     openssl s_client -starttls smtp -connect 127.0.0.1:2525
@@ -43,6 +50,10 @@ NOTES:
 
 #[derive(Debug, Args)]
 pub(crate) struct Serve {
+    /// The mail server's config file (TOML): domains, accounts, mailboxes, listeners. With
+    /// it, the flags below are not used.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tls_listen", "domain", "maildir", "tls_cert", "users", "discard"])]
+    config: Option<PathBuf>,
     /// Address to listen on for SMTP (STARTTLS offered with --tls-cert). Repeatable.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
     listen: Vec<SocketAddr>,
@@ -63,7 +74,7 @@ pub(crate) struct Serve {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// AUTH users file: `user:password` lines. Enables AUTH PLAIN and LOGIN, and requires it
+    /// AUTH users file: Dovecot's passwd-file format (hashed passwords; `smtp-std user add`). Enables AUTH PLAIN and LOGIN, and requires it
     /// before MAIL unless --auth-optional.
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
@@ -117,6 +128,9 @@ pub(crate) struct Serve {
 }
 
 pub(crate) fn run(args: Serve) -> std::io::Result<()> {
+    if let Some(path) = &args.config {
+        return run_config(path);
+    }
     let hostname = args.hostname.clone().unwrap_or_else(system_hostname);
     let mut options = Options::new(&hostname)
         .max_clients(args.max_clients)
@@ -140,17 +154,22 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
             "--tls-listen needs --tls-cert and --tls-key",
         ));
     }
-    let users = match &args.users {
+    let logins = match &args.users {
         Some(path) => {
-            let users = Users::load(path)?;
+            let users = AccountsFile::load(path)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
             options = options
                 .auth_mechanisms(AuthMechanisms::none().with(AuthMechanisms::PLAIN).with(AuthMechanisms::LOGIN))
                 .auth_optional(args.auth_optional);
-            tracing::info!(users = users.len(), auth_optional = args.auth_optional, "AUTH PLAIN LOGIN enabled");
+            tracing::info!(
+                users = users.current().len(),
+                auth_optional = args.auth_optional,
+                "AUTH PLAIN LOGIN enabled"
+            );
             if args.tls_cert.is_none() && !args.allow_insecure_auth && !args.auth_optional {
                 tracing::warn!("AUTH is required but offered only under TLS, and TLS is off: no one can send");
             }
-            Some(users)
+            Some(Arc::new(users))
         }
         None => None,
     };
@@ -161,31 +180,39 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
     let maildir = Maildir::create(&args.maildir)?;
     let domains = args.domain.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
     #[allow(unused_mut)]
-    let mut handler = MaildirHandler::new(MaildirPolicy { maildir, hostname: hostname.clone(), domains, users });
+    let mut handler = InboundHandler::new(InboundPolicy {
+        hostname: hostname.clone(),
+        route: Route::Maildir { maildir, domains },
+        logins,
+    });
     #[cfg(feature = "auth")]
     if args.no_mail_auth {
         tracing::info!("SPF, DKIM and DMARC checks off (--no-mail-auth)");
     } else {
-        let trusted = args
-            .trusted_network
-            .iter()
-            .map(|n| smtp_std::auth::verify::parse_network(n))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--trusted-network {e}")))?;
         if !(args.dns_timeout.is_finite() && args.dns_timeout > 0.0) {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--dns-timeout must be > 0"));
         }
-        let dns = smtp_std::auth::Dns::with_timeout(args.dns, Duration::from_secs_f64(args.dns_timeout), 2)?;
-        tracing::info!(dns = ?args.dns, trusted = ?args.trusted_network, "SPF, DKIM and DMARC checks on");
-        handler = handler.with_mail_auth(smtp_std::auth::MailAuthPolicy {
-            verifier: smtp_std::auth::Verifier::new(dns, hostname.clone()),
-            trusted,
-            // Room for our Received: header on top of the largest message.
-            max_message_size: if args.max_message_size > 0 { args.max_message_size + 65536 } else { 64 << 20 },
-        });
+        let timeout = Duration::from_secs_f64(args.dns_timeout);
+        let policy = smtp_std::mailserver::mail_auth_policy(
+            &hostname,
+            args.dns,
+            timeout,
+            &args.trusted_network,
+            args.max_message_size,
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--trusted-network {e}")))?;
+        handler = handler.with_mail_auth(policy);
     }
 
     listen_and_run(Server::new(options, handler), &args, &hostname)
+}
+
+/// `serve --config FILE`: the mail server for the config's domains.
+fn run_config(path: &std::path::Path) -> std::io::Result<()> {
+    let config =
+        Config::load(path).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let server = MailServer::new(&config)?;
+    server.bind_and_run(&config)
 }
 
 fn listen_and_run<H: smtp_std::Handler>(mut server: Server<H>, args: &Serve, hostname: &str) -> std::io::Result<()> {

@@ -10,7 +10,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smtp_std::maildir::{Maildir, MaildirHandler, MaildirPolicy, Users};
+use smtp_std::accounts::passwd::PasswdFile;
+use smtp_std::accounts::AccountsFile;
+use smtp_std::inbound::{InboundHandler, InboundPolicy, Route};
+use smtp_std::maildir::Maildir;
 use smtp_std::{Options, Running, Server};
 
 /// A self-signed certificate for `localhost`, written as PEM files in `dir`.
@@ -61,8 +64,21 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
-/// Splits a stored message into its first header (our `Received:`) and the rest.
+/// The stored message after the trace fields of final delivery (`Return-Path:` first, then
+/// `Delivered-To:` lines), which it must have.
+pub fn strip_trace(mut msg: &[u8]) -> &[u8] {
+    assert!(msg.starts_with(b"Return-Path: <"), "no Return-Path: header first");
+    while msg.starts_with(b"Return-Path: ") || msg.starts_with(b"Delivered-To: ") {
+        let lf = msg.iter().position(|&b| b == b'\n').expect("header line end");
+        msg = &msg[lf + 1..];
+    }
+    msg
+}
+
+/// Splits a stored message into its first header after the trace fields (our `Received:`)
+/// and the rest.
 pub fn strip_received(msg: &[u8]) -> (&[u8], &[u8]) {
+    let msg = strip_trace(msg);
     assert!(msg.starts_with(b"Received: "), "no Received: header first");
     let mut i = 0;
     loop {
@@ -82,6 +98,19 @@ pub struct MaildirServer {
     pub dir: tempfile::TempDir,
     pub maildir: PathBuf,
     pub cert: Option<Cert>,
+}
+
+/// An accounts file (Dovecot passwd-file, hashed) for `user:password` lines.
+#[allow(dead_code)]
+pub fn passwd_text(clear: &str) -> String {
+    clear
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (user, password) = l.split_once(':').unwrap();
+            format!("{user}:{}\n", smtp_std::accounts::hash::hash_password(password))
+        })
+        .collect()
 }
 
 impl MaildirServer {
@@ -104,7 +133,8 @@ impl MaildirServer {
             let cfg = smtp_std::tls::server_config_from_files(&c.cert_pem, &c.key_pem).unwrap();
             options = options.tls(cfg);
         }
-        let users = users.map(|u| Users::parse(u).unwrap());
+        let users =
+            users.map(|u| std::sync::Arc::new(AccountsFile::fixed(PasswdFile::parse(&passwd_text(u)).unwrap())));
         if users.is_some() {
             options = options.auth_mechanisms(
                 smtp_std::proto::ehlo::AuthMechanisms::none()
@@ -113,7 +143,8 @@ impl MaildirServer {
             );
         }
         let options = tune(options);
-        let handler = MaildirHandler::new(MaildirPolicy { maildir: md, hostname: "mx.test".into(), domains, users });
+        let route = Route::Maildir { maildir: md, domains };
+        let handler = InboundHandler::new(InboundPolicy { hostname: "mx.test".into(), route, logins: users });
         let mut server = Server::new(options, handler);
         let addr = server.listen("127.0.0.1:0").unwrap();
         let tls_addr = tls.then(|| server.listen_tls("127.0.0.1:0").unwrap());
@@ -242,7 +273,7 @@ impl Program {
     pub fn start(dir: &Path, args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp-std"));
         cmd.current_dir(dir).arg("serve");
-        if !args.contains(&"--listen") {
+        if !args.contains(&"--listen") && !args.contains(&"--config") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(args).env("RUST_LOG", "info").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());

@@ -1,0 +1,551 @@
+//! The handler of `smtp-std serve`: mail for our domains, delivered into the mailboxes.
+//!
+//! At RCPT each recipient is resolved ([`crate::accounts::Directory::resolve`]): an unknown
+//! user of ours gets `550 5.1.1`, another domain `550 5.7.1` (we relay for no one here). The
+//! content streams into a spool file (never whole in memory), with our `Received:` on top.
+//! At the end of DATA, for mail from outside, SPF (checked at MAIL), DKIM and DMARC give the
+//! `Authentication-Results:` header and the folder (`.Junk` for DMARC `p=quarantine`), or a
+//! refusal. Then every mailbox gets its copy, each fsynced, before the `250`:
+//!
+//! - **Maildir** ([`Store::Maildirs`]): `<root>/<domain>/<local>/`, created on first delivery.
+//!   Final delivery puts `Return-Path: <sender>` (RFC 5321 §4.4) and one `Delivered-To:` per
+//!   envelope recipient that reached the mailbox on top. Mailboxes reached by the same
+//!   recipients (an alias's members) share one file through hard links.
+//! - **LMTP** ([`Store::Lmtp`]): one LMTP transaction to Dovecot (or any LMTP server) for all
+//!   the accounts; it writes `Return-Path:` and `Delivered-To:` itself. The message is accepted
+//!   only when LMTP accepted it for every account; else `451` (any temporary refusal) or `550`.
+//!
+//! Without a config file (`smtp-std serve --maildir DIR`), [`Route::Maildir`] keeps the
+//! behaviour of a simple receiver: every accepted recipient into one Maildir.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use smtp_proto::data::DataError;
+use smtp_proto::parse::{Domain, ForwardPath, MailParams, RcptParams, ReversePath};
+use smtp_proto::Reply;
+
+use crate::accounts::{AccountsFile, Directory, Resolution};
+use crate::config::valid_local_part;
+use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Decision, Handler, Session};
+use crate::lmtp::{LmtpOptions, LmtpTarget};
+use crate::maildir::{Delivery, Maildir};
+use crate::received::received_header;
+
+/// Where accepted recipients go.
+#[derive(Debug)]
+pub enum Route {
+    /// Every accepted recipient into one Maildir. `domains` (lower case) are the recipient
+    /// domains accepted from anyone; empty: every recipient. Authenticated clients may use any.
+    Maildir {
+        /// The Maildir.
+        maildir: Maildir,
+        /// Accepted recipient domains.
+        domains: Vec<String>,
+    },
+    /// Our domains' accounts, each with its own mailbox.
+    Accounts {
+        /// Accounts, aliases, domains.
+        directory: Arc<Directory>,
+        /// How messages reach the mailboxes.
+        store: Store,
+    },
+}
+
+/// How messages reach the accounts' mailboxes.
+#[derive(Debug)]
+pub enum Store {
+    /// A Maildir per account at `<root>/<domain>/<local>/`.
+    Maildirs(PathBuf),
+    /// One LMTP transaction per message (Dovecot), the accounts as recipients. The message
+    /// is spooled in `spool/tmp/` meanwhile. Mail that DMARC quarantines is marked with
+    /// `X-Spam-Flag: YES` for the LMTP server's filters (a Sieve rule files it as junk).
+    Lmtp {
+        /// Where the LMTP server listens.
+        target: LmtpTarget,
+        /// LHLO name and timeout.
+        options: LmtpOptions,
+        /// The spool.
+        spool: Maildir,
+    },
+}
+
+/// The policy shared by all sessions.
+#[derive(Debug)]
+pub struct InboundPolicy {
+    /// Our name, in the `Received:` header.
+    pub hostname: String,
+    /// Where recipients go.
+    pub route: Route,
+    /// Who may log in with AUTH; `None`: every AUTH is refused.
+    pub logins: Option<Arc<AccountsFile>>,
+}
+
+/// One stored file and the mailboxes that get it: those reached by the same recipients.
+#[derive(Debug, Clone)]
+struct Copy {
+    /// The envelope recipients that reached these mailboxes (their `Delivered-To:`).
+    delivered_to: Vec<String>,
+    /// The mailboxes.
+    maildirs: Vec<PathBuf>,
+}
+
+/// The handler (cloned per connection; the policy is shared).
+#[derive(Debug, Clone)]
+pub struct InboundHandler {
+    policy: Arc<InboundPolicy>,
+    /// Accepted recipients of the transaction: the address as given and the accounts it
+    /// reaches (empty for [`Route::Maildir`]).
+    rcpts: Vec<(String, Vec<String>)>,
+    /// The message being received and where its copies go.
+    current: Option<(Delivery, Vec<Copy>)>,
+    #[cfg(feature = "auth")]
+    mail_auth: Option<Arc<crate::auth::MailAuthPolicy>>,
+    /// SPF of the current transaction, when the checks apply to it.
+    #[cfg(feature = "auth")]
+    spf: Option<crate::auth::SpfCheck>,
+}
+
+/// `Return-Path:` and `Delivered-To:` of a final delivery.
+fn trace_prefix(from: &str, delivered_to: &[String]) -> String {
+    let mut s = format!("Return-Path: <{}>\r\n", clean(from));
+    for r in delivered_to {
+        s.push_str(&format!("Delivered-To: {}\r\n", clean(r)));
+    }
+    s
+}
+
+/// An address as a header value: nothing that could break the line.
+fn clean(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+/// The Maildir of `account` (`local@domain`, lower case) under `root`.
+pub fn account_maildir(root: &Path, account: &str) -> io::Result<PathBuf> {
+    match account.rsplit_once('@') {
+        Some((local, domain))
+            if valid_local_part(local)
+                && !domain.is_empty()
+                && !domain.contains(['/', '\\'])
+                && !domain.starts_with('.') =>
+        {
+            Ok(root.join(domain).join(local))
+        }
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{account:?} cannot name a mailbox"))),
+    }
+}
+
+impl InboundHandler {
+    /// A handler with this policy.
+    pub fn new(policy: InboundPolicy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            rcpts: Vec::new(),
+            current: None,
+            #[cfg(feature = "auth")]
+            mail_auth: None,
+            #[cfg(feature = "auth")]
+            spf: None,
+        }
+    }
+
+    /// Checks SPF, DKIM and DMARC on mail from the clients `auth` applies to.
+    #[cfg(feature = "auth")]
+    pub fn with_mail_auth(mut self, auth: crate::auth::MailAuthPolicy) -> Self {
+        self.mail_auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// The copies of the current transaction: mailboxes grouped by the recipients that
+    /// reached them (one group for [`Route::Maildir`]).
+    fn copies(&self) -> io::Result<Vec<Copy>> {
+        match &self.policy.route {
+            Route::Maildir { maildir, .. } => Ok(vec![Copy {
+                delivered_to: self.rcpts.iter().map(|(r, _)| r.clone()).collect(),
+                maildirs: vec![maildir.path().to_owned()],
+            }]),
+            Route::Accounts { store: Store::Lmtp { .. }, .. } => Ok(Vec::new()),
+            Route::Accounts { store: Store::Maildirs(root), .. } => {
+                // account → the recipients that reached it, in RCPT order.
+                let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
+                for (rcpt, accounts) in &self.rcpts {
+                    for a in accounts {
+                        match by_account.iter_mut().find(|(x, _)| x == a) {
+                            Some((_, rs)) => rs.push(rcpt.clone()),
+                            None => by_account.push((a.clone(), vec![rcpt.clone()])),
+                        }
+                    }
+                }
+                let mut copies: Vec<Copy> = Vec::new();
+                for (account, rcpts) in by_account {
+                    let dir = account_maildir(root, &account)?;
+                    match copies.iter_mut().find(|c| c.delivered_to == rcpts) {
+                        Some(c) => c.maildirs.push(dir),
+                        None => copies.push(Copy { delivered_to: rcpts, maildirs: vec![dir] }),
+                    }
+                }
+                Ok(copies)
+            }
+        }
+    }
+
+    /// Opens the spool file with the first copy's trace prefix and our `Received:`.
+    fn begin(&mut self, session: &Session) -> io::Result<()> {
+        let copies = self.copies()?;
+        let mut d = match (&self.policy.route, copies.first()) {
+            (Route::Accounts { store: Store::Lmtp { spool, .. }, .. }, _) => spool.begin()?,
+            (_, Some(Copy { maildirs, delivered_to })) => {
+                let first = maildirs.first().ok_or_else(|| io::Error::other("no mailbox"))?;
+                let mut d = Maildir::create(first)?.begin()?;
+                let from = session.envelope.mail_from.as_deref().unwrap_or("");
+                d.write(trace_prefix(from, delivered_to).as_bytes())?;
+                d
+            }
+            (_, None) => return Err(io::Error::other("no mailbox")),
+        };
+        d.mark_content_start();
+        d.write(received_header(session, &self.policy.hostname, d.name(), SystemTime::now()).as_bytes())?;
+        self.current = Some((d, copies));
+        Ok(())
+    }
+
+    /// Stores every copy: the spool file becomes the first (rewritten with `header` on top of
+    /// the content when there is one), the others are hard links or copies. On failure, the
+    /// copies already stored are removed (the client will send again).
+    fn store(
+        &self,
+        session: &Session,
+        d: Delivery,
+        copies: &[Copy],
+        header: &str,
+        content: Option<&[u8]>,
+        folder: Option<&str>,
+    ) -> io::Result<Vec<PathBuf>> {
+        let mut stored = Vec::new();
+        let result = self.store_into(session, d, copies, header, content, folder, &mut stored);
+        if result.is_err() {
+            for p in &stored {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        result.map(|()| stored)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store_into(
+        &self,
+        session: &Session,
+        d: Delivery,
+        copies: &[Copy],
+        header: &str,
+        content: Option<&[u8]>,
+        folder: Option<&str>,
+        stored: &mut Vec<PathBuf>,
+    ) -> io::Result<()> {
+        let from = session.envelope.mail_from.as_deref().unwrap_or("");
+        let target = |dir: &Path| -> io::Result<Maildir> {
+            let m = Maildir::create(dir)?;
+            match folder {
+                Some(f) => m.folder(f),
+                None => Ok(m),
+            }
+        };
+        let name = d.name().to_owned();
+        let content_start = d.content_start();
+        let mut spool = Some(d);
+        let mut first: Option<(PathBuf, u64)> = None;
+        for copy in copies {
+            let prefix = format!("{}{header}", trace_prefix(from, &copy.delivered_to));
+            let mut dirs = copy.maildirs.iter();
+            let Some(dir) = dirs.next() else { continue };
+            let dest = target(dir)?;
+            let path = if let Some(d) = spool.take() {
+                let p = match content {
+                    Some(c) => d.commit_with(prefix.as_bytes(), c, dest.path())?,
+                    None if header.is_empty() => d.commit_into(dest.path())?,
+                    None => return Err(io::Error::other("a header to add needs the content read back")),
+                };
+                first = Some((p.clone(), if content.is_some() { prefix.len() as u64 } else { content_start }));
+                p
+            } else {
+                let mut body: Box<dyn Read> = match (content, &first) {
+                    (Some(c), _) => Box::new(c),
+                    (None, Some((p, offset))) => {
+                        let mut f = std::fs::File::open(p)?;
+                        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(*offset))?;
+                        Box::new(f)
+                    }
+                    (None, None) => return Err(io::Error::other("no first copy")),
+                };
+                dest.write_message(&name, &mut prefix.as_bytes().chain(&mut body))?
+            };
+            stored.push(path.clone());
+            for dir in dirs {
+                stored.push(target(dir)?.link_message(&path, &name)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of DATA: the checks (when they apply), then every copy stored.
+    fn end(&mut self, session: &Session, mut d: Delivery, copies: Vec<Copy>) -> Decision {
+        let name = d.name().to_owned();
+        let mut header = String::new();
+        let mut content: Option<Vec<u8>> = None;
+        let mut folder = None;
+        let mut reason = String::new();
+        #[cfg(feature = "auth")]
+        if let (Some(auth), Some(spf)) = (self.mail_auth.clone(), self.spf.take()) {
+            use crate::auth::Action;
+            let c = match d.read_back(auth.max_message_size) {
+                Ok(c) => c,
+                Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                    return Decision::reply(552, Some((5, 3, 4)), "Message too big to authenticate");
+                }
+                Err(e) => {
+                    tracing::error!("cannot read the message back: {e}");
+                    return Reply::LOCAL_ERROR.into();
+                }
+            };
+            let verdict = auth.verifier.verify(&spf, &c);
+            match verdict.action {
+                Action::TempFail(lookup) => {
+                    tracing::warn!(id = name, reason = verdict.reason, ?lookup, "DNS failure: message deferred");
+                    return temp_fail_reply(lookup);
+                }
+                Action::Reject => {
+                    tracing::info!(id = name, reason = verdict.reason, "message rejected (DMARC)");
+                    return Decision::reply(550, Some((5, 7, 1)), format!("{} (DMARC)", verdict.reason));
+                }
+                Action::Junk => folder = Some(".Junk"),
+                Action::Inbox => {}
+            }
+            header = verdict.header;
+            reason = verdict.reason;
+            content = Some(c);
+        }
+        if let Route::Accounts { store: Store::Lmtp { target, options, .. }, .. } = &self.policy.route {
+            let mut prefix = header;
+            if folder.is_some() {
+                prefix.push_str("X-Spam-Flag: YES\r\n");
+            }
+            return self.deliver_lmtp(session, target, options, d, &prefix, content.as_deref());
+        }
+        match self.store(session, d, &copies, &header, content.as_deref(), folder) {
+            Ok(paths) => {
+                for p in &paths {
+                    tracing::info!(path = %p.display(), reason, junk = folder.is_some(), "stored message");
+                }
+                Decision::reply(250, Some((2, 0, 0)), format!("Ok: queued as {name}"))
+            }
+            Err(e) => {
+                tracing::error!(id = name, "cannot store the message: {e}");
+                Reply::LOCAL_ERROR.into()
+            }
+        }
+    }
+}
+
+impl InboundHandler {
+    /// Hands the message to the LMTP server for every account (in groups of at most
+    /// [`crate::lmtp::MAX_RECIPIENTS`]); `250` only when LMTP accepted it for all of them.
+    fn deliver_lmtp(
+        &self,
+        session: &Session,
+        target: &LmtpTarget,
+        options: &LmtpOptions,
+        mut d: Delivery,
+        prefix: &str,
+        content: Option<&[u8]>,
+    ) -> Decision {
+        let name = d.name().to_owned();
+        let from = session.envelope.mail_from.as_deref().unwrap_or("");
+        let mut accounts: Vec<&str> = Vec::new();
+        for a in self.rcpts.iter().flat_map(|(_, a)| a) {
+            if !accounts.contains(&a.as_str()) {
+                accounts.push(a);
+            }
+        }
+        let mut refused: Vec<(String, crate::OwnedReply)> = Vec::new();
+        for group in accounts.chunks(crate::lmtp::MAX_RECIPIENTS) {
+            let body: io::Result<Box<dyn Read + '_>> = match content {
+                Some(c) => Ok(Box::new(c)),
+                None => d.content().map(|f| Box::new(f) as Box<dyn Read>),
+            };
+            let mut body = match body {
+                Ok(b) => prefix.as_bytes().chain(b),
+                Err(e) => {
+                    tracing::error!(id = name, "cannot read the spooled message: {e}");
+                    return Reply::LOCAL_ERROR.into();
+                }
+            };
+            match crate::lmtp::deliver(target, options, from, group, &mut body) {
+                Ok(replies) => {
+                    for (account, reply) in group.iter().zip(replies) {
+                        if reply.code / 100 == 2 {
+                            tracing::info!(id = name, account, lmtp = %target, reply = %reply.text, "delivered by LMTP");
+                        } else {
+                            tracing::warn!(id = name, account, lmtp = %target, code = reply.code, reply = %reply.text, "LMTP refused");
+                            refused.push((account.to_string(), reply));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(id = name, lmtp = %target, "LMTP delivery failed: {e}");
+                    return if e.is_temporary() {
+                        Decision::reply(451, Some((4, 3, 0)), "Mailbox delivery failed, try again later")
+                    } else {
+                        Decision::reply(554, Some((5, 3, 0)), "Mailbox delivery failed")
+                    };
+                }
+            }
+        }
+        drop(d);
+        match refused.iter().find(|(_, r)| r.code / 100 == 4).or(refused.first()) {
+            None => Decision::reply(250, Some((2, 0, 0)), format!("Ok: queued as {name}")),
+            Some((account, r)) if r.code / 100 == 4 => {
+                let e = r.enhanced.map_or((4, 3, 0), |e| (4, e.subject, e.detail));
+                Decision::reply(451, Some(e), format!("<{account}>: temporarily not delivered, try again later"))
+            }
+            Some((account, r)) => {
+                let e = r.enhanced.map_or((5, 0, 0), |e| (5, e.subject, e.detail));
+                Decision::reply(550, Some(e), format!("<{account}>: {}", clean(&r.text)))
+            }
+        }
+    }
+}
+
+/// The reply when a lookup of the checks failed: `451`, nothing stored, the client retries.
+/// The enhanced status code is in the security class `4.7.x`, never `4.4.3` (a routing
+/// failure), and names the check (RFC 7372 and RFC 3463, see [`crate::auth::Lookup::status`]):
+/// `451 4.7.24` SPF validation error (SPF `temperror`), `451 4.7.5` a DKIM key could not be
+/// fetched, `451 4.7.0` the DMARC record could not be fetched (or DKIM + DMARC timed out).
+#[cfg(feature = "auth")]
+fn temp_fail_reply(lookup: crate::auth::Lookup) -> Decision {
+    use crate::auth::Lookup;
+    let text = match lookup {
+        Lookup::Spf => "SPF validation error: temporary DNS failure, try again later",
+        Lookup::DkimKey => "DKIM key not available: temporary DNS failure, try again later",
+        Lookup::Dmarc => "DMARC policy not available: temporary DNS failure, try again later",
+    };
+    Decision::reply(451, Some(lookup.status()), text)
+}
+
+fn domain_accepted(domains: &[String], to: &ForwardPath<'_>) -> bool {
+    match to {
+        ForwardPath::Postmaster => true,
+        ForwardPath::Mailbox(m) => match m.domain {
+            Domain::Name(name) => {
+                let name = name.trim_end_matches('.');
+                domains.iter().any(|d| d.eq_ignore_ascii_case(name))
+            }
+            _ => false,
+        },
+    }
+}
+
+impl Handler for InboundHandler {
+    fn auth(&mut self, _session: &Session, auth: &AuthRequest<'_>) -> Decision {
+        let ok = self.policy.logins.as_ref().is_some_and(|u| u.verify(auth.identity, auth.secret))
+            && auth.authzid.is_none_or(|z| z.eq_ignore_ascii_case(auth.identity));
+        if ok {
+            Decision::Accept
+        } else {
+            Reply::AUTH_FAILED.into()
+        }
+    }
+
+    fn mail_from(&mut self, session: &Session, from: &ReversePath<'_>, params: &MailParams<'_>) -> Decision {
+        let _ = (from, params);
+        self.rcpts.clear();
+        #[cfg(feature = "auth")]
+        {
+            self.spf = None;
+            let Some(auth) = self.mail_auth.clone().filter(|a| a.applies_to(session)) else {
+                return Decision::Accept;
+            };
+            let from = reverse_path_string(from);
+            let spf = auth.verifier.check_spf(session.peer.ip(), session.helo.as_deref().unwrap_or(""), &from);
+            tracing::info!(result = ?spf.result(), domain = spf.domain(), "spf");
+            if let Some(reason) = spf.temporary() {
+                tracing::warn!(reason, "SPF: DNS failure");
+                return temp_fail_reply(crate::auth::Lookup::Spf);
+            }
+            self.spf = Some(spf);
+        }
+        #[cfg(not(feature = "auth"))]
+        let _ = (session, reverse_path_string(from));
+        Decision::Accept
+    }
+
+    fn rcpt_to(&mut self, session: &Session, to: &ForwardPath<'_>, _params: &RcptParams<'_>) -> Decision {
+        let address = forward_path_string(to);
+        match &self.policy.route {
+            Route::Maildir { domains, .. } => {
+                if domains.is_empty() || session.user.is_some() || domain_accepted(domains, to) {
+                    self.rcpts.push((address, Vec::new()));
+                    Decision::Accept
+                } else {
+                    Reply::RELAY_DENIED.into()
+                }
+            }
+            Route::Accounts { directory, .. } => {
+                let lookup = match to {
+                    ForwardPath::Postmaster => directory.postmaster(),
+                    ForwardPath::Mailbox(m) if matches!(m.domain, Domain::Name(_)) => address.clone(),
+                    ForwardPath::Mailbox(_) => return Reply::RELAY_DENIED.into(),
+                };
+                match directory.resolve(&lookup) {
+                    Resolution::Local(accounts) => {
+                        tracing::info!(rcpt = address, ?accounts, "recipient");
+                        self.rcpts.push((address, accounts));
+                        Decision::Accept
+                    }
+                    Resolution::Unknown => Decision::reply(
+                        550,
+                        Some((5, 1, 1)),
+                        format!("<{}>: Recipient address rejected: User unknown", clean(&address)),
+                    ),
+                    Resolution::Foreign => Reply::RELAY_DENIED.into(),
+                }
+            }
+        }
+    }
+
+    fn data_start(&mut self, session: &Session) -> Decision {
+        self.current = None;
+        match self.begin(session) {
+            Ok(()) => Decision::Accept,
+            Err(e) => {
+                tracing::error!("cannot start a message: {e}");
+                Reply::LOCAL_ERROR.into()
+            }
+        }
+    }
+
+    fn data_chunk(&mut self, _session: &Session, chunk: &[u8]) -> io::Result<()> {
+        match self.current.as_mut() {
+            Some((d, _)) => d.write(chunk),
+            None => Err(io::Error::other("no message open")),
+        }
+    }
+
+    fn data_end(&mut self, session: &Session, _size: u64) -> Decision {
+        let Some((d, copies)) = self.current.take() else {
+            return Reply::LOCAL_ERROR.into();
+        };
+        self.end(session, d, copies)
+    }
+
+    fn data_abort(&mut self, _session: &Session, error: Option<DataError>) {
+        if let Some((d, _)) = self.current.take() {
+            tracing::info!(?error, id = d.name(), "message discarded");
+        }
+    }
+
+    fn close(&mut self, _session: &Session) {
+        self.current = None;
+    }
+}

@@ -1,0 +1,351 @@
+//! `smtp-std serve --config`: the mail server of a domain. Recipient resolution at RCPT
+//! (account, alias, subaddress, catch-all, postmaster, unknown `550 5.1.1`, relay `550
+//! 5.7.1`), a Maildir per account with `Return-Path:` and `Delivered-To:`, alias fan-out as
+//! hard links, a bad config refused with file, line and key; and with a real Dovecot: mail
+//! delivered by `serve` (running as an ordinary user after binding) read back over IMAP with
+//! Python `imaplib`, and the same through `[delivery] lmtp` into Dovecot's LMTP.
+
+mod common;
+#[path = "common/dnsmasq.rs"]
+mod dnsmasq;
+#[path = "common/dovecot.rs"]
+mod dovecot;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const PASSWORDS: &str = "alice@example.org:wonderland\nbob@example.org:builder\ncarol@example.net:c4r0l\n";
+
+/// Writes the accounts file and `smtp-std.toml` into `dir`; `extra` goes at the top level,
+/// `[[domain]]` tables follow.
+fn setup(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::write(dir.join("passwd"), passwd_text(PASSWORDS)).unwrap();
+    let config = format!(
+        r#"hostname = "mail.example.org"
+data_dir = "data"
+accounts = "passwd"
+mail_auth = false
+{extra}
+[listen]
+smtp = ["127.0.0.1:0"]
+
+[[domain]]
+name = "example.org"
+[domain.aliases]
+postmaster = "alice"
+sales = ["alice", "bob"]
+
+[[domain]]
+name = "Example.NET"
+catch_all = "carol"
+[domain.aliases]
+postmaster = "carol"
+"#
+    );
+    let path = dir.join("smtp-std.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn mailbox(dir: &Path, account: &str) -> PathBuf {
+    let (local, domain) = account.split_once('@').unwrap();
+    dir.join("data/mailboxes").join(domain).join(local)
+}
+
+/// One transaction by hand; returns the reply to each RCPT and to the end of data (if any
+/// recipient was accepted).
+fn transaction(c: &mut Client, from: &str, rcpts: &[&str], body: &str) -> (Vec<String>, Option<String>) {
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    let replies: Vec<String> = rcpts.iter().map(|r| c.cmd(&format!("RCPT TO:<{r}>"))).collect();
+    if !replies.iter().any(|r| r.starts_with("250")) {
+        assert!(c.cmd("RSET").starts_with("250"));
+        return (replies, None);
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    let end = c.cmd(&format!("{body}\r\n."));
+    (replies, Some(end))
+}
+
+fn connect(p: &Program) -> Client {
+    let mut c = Client::connect(p.addr);
+    assert!(c.reply().starts_with("220 mail.example.org"));
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    c
+}
+
+#[test]
+fn recipients_resolve_to_mailboxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "");
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let mut c = connect(&p);
+
+    // Unknown user and other domains: refused at RCPT, nothing stored.
+    let (r, end) =
+        transaction(&mut c, "x@client.example", &["nobody@example.org", "friend@gmail.example"], "Subject: no");
+    assert!(r[0].starts_with("550 5.1.1 <nobody@example.org>"), "{r:?}");
+    assert!(r[1].starts_with("550 5.7.1"), "{r:?}");
+    assert!(end.is_none());
+    assert!(!dir.path().join("data/mailboxes/example.org/nobody").exists());
+
+    // Subaddress, case-insensitive domain and local part.
+    let (r, end) = transaction(&mut c, "x@client.example", &["Alice+News@EXAMPLE.ORG"], "Subject: one");
+    assert!(r[0].starts_with("250"), "{r:?}");
+    assert!(end.unwrap().starts_with("250 2.0.0"));
+    let alice = mailbox(dir.path(), "alice@example.org");
+    let files = files(&alice, "new");
+    assert_eq!(files.len(), 1);
+    let msg = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        msg.starts_with(
+            "Return-Path: <x@client.example>\r\nDelivered-To: Alice+News@EXAMPLE.ORG\r\nReceived: from client.example"
+        ),
+        "{msg}"
+    );
+    assert!(msg.ends_with("Subject: one\r\n"), "{msg}");
+
+    // The null sender gets an empty Return-Path.
+    let (_, end) = transaction(&mut c, "", &["bob@example.org"], "Subject: bounce");
+    assert!(end.unwrap().starts_with("250"));
+    let bob = mailbox(dir.path(), "bob@example.org");
+    let msg = std::fs::read_to_string(&files_in(&bob)[0]).unwrap();
+    assert!(msg.starts_with("Return-Path: <>\r\nDelivered-To: bob@example.org\r\n"), "{msg}");
+
+    // Alias fan-out: one file, hard-linked into both mailboxes.
+    let (_, end) = transaction(&mut c, "x@client.example", &["sales@example.org"], "Subject: fan-out");
+    assert!(end.unwrap().starts_with("250"));
+    let a = newest(&alice);
+    let b = newest(&bob);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert!(std::fs::read_to_string(&a).unwrap().contains("Delivered-To: sales@example.org\r\n"));
+    let (ma, mb) = (std::fs::metadata(&a).unwrap(), std::fs::metadata(&b).unwrap());
+    assert_eq!((ma.ino(), ma.nlink()), (mb.ino(), 2), "alias copies are one file, hard-linked");
+
+    // Two recipients reaching the same mailbox: one copy, with both Delivered-To lines; a
+    // third recipient elsewhere gets its own file.
+    let before = files_in(&alice).len();
+    let (r, end) = transaction(
+        &mut c,
+        "x@client.example",
+        &["alice@example.org", "alice+x@example.org", "bob@example.org"],
+        "Subject: dup",
+    );
+    assert!(r.iter().all(|r| r.starts_with("250")), "{r:?}");
+    assert!(end.unwrap().starts_with("250"));
+    assert_eq!(files_in(&alice).len(), before + 1);
+    let msg = std::fs::read_to_string(newest(&alice)).unwrap();
+    assert!(msg.contains("Delivered-To: alice@example.org\r\nDelivered-To: alice+x@example.org\r\n"), "{msg}");
+    let msg = std::fs::read_to_string(newest(&bob)).unwrap();
+    assert!(msg.starts_with("Return-Path: <x@client.example>\r\nDelivered-To: bob@example.org\r\nReceived:"), "{msg}");
+    assert!(msg.ends_with("Subject: dup\r\n"), "{msg}");
+
+    // Catch-all of the second domain, and postmaster (bare and per domain).
+    let (_, end) = transaction(&mut c, "x@client.example", &["whoever@example.net"], "Subject: catch");
+    assert!(end.unwrap().starts_with("250"));
+    assert!(std::fs::read_to_string(newest(&mailbox(dir.path(), "carol@example.net")))
+        .unwrap()
+        .contains("Subject: catch"));
+    let (r, end) = transaction(&mut c, "x@client.example", &["postmaster", "PostMaster@example.net"], "Subject: pm");
+    assert!(r.iter().all(|r| r.starts_with("250")), "{r:?}");
+    assert!(end.unwrap().starts_with("250"));
+    assert!(std::fs::read_to_string(newest(&alice)).unwrap().contains("Subject: pm"));
+    assert!(std::fs::read_to_string(newest(&mailbox(dir.path(), "carol@example.net")))
+        .unwrap()
+        .contains("Subject: pm"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+
+    // `smtp-std user add` while serve runs: the new account receives mail at once.
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+        .args(["user", "add", "dave@example.org", "--config", config.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"d4ve-secret\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut c = connect(&p);
+    let (r, end) = transaction(&mut c, "x@client.example", &["dave@example.org"], "Subject: welcome");
+    assert!(r[0].starts_with("250"), "{r:?}");
+    assert!(end.unwrap().starts_with("250"));
+}
+
+fn files_in(maildir: &Path) -> Vec<PathBuf> {
+    files(maildir, "new")
+}
+
+/// The most recently modified message in `maildir/new`.
+fn newest(maildir: &Path) -> PathBuf {
+    let mut v = files_in(maildir);
+    v.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    v.pop().expect("a message")
+}
+
+#[test]
+fn bad_config_is_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("smtp = [\"127.0.0.1:0\"]", "smtp = [\"127.0.0.1\"]");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:7: listen.smtp[0]: ", config.display())), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+
+    // An alias to an unknown key, a postmaster that reaches no one.
+    let config = setup(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace("postmaster = \"carol\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace("catch_all = \"carol\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("postmaster@example.net reaches no account"), "{err}");
+
+    let config = setup(dir.path(), "colour = \"blue\"");
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["serve", "--config"]).arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":5: ") && err.contains("unknown field `colour`"), "{err}");
+}
+
+/// Makes the path to `dir` traversable by others (tempdirs are 0700).
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Logs in to Dovecot's IMAP as `user` with Python imaplib and returns every message of
+/// `folder`, joined.
+fn imap_fetch_all(port: u16, user: &str, password: &str, folder: &str) -> String {
+    let script = format!(
+        r#"
+import imaplib, sys
+m = imaplib.IMAP4("127.0.0.1", {port})
+m.login({user:?}, {password:?})
+typ, data = m.select({folder:?})
+assert typ == "OK", data
+typ, data = m.search(None, "ALL")
+for num in data[0].split():
+    typ, msg = m.fetch(num, "(RFC822)")
+    sys.stdout.write(msg[0][1].decode())
+    sys.stdout.write("\n=====\n")
+m.logout()
+"#
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "imaplib: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn swaks(addr: std::net::SocketAddr, to: &str, subject: &str) {
+    let out = Command::new("swaks")
+        .args(["--server", &addr.to_string(), "--from", "sender@client.example", "--to", to])
+        .args(["--h-Subject", subject, "--body", "hello from swaks"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "swaks: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn dovecot_reads_what_serve_delivered_as_an_ordinary_user() {
+    if !dovecot::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    open_up(dir.path());
+    let config = setup(dir.path(), "user = \"nobody\"");
+    // Dovecot's auth process reads the accounts file as its own user.
+    Command::new("chgrp").args(["dovecot"]).arg(dir.path().join("passwd")).status().unwrap();
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert!(p.log_contains("running as nobody"), "{:?}", p.log.lock().unwrap());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+    let ids = |key: &str| status.lines().find(|l| l.starts_with(key)).unwrap().to_owned();
+    assert!(!ids("Uid:").contains("\t0\t") && !ids("Gid:").contains("\t0\t"), "{status}");
+    assert_eq!(ids("Groups:").trim(), "Groups:", "supplementary groups cleared");
+
+    swaks(p.addr, "alice+news@example.org", "via swaks");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import smtplib; s = smtplib.SMTP('127.0.0.1', {}); s.sendmail('x@client.example', ['sales@example.org'], b'Subject: team\\r\\n\\r\\nfor both\\r\\n'); s.quit()",
+            p.addr.port()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let alice = mailbox(dir.path(), "alice@example.org");
+    let nobody_uid = std::fs::metadata(&alice).unwrap().uid();
+    assert_ne!(nobody_uid, 0, "the mailbox belongs to the ordinary user");
+    assert!(files_in(&alice).iter().all(|f| std::fs::metadata(f).unwrap().uid() == nobody_uid));
+
+    let d = dovecot::Dovecot::start(
+        &dir.path().join("dovecot"),
+        &dir.path().join("passwd"),
+        &dir.path().join("data/mailboxes"),
+        "nobody",
+        "nogroup",
+    );
+    let inbox = imap_fetch_all(d.imap, "alice@example.org", "wonderland", "INBOX");
+    assert!(inbox.contains("Subject: via swaks") && inbox.contains("hello from swaks"), "{inbox}\n{}", d.log());
+    assert!(inbox.contains("Return-Path: <sender@client.example>"), "{inbox}");
+    assert!(inbox.contains("Subject: team"), "{inbox}");
+    let bob = imap_fetch_all(d.imap, "bob@example.org", "builder", "INBOX");
+    assert!(bob.contains("Subject: team") && !bob.contains("via swaks"), "{bob}");
+}
+
+#[test]
+fn delivery_by_lmtp_into_dovecot() {
+    if !dovecot::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    open_up(dir.path());
+    std::fs::write(dir.path().join("passwd"), passwd_text(PASSWORDS)).unwrap();
+    Command::new("chgrp").args(["dovecot"]).arg(dir.path().join("passwd")).status().unwrap();
+    let d = dovecot::Dovecot::start(
+        &dir.path().join("dovecot"),
+        &dir.path().join("passwd"),
+        &dir.path().join("data/mailboxes"),
+        "nobody",
+        "nogroup",
+    );
+    let config = setup(dir.path(), &format!("user = \"nobody\"\n[delivery]\nlmtp = \"127.0.0.1:{}\"", d.lmtp));
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert!(p.log_contains("delivering by LMTP"), "{:?}", p.log.lock().unwrap());
+
+    let mut c = connect(&p);
+    let (r, end) = transaction(&mut c, "x@client.example", &["nobody@example.org"], "Subject: no");
+    assert!(r[0].starts_with("550 5.1.1"), "{r:?}");
+    assert!(end.is_none());
+    let (r, end) = transaction(
+        &mut c,
+        "x@client.example",
+        &["alice+news@example.org", "sales@example.org"],
+        "Subject: by lmtp\r\n\r\n..dotted line",
+    );
+    assert!(r.iter().all(|r| r.starts_with("250")), "{r:?}");
+    let end = end.unwrap();
+    assert!(end.starts_with("250 2.0.0"), "{end}\n{}", d.log());
+    assert!(c.cmd("QUIT").starts_with("221"));
+
+    let alice = imap_fetch_all(d.imap, "alice@example.org", "wonderland", "INBOX");
+    assert_eq!(alice.matches("Subject: by lmtp").count(), 1, "one copy for alice: {alice}");
+    assert!(alice.contains("Return-Path: <x@client.example>") && alice.contains("\r\n.dotted line"), "{alice}");
+    assert!(alice.contains("Received: from client.example"), "{alice}");
+    let bob = imap_fetch_all(d.imap, "bob@example.org", "builder", "INBOX");
+    assert!(bob.contains("Subject: by lmtp"), "{bob}");
+    // Nothing left in the spool.
+    assert!(files(&dir.path().join("data/spool"), "tmp").is_empty());
+    assert!(p.log_contains("delivered by LMTP"));
+}
