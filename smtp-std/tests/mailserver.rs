@@ -349,3 +349,126 @@ fn delivery_by_lmtp_into_dovecot() {
     assert!(files(&dir.path().join("data/spool"), "tmp").is_empty());
     assert!(p.log_contains("delivered by LMTP"));
 }
+
+#[test]
+fn quickstart_then_serve_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = dir.path().join("etc");
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+        .args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7"])
+        .args(["--listen", "127.0.0.1:0", "--dir"])
+        .arg(&setup)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The password is printed once and verifies against the accounts file written.
+    let password = text.lines().find_map(|l| l.split("keep it): ").nth(1)).expect("password line").trim().to_owned();
+    let accounts = smtp_std::accounts::passwd::PasswdFile::load(&setup.join("passwd")).unwrap();
+    assert!(accounts.verify("alice@example.org", &password));
+    assert!(!std::fs::read_to_string(setup.join("passwd")).unwrap().contains(&password));
+    // The records to publish and the command that starts the server.
+    for want in
+        ["example.org. 3600 IN MX 10 mail.example.org.", "v=spf1", "s1._domainkey.example.org.", "_dmarc.example.org."]
+    {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    let start = text.lines().find(|l| l.trim_start().starts_with("smtp-std serve --config ")).expect("start command");
+    let config = start.trim().trim_start_matches("smtp-std serve --config ").to_owned();
+    assert!(std::fs::metadata(setup.join("dkim-s1.key")).unwrap().mode() & 0o077 == 0, "key file private");
+    // Running a second time changes nothing.
+    let again = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+        .args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7", "--dir"])
+        .arg(&setup)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    let p = Program::start(dir.path(), &["--config", &config]);
+    let mut c = connect(&p);
+    let (r, end) = transaction(
+        &mut c,
+        "x@client.example",
+        &["alice@example.org", "postmaster@example.org", "bob@example.org"],
+        "Subject: hi",
+    );
+    assert!(r[0].starts_with("250") && r[1].starts_with("250") && r[2].starts_with("550 5.1.1"), "{r:?}");
+    assert!(end.unwrap().starts_with("250"));
+    let msg = std::fs::read_to_string(newest(&setup.join("data/mailboxes/example.org/alice"))).unwrap();
+    assert!(msg.contains("Delivered-To: postmaster@example.org\r\n") && msg.ends_with("Subject: hi\r\n"), "{msg}");
+}
+
+#[test]
+fn auth_checks_the_accounts_under_starttls() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cert(dir.path());
+    let tls = format!("[tls]\ncert = {:?}\nkey = {:?}", c.cert_pem, c.key_pem);
+    // The [tls] table must come after the top-level keys: put it after [listen].
+    let config = setup(dir.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[[domain]]\nname = \"example.org\"", &format!("{tls}\n\n[[domain]]\nname = \"example.org\""));
+    std::fs::write(&config, text).unwrap();
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.check_hostname = False
+s = smtplib.SMTP("127.0.0.1", {port})
+s.ehlo("client.example")
+assert not s.has_extn("auth"), "AUTH offered before TLS"
+s.starttls(context=ctx)
+s.ehlo("client.example")
+try:
+    s.login("alice@example.org", "not-her-password")
+    raise SystemExit("a wrong password logged in")
+except smtplib.SMTPAuthenticationError as e:
+    assert e.smtp_code == 535, e
+s.login("alice@example.org", "wonderland")
+s.sendmail("alice@example.org", ["bob@example.org"], b"Subject: from alice\r\n\r\nhi bob\r\n")
+s.quit()
+"#,
+        ca = c.cert_pem,
+        port = p.addr.port()
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let msg = std::fs::read_to_string(newest(&mailbox(dir.path(), "bob@example.org"))).unwrap();
+    assert!(msg.contains("with ESMTPSA") && msg.ends_with("hi bob\r\n"), "{msg}");
+}
+
+#[test]
+fn dmarc_quarantine_files_into_each_mailboxs_junk() {
+    if !dnsmasq::Dnsmasq::available() {
+        return;
+    }
+    let dns = dnsmasq::Dnsmasq::start(&[
+        dnsmasq::txt("quar.test", "v=spf1 ip4:127.0.0.2 -all"),
+        dnsmasq::txt("_dmarc.quar.test", "v=DMARC1; p=quarantine"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), &format!("trusted_networks = []\n[dns]\nserver = \"{}\"", dns.arg()));
+    let text = std::fs::read_to_string(&config).unwrap().replace("mail_auth = false\n", "");
+    std::fs::write(&config, text).unwrap();
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    // From 127.0.0.3: SPF fails for quar.test, no DKIM: DMARC fails with p=quarantine.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.3:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    sock.connect(&p.addr.into()).unwrap();
+    let mut c = Client::from_stream(sock.into());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO client.test").starts_with("250"));
+    let body = "From: <a@quar.test>\r\nSubject: spoofed\r\n\r\nhello";
+    let (r, end) = transaction(&mut c, "a@quar.test", &["sales@example.org"], body);
+    assert!(r[0].starts_with("250"), "{r:?}");
+    assert!(end.unwrap().starts_with("250"));
+    for account in ["alice@example.org", "bob@example.org"] {
+        let junk = mailbox(dir.path(), account).join(".Junk");
+        let msg = std::fs::read_to_string(newest(&junk)).unwrap();
+        assert!(msg.starts_with("Return-Path: <a@quar.test>\r\nDelivered-To: sales@example.org\r\nAuthentication-Results: mail.example.org;"), "{msg}");
+        assert!(msg.contains("dmarc=fail") && msg.ends_with("hello\r\n"), "{msg}");
+        assert!(junk.join("maildirfolder").exists());
+        assert!(files_in(&mailbox(dir.path(), account)).is_empty(), "nothing in the inbox");
+    }
+}
