@@ -146,6 +146,10 @@ pub struct SendOptions {
     pub connect_timeout: Duration,
     /// Per-command timeouts (RFC 5321 §4.5.3.2 by default).
     pub timeouts: Timeouts,
+    /// The local address to connect from (the one SPF and the PTR record name; Postfix's
+    /// `smtp_bind_address`). `None`: the system's choice. Only servers of the same address
+    /// family are reached.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl SendOptions {
@@ -162,6 +166,7 @@ impl SendOptions {
             pipelining: true,
             connect_timeout: Duration::from_secs(30),
             timeouts: Timeouts::default(),
+            bind: None,
         }
     }
 
@@ -721,11 +726,34 @@ impl Write for Conn {
 /// The first address of `server` (`host:port`) that accepts a TCP connection within
 /// `timeout` each.
 pub(crate) fn connect_tcp(server: &str, timeout: Duration) -> Result<TcpStream, SendError> {
+    connect_tcp_from(server, timeout, None)
+}
+
+/// [`connect_tcp`] from the local address `bind` when given (addresses of the other family
+/// are skipped).
+pub(crate) fn connect_tcp_from(
+    server: &str,
+    timeout: Duration,
+    bind: Option<std::net::IpAddr>,
+) -> Result<TcpStream, SendError> {
     let connect_err = |source| SendError::Connect { server: server.to_owned(), source };
     let addrs = server.to_socket_addrs().map_err(connect_err)?;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
+        let attempt = match bind {
+            None => TcpStream::connect_timeout(&addr, timeout),
+            Some(local) if local.is_ipv4() != addr.is_ipv4() => {
+                last = io::Error::new(io::ErrorKind::AddrNotAvailable, format!("{addr}: not reachable from {local}"));
+                continue;
+            }
+            Some(local) => (|| {
+                let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+                sock.bind(&std::net::SocketAddr::new(local, 0).into())?;
+                sock.connect_timeout(&addr.into(), timeout)?;
+                Ok(sock.into())
+            })(),
+        };
+        match attempt {
             Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
@@ -798,7 +826,7 @@ impl SmtpClient {
     /// message can be sent: greeting, EHLO, STARTTLS (per [`SendOptions::tls`]), EHLO again,
     /// AUTH (when [`SendOptions::auth`] is set).
     pub fn connect(options: &SendOptions) -> Result<Self, SendError> {
-        let tcp = connect_tcp(&options.server, options.connect_timeout)?;
+        let tcp = connect_tcp_from(&options.server, options.connect_timeout, options.bind)?;
         let io_err = |source| SendError::Io { step: Step::Greeting, source };
         let peer = tcp.peer_addr().map_err(io_err)?;
         tcp.set_nodelay(true).map_err(io_err)?;

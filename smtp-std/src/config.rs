@@ -91,6 +91,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Limits of the SMTP sessions.
     pub limits: Limits,
+    /// How mail leaves.
+    pub outbound: OutboundConfig,
+    /// Retries and reports.
+    pub queue: QueueConfig,
     /// Check SPF, DKIM and DMARC on mail from outside (`mail_auth = false` turns it off).
     pub mail_auth: bool,
     /// The domains we receive mail for.
@@ -104,6 +108,69 @@ pub struct Listen {
     /// Mail from the world for our domains (port 25; STARTTLS when `[tls]` is set).
     #[serde(default)]
     pub smtp: Vec<SocketAddr>,
+    /// Submission (RFC 6409, port 587): STARTTLS, AUTH required before MAIL. Needs `[tls]`.
+    #[serde(default)]
+    pub submission: Vec<SocketAddr>,
+    /// Submission over implicit TLS (RFC 8314, port 465), AUTH required. Needs `[tls]`.
+    #[serde(default)]
+    pub submissions: Vec<SocketAddr>,
+}
+
+/// `[outbound]`: how mail leaves.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// The MX hosts' port (default 25).
+    pub port: Option<u16>,
+    /// The source address of outgoing connections (the one SPF and PTR name).
+    pub bind: Option<std::net::IpAddr>,
+    /// Relay everything through this host (`host:port`) instead of the MX hosts.
+    pub smarthost: Option<String>,
+    /// AUTH user at the smarthost.
+    pub smarthost_user: Option<String>,
+    /// A file whose first line is the smarthost password (kept out of the config file).
+    pub smarthost_password_file: Option<PathBuf>,
+    /// `starttls` (default: required, certificate verified), `tls` (implicit, port 465), or
+    /// `none` (no TLS: a relay on this host, such as a filter; never sends AUTH).
+    pub smarthost_tls: Option<String>,
+    /// Trust only this CA file for the smarthost's certificate (default: Mozilla's roots).
+    pub smarthost_ca: Option<PathBuf>,
+    /// Bound on each network wait (`"60s"`); default RFC 5321's.
+    #[serde(default, deserialize_with = "duration_opt")]
+    pub timeout: Option<Duration>,
+}
+
+/// `[queue]`: retries and reports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Waits between attempts; the last repeats.
+    #[serde(deserialize_with = "durations")]
+    pub retry: Vec<Duration>,
+    /// Give up after this long (bounce).
+    #[serde(deserialize_with = "duration")]
+    pub lifetime: Duration,
+    /// One delay notice after this long; `"0"` turns it off.
+    #[serde(deserialize_with = "duration")]
+    pub delay_warning: Duration,
+    /// Delivery workers.
+    pub workers: usize,
+    /// How often the queue is looked at for due entries.
+    #[serde(deserialize_with = "duration")]
+    pub scan_interval: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        let s = crate::queue::Schedule::default();
+        Self {
+            retry: s.retry,
+            lifetime: s.lifetime,
+            delay_warning: s.delay_warning,
+            workers: 4,
+            scan_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[tls]`.
@@ -167,6 +234,9 @@ pub struct DomainConfig {
     pub catch_all: Option<Vec<String>>,
     /// Local part (lower case) → full addresses it reaches.
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// DKIM selector and key file (PEM, from `dkim-keygen` or quickstart): mail from the
+    /// domain's accounts is signed with it before it is queued.
+    pub dkim: Option<(String, PathBuf)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +256,10 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    outbound: OutboundConfig,
+    #[serde(default)]
+    queue: QueueConfig,
     #[serde(default = "yes")]
     mail_auth: bool,
     #[serde(default)]
@@ -206,6 +280,8 @@ struct RawDelivery {
 #[serde(deny_unknown_fields)]
 struct RawDomain {
     name: Spanned<String>,
+    dkim_selector: Option<Spanned<String>>,
+    dkim_key: Option<Spanned<PathBuf>>,
     catch_all: Option<Spanned<Targets>>,
     #[serde(default)]
     aliases: BTreeMap<String, Spanned<Targets>>,
@@ -244,6 +320,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         u => return Err(format!("{s:?}: unknown unit {u:?} (ms, s, m, h, d)")),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: out of range"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(de::Error::custom)
+}
+
+fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(de::Error::custom("give at least one wait, e.g. [\"5m\", \"10m\"]"));
+    }
+    v.iter().map(|s| parse_duration(s).map_err(de::Error::custom)).collect()
 }
 
 fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -371,14 +460,24 @@ impl Config {
                 Some(t) => Some(full_list(format!("domain[{i}].catch_all"), t)?),
                 None => None,
             };
-            domains.push(DomainConfig { name, catch_all, aliases });
+            let dkim = match (&d.dkim_selector, &d.dkim_key) {
+                (Some(sel), Some(key)) => Some((sel.get_ref().clone(), resolve(key.get_ref().clone()))),
+                (None, None) => None,
+                (Some(s), None) => {
+                    return Err(at(s.span(), format!("domain[{i}].dkim_selector"), "needs dkim_key too".into()))
+                }
+                (None, Some(k)) => {
+                    return Err(at(k.span(), format!("domain[{i}].dkim_key"), "needs dkim_selector too".into()))
+                }
+            };
+            domains.push(DomainConfig { name, catch_all, aliases, dkim });
         }
-        // Members in other domains would be forwarded, which needs the outbound queue.
-        for (key, line, address) in members {
+        // Members in other domains are forwarded through the outbound queue (feature `auth`).
+        for (key, line, address) in members.into_iter().filter(|_| !cfg!(feature = "auth")) {
             let dom = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
             if !domains.iter().any(|x| x.name == dom) {
                 let message = format!(
-                    "{address} is not in one of our domains: forwarding to other domains needs the outbound queue, which this version does not have yet"
+                    "{address} is not in one of our domains: forwarding needs the outbound queue (the `auth` feature of this build is off)"
                 );
                 return Err(err(Some(line), Some(key), message));
             }
@@ -427,6 +526,12 @@ impl Config {
             dns: raw.dns,
             delivery: DeliveryConfig { lmtp: raw.delivery.lmtp.map(Spanned::into_inner) },
             limits: raw.limits,
+            outbound: OutboundConfig {
+                smarthost_password_file: raw.outbound.smarthost_password_file.clone().map(&resolve),
+                smarthost_ca: raw.outbound.smarthost_ca.clone().map(&resolve),
+                ..raw.outbound
+            },
+            queue: raw.queue,
             mail_auth: raw.mail_auth,
             domains,
         })
@@ -514,10 +619,8 @@ sales = ["alice", "bob"]
         assert_eq!(line, Some(1));
         assert!(msg.contains("unknown field `hostnme`"), "{msg}");
 
-        let bad = EXAMPLE.replace("sales = [\"alice\", \"bob\"]", "sales = [\"alice\", \"bob@gmail.com\"]");
-        let (line, key, msg) = error(&bad);
-        assert_eq!((line, key.as_deref()), (Some(16), Some("domain[0].aliases.sales")));
-        assert!(msg.contains("bob@gmail.com") && msg.contains("queue"), "{msg}");
+        let forward = EXAMPLE.replace("sales = [\"alice\", \"bob\"]", "sales = [\"alice\", \"bob@gmail.com\"]");
+        assert_eq!(parse(&forward).unwrap().domains[0].aliases["sales"], ["alice@example.org", "bob@gmail.com"]);
 
         let bad = EXAMPLE.replace("catch_all = \"alice\"", "catch_all = \"al/ice\"");
         let (line, key, _) = error(&bad);

@@ -67,6 +67,13 @@ impl Spool {
         Ok(Self { data: SpoolData::File { file, remove }, len })
     }
 
+    /// A message already in a file (read from its start to its current length; the file is
+    /// not removed).
+    pub fn from_file(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self { data: SpoolData::File { file, remove: None }, len })
+    }
+
     /// A message already in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
         let len = bytes.len() as u64;

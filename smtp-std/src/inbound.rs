@@ -49,8 +49,8 @@ pub enum Route {
     Accounts {
         /// Accounts, aliases, domains.
         directory: Arc<Directory>,
-        /// How messages reach the mailboxes.
-        store: Store,
+        /// How messages reach the mailboxes (shared with the queue's workers).
+        store: Arc<Store>,
     },
 }
 
@@ -81,6 +81,33 @@ pub struct InboundPolicy {
     pub route: Route,
     /// Who may log in with AUTH; `None`: every AUTH is refused.
     pub logins: Option<Arc<AccountsFile>>,
+    /// Where authenticated clients' mail for other domains goes; `None`: we relay for no one.
+    pub outgoing: Option<Outgoing>,
+}
+
+/// Signs a message of ours (DKIM): the signed message, or `None` to leave it as it is.
+pub type Signer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Mail of our accounts for other domains: into the outbound queue.
+pub struct Outgoing {
+    /// The queue.
+    pub queue: crate::queue::Queue,
+    /// Called after an entry was queued (wakes the delivery workers).
+    pub notify: Box<dyn Fn() + Send + Sync>,
+    /// Signs a message of ours before it is queued (DKIM, by its From: domain): the signed
+    /// message, or `None` to queue it as it is.
+    pub sign: Signer,
+    /// Largest message read into memory to be signed.
+    pub max_message_size: u64,
+    /// The key of the Sender Rewriting Scheme: forwarded mail leaves with an SRS sender in
+    /// the forwarding alias's domain, and bounces to such addresses go back to the sender.
+    pub srs_secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing").field("queue", &self.queue).finish_non_exhaustive()
+    }
 }
 
 /// One stored file and the mailboxes that get it: those reached by the same recipients.
@@ -99,6 +126,16 @@ pub struct InboundHandler {
     /// Accepted recipients of the transaction: the address as given and the accounts it
     /// reaches (empty for [`Route::Maildir`]).
     rcpts: Vec<(String, Vec<String>)>,
+    /// Accepted recipients in other domains (authenticated clients only, or the original
+    /// sender behind an SRS address): for the queue, with the client's sender.
+    remote: Vec<crate::queue::Recipient>,
+    /// Members in other domains of the aliases reached: forwarded, with an SRS sender in the
+    /// domain of `forward_domain`.
+    forward: Vec<String>,
+    forward_domain: Option<String>,
+    /// DSN parameters of the transaction (ENVID decoded, RET=FULL) and SMTPUTF8.
+    envid: Option<String>,
+    ret_full: bool,
     /// The message being received and where its copies go.
     current: Option<(Delivery, Vec<Copy>)>,
     #[cfg(feature = "auth")]
@@ -137,12 +174,108 @@ pub fn account_maildir(root: &Path, account: &str) -> io::Result<PathBuf> {
     }
 }
 
+/// The copies for `rcpts` (each the recipient as given and the accounts it reaches): the
+/// accounts' Maildirs under `root`, grouped by the recipients that reached them.
+fn group_copies(root: &Path, rcpts: &[(String, Vec<String>)]) -> io::Result<Vec<Copy>> {
+    // account → the recipients that reached it, in RCPT order.
+    let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
+    for (rcpt, accounts) in rcpts {
+        for a in accounts {
+            match by_account.iter_mut().find(|(x, _)| x == a) {
+                Some((_, rs)) => rs.push(rcpt.clone()),
+                None => by_account.push((a.clone(), vec![rcpt.clone()])),
+            }
+        }
+    }
+    let mut copies: Vec<Copy> = Vec::new();
+    for (account, rcpts) in by_account {
+        let dir = account_maildir(root, &account)?;
+        match copies.iter_mut().find(|c| c.delivered_to == rcpts) {
+            Some(c) => c.maildirs.push(dir),
+            None => copies.push(Copy { delivered_to: rcpts, maildirs: vec![dir] }),
+        }
+    }
+    Ok(copies)
+}
+
+/// Why a local delivery failed, and whether it may work later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalError {
+    /// Try again later (a `4xx`, an I/O error) rather than bounce.
+    pub temporary: bool,
+    /// What happened, for the log and a bounce.
+    pub text: String,
+}
+
+/// Delivers the message in the file at `path` from `from` to `rcpts` (each the recipient
+/// as given and the accounts it reaches) through `store`: the queue's way to our own
+/// mailboxes (bounces to our accounts, for instance). Every copy is durable when this
+/// returns `Ok`.
+pub fn deliver_file(store: &Store, from: &str, rcpts: &[(String, Vec<String>)], path: &Path) -> Result<(), LocalError> {
+    let io_err = |e: io::Error| LocalError { temporary: true, text: format!("local delivery: {e}") };
+    match store {
+        Store::Maildirs(root) => {
+            let copies = group_copies(root, rcpts).map_err(|e| LocalError { temporary: false, text: e.to_string() })?;
+            let mut stored = Vec::new();
+            let result = (|| -> io::Result<()> {
+                for copy in &copies {
+                    let mut dirs = copy.maildirs.iter();
+                    let Some(first) = dirs.next() else { continue };
+                    let first = Maildir::create(first)?;
+                    let name = first.unique_name();
+                    let prefix = trace_prefix(from, &copy.delivered_to);
+                    let path = first.write_message(&name, &mut prefix.as_bytes().chain(std::fs::File::open(path)?))?;
+                    stored.push(path.clone());
+                    for dir in dirs {
+                        stored.push(Maildir::create(dir)?.link_message(&path, &name)?);
+                    }
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                for p in &stored {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            result.map_err(io_err)
+        }
+        Store::Lmtp { target, options, .. } => {
+            let mut accounts: Vec<&str> = Vec::new();
+            for a in rcpts.iter().flat_map(|(_, a)| a) {
+                if !accounts.contains(&a.as_str()) {
+                    accounts.push(a);
+                }
+            }
+            for group in accounts.chunks(crate::lmtp::MAX_RECIPIENTS) {
+                let mut file = std::fs::File::open(path).map_err(io_err)?;
+                match crate::lmtp::deliver(target, options, from, group, &mut file) {
+                    Ok(replies) => {
+                        if let Some((a, r)) = group.iter().zip(&replies).find(|(_, r)| r.code / 100 != 2) {
+                            return Err(LocalError {
+                                temporary: r.code / 100 == 4,
+                                text: format!("<{a}>: {} {}", r.code, r.text),
+                            });
+                        }
+                    }
+                    Err(e) => return Err(LocalError { temporary: e.is_temporary(), text: format!("LMTP: {e}") }),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 impl InboundHandler {
     /// A handler with this policy.
     pub fn new(policy: InboundPolicy) -> Self {
         Self {
             policy: Arc::new(policy),
             rcpts: Vec::new(),
+            remote: Vec::new(),
+            forward: Vec::new(),
+            forward_domain: None,
+            envid: None,
+            ret_full: false,
             current: None,
             #[cfg(feature = "auth")]
             mail_auth: None,
@@ -166,36 +299,25 @@ impl InboundHandler {
                 delivered_to: self.rcpts.iter().map(|(r, _)| r.clone()).collect(),
                 maildirs: vec![maildir.path().to_owned()],
             }]),
-            Route::Accounts { store: Store::Lmtp { .. }, .. } => Ok(Vec::new()),
-            Route::Accounts { store: Store::Maildirs(root), .. } => {
-                // account → the recipients that reached it, in RCPT order.
-                let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
-                for (rcpt, accounts) in &self.rcpts {
-                    for a in accounts {
-                        match by_account.iter_mut().find(|(x, _)| x == a) {
-                            Some((_, rs)) => rs.push(rcpt.clone()),
-                            None => by_account.push((a.clone(), vec![rcpt.clone()])),
-                        }
-                    }
-                }
-                let mut copies: Vec<Copy> = Vec::new();
-                for (account, rcpts) in by_account {
-                    let dir = account_maildir(root, &account)?;
-                    match copies.iter_mut().find(|c| c.delivered_to == rcpts) {
-                        Some(c) => c.maildirs.push(dir),
-                        None => copies.push(Copy { delivered_to: rcpts, maildirs: vec![dir] }),
-                    }
-                }
-                Ok(copies)
-            }
+            Route::Accounts { store, .. } => match &**store {
+                Store::Lmtp { .. } => Ok(Vec::new()),
+                Store::Maildirs(root) => group_copies(root, &self.rcpts),
+            },
         }
     }
 
     /// Opens the spool file with the first copy's trace prefix and our `Received:`.
     fn begin(&mut self, session: &Session) -> io::Result<()> {
         let copies = self.copies()?;
-        let mut d = match (&self.policy.route, copies.first()) {
-            (Route::Accounts { store: Store::Lmtp { spool, .. }, .. }, _) => spool.begin()?,
+        let lmtp_spool = match &self.policy.route {
+            Route::Accounts { store, .. } => match &**store {
+                Store::Lmtp { spool, .. } => Some(spool),
+                Store::Maildirs(_) => None,
+            },
+            Route::Maildir { .. } => None,
+        };
+        let mut d = match (lmtp_spool, copies.first()) {
+            (Some(spool), _) => spool.begin()?,
             (_, Some(Copy { maildirs, delivered_to })) => {
                 let first = maildirs.first().ok_or_else(|| io::Error::other("no mailbox"))?;
                 let mut d = Maildir::create(first)?.begin()?;
@@ -203,7 +325,12 @@ impl InboundHandler {
                 d.write(trace_prefix(from, delivered_to).as_bytes())?;
                 d
             }
-            (_, None) => return Err(io::Error::other("no mailbox")),
+            (_, None) => match &self.policy.outgoing {
+                Some(o) if !self.remote.is_empty() || !self.forward.is_empty() => {
+                    Maildir::create(o.queue.root().join("spool"))?.begin()?
+                }
+                _ => return Err(io::Error::other("no mailbox")),
+            },
         };
         d.mark_content_start();
         d.write(received_header(session, &self.policy.hostname, d.name(), SystemTime::now()).as_bytes())?;
@@ -326,12 +453,14 @@ impl InboundHandler {
             reason = verdict.reason;
             content = Some(c);
         }
-        if let Route::Accounts { store: Store::Lmtp { target, options, .. }, .. } = &self.policy.route {
-            let mut prefix = header;
-            if folder.is_some() {
-                prefix.push_str("X-Spam-Flag: YES\r\n");
+        if let Route::Accounts { store, .. } = &self.policy.route {
+            if let Store::Lmtp { target, options, .. } = &**store {
+                let mut prefix = header;
+                if folder.is_some() {
+                    prefix.push_str("X-Spam-Flag: YES\r\n");
+                }
+                return self.deliver_lmtp(session, target, options, d, &prefix, content.as_deref());
             }
-            return self.deliver_lmtp(session, target, options, d, &prefix, content.as_deref());
         }
         match self.store(session, d, &copies, &header, content.as_deref(), folder) {
             Ok(paths) => {
@@ -349,6 +478,106 @@ impl InboundHandler {
 }
 
 impl InboundHandler {
+    /// `RCPT TO:<SRS0=...@ours>`: a bounce (or reply) to mail we forwarded goes back to the
+    /// original sender, if the address is ours, intact and not too old.
+    fn srs_bounce(&mut self, directory: &Directory, out: &Outgoing, address: &str) -> Decision {
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d).trim_end_matches('.').to_ascii_lowercase();
+        if !directory.is_ours(&domain) {
+            return Reply::RELAY_DENIED.into();
+        }
+        match crate::srs::Srs::new(&out.srs_secret, &domain).reverse(address, SystemTime::now()) {
+            Ok(original) => {
+                tracing::info!(rcpt = address, to = original, "SRS address: back to the original sender");
+                self.remote.push(crate::queue::Recipient::new(&original));
+                Decision::Accept
+            }
+            Err(e) => {
+                tracing::info!(rcpt = address, "SRS address refused: {e}");
+                Decision::reply(550, Some((5, 1, 1)), format!("<{}>: invalid SRS address ({e})", clean(address)))
+            }
+        }
+    }
+
+    /// Queues the message: for the remote recipients with the client's sender (signed when a
+    /// key applies), and for the forwarded ones with an SRS sender. The ids of the entries.
+    fn enqueue(&self, session: &Session, d: &mut Delivery) -> Result<Vec<String>, Decision> {
+        let Some(out) = &self.policy.outgoing else {
+            return Ok(Vec::new());
+        };
+        if self.remote.is_empty() && self.forward.is_empty() {
+            return Ok(Vec::new());
+        }
+        let content = match d.read_back(out.max_message_size) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                return Err(Decision::reply(552, Some((5, 3, 4)), "Message too big"));
+            }
+            Err(e) => {
+                tracing::error!("cannot read the message back: {e}");
+                return Err(Reply::LOCAL_ERROR.into());
+            }
+        };
+        let from = session.envelope.mail_from.as_deref().unwrap_or("");
+        let now = SystemTime::now();
+        let mut entries: Vec<(crate::queue::Entry, Option<Vec<u8>>)> = Vec::new();
+        if !self.remote.is_empty() {
+            let mut signed = None;
+            if let (Some(user), Route::Accounts { directory, .. }) = (&session.user, &self.policy.route) {
+                if let Some(header) = header_from(&content) {
+                    if !directory.owns(user, &header) {
+                        tracing::info!(user, from = header, "From: not owned");
+                        let text = format!("From: <{}> rejected: not owned by user {}", clean(&header), clean(user));
+                        return Err(Decision::reply(553, Some((5, 7, 1)), text));
+                    }
+                }
+                signed = (out.sign)(&content);
+            }
+            let mut entry = crate::queue::Entry::new(from, self.remote.clone(), now);
+            entry.envid = self.envid.clone();
+            entry.ret_full = self.ret_full;
+            entry.smtputf8 = session.envelope.smtputf8;
+            entries.push((entry, signed));
+        }
+        if let (false, Some(domain)) = (self.forward.is_empty(), &self.forward_domain) {
+            let sender = if from.is_empty() {
+                String::new()
+            } else {
+                crate::srs::Srs::new(&out.srs_secret, domain).forward(from, now)
+            };
+            let rcpts = self.forward.iter().map(|a| crate::queue::Recipient::new(a)).collect();
+            let mut entry = crate::queue::Entry::new(&sender, rcpts, now);
+            entry.smtputf8 = session.envelope.smtputf8;
+            entries.push((entry, None));
+        }
+        let mut ids = Vec::new();
+        for (mut entry, signed) in entries {
+            let message = signed.as_deref().unwrap_or(&content);
+            match out.queue.submit(&mut entry, &mut &message[..]) {
+                Ok(id) => {
+                    let to: Vec<&str> = entry.recipients.iter().map(|r| r.address.as_str()).collect();
+                    tracing::info!(
+                        id,
+                        from = entry.from,
+                        ?to,
+                        size = message.len(),
+                        signed = signed.is_some(),
+                        "queued"
+                    );
+                    ids.push(id);
+                }
+                Err(e) => {
+                    tracing::error!("cannot queue the message: {e}");
+                    for id in &ids {
+                        let _ = out.queue.remove(id);
+                    }
+                    return Err(Reply::LOCAL_ERROR.into());
+                }
+            }
+        }
+        (out.notify)();
+        Ok(ids)
+    }
+
     /// Hands the message to the LMTP server for every account (in groups of at most
     /// [`crate::lmtp::MAX_RECIPIENTS`]); `250` only when LMTP accepted it for all of them.
     fn deliver_lmtp(
@@ -433,6 +662,47 @@ fn temp_fail_reply(lookup: crate::auth::Lookup) -> Decision {
     Decision::reply(451, Some(lookup.status()), text)
 }
 
+/// The address in the `From:` header field of `message` (the first one; lower-cased domain
+/// kept as written), if there is one.
+pub fn header_from(message: &[u8]) -> Option<String> {
+    let end = message.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(message.len().min(1 << 20));
+    let head = String::from_utf8_lossy(&message[..end]);
+    let mut value: Option<String> = None;
+    for line in head.split("\r\n") {
+        match &mut value {
+            Some(v) if line.starts_with([' ', '\t']) => v.push_str(line),
+            Some(_) => break,
+            None => {
+                if let Some((name, rest)) = line.split_once(':') {
+                    if name.trim().eq_ignore_ascii_case("from") {
+                        value = Some(rest.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    let v = value?;
+    let addr = match (v.rfind('<'), v.rfind('>')) {
+        (Some(a), Some(b)) if a < b => v[a + 1..b].to_owned(),
+        _ => v.split(',').next().unwrap_or("").trim().to_owned(),
+    };
+    addr.contains('@').then(|| addr.trim().to_owned())
+}
+
+/// NOTIFY flags as the words the queue stores.
+fn notify_words(n: smtp_proto::parse::params::Notify) -> String {
+    use smtp_proto::parse::params::Notify;
+    if n.0 == Notify::NEVER.0 {
+        return "NEVER".into();
+    }
+    let words: Vec<&str> = [(Notify::SUCCESS, "SUCCESS"), (Notify::FAILURE, "FAILURE"), (Notify::DELAY, "DELAY")]
+        .iter()
+        .filter(|(bit, _)| n.0 & bit != 0)
+        .map(|(_, w)| *w)
+        .collect();
+    words.join(",")
+}
+
 fn domain_accepted(domains: &[String], to: &ForwardPath<'_>) -> bool {
     match to {
         ForwardPath::Postmaster => true,
@@ -458,8 +728,20 @@ impl Handler for InboundHandler {
     }
 
     fn mail_from(&mut self, session: &Session, from: &ReversePath<'_>, params: &MailParams<'_>) -> Decision {
-        let _ = (from, params);
         self.rcpts.clear();
+        self.remote.clear();
+        self.forward.clear();
+        self.forward_domain = None;
+        self.envid = params.envid.map(|x| String::from_utf8_lossy(&x.decoded().collect::<Vec<u8>>()).into_owned());
+        self.ret_full = params.ret == Some(smtp_proto::parse::params::Ret::Full);
+        if let (Some(user), Route::Accounts { directory, .. }) = (&session.user, &self.policy.route) {
+            let address = reverse_path_string(from);
+            if !directory.owns(user, &address) {
+                tracing::info!(user, from = address, "sender not owned");
+                let text = format!("<{}>: Sender address rejected: not owned by user {}", clean(&address), clean(user));
+                return Decision::reply(553, Some((5, 7, 1)), text);
+            }
+        }
         #[cfg(feature = "auth")]
         {
             self.spf = None;
@@ -480,9 +762,10 @@ impl Handler for InboundHandler {
         Decision::Accept
     }
 
-    fn rcpt_to(&mut self, session: &Session, to: &ForwardPath<'_>, _params: &RcptParams<'_>) -> Decision {
+    fn rcpt_to(&mut self, session: &Session, to: &ForwardPath<'_>, params: &RcptParams<'_>) -> Decision {
         let address = forward_path_string(to);
-        match &self.policy.route {
+        let policy = Arc::clone(&self.policy);
+        match &policy.route {
             Route::Maildir { domains, .. } => {
                 if domains.is_empty() || session.user.is_some() || domain_accepted(domains, to) {
                     self.rcpts.push((address, Vec::new()));
@@ -497,17 +780,46 @@ impl Handler for InboundHandler {
                     ForwardPath::Mailbox(m) if matches!(m.domain, Domain::Name(_)) => address.clone(),
                     ForwardPath::Mailbox(_) => return Reply::RELAY_DENIED.into(),
                 };
+                if let (true, Some(out)) = (crate::srs::Srs::is_srs(&lookup), &policy.outgoing) {
+                    return self.srs_bounce(directory, out, &lookup);
+                }
                 match directory.resolve(&lookup) {
                     Resolution::Local(accounts) => {
                         tracing::info!(rcpt = address, ?accounts, "recipient");
                         self.rcpts.push((address, accounts));
                         Decision::Accept
                     }
+                    Resolution::Forward { accounts, external } if self.policy.outgoing.is_some() => {
+                        tracing::info!(rcpt = address, ?accounts, forward = ?external, "recipient, forwarded");
+                        for e in external {
+                            if !self.forward.contains(&e) {
+                                self.forward.push(e);
+                            }
+                        }
+                        if self.forward_domain.is_none() {
+                            self.forward_domain =
+                                address.rsplit_once('@').map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase());
+                        }
+                        self.rcpts.push((address, accounts));
+                        Decision::Accept
+                    }
+                    Resolution::Forward { .. } => Reply::LOCAL_ERROR.into(),
                     Resolution::Unknown => Decision::reply(
                         550,
                         Some((5, 1, 1)),
                         format!("<{}>: Recipient address rejected: User unknown", clean(&address)),
                     ),
+                    Resolution::Foreign if session.user.is_some() && self.policy.outgoing.is_some() => {
+                        let mut r = crate::queue::Recipient::new(&address);
+                        r.notify = params.notify.map(notify_words);
+                        r.orcpt = params.orcpt.map(|o| {
+                            let addr = String::from_utf8_lossy(&o.addr.decoded().collect::<Vec<u8>>()).into_owned();
+                            format!("{};{}", o.addr_type, clean(&addr))
+                        });
+                        tracing::info!(rcpt = address, "recipient for the queue");
+                        self.remote.push(r);
+                        Decision::Accept
+                    }
                     Resolution::Foreign => Reply::RELAY_DENIED.into(),
                 }
             }
@@ -533,10 +845,32 @@ impl Handler for InboundHandler {
     }
 
     fn data_end(&mut self, session: &Session, _size: u64) -> Decision {
-        let Some((d, copies)) = self.current.take() else {
+        let Some((mut d, copies)) = self.current.take() else {
             return Reply::LOCAL_ERROR.into();
         };
-        self.end(session, d, copies)
+        // Recipients elsewhere: the message (signed) into the queue first; if the local copies
+        // then fail, the entry is taken out again and the client tries later.
+        let queued = match self.enqueue(session, &mut d) {
+            Ok(q) => q,
+            Err(decision) => return decision,
+        };
+        let local = matches!(self.policy.route, Route::Maildir { .. }) || self.rcpts.iter().any(|(_, a)| !a.is_empty());
+        if !local {
+            return match queued.first() {
+                Some(id) => Decision::reply(250, Some((2, 0, 0)), format!("Ok: queued as {id}")),
+                None => Reply::LOCAL_ERROR.into(),
+            };
+        }
+        let decision = self.end(session, d, copies);
+        if let (Some(out), Decision::Reply(r)) = (&self.policy.outgoing, &decision) {
+            if r.code / 100 != 2 {
+                for id in &queued {
+                    tracing::warn!(id, "local delivery failed: taking the queue entry back");
+                    let _ = out.queue.remove(id);
+                }
+            }
+        }
+        decision
     }
 
     fn data_abort(&mut self, _session: &Session, error: Option<DataError>) {

@@ -89,9 +89,11 @@ pub mod lmtp;
 pub mod maildir;
 pub mod mailserver;
 pub mod privileges;
+pub mod queue;
 pub mod received;
 mod server;
 mod session;
+pub mod srs;
 pub mod tls;
 
 pub use client::{send, Delivery, SendError, SendOptions, SmtpClient, TlsMode};

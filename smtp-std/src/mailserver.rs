@@ -1,5 +1,11 @@
 //! The mail server of a config file: [`crate::config`] → accounts, mailboxes, listeners, the
-//! [`crate::inbound`] handler on the embeddable [`Server`], privileges dropped after binding.
+//! [`crate::inbound`] handler on the embeddable [`Server`], the outbound queue and its
+//! workers, privileges dropped after binding.
+//!
+//! Listeners: `smtp` (port 25: mail for our domains; AUTH optional, offered under TLS),
+//! `submission` (587: STARTTLS, AUTH required before MAIL) and `submissions` (465: implicit
+//! TLS, AUTH required). One handler serves all: an authenticated account may send to any
+//! domain (as its own addresses only), everyone else only to ours.
 //!
 //! ```no_run
 //! let config = smtp_std::config::Config::load("/etc/smtp-std/smtp-std.toml".as_ref())?;
@@ -13,17 +19,28 @@ use std::sync::Arc;
 
 use smtp_proto::ehlo::AuthMechanisms;
 
-use crate::accounts::{AccountsFile, Directory, Resolution};
+use crate::accounts::{AccountsFile, Directory};
 use crate::config::Config;
-use crate::inbound::{InboundHandler, InboundPolicy, Route, Store};
+use crate::inbound::{InboundHandler, InboundPolicy, Outgoing, Route, Store};
 use crate::lmtp::{LmtpOptions, LmtpTarget};
 use crate::maildir::{create_dir_durably, Maildir};
 use crate::{privileges, tls, Options, Server};
 
 /// A mail server ready to bind its ports.
 pub struct MailServer {
-    server: Server<InboundHandler>,
+    /// Port 25.
+    smtp: Server<InboundHandler>,
+    /// Ports 587 and 465 (AUTH required).
+    submission: Option<Server<InboundHandler>>,
+    /// The queue's workers to start, and where the submission handler finds their waker.
+    #[cfg(feature = "auth")]
+    workers: Option<(Arc<crate::queue::worker::Context>, usize, std::time::Duration)>,
+    #[cfg(feature = "auth")]
+    waker: Option<WakerSlot>,
 }
+
+#[cfg(feature = "auth")]
+type WakerSlot = Arc<std::sync::Mutex<Option<crate::queue::worker::Waker>>>;
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
@@ -59,16 +76,50 @@ fn own_dir(dir: &Path, user: Option<&str>) -> io::Result<()> {
     Ok(())
 }
 
+/// A Maildir-shaped directory (its `tmp/` is used for spooling) owned by `user`.
+fn own_spool(dir: &Path, user: Option<&str>) -> io::Result<Maildir> {
+    own_dir(dir, user)?;
+    for sub in ["tmp", "new", "cur"] {
+        own_dir(&dir.join(sub), user)?;
+    }
+    Maildir::create(dir)
+}
+
+/// The signer of mail from our accounts: the `[[domain]]` DKIM key of the From: domain.
+#[cfg(feature = "auth")]
+fn signer(config: &Config) -> io::Result<crate::inbound::Signer> {
+    let mut keys = Vec::new();
+    for d in &config.domains {
+        if let Some((selector, path)) = &d.dkim {
+            let key = crate::auth::DkimKey::load(path).map_err(|e| {
+                invalid(format!("{}: [[domain]] {}: dkim_key {}: {e}", config.file.display(), d.name, path.display()))
+            })?;
+            keys.push((d.name.clone(), selector.clone(), key));
+        }
+    }
+    Ok(Box::new(move |message: &[u8]| {
+        let domain = crate::deliver::from_header_domain(message)?;
+        let (d, selector, key) = keys.iter().find(|(d, _, _)| d.eq_ignore_ascii_case(&domain))?;
+        match crate::deliver::dkim_sign(message, key, d, selector) {
+            Ok(signed) => Some(signed),
+            Err(e) => {
+                tracing::error!(domain = d, "DKIM signing failed: {e}");
+                None
+            }
+        }
+    }))
+}
+
 impl MailServer {
-    /// Prepares the server of `config`: reads the accounts, creates `data_dir` and
-    /// `mailboxes/` (owned by `user`), loads the TLS files, checks that `postmaster@` every
-    /// domain reaches someone (RFC 5321 §4.5.1).
+    /// Prepares the server of `config`: reads the accounts, creates `data_dir`, `mailboxes/`
+    /// and `queue/` (owned by `user`), loads the TLS files and DKIM keys, checks that
+    /// `postmaster@` every domain reaches someone (RFC 5321 §4.5.1).
     pub fn new(config: &Config) -> io::Result<Self> {
         let accounts = Arc::new(AccountsFile::load(&config.accounts).map_err(|e| invalid(e.to_string()))?);
         let directory = Arc::new(Directory::new(config.domains.clone(), accounts.clone()));
         for d in &config.domains {
             let postmaster = format!("postmaster@{}", d.name);
-            if !matches!(directory.resolve(&postmaster), Resolution::Local(_)) {
+            if !directory.resolve(&postmaster).is_deliverable() {
                 return Err(invalid(format!(
                     "{}: {postmaster} reaches no account: mail to it must always be accepted (RFC 5321 4.5.1); \
                      add `postmaster = \"you\"` under [domain.aliases] of {}, or the account",
@@ -97,23 +148,110 @@ impl MailServer {
         if let Some(t) = &config.tls {
             options = options.tls(tls::server_config_from_files(&t.cert, &t.key)?);
         }
-        let logins = Some(accounts);
-        let store = match &config.delivery.lmtp {
+        let store = Arc::new(match &config.delivery.lmtp {
             Some(lmtp) => {
                 let target = LmtpTarget::parse(lmtp).map_err(invalid)?;
-                let spool = config.data_dir.join("spool");
-                own_dir(&spool, user)?;
-                for sub in ["tmp", "new", "cur"] {
-                    own_dir(&spool.join(sub), user)?;
-                }
+                let spool = own_spool(&config.data_dir.join("spool"), user)?;
                 tracing::info!(lmtp = %target, "delivering by LMTP");
-                Store::Lmtp { target, options: LmtpOptions::new(&config.hostname), spool: Maildir::create(&spool)? }
+                Store::Lmtp { target, options: LmtpOptions::new(&config.hostname), spool }
             }
             None => Store::Maildirs(mailboxes),
+        });
+
+        #[cfg(feature = "auth")]
+        let (outgoing, workers) = {
+            use crate::queue::worker::{Context, Local, Outbound, Smarthost};
+            let root = config.data_dir.join("queue");
+            own_dir(&root, user)?;
+            for sub in ["msg", "env"] {
+                own_dir(&root.join(sub), user)?;
+            }
+            own_spool(&root.join("spool"), user)?;
+            let queue = crate::queue::Queue::open(&root)?;
+            let o = &config.outbound;
+            let smarthost = match &o.smarthost {
+                Some(server) => {
+                    let auth = match (&o.smarthost_user, &o.smarthost_password_file) {
+                        (Some(user), Some(file)) => {
+                            let text = std::fs::read_to_string(file).map_err(|e| {
+                                invalid(format!(
+                                    "{}: outbound.smarthost_password_file {}: {e}",
+                                    config.file.display(),
+                                    file.display()
+                                ))
+                            })?;
+                            Some(crate::client::Auth {
+                                user: user.clone(),
+                                password: text.lines().next().unwrap_or("").to_owned(),
+                            })
+                        }
+                        _ => None,
+                    };
+                    let tls_config = match &o.smarthost_ca {
+                        Some(ca) => Some(crate::client::tls_config_from_ca_file(ca).map_err(|e| {
+                            invalid(format!("{}: outbound.smarthost_ca {}: {e}", config.file.display(), ca.display()))
+                        })?),
+                        None => None,
+                    };
+                    let tls = match o.smarthost_tls.as_deref() {
+                        Some("tls") => crate::client::TlsMode::Implicit,
+                        Some("none") => crate::client::TlsMode::Off,
+                        _ => crate::client::TlsMode::Required,
+                    };
+                    Some(Smarthost { server: server.clone(), auth, tls, tls_config })
+                }
+                None => None,
+            };
+            let timeout = config.dns.timeout.unwrap_or(std::time::Duration::from_secs(3));
+            let dns = crate::auth::Dns::with_timeout(config.dns.server, timeout, 2)?;
+            let q = &config.queue;
+            let ctx = Arc::new(Context {
+                queue: queue.clone(),
+                schedule: crate::queue::Schedule {
+                    retry: q.retry.clone(),
+                    lifetime: q.lifetime,
+                    delay_warning: q.delay_warning,
+                },
+                outbound: Outbound {
+                    hostname: config.hostname.clone(),
+                    port: o.port.unwrap_or(25),
+                    bind: o.bind,
+                    smarthost,
+                    timeout: o.timeout,
+                },
+                dns,
+                local: Some(Local { directory: directory.clone(), store: store.clone() }),
+            });
+            let waker: Arc<std::sync::Mutex<Option<crate::queue::worker::Waker>>> = Arc::default();
+            let notify_waker = waker.clone();
+            let outgoing = Outgoing {
+                queue,
+                notify: Box::new(move || {
+                    if let Some(w) = notify_waker.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        w.wake();
+                    }
+                }),
+                sign: signer(config)?,
+                srs_secret: crate::srs::load_or_create_secret(&config.data_dir.join("srs.key"))?,
+                max_message_size: if limits.max_message_size > 0 { limits.max_message_size + 65536 } else { 64 << 20 },
+            };
+            (Some((outgoing, waker)), Some((ctx, q.workers, q.scan_interval)))
+        };
+        #[cfg(not(feature = "auth"))]
+        let outgoing: Option<(Outgoing, ())> = None;
+
+        let (outgoing, waker) = match outgoing {
+            Some((o, w)) => (Some(o), Some(w)),
+            None => (None, None),
         };
         let route = Route::Accounts { directory, store };
         #[allow(unused_mut)]
-        let mut handler = InboundHandler::new(InboundPolicy { hostname: config.hostname.clone(), route, logins });
+        let mut handler = InboundHandler::new(InboundPolicy {
+            hostname: config.hostname.clone(),
+            route,
+            logins: Some(accounts),
+            outgoing,
+        });
         #[cfg(feature = "auth")]
         if config.mail_auth {
             let timeout = config.dns.timeout.unwrap_or(std::time::Duration::from_secs(3));
@@ -129,19 +267,63 @@ impl MailServer {
         } else {
             tracing::info!("SPF, DKIM and DMARC checks off (mail_auth = false)");
         }
-        Ok(Self { server: Server::new(options, handler) })
+        let submission = (!config.listen.submission.is_empty() || !config.listen.submissions.is_empty())
+            .then(|| Server::new(options.clone().auth_optional(false), handler.clone()));
+        #[cfg(not(feature = "auth"))]
+        let _ = waker;
+        Ok(Self {
+            smtp: Server::new(options, handler),
+            submission,
+            #[cfg(feature = "auth")]
+            workers,
+            #[cfg(feature = "auth")]
+            waker,
+        })
     }
 
-    /// Binds the listeners, becomes `user` (if configured), then serves until shut down.
+    /// Binds the listeners, becomes `user` (if configured), starts the queue's workers, then
+    /// serves until shut down.
     pub fn bind_and_run(mut self, config: &Config) -> io::Result<()> {
         for addr in &config.listen.smtp {
-            let bound = self.server.listen(addr)?;
+            let bound = self.smtp.listen(addr)?;
             tracing::info!(%bound, hostname = config.hostname, "listening for SMTP");
+        }
+        if let Some(sub) = &mut self.submission {
+            for addr in &config.listen.submission {
+                let bound = sub.listen(addr)?;
+                tracing::info!(%bound, "listening for submission (STARTTLS, AUTH required)");
+            }
+            for addr in &config.listen.submissions {
+                let bound = sub.listen_tls(addr)?;
+                tracing::info!(%bound, "listening for submission over implicit TLS (AUTH required)");
+            }
         }
         if let Some(user) = &config.user {
             privileges::drop_to(user)?;
             tracing::info!(user, "running as {user}");
         }
-        self.server.run()
+        #[cfg(feature = "auth")]
+        let _workers = match self.workers.take() {
+            Some((ctx, n, scan)) => {
+                let swept = ctx.queue.sweep()?;
+                let workers = crate::queue::worker::Workers::start(ctx, n, scan);
+                if let Some(slot) = &self.waker {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(workers.waker());
+                }
+                tracing::info!(workers = n, swept, "queue running");
+                Some(workers)
+            }
+            None => None,
+        };
+        match self.submission {
+            Some(sub) if config.listen.smtp.is_empty() => sub.run(),
+            Some(sub) => {
+                let running = sub.spawn();
+                let result = self.smtp.run();
+                let _ = running.shutdown();
+                result
+            }
+            None => self.smtp.run(),
+        }
     }
 }

@@ -53,6 +53,10 @@ enum Command {
     #[cfg(feature = "auth")]
     #[command(after_long_help = cli::quickstart::QUICKSTART_AFTER)]
     Quickstart(cli::quickstart::Quickstart),
+    /// Look at and act on the outbound queue (list, show, retry, hold, release, delete, bounce).
+    #[cfg(feature = "auth")]
+    #[command(after_long_help = cli::queue::QUEUE_AFTER)]
+    Queue(cli::queue::QueueArgs),
     /// Manage the accounts (users and their hashed passwords).
     User(cli::user::UserArgs),
 }
@@ -80,6 +84,8 @@ fn main() -> ExitCode {
         Command::Check(c) => return cli::check::run(c),
         #[cfg(feature = "auth")]
         Command::Quickstart(q) => cli::quickstart::run(q),
+        #[cfg(feature = "auth")]
+        Command::Queue(q) => return cli::queue::run(q),
         Command::User(u) => return cli::user::run(u),
     };
     match result {

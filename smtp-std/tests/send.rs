@@ -3,15 +3,18 @@
 //! server (STARTTLS with a test CA, implicit TLS, AUTH, refusals), and raw fake servers
 //! (STARTTLS response injection, a silent server); exit statuses and `serve --help`.
 
+#[path = "common/aiosmtpd.rs"]
+mod aiosmtpd;
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aiosmtpd::*;
 use common::*;
 use smtp_std::client::{self, Envelope, SendError, SendOptions, SmtpClient, TlsMode};
 use smtp_std::handler::forward_path_string;
@@ -52,40 +55,6 @@ fn program() -> Command {
 /// `smtp-std send` with `args`, the message on stdin.
 fn send(args: &[&str], message: &[u8]) -> Output {
     run(program().args(args), message, T)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits (bounded) until something accepts connections on `port`.
-fn wait_for_port(port: u16) {
-    wait_until("the peer to listen", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-}
-
-/// A test CA and a certificate it signed for `localhost`, as PEM files in `dir`.
-struct TestCa {
-    ca_pem: PathBuf,
-    cert_pem: PathBuf,
-    key_pem: PathBuf,
-}
-
-fn test_ca(dir: &Path) -> TestCa {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "smtp-std test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf =
-        CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    let t = TestCa { ca_pem: dir.join("ca.pem"), cert_pem: dir.join("leaf.pem"), key_pem: dir.join("leaf-key.pem") };
-    std::fs::write(&t.ca_pem, ca.pem()).unwrap();
-    std::fs::write(&t.cert_pem, leaf.pem()).unwrap();
-    std::fs::write(&t.key_pem, leaf_key.serialize_pem()).unwrap();
-    t
 }
 
 fn s(p: &Path) -> &str {
@@ -257,78 +226,6 @@ fn smtp_sink_without_starttls_fails_when_tls_is_required() {
     let o = send(&["--server", &server, "--tls", "opportunistic", "--from", "a@x.test", "--to", "b@y.test"], b"x\n");
     assert_eq!(o.status, Some(0), "{}{}", o.stdout, o.stderr);
     wait_until("one dump", Duration::from_secs(10), || files(dir.path(), "dump").len() == 1);
-}
-
-// ---------------------------------------------------------------------------------------
-// Python aiosmtpd
-
-const AIOSMTPD: &str = r#"
-import asyncio, os, ssl, sys, threading
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-
-port, out, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-
-class Store:
-    n = 0
-    async def handle_DATA(self, server, session, envelope):
-        Store.n += 1
-        base = os.path.join(out, "msg%d" % Store.n)
-        with open(base + ".eml", "wb") as f:
-            f.write(envelope.original_content)
-        with open(base + ".env", "w") as f:
-            f.write("from=%s\nto=%s\ntls=%s\nauth=%s\n" % (envelope.mail_from, ",".join(envelope.rcpt_tos),
-                    session.ssl is not None, session.auth_data.login.decode() if session.auth_data else ""))
-        return "250 2.0.0 stored"
-
-def auth(server, session, envelope, mechanism, data):
-    ok = isinstance(data, LoginPassword) and data.login == b"alice" and data.password == b"s3cret"
-    # handled=False: aiosmtpd itself answers 535 on failure.
-    return AuthResult(success=ok, handled=False, auth_data=data)
-
-kw = {}
-if cert:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    kw = dict(tls_context=ctx, require_starttls=True, authenticator=auth, auth_require_tls=True)
-c = Controller(Store(), hostname="127.0.0.1", port=port, server_hostname="aiosmtpd.test", **kw)
-c.start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
-fn have_aiosmtpd() -> bool {
-    if !have("python3") {
-        return false;
-    }
-    let ok = Command::new("python3").args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "aiosmtpd is missing on CI");
-        eprintln!("skipped: aiosmtpd is not installed (pip install aiosmtpd)");
-    }
-    ok
-}
-
-/// aiosmtpd on a loopback port storing messages in `dir`; with a certificate: STARTTLS
-/// required and AUTH (alice / s3cret) only under TLS.
-fn aiosmtpd(dir: &Path, tls: Option<&TestCa>) -> (ChildGuard, u16) {
-    let port = free_port();
-    let (cert, key) = tls.map_or((String::new(), String::new()), |t| (s(&t.cert_pem).into(), s(&t.key_pem).into()));
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").arg(AIOSMTPD).arg(port.to_string()).arg(dir).arg(cert).arg(key);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    let mut child = ChildGuard(cmd.spawn().expect("start python3"));
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(30)).expect("aiosmtpd did not start");
-    assert_eq!(line.trim(), "ready");
-    wait_for_port(port);
-    (child, port)
 }
 
 #[test]

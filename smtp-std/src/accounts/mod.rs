@@ -18,6 +18,7 @@
 //!     name: "example.org".into(),
 //!     catch_all: None,
 //!     aliases: BTreeMap::from([("sales".into(), vec!["alice@example.org".into(), "bob@example.org".into()])]),
+//!     dkim: None,
 //! };
 //! let dir = Directory::with_accounts(vec![domain], ["alice@example.org", "bob@example.org"]);
 //! assert_eq!(dir.resolve("Alice+news@EXAMPLE.org"), Resolution::Local(vec!["alice@example.org".into()]));
@@ -42,6 +43,14 @@ use passwd::PasswdFile;
 pub enum Resolution {
     /// Deliver into the mailboxes of these accounts (`local@domain`, lower case, each once).
     Local(Vec<String>),
+    /// An alias with members in other domains: deliver to `accounts` (maybe none) and
+    /// forward to `external` through the queue.
+    Forward {
+        /// Our accounts reached.
+        accounts: Vec<String>,
+        /// Addresses elsewhere.
+        external: Vec<String>,
+    },
     /// One of our domains, but no account, alias or catch-all takes it: `550 5.1.1`.
     Unknown,
     /// Not one of our domains.
@@ -52,9 +61,14 @@ impl Resolution {
     /// The accounts to deliver to (empty unless [`Resolution::Local`]).
     pub fn accounts(&self) -> &[String] {
         match self {
-            Resolution::Local(a) => a,
+            Resolution::Local(a) | Resolution::Forward { accounts: a, .. } => a,
             _ => &[],
         }
+    }
+
+    /// Whether the address is accepted (it reaches an account or is forwarded).
+    pub fn is_deliverable(&self) -> bool {
+        matches!(self, Resolution::Local(_) | Resolution::Forward { .. })
     }
 }
 
@@ -183,6 +197,18 @@ impl Directory {
 
     /// What `address` (`local@domain`) is to us; see the module notes for the order.
     pub fn resolve(&self, address: &str) -> Resolution {
+        self.resolve_with(address, true)
+    }
+
+    /// Whether `account` may send as `address`: its own address (with any `+tag`), or an
+    /// alias that reaches it. A catch-all does not make an address one's own.
+    pub fn owns(&self, account: &str, address: &str) -> bool {
+        let account = account.to_ascii_lowercase();
+        self.resolve_with(address, false).accounts().contains(&account)
+    }
+
+    /// The resolution, with or without the domain's catch-all.
+    fn resolve_with(&self, address: &str, catch_all: bool) -> Resolution {
         let Some((local, domain)) = split(address) else {
             return Resolution::Unknown;
         };
@@ -190,7 +216,7 @@ impl Directory {
             return Resolution::Foreign;
         };
         let accounts = self.accounts.current();
-        let mut found = BTreeSet::new();
+        let mut found = Found::default();
         let mut candidates = vec![local.as_str()];
         if let Some((base, _tag)) = local.split_once('+') {
             if !base.is_empty() {
@@ -199,30 +225,34 @@ impl Directory {
         }
         for l in candidates {
             if self.expand(&accounts, &format!("{l}@{domain}"), 0, &mut found) {
-                return Resolution::Local(found.into_iter().collect());
+                return found.resolution();
             }
         }
-        if let Some(members) = &d.catch_all {
+        if let Some(members) = d.catch_all.as_ref().filter(|_| catch_all) {
             for m in members {
                 self.expand(&accounts, m, 1, &mut found);
             }
             if !found.is_empty() {
-                return Resolution::Local(found.into_iter().collect());
+                return found.resolution();
             }
         }
         Resolution::Unknown
     }
 
     /// Adds the accounts `address` reaches (an account, or an alias's members) to `found`;
-    /// `false` if it is neither.
-    fn expand(&self, accounts: &PasswdFile, address: &str, depth: usize, found: &mut BTreeSet<String>) -> bool {
+    /// `false` if it is neither. Members in other domains go to `found.external`.
+    fn expand(&self, accounts: &PasswdFile, address: &str, depth: usize, found: &mut Found) -> bool {
         if accounts.contains(address) {
-            found.insert(address.to_owned());
+            found.accounts.insert(address.to_owned());
             return true;
         }
         let Some((local, domain)) = address.rsplit_once('@') else {
             return false;
         };
+        if depth > 0 && !self.is_ours(domain) {
+            found.external.insert(address.to_owned());
+            return true;
+        }
         let Some(members) = self.domains.iter().find(|d| d.name == domain).and_then(|d| d.aliases.get(local)) else {
             return false;
         };
@@ -237,6 +267,32 @@ impl Directory {
             }
         }
         found.len() > before
+    }
+}
+
+/// What an expansion reached.
+#[derive(Debug, Default)]
+struct Found {
+    accounts: BTreeSet<String>,
+    external: BTreeSet<String>,
+}
+
+impl Found {
+    fn len(&self) -> usize {
+        self.accounts.len() + self.external.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn resolution(self) -> Resolution {
+        let accounts = self.accounts.into_iter().collect();
+        if self.external.is_empty() {
+            Resolution::Local(accounts)
+        } else {
+            Resolution::Forward { accounts, external: self.external.into_iter().collect() }
+        }
     }
 }
 
@@ -255,12 +311,16 @@ mod tests {
                 ("sales".into(), vec!["alice@a.test".into(), "bob@a.test".into()]),
                 ("team".into(), vec!["sales@a.test".into(), "carol@b.test".into(), "gone@a.test".into()]),
                 ("loop".into(), vec!["loop@a.test".into()]),
+                ("fwd".into(), vec!["alice@a.test".into(), "friend@elsewhere.test".into()]),
+                ("away".into(), vec!["Friend@Elsewhere.test".into()]),
             ]),
+            dkim: None,
         };
         let b = DomainConfig {
             name: "b.test".into(),
             catch_all: Some(vec!["carol@b.test".into()]),
             aliases: BTreeMap::new(),
+            dkim: None,
         };
         Directory::with_accounts(vec![a, b], ["alice@a.test", "bob@a.test", "carol@b.test", "x+y@a.test"])
     }
@@ -289,6 +349,21 @@ mod tests {
         assert_eq!(d.resolve("postmaster@a.test"), local(&["alice@a.test"]));
         assert_eq!(d.resolve("bob@c.test"), Resolution::Foreign);
         assert_eq!(d.resolve("no-at-sign"), Resolution::Unknown);
+        assert_eq!(
+            d.resolve("fwd+x@a.test"),
+            Resolution::Forward {
+                accounts: vec!["alice@a.test".into()],
+                external: vec!["friend@elsewhere.test".into()]
+            }
+        );
+        assert_eq!(
+            d.resolve("away@a.test"),
+            Resolution::Forward { accounts: vec![], external: vec!["Friend@Elsewhere.test".into()] }
+        );
         assert_eq!(d.postmaster(), "postmaster@a.test");
+        assert!(d.owns("alice@a.test", "Alice+x@A.test") && d.owns("alice@a.test", "sales@a.test"));
+        assert!(d.owns("bob@a.test", "team@a.test") && !d.owns("bob@a.test", "alice@a.test"));
+        assert!(!d.owns("carol@b.test", "anyone@b.test"), "a catch-all is not an address of one's own");
+        assert!(!d.owns("alice@a.test", "alice@c.test") && !d.owns("alice@a.test", ""));
     }
 }

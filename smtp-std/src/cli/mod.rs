@@ -5,6 +5,8 @@ pub(crate) mod check;
 #[cfg(feature = "auth")]
 pub(crate) mod dkim_keygen;
 #[cfg(feature = "auth")]
+pub(crate) mod queue;
+#[cfg(feature = "auth")]
 pub(crate) mod quickstart;
 #[cfg(feature = "auth")]
 pub(crate) mod records;

@@ -184,6 +184,7 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
         hostname: hostname.clone(),
         route: Route::Maildir { maildir, domains },
         logins,
+        outgoing: None,
     });
     #[cfg(feature = "auth")]
     if args.no_mail_auth {

@@ -144,7 +144,8 @@ impl MaildirServer {
         }
         let options = tune(options);
         let route = Route::Maildir { maildir: md, domains };
-        let handler = InboundHandler::new(InboundPolicy { hostname: "mx.test".into(), route, logins: users });
+        let handler =
+            InboundHandler::new(InboundPolicy { hostname: "mx.test".into(), route, logins: users, outgoing: None });
         let mut server = Server::new(options, handler);
         let addr = server.listen("127.0.0.1:0").unwrap();
         let tls_addr = tls.then(|| server.listen_tls("127.0.0.1:0").unwrap());

@@ -1,0 +1,570 @@
+//! Delivery workers: a dispatcher finds due entries, a bounded number of workers attempt them.
+//!
+//! One attempt of an entry ([`attempt`]):
+//! 1. take the entry's lock (skip it if someone holds it), read it again;
+//! 2. make the next attempt time durable (`attempts + 1`, `next_attempt` from the schedule)
+//!    **before** anything is sent, so a crash never causes a burst of re-sends;
+//! 3. deliver the pending recipients: ours through the local store, the others to their MX
+//!    hosts (or the smarthost), in one transaction per destination domain;
+//! 4. queue the reports the sender asked for (failures, delays, successes: RFC 3461/3464),
+//!    then write each recipient's outcome — or remove the entry when nothing is left.
+//!
+//! A remote `250` followed by a crash before step 4 is the one duplicate possible (RFC 1047).
+
+use std::collections::HashSet;
+use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::ClientConfig;
+
+use super::dsn;
+use super::schedule::{seed, Schedule};
+use super::store::{unix, Entry, Queue, Recipient, State};
+use crate::accounts::{Directory, Resolution};
+use crate::auth::Dns;
+use crate::client::{self, Envelope, SendOptions, TlsMode};
+use crate::deliver::{self, MxOptions, Spool};
+use crate::inbound::{deliver_file, Store};
+
+/// A relay every outbound message goes through (`[outbound] smarthost`).
+#[derive(Debug, Clone)]
+pub struct Smarthost {
+    /// `host:port`.
+    pub server: String,
+    /// AUTH credentials.
+    pub auth: Option<client::Auth>,
+    /// TLS policy (required by default: STARTTLS, the certificate verified).
+    pub tls: TlsMode,
+    /// Trust anchors; `None`: Mozilla's roots.
+    pub tls_config: Option<Arc<ClientConfig>>,
+}
+
+/// How mail leaves (`[outbound]`).
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Our EHLO name.
+    pub hostname: String,
+    /// The MX hosts' port (25; tests point it elsewhere).
+    pub port: u16,
+    /// The source address of outgoing connections.
+    pub bind: Option<IpAddr>,
+    /// Send everything through this relay instead of the MX hosts.
+    pub smarthost: Option<Smarthost>,
+    /// Bound on each network wait; `None`: RFC 5321's.
+    pub timeout: Option<Duration>,
+}
+
+/// Our own mailboxes, for recipients in our domains (bounces to our senders, say).
+#[derive(Debug)]
+pub struct Local {
+    /// Accounts and aliases.
+    pub directory: Arc<Directory>,
+    /// Where their mail goes.
+    pub store: Arc<Store>,
+}
+
+/// Everything a worker needs.
+#[derive(Debug)]
+pub struct Context {
+    /// The queue.
+    pub queue: Queue,
+    /// Retries, lifetime, delay notice.
+    pub schedule: Schedule,
+    /// How mail leaves.
+    pub outbound: Outbound,
+    /// DNS for MX lookups.
+    pub dns: Dns,
+    /// Our mailboxes.
+    pub local: Option<Local>,
+}
+
+/// What one recipient's attempt gave.
+#[derive(Debug, Clone)]
+struct Outcome {
+    state: Outcome3,
+    text: String,
+    remote_mta: Option<String>,
+    status: (u8, u16, u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome3 {
+    Delivered,
+    Deferred,
+    Failed,
+}
+
+impl Outcome {
+    fn new(state: Outcome3, text: impl Into<String>, remote_mta: Option<String>, status: (u8, u16, u16)) -> Self {
+        Self { state, text: text.into(), remote_mta, status }
+    }
+
+    fn from_reply(reply: &client::Reply, host: Option<String>) -> Self {
+        let state = match reply.code / 100 {
+            2 => Outcome3::Delivered,
+            4 => Outcome3::Deferred,
+            _ => Outcome3::Failed,
+        };
+        let status = reply.enhanced.map_or(
+            match state {
+                Outcome3::Delivered => (2, 0, 0),
+                Outcome3::Deferred => (4, 0, 0),
+                Outcome3::Failed => (5, 0, 0),
+            },
+            |e| (e.class, e.subject, e.detail),
+        );
+        Self::new(state, reply.to_string(), host, status)
+    }
+}
+
+/// The outcome of one [`attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempted {
+    /// Someone else holds the entry, it is held, not due, or gone.
+    Skipped,
+    /// Recipients are left for a later attempt.
+    Retry,
+    /// Nothing is left: the entry was removed.
+    Done,
+}
+
+/// Attempts entry `id` now (see the module notes).
+pub fn attempt(ctx: &Context, id: &str, now: SystemTime) -> io::Result<Attempted> {
+    let q = &ctx.queue;
+    let Some(_lock) = (match q.lock(id, false) {
+        Ok(l) => l,
+        Err(_) if q.load(id).is_err() => return Ok(Attempted::Skipped),
+        Err(e) => return Err(e),
+    }) else {
+        return Ok(Attempted::Skipped);
+    };
+    let mut entry = match q.load(id) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Attempted::Skipped),
+        Err(e) => return Err(e),
+    };
+    let t = unix(now);
+    if entry.held || entry.next_attempt > t || entry.is_done() {
+        return Ok(Attempted::Skipped);
+    }
+    // The next attempt time is durable before anything is sent.
+    entry.attempts += 1;
+    entry.next_attempt = t + ctx.schedule.delay(entry.attempts, seed(id)).as_secs().max(1);
+    q.save(&entry)?;
+
+    let pending: Vec<usize> =
+        entry.recipients.iter().enumerate().filter(|(_, r)| r.state == State::Pending).map(|(i, _)| i).collect();
+    let outcomes = deliver_pending(ctx, &entry, &pending);
+    let age = Duration::from_secs(t.saturating_sub(entry.arrival));
+    let expired = ctx.schedule.expired(age);
+
+    let mut failed = Vec::new();
+    let mut delivered = Vec::new();
+    let mut delayed = Vec::new();
+    for (&i, mut o) in pending.iter().zip(outcomes) {
+        let r = &mut entry.recipients[i];
+        r.attempts += 1;
+        if o.state == Outcome3::Deferred && expired {
+            o = Outcome::new(
+                Outcome3::Failed,
+                format!("delivery time expired after {} attempts; last: {}", r.attempts, o.text),
+                o.remote_mta,
+                (4, 4, 7),
+            );
+        }
+        r.last_reply = Some(o.text.clone());
+        r.remote_mta = o.remote_mta.clone();
+        match o.state {
+            Outcome3::Delivered => {
+                tracing::info!(id, rcpt = r.address, reply = o.text, host = ?o.remote_mta, "delivered");
+                r.state = State::Delivered;
+                if r.wants("SUCCESS") {
+                    delivered.push((i, o));
+                }
+            }
+            Outcome3::Failed => {
+                tracing::info!(id, rcpt = r.address, reply = o.text, host = ?o.remote_mta, "failed for good");
+                r.state = State::Bounced;
+                if r.wants("FAILURE") {
+                    failed.push((i, o));
+                }
+            }
+            Outcome3::Deferred => {
+                tracing::info!(id, rcpt = r.address, reply = o.text, host = ?o.remote_mta, next = entry.next_attempt, "deferred");
+                if !entry.delay_notified && ctx.schedule.delay_notice_due(age) && r.wants("DELAY") {
+                    delayed.push((i, o));
+                }
+            }
+        }
+    }
+    // Reports first: a crash before the state below is written may report twice, never
+    // lose a report.
+    let until = UNIX_EPOCH + Duration::from_secs(entry.arrival) + ctx.schedule.lifetime;
+    let (q, host) = (&ctx.queue, ctx.outbound.hostname.as_str());
+    report(q, host, &entry, &failed, dsn::Action::Failed, now, None)?;
+    report(q, host, &entry, &delivered, dsn::Action::Delivered, now, None)?;
+    if !delayed.is_empty() {
+        report(q, host, &entry, &delayed, dsn::Action::Delayed, now, Some(until))?;
+        entry.delay_notified = true;
+    }
+    if entry.is_done() {
+        q.remove(id)?;
+        Ok(Attempted::Done)
+    } else {
+        q.save(&entry)?;
+        Ok(Attempted::Retry)
+    }
+}
+
+/// Fails every pending recipient of entry `id` now (`queue bounce`): the sender gets the
+/// report (as the recipients' NOTIFY asks), the entry is removed. Waits for the entry's lock.
+pub fn bounce(queue: &Queue, hostname: &str, id: &str, reason: &str, now: SystemTime) -> io::Result<usize> {
+    let _lock = queue.lock(id, true)?;
+    let mut entry = queue.load(id)?;
+    let mut failed = Vec::new();
+    for (i, r) in entry.recipients.iter_mut().enumerate() {
+        if r.state == State::Pending {
+            r.state = State::Bounced;
+            let o = Outcome::new(Outcome3::Failed, reason, r.remote_mta.clone(), (5, 0, 0));
+            if r.wants("FAILURE") {
+                failed.push((i, o));
+            }
+        }
+    }
+    let n = failed.len();
+    report(queue, hostname, &entry, &failed, dsn::Action::Failed, now, None)?;
+    queue.remove(id)?;
+    Ok(n)
+}
+
+/// Queues a report of `action` about `which` recipients to the entry's sender (never for a
+/// message from `<>`).
+fn report(
+    queue: &Queue,
+    hostname: &str,
+    entry: &Entry,
+    which: &[(usize, Outcome)],
+    action: dsn::Action,
+    now: SystemTime,
+    until: Option<SystemTime>,
+) -> io::Result<()> {
+    if which.is_empty() || entry.from.is_empty() {
+        return Ok(());
+    }
+    let recipients: Vec<dsn::RecipientReport> = which
+        .iter()
+        .map(|(i, o)| {
+            let r = &entry.recipients[*i];
+            dsn::RecipientReport {
+                final_recipient: r.address.clone(),
+                original_recipient: r.orcpt.clone(),
+                action,
+                status: if action == dsn::Action::Delivered { (2, 0, 0) } else { o.status },
+                // `mx.example.net [192.0.2.1]`: the name is the MTA's (RFC 3464 2.3.5).
+                remote_mta: o.remote_mta.as_deref().map(|h| h.split(" [").next().unwrap_or(h).to_owned()),
+                diagnostic: Some(o.text.clone()),
+                last_attempt: Some(now),
+                will_retry_until: until,
+            }
+        })
+        .collect();
+    let report = dsn::Report {
+        reporting_mta: hostname,
+        to: &entry.from,
+        envelope_id: entry.envid.as_deref(),
+        arrival: UNIX_EPOCH + Duration::from_secs(entry.arrival),
+        recipients: &recipients,
+        ret: if entry.ret_full { dsn::Ret::Full } else { dsn::Ret::Headers },
+        smtputf8: entry.smtputf8,
+    };
+    let mut original = std::fs::File::open(queue.message_path(&entry.id))?;
+    let message = dsn::build(&report, &mut original, now)?;
+    let mut bounce = Entry::new("", vec![Recipient::new(&entry.from)], now);
+    let id = queue.submit(&mut bounce, &mut &message[..])?;
+    tracing::info!(id = entry.id, report = id, to = entry.from, ?action, "delivery status notification queued");
+    Ok(())
+}
+
+/// One outcome per pending recipient, in order.
+fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outcome> {
+    let mut out: Vec<Option<Outcome>> = vec![None; pending.len()];
+    let mut local: Vec<(usize, String, Vec<String>)> = Vec::new();
+    let mut remote: Vec<usize> = Vec::new();
+    for (k, &i) in pending.iter().enumerate() {
+        let address = &entry.recipients[i].address;
+        match ctx.local.as_ref().map(|l| l.directory.resolve(address)) {
+            Some(Resolution::Local(accounts)) => local.push((k, address.clone(), accounts)),
+            // Mail from the queue to a forwarding alias (a bounce, say) stays with our own.
+            Some(Resolution::Forward { accounts, external }) if !accounts.is_empty() => {
+                tracing::info!(rcpt = address, ?external, "not forwarded again from the queue");
+                local.push((k, address.clone(), accounts))
+            }
+            Some(Resolution::Unknown) => {
+                out[k] = Some(Outcome::new(
+                    Outcome3::Failed,
+                    format!("550 5.1.1 <{address}>: user unknown"),
+                    None,
+                    (5, 1, 1),
+                ))
+            }
+            _ => remote.push(k),
+        }
+    }
+    if let (Some(l), false) = (&ctx.local, local.is_empty()) {
+        let rcpts: Vec<(String, Vec<String>)> = local.iter().map(|(_, a, acc)| (a.clone(), acc.clone())).collect();
+        let result = deliver_file(&l.store, &entry.from, &rcpts, &ctx.queue.message_path(&entry.id));
+        let o = match result {
+            Ok(()) => Outcome::new(Outcome3::Delivered, "250 2.0.0 delivered to the mailbox", None, (2, 0, 0)),
+            Err(e) if e.temporary => Outcome::new(Outcome3::Deferred, e.text, None, (4, 2, 0)),
+            Err(e) => Outcome::new(Outcome3::Failed, e.text, None, (5, 2, 0)),
+        };
+        for (k, _, _) in &local {
+            out[*k] = Some(o.clone());
+        }
+    }
+    if !remote.is_empty() {
+        let results =
+            deliver_remote(ctx, entry, &remote.iter().map(|&k| &entry.recipients[pending[k]]).collect::<Vec<_>>());
+        for (k, o) in remote.into_iter().zip(results) {
+            out[k] = Some(o);
+        }
+    }
+    out.into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::new(Outcome3::Deferred, "not attempted", None, (4, 0, 0))))
+        .collect()
+}
+
+fn session_options(ctx: &Context, server: &str) -> SendOptions {
+    let mut o = SendOptions::new(server, &ctx.outbound.hostname);
+    if let Some(t) = ctx.outbound.timeout {
+        o = o.timeout(t);
+    }
+    o.bind = ctx.outbound.bind;
+    o
+}
+
+/// Sends to recipients outside our domains: one outcome each, in order.
+fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Outcome> {
+    let path = ctx.queue.message_path(&entry.id);
+    let open = || std::fs::File::open(&path);
+    let mut envelope = Envelope::new(
+        &entry.from,
+        rcpts.iter().map(|r| client::Recipient {
+            address: r.address.clone(),
+            notify: r.notify.as_deref().and_then(parse_notify),
+            orcpt: r.orcpt.as_deref().map(|o| o.split_once(';').map_or(o, |(_, a)| a).to_owned()),
+        }),
+    );
+    envelope.envid = entry.envid.clone();
+    envelope.ret =
+        Some(if entry.ret_full { smtp_proto::parse::params::Ret::Full } else { smtp_proto::parse::params::Ret::Hdrs });
+    let file = match open() {
+        Ok(f) => f,
+        Err(e) => {
+            let text = format!("the queued message cannot be read: {e}");
+            return rcpts.iter().map(|_| Outcome::new(Outcome3::Deferred, text.clone(), None, (4, 3, 0))).collect();
+        }
+    };
+    envelope.size = file.metadata().ok().map(|m| m.len());
+    if let Some(relay) = &ctx.outbound.smarthost {
+        let mut o = session_options(ctx, &relay.server);
+        o.tls = relay.tls;
+        o.tls_config = relay.tls_config.clone();
+        o.auth = relay.auth.clone();
+        let host = Some(relay.server.clone());
+        return match client::send(&o, &envelope, file) {
+            Ok(d) => d
+                .recipients
+                .iter()
+                .map(|r| match &r.reply {
+                    Some(_) if r.is_accepted() => Outcome::from_reply(&d.reply, host.clone()),
+                    Some(reply) => Outcome::from_reply(reply, host.clone()),
+                    None => Outcome::new(Outcome3::Deferred, "no reply", host.clone(), (4, 0, 0)),
+                })
+                .collect(),
+            Err(e) => {
+                let (state, status) =
+                    if e.is_transient() { (Outcome3::Deferred, (4, 4, 1)) } else { (Outcome3::Failed, (5, 0, 0)) };
+                rcpts.iter().map(|_| Outcome::new(state, e.to_string(), host.clone(), status)).collect()
+            }
+        };
+    }
+    let mut mx = MxOptions::new(&ctx.outbound.hostname);
+    mx.session = session_options(ctx, "");
+    mx.session.tls = TlsMode::Opportunistic;
+    mx.session.tls_config = Some(client::insecure_tls_config());
+    mx.port = ctx.outbound.port;
+    let mut spool = match Spool::from_file(file) {
+        Ok(s) => s,
+        Err(e) => {
+            let text = format!("the queued message cannot be read: {e}");
+            return rcpts.iter().map(|_| Outcome::new(Outcome3::Deferred, text.clone(), None, (4, 3, 0))).collect();
+        }
+    };
+    deliver::deliver(&ctx.dns, &mx, &envelope, &mut spool)
+        .into_iter()
+        .map(|s| match (&s.reply, s.status) {
+            (Some(reply), _) => Outcome::from_reply(reply, s.host.clone()),
+            (None, deliver::Status::Accepted) => {
+                Outcome::new(Outcome3::Delivered, "250 accepted", s.host.clone(), (2, 0, 0))
+            }
+            (None, deliver::Status::Deferred) => {
+                Outcome::new(Outcome3::Deferred, s.error.clone().unwrap_or_default(), s.host.clone(), (4, 4, 1))
+            }
+            (None, deliver::Status::Failed) => {
+                Outcome::new(Outcome3::Failed, s.error.clone().unwrap_or_default(), s.host.clone(), (5, 4, 4))
+            }
+        })
+        .collect()
+}
+
+/// NOTIFY as stored (`NEVER` or words) → the client's flags.
+fn parse_notify(s: &str) -> Option<smtp_proto::parse::params::Notify> {
+    use smtp_proto::parse::params::Notify;
+    if s.eq_ignore_ascii_case("never") {
+        return Some(Notify::NEVER);
+    }
+    let mut bits = 0;
+    for w in s.split(',') {
+        bits |= match w.trim().to_ascii_uppercase().as_str() {
+            "SUCCESS" => Notify::SUCCESS,
+            "FAILURE" => Notify::FAILURE,
+            "DELAY" => Notify::DELAY,
+            _ => 0,
+        };
+    }
+    (bits != 0).then_some(Notify(bits))
+}
+
+/// Running workers; dropped or [`Workers::shutdown`], they finish their attempt and stop.
+#[derive(Debug)]
+pub struct Workers {
+    wake: SyncSender<()>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the dispatcher (looking for due entries every `scan`, or when woken) and
+    /// `workers` delivery threads.
+    pub fn start(ctx: Arc<Context>, workers: usize, scan: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let (jobs, queue_rx) = mpsc::sync_channel::<String>(workers.max(1) * 2);
+        let queue_rx = Arc::new(Mutex::new(queue_rx));
+        let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let mut threads = Vec::new();
+        for n in 0..workers.max(1) {
+            let (ctx, rx, in_flight, stop) = (ctx.clone(), queue_rx.clone(), in_flight.clone(), stop.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("queue-worker-{n}"))
+                .spawn(move || worker(&ctx, &rx, &in_flight, &stop))
+                .expect("spawn a queue worker");
+            threads.push(t);
+        }
+        let d = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("queue-dispatcher".into())
+                .spawn(move || dispatcher(&ctx, woken, jobs, &in_flight, &stop, scan))
+                .expect("spawn the queue dispatcher")
+        };
+        threads.push(d);
+        Self { wake, stop, threads }
+    }
+
+    /// Looks for due entries now (after a submission).
+    pub fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// A handle that wakes the dispatcher.
+    pub fn waker(&self) -> Waker {
+        Waker(self.wake.clone())
+    }
+
+    /// Stops the workers after their current attempt.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.try_send(());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Wakes the dispatcher (cloneable, for the submission handler).
+#[derive(Debug, Clone)]
+pub struct Waker(SyncSender<()>);
+
+impl Waker {
+    /// Looks for due entries now.
+    pub fn wake(&self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+fn dispatcher(
+    ctx: &Context,
+    woken: Receiver<()>,
+    jobs: SyncSender<String>,
+    in_flight: &Mutex<HashSet<String>>,
+    stop: &AtomicBool,
+    scan: Duration,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let now = unix(SystemTime::now());
+        match ctx.queue.list() {
+            Ok(entries) => {
+                for e in entries.into_iter().filter(|e| !e.held && e.next_attempt <= now && !e.is_done()) {
+                    let mut set = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                    if set.contains(&e.id) {
+                        continue;
+                    }
+                    match jobs.try_send(e.id.clone()) {
+                        Ok(()) => {
+                            set.insert(e.id);
+                        }
+                        Err(TrySendError::Full(_)) => break,
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
+                }
+            }
+            Err(e) => tracing::error!("reading the queue: {e}"),
+        }
+        match woken.recv_timeout(scan) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn worker(ctx: &Context, jobs: &Mutex<Receiver<String>>, in_flight: &Mutex<HashSet<String>>, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv_timeout(Duration::from_millis(200));
+        let id = match job {
+            Ok(id) => id,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if let Err(e) = attempt(ctx, &id, SystemTime::now()) {
+            tracing::error!(id, "queue attempt failed: {e}");
+        }
+        in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+}
