@@ -72,10 +72,11 @@ impl Mta {
 /// `port` of other hosts, from `ip`, with a 1 s / 2 s retry schedule. `extra` goes into
 /// `[outbound]`.
 fn start_mta(domain: &str, ip: &str, port: u16, dns: &Dnsmasq, key_pem: Option<&str>, outbound: &str) -> Mta {
-    start_mta_with(domain, ip, port, dns, key_pem, outbound, "")
+    start_mta_with(domain, ip, port, dns, key_pem, outbound, "", "0s")
 }
 
-/// [`start_mta`] with more `[domain.aliases]` lines.
+/// [`start_mta`] with more `[domain.aliases]` lines and a delay notice after `delay`.
+#[allow(clippy::too_many_arguments)]
 fn start_mta_with(
     domain: &str,
     ip: &str,
@@ -84,6 +85,7 @@ fn start_mta_with(
     key_pem: Option<&str>,
     outbound: &str,
     aliases: &str,
+    delay: &str,
 ) -> Mta {
     let dir = tempfile::tempdir().unwrap();
     let c = cert(dir.path());
@@ -123,7 +125,7 @@ timeout = "10s"
 retry = ["1s", "2s"]
 scan_interval = "200ms"
 lifetime = "1h"
-delay_warning = "0s"
+delay_warning = "{delay}"
 [[domain]]
 name = "{domain}"
 {dkim}[domain.aliases]
@@ -507,7 +509,7 @@ fn queue_commands_list_hold_release_bounce_delete() {
         return;
     }
     let dns = Dnsmasq::start(&zone(None, &["mx-host=down.test,mx.down.test,10", "host-record=mx.down.test,127.0.0.6"]));
-    let a = start_mta("a.test", "127.0.0.2", shared_port(), &dns, None, "");
+    let a = start_mta_with("a.test", "127.0.0.2", shared_port(), &dns, None, "", "", "1s");
     for subject in ["one", "two"] {
         let out = submit(
             &a,
@@ -556,10 +558,17 @@ fn queue_commands_list_hold_release_bounce_delete() {
     ok(&["bounce", &ids[0]]);
     ok(&["delete", &ids[1]]);
     assert_eq!(a.queue(&["show", &ids[1]]).status.code(), Some(67));
+    // alice had one delay notice per message (after 1 s), then the bounce.
     let alice = a.mailbox("alice@a.test");
-    wait_until("the bounce", Duration::from_secs(20), || files(&alice, "new").len() == 1);
-    let b = &read_new(&alice)[0];
-    assert!(b.contains("Action: failed") && b.contains("x@down.test") && b.contains("Subject: one"), "{b}");
+    wait_until("two delay notices and the bounce", Duration::from_secs(20), || files(&alice, "new").len() == 3);
+    let reports = read_new(&alice);
+    let b = reports.iter().find(|m| m.contains("Action: failed")).expect("the bounce");
+    assert!(b.contains("x@down.test") && b.contains("Subject: one"), "{b}");
+    let delays: Vec<&String> = reports.iter().filter(|m| m.contains("Action: delayed")).collect();
+    assert_eq!(delays.len(), 2, "one delay notice per message, never two");
+    let parsed = parse_dsn(delays[0]);
+    assert_eq!((parsed["action"].as_str(), parsed["status"].starts_with("4.")), ("delayed", true), "{parsed:?}");
+    assert!(delays[0].contains("Will-Retry-Until: "), "{}", delays[0]);
     wait_until("the queue empty", Duration::from_secs(10), || a.queue_len() == 0);
 }
 
@@ -595,7 +604,7 @@ fn forwarding_with_srs_and_the_bounce_back() {
         ],
     ));
     let port = shared_port();
-    let a = start_mta_with("a.test", "127.0.0.2", port, &dns, None, "", "fwd = [\"alice\", \"bob@b.test\"]");
+    let a = start_mta_with("a.test", "127.0.0.2", port, &dns, None, "", "fwd = [\"alice\", \"bob@b.test\"]", "0s");
     let b = start_mta("b.test", "127.0.0.3", port, &dns, None, "");
 
     // sender@c.test (from its own address, 127.0.0.4) writes to fwd@a.test: alice gets it,
@@ -633,4 +642,124 @@ fn forwarding_with_srs_and_the_bounce_back() {
     let forged = srs.replacen("SRS0=", "SRS0=x", 1);
     let r = send_from("127.0.0.3", a.program.addr, "mx.b.test", "", &forged, "x");
     assert!(r[3].starts_with("550 5.1.1"), "{r:?}");
+}
+
+/// Message-IDs of what a receiver got, in order.
+fn message_ids(got: &Got) -> Vec<String> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, body)| {
+            let text = String::from_utf8_lossy(body);
+            let line = text.lines().find(|l| l.starts_with("Message-ID: <"))?;
+            Some(line.trim_start_matches("Message-ID: <").trim_end_matches('>').to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_at_any_moment_loses_nothing_acknowledged() {
+    if skip() {
+        return;
+    }
+    let dns = Dnsmasq::start(&zone(None, &[]));
+    let port = shared_port();
+    let b = receiver("127.0.0.3", port, Mode::Accept);
+    let a = start_mta("a.test", "127.0.0.2", port, &dns, None, "");
+    let config = a.config.to_str().unwrap().to_owned();
+    let dir = a.dir.path().to_owned();
+    let submission = format!("127.0.0.2:{}", a.submission);
+    let Mta { dir: tempdir, program, .. } = a;
+    let mut program = Some(program);
+
+    // One thread submits numbered messages without pause; the acknowledged ones are noted.
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let submitter = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut options = smtp_std::client::SendOptions::new(&submission, "client.test");
+            options.tls_config = Some(smtp_std::client::insecure_tls_config());
+            options.tls_server_name = Some("localhost".into());
+            options.auth = Some(smtp_std::client::Auth { user: "alice@a.test".into(), password: "wonderland".into() });
+            options = options.timeout(Duration::from_secs(5));
+            let mut n = 0;
+            let mut tried = 0;
+            while !stop.load(Ordering::SeqCst) && tried < 2000 {
+                tried += 1;
+                let id = format!("m{n}@a.test");
+                let body = format!(
+                    "From: alice@a.test\r\nMessage-ID: <{id}>\r\nSubject: {n}\r\n\r\n{}",
+                    format!("{}\r\n", "x".repeat(76)).repeat(26)
+                );
+                let envelope = smtp_std::client::Envelope::new("alice@a.test", ["bob@b.test"]);
+                match smtp_std::client::send(&options, &envelope, body.as_bytes()) {
+                    Ok(d) if d.all_accepted() => {
+                        acked.lock().unwrap().push(id);
+                        n += 1;
+                    }
+                    _ => {
+                        n += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        })
+    };
+
+    // SIGKILL at changing moments: during receipt, after the 250, mid-delivery. Then once
+    // on purpose between a remote 250 and the state update.
+    let mut kills = 0;
+    for round in 0..12u64 {
+        std::thread::sleep(Duration::from_millis(150 + (round * 97) % 400));
+        let mut p = program.take().unwrap();
+        let _ = p.child.0.kill();
+        let _ = p.child.0.wait();
+        kills += 1;
+        let env: &[(&str, &str)] = if round == 6 { &[("SMTP_STD_TEST_CRASH_AFTER_DELIVERY", "1")] } else { &[] };
+        program = Some(Program::start_env(&dir, &["--config", &config], env));
+        if round == 6 {
+            // It aborts itself at its first delivery; start it again without the hook.
+            let mut p = program.take().unwrap();
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            while p.child.0.try_wait().ok().flatten().is_none() {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "no deliberate abort; acked {}; log: {:?}",
+                    acked.lock().unwrap().len(),
+                    p.log.lock().unwrap()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            kills += 1;
+            program = Some(Program::start(&dir, &["--config", &config]));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    submitter.join().unwrap();
+    let program = program.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 20, "too few messages went through: {}", acked.len());
+    wait_until("every acknowledged message delivered", Duration::from_secs(60), || {
+        let got = message_ids(&b.got);
+        acked.iter().all(|id| got.contains(id))
+    });
+    wait_until("the queue empty", Duration::from_secs(30), || {
+        std::fs::read_dir(dir.join("data/queue/env")).map_or(0, |d| d.count()) == 0
+    });
+    let got = message_ids(&b.got);
+    let mut unique = got.clone();
+    unique.sort();
+    unique.dedup();
+    let duplicates = got.len() - unique.len();
+    eprintln!(
+        "crash test: {} acknowledged, {} delivered ({} unique), {duplicates} second copies after {kills} kills",
+        acked.len(),
+        got.len(),
+        unique.len()
+    );
+    assert!(duplicates >= 1, "the deliberate crash after a remote 250 re-sends that message");
+    assert!(duplicates <= kills * 4, "more second copies than the window allows: {duplicates}");
+    drop(program);
+    drop(tempdir);
 }

@@ -160,6 +160,14 @@ pub fn attempt(ctx: &Context, id: &str, now: SystemTime) -> io::Result<Attempted
     let pending: Vec<usize> =
         entry.recipients.iter().enumerate().filter(|(_, r)| r.state == State::Pending).map(|(i, _)| i).collect();
     let outcomes = deliver_pending(ctx, &entry, &pending);
+    // The crash test (tests/queue.rs) dies here on purpose: after a remote 250, before the
+    // outcome is written — the one window in which a recipient can get a second copy.
+    if std::env::var_os("SMTP_STD_TEST_CRASH_AFTER_DELIVERY").is_some()
+        && outcomes.iter().any(|o| o.state == Outcome3::Delivered)
+    {
+        tracing::warn!(id, "SMTP_STD_TEST_CRASH_AFTER_DELIVERY: aborting before the outcome is written");
+        std::process::abort();
+    }
     let age = Duration::from_secs(t.saturating_sub(entry.arrival));
     let expired = ctx.schedule.expired(age);
 

@@ -272,7 +272,13 @@ pub struct Program {
 
 impl Program {
     pub fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_env(dir, args, &[])
+    }
+
+    /// [`Program::start`] with more environment variables.
+    pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp-std"));
+        cmd.envs(env.iter().copied());
         cmd.current_dir(dir).arg("serve");
         if !args.contains(&"--listen") && !args.contains(&"--config") {
             cmd.args(["--listen", "127.0.0.1:0"]);
