@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -540,16 +540,16 @@ fn dispatcher(
         match ctx.queue.list() {
             Ok(entries) => {
                 for e in entries.into_iter().filter(|e| !e.held && e.next_attempt <= now && !e.is_done()) {
-                    let mut set = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                    if set.contains(&e.id) {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if !in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(e.id.clone()) {
                         continue;
                     }
-                    match jobs.try_send(e.id.clone()) {
-                        Ok(()) => {
-                            set.insert(e.id);
-                        }
-                        Err(TrySendError::Full(_)) => break,
-                        Err(TrySendError::Disconnected(_)) => return,
+                    // Waits while every worker is busy: the due entries go out as workers
+                    // free up, not at the next scan. Fails once the workers are gone.
+                    if jobs.send(e.id).is_err() {
+                        return;
                     }
                 }
             }
