@@ -1,0 +1,1235 @@
+//! Delivery status notifications: the bounce, delay and success reports of RFC 3464, in the
+//! `multipart/report` container of RFC 6522, as asked for with the DSN extension (RFC 3461).
+//!
+//! [`build`] turns a [`Report`] (one message, one or more recipients) and the original message
+//! into a complete RFC 5322 message with CRLF line ends, ready to be queued from `<>`:
+//!
+//! ```text
+//! From: Mail Delivery System <MAILER-DAEMON@mx.example.org>
+//! To: <alice@example.org>
+//! Subject: Undelivered Mail Returned to Sender
+//! Auto-Submitted: auto-replied                                   (RFC 3834: no auto-replies)
+//! Content-Type: multipart/report; report-type=delivery-status; boundary="..."
+//!
+//!   1. text/plain; charset=utf-8        what happened, for people
+//!   2. message/delivery-status          Reporting-MTA, Arrival-Date, then per recipient
+//!                                        Final-Recipient, Action, Status, Remote-MTA, ...
+//!   3. text/rfc822-headers              the original's header block (RET=HDRS, the default)
+//!      or message/rfc822                the whole original (RET=FULL, up to a size limit)
+//! ```
+//!
+//! With [`Report::smtputf8`] the report uses the internationalised types of RFC 6533
+//! (`message/global-delivery-status`, `message/global-headers`, `message/global`) and keeps
+//! UTF-8 as it is. Without it every field is 7-bit: non-ASCII characters in values become
+//! `\x{HHHH}` (RFC 6533's escape), non-ASCII addresses use the `utf-8` address type, and
+//! 8-bit original headers are attached in base64. An 8-bit original attached in full stays
+//! 8-bit (`message/rfc822` allows no other encoding); the report then says
+//! `Content-Transfer-Encoding: 8bit` at the top, so the sender can pick `BODY=8BITMIME`.
+//!
+//! Values that come from the network (addresses, remote replies, host names) never break a
+//! header line: line breaks and other control characters become spaces, long values are folded
+//! and capped. Building never panics, whatever the input.
+//!
+//! Which reports to send (NOTIFY, never to `<>`) is the caller's decision.
+
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+
+use crate::received::rfc5322_date;
+
+/// How much of the original [`build`] attaches with [`Ret::Full`] (10 MiB); a larger message
+/// is returned as its headers only, and the report says so.
+pub const DEFAULT_MAX_ORIGINAL: usize = 10 * 1024 * 1024;
+
+/// The most of an original's header block that is attached (64 KiB); a longer one is cut at
+/// a line end, and the report says so.
+pub const MAX_HEADER_BLOCK: usize = 64 * 1024;
+
+/// Longest remote reply kept in `Diagnostic-Code` and in the text (characters).
+const MAX_DIAGNOSTIC: usize = 4096;
+/// Longest address or host name kept (characters).
+const MAX_ADDRESS: usize = 1024;
+/// Where header fields and text lines are folded or wrapped.
+const WRAP: usize = 76;
+/// The longest run without a space that is kept whole on one line (RFC 5322 allows 998).
+const MAX_WORD: usize = 900;
+
+/// What happened to one recipient (RFC 3464 §2.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Not delivered, and we have stopped trying.
+    Failed,
+    /// Not delivered yet; we keep trying.
+    Delayed,
+    /// Delivered to the recipient's mailbox (a success report, NOTIFY=SUCCESS).
+    Delivered,
+    /// Handed on to a system that does not send delivery reports.
+    Relayed,
+    /// Delivered, and forwarded to further recipients (an alias or list) that do not report.
+    Expanded,
+}
+
+impl Action {
+    /// The field value: `failed`, `delayed`, `delivered`, `relayed` or `expanded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+            Action::Expanded => "expanded",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How much of the original goes back with the report (the RET parameter of RFC 3461).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ret {
+    /// The whole message (`RET=FULL`), as `message/rfc822`, up to a size limit.
+    Full,
+    /// Its header block only (`RET=HDRS`, and the default), as `text/rfc822-headers`.
+    #[default]
+    Headers,
+}
+
+/// The outcome for one recipient: one per-recipient block of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientReport {
+    /// The address we tried (`bob@example.net`).
+    pub final_recipient: String,
+    /// The ORCPT parameter, xtext-decoded, as `type;address` (`rfc822;Bob@Example.org`).
+    pub original_recipient: Option<String>,
+    /// What happened.
+    pub action: Action,
+    /// The enhanced status code (RFC 3463), `(5, 1, 1)` for `5.1.1`. For a reply without
+    /// one use [`status_from_reply`]; a class other than 2, 4 or 5 is replaced by one derived
+    /// from the diagnostic or the action.
+    pub status: (u8, u16, u16),
+    /// The host that answered (`mx.example.net`).
+    pub remote_mta: Option<String>,
+    /// Its reply (`550 5.1.1 <bob@example.net>: user unknown`), lines joined with spaces. Text
+    /// that does not start with a reply code (a local error) is reported as
+    /// `Diagnostic-Code: X-smtp-std; ...` instead of `smtp; ...`.
+    pub diagnostic: Option<String>,
+    /// When we last tried.
+    pub last_attempt: Option<SystemTime>,
+    /// Until when we keep trying (written for [`Action::Delayed`] only).
+    pub will_retry_until: Option<SystemTime>,
+}
+
+/// One report: about one message, to its envelope sender.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    /// Our host name (`Reporting-MTA`, the `From:` and `Message-ID:` domain).
+    pub reporting_mta: &'a str,
+    /// The original envelope sender, who gets the report. Must not be empty: a message from
+    /// `<>` is never reported on.
+    pub to: &'a str,
+    /// The ENVID parameter, xtext-decoded (`Original-Envelope-Id`).
+    pub envelope_id: Option<&'a str>,
+    /// When the original arrived.
+    pub arrival: SystemTime,
+    /// The recipients reported on (at least one).
+    pub recipients: &'a [RecipientReport],
+    /// How much of the original to attach.
+    pub ret: Ret,
+    /// Whether the original used SMTPUTF8: the report then uses RFC 6533's types and UTF-8.
+    pub smtputf8: bool,
+}
+
+/// The enhanced status code of an SMTP reply (`550 5.1.1 ...` gives `(5, 1, 1)`), or one
+/// derived from its code when it has none (`5xx` → `5.0.0`, `4xx` → `4.0.0`, `2xx` →
+/// `2.0.0`). `None` when the text does not start with a 2xx, 4xx or 5xx code.
+///
+/// ```
+/// use smtp_std::queue::dsn::status_from_reply;
+/// assert_eq!(status_from_reply("550 5.1.1 <bob@example.net>: user unknown"), Some((5, 1, 1)));
+/// assert_eq!(status_from_reply("451-greylisted\r\n451 try later"), Some((4, 0, 0)));
+/// assert_eq!(status_from_reply("connection refused"), None);
+/// ```
+pub fn status_from_reply(reply: &str) -> Option<(u8, u16, u16)> {
+    let reply = reply.trim_start();
+    let code = reply.get(..3)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let class = code.as_bytes()[0] - b'0';
+    if !matches!(class, 2 | 4 | 5) {
+        return None;
+    }
+    let rest = &reply[3..];
+    let enhanced = rest.strip_prefix([' ', '-']).and_then(|r| r.split_whitespace().next()).and_then(|word| {
+        let mut it = word.split('.');
+        let (c, s, d) = (it.next()?, it.next()?, it.next()?);
+        let number = |t: &str| {
+            t.parse::<u16>().ok().filter(|_| (1..=3).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+        };
+        (it.next().is_none() && c == &code[..1]).then_some((class, number(s)?, number(d)?))
+    });
+    Some(enhanced.unwrap_or((class, 0, 0)))
+}
+
+/// Builds the report on `report`, attaching (part of) `original`, dated `now`. The original
+/// is read only as far as needed: at most [`MAX_HEADER_BLOCK`] for [`Ret::Headers`], at most
+/// [`DEFAULT_MAX_ORIGINAL`] (plus one byte) for [`Ret::Full`].
+///
+/// Errors: reading `original` failed, no recipients, or an empty `to` (the null sender).
+pub fn build(report: &Report<'_>, original: &mut dyn Read, now: SystemTime) -> io::Result<Vec<u8>> {
+    build_with_limit(report, original, now, DEFAULT_MAX_ORIGINAL)
+}
+
+/// [`build`] with another limit on the original attached in full (bytes): past it, the
+/// headers only.
+pub fn build_with_limit(
+    report: &Report<'_>,
+    original: &mut dyn Read,
+    now: SystemTime,
+    max_original: usize,
+) -> io::Result<Vec<u8>> {
+    if report.recipients.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a delivery report needs a recipient"));
+    }
+    let to: String = report.to.chars().filter(|c| !matches!(c, '<' | '>')).collect();
+    let to = to.trim();
+    if to.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no delivery report to the null sender"));
+    }
+    let utf8 = report.smtputf8;
+    let attached = read_original(original, report.ret, max_original)?;
+    let text = human_text(report, &attached);
+    let status = delivery_status(report);
+    let (third_headers, third_body) = third_part(&attached, utf8);
+    let boundary = choose_boundary(&[text.as_bytes(), status.as_bytes(), &third_body], random_hex);
+
+    let any_8bit = [text.as_bytes(), status.as_bytes(), &third_body].iter().any(|p| !p.is_ascii());
+    let host = host_token(report.reporting_mta);
+    let mut head = String::new();
+    head.push_str("From: Mail Delivery System <MAILER-DAEMON@");
+    head.push_str(&host);
+    head.push_str(">\r\n");
+    fold_field(&mut head, "To", &format!("<{}>", clean(to, utf8, MAX_ADDRESS)));
+    let _ = write!(head, "Subject: {}\r\n", subject(report.recipients));
+    let _ = write!(head, "Date: {}\r\n", rfc5322_date(now));
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let _ = write!(head, "Message-ID: <{secs}.{}@{host}>\r\n", random_hex());
+    if let Some(id) = message_id(&attached.bytes) {
+        let _ = write!(head, "In-Reply-To: {id}\r\nReferences: {id}\r\n");
+    }
+    head.push_str("Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
+    let _ =
+        write!(head, "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n");
+    if any_8bit {
+        head.push_str("Content-Transfer-Encoding: 8bit\r\n");
+    }
+    head.push_str("\r\nThis is a MIME-encapsulated message.\r\n");
+
+    let cte = |s: &str| if s.is_ascii() { "7bit" } else { "8bit" };
+    let mut out = head.into_bytes();
+    let mut part = |headers: &str, body: &[u8]| {
+        out.extend_from_slice(format!("\r\n--{boundary}\r\n{headers}\r\n").as_bytes());
+        out.extend_from_slice(body);
+    };
+    part(
+        &format!(
+            "Content-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: {}\r\n",
+            cte(&text)
+        ),
+        text.as_bytes(),
+    );
+    let status_type = if utf8 { "message/global-delivery-status" } else { "message/delivery-status" };
+    part(
+        &format!(
+            "Content-Description: Delivery report\r\nContent-Type: {status_type}\r\n\
+             Content-Transfer-Encoding: {}\r\n",
+            cte(&status)
+        ),
+        status.as_bytes(),
+    );
+    if !third_body.is_empty() {
+        part(&third_headers, &third_body);
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(out)
+}
+
+/// What of the original is attached, and why not more.
+struct Attached {
+    /// The bytes, CRLF line ends, ending in CRLF (empty when the original was empty).
+    bytes: Vec<u8>,
+    /// The whole message (else its header block).
+    full: bool,
+    /// RET=FULL asked for but the message was over this limit.
+    too_big: Option<usize>,
+    /// The header block was cut at [`MAX_HEADER_BLOCK`].
+    headers_cut: bool,
+    /// Nothing could be read.
+    empty: bool,
+}
+
+/// Reads what [`Ret`] asks for, within the limits.
+fn read_original(original: &mut dyn Read, ret: Ret, max_original: usize) -> io::Result<Attached> {
+    let mut buf = Vec::new();
+    match ret {
+        Ret::Full => {
+            original.take(max_original as u64 + 1).read_to_end(&mut buf)?;
+            if buf.len() <= max_original {
+                let empty = buf.is_empty();
+                return Ok(Attached { bytes: to_crlf(&buf), full: true, too_big: None, headers_cut: false, empty });
+            }
+            let (headers, cut) = header_block(&buf[..buf.len().min(MAX_HEADER_BLOCK)], false);
+            Ok(Attached {
+                bytes: to_crlf(headers),
+                full: false,
+                too_big: Some(max_original),
+                headers_cut: cut,
+                empty: false,
+            })
+        }
+        Ret::Headers => {
+            original.take(MAX_HEADER_BLOCK as u64).read_to_end(&mut buf)?;
+            let complete = buf.len() < MAX_HEADER_BLOCK;
+            let (headers, cut) = header_block(&buf, complete);
+            Ok(Attached {
+                bytes: to_crlf(headers),
+                full: false,
+                too_big: None,
+                headers_cut: cut,
+                empty: buf.is_empty(),
+            })
+        }
+    }
+}
+
+/// The header block at the start of `message` (without the empty line after it), and whether
+/// it was cut short. `complete`: `message` is the whole message, so a message without an empty
+/// line is all header; otherwise the block is cut after the last whole line.
+fn header_block(message: &[u8], complete: bool) -> (&[u8], bool) {
+    let mut start = 0;
+    while start < message.len() {
+        let Some(nl) = message[start..].iter().position(|&b| b == b'\n') else {
+            break;
+        };
+        let line = &message[start..start + nl];
+        if line.is_empty() || line == b"\r" {
+            return (&message[..start], false);
+        }
+        start += nl + 1;
+    }
+    if complete {
+        (message, false)
+    } else {
+        (&message[..start], true)
+    }
+}
+
+/// `bytes` with every line ending CRLF (bare LF and bare CR become CRLF), and a final CRLF.
+fn to_crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if bytes.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The MIME header and body of the third part.
+fn third_part(attached: &Attached, utf8: bool) -> (String, Vec<u8>) {
+    let eight = !attached.bytes.is_ascii();
+    let (description, ctype) = match (attached.full, utf8) {
+        (true, true) => ("Undelivered Message", "message/global"),
+        (true, false) => ("Undelivered Message", "message/rfc822"),
+        (false, true) => ("Undelivered Message Headers", "message/global-headers"),
+        (false, false) => ("Undelivered Message Headers", "text/rfc822-headers"),
+    };
+    let mut headers = format!("Content-Description: {description}\r\nContent-Type: {ctype}");
+    if !attached.full && !utf8 && eight {
+        // 8-bit header text in a 7-bit report: base64 (as RFC 6533 §6.3 suggests).
+        headers.push_str("; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&attached.bytes);
+        let mut body = Vec::with_capacity(encoded.len() + encoded.len() / 38 + 2);
+        for chunk in encoded.as_bytes().chunks(76) {
+            body.extend_from_slice(chunk);
+            body.extend_from_slice(b"\r\n");
+        }
+        return (headers, body);
+    }
+    let _ = write!(headers, "\r\nContent-Transfer-Encoding: {}\r\n", if eight { "8bit" } else { "7bit" });
+    (headers, attached.bytes.clone())
+}
+
+/// A boundary that occurs in none of `parts`, from candidates made by `random`. After a few
+/// collisions (a broken random source) a counter is appended, so it always ends.
+fn choose_boundary(parts: &[&[u8]], mut random: impl FnMut() -> String) -> String {
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let mut candidate = format!("=_dsn_{}", random());
+        if n > 4 {
+            let _ = write!(candidate, "_{n}");
+        }
+        let b = candidate.as_bytes();
+        if !parts.iter().any(|p| p.windows(b.len()).any(|w| w == b)) {
+            return candidate;
+        }
+    }
+}
+
+/// 24 hex digits from the operating system's random source (or, if that fails, from the clock,
+/// the process id and a counter: unique, if not unpredictable).
+fn random_hex() -> String {
+    let mut bytes = [0u8; 12];
+    if rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut bytes).is_err() {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&(nanos ^ n.rotate_left(40)).to_be_bytes());
+        bytes[8..].copy_from_slice(&std::process::id().to_be_bytes());
+    }
+    bytes.iter().fold(String::with_capacity(24), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The subject: the worst outcome among the recipients.
+fn subject(recipients: &[RecipientReport]) -> &'static str {
+    if recipients.iter().any(|r| r.action == Action::Failed) {
+        "Undelivered Mail Returned to Sender"
+    } else if recipients.iter().any(|r| r.action == Action::Delayed) {
+        "Delayed Mail (still being retried)"
+    } else {
+        "Successful Mail Delivery Report"
+    }
+}
+
+/// The `Message-ID` of the original's header block, when it is a plain `<...>`.
+fn message_id(headers: &[u8]) -> Option<String> {
+    let (block, _) = header_block(headers, true);
+    let text = std::str::from_utf8(block).ok()?;
+    let mut lines = text.split("\r\n").peekable();
+    while let Some(line) = lines.next() {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        if !name.trim_end().eq_ignore_ascii_case("message-id") {
+            continue;
+        }
+        let mut value = value.to_string();
+        while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+            value.push_str(next);
+        }
+        let id = value.trim();
+        let plain = id.len() <= 250
+            && id.starts_with('<')
+            && id.ends_with('>')
+            && id.bytes().all(|b| b.is_ascii_graphic())
+            && id[1..].find(['<', '>']) == Some(id.len() - 2);
+        return plain.then(|| id.to_string());
+    }
+    None
+}
+
+/// A host name safe for `From:` and `Message-ID:`: characters outside letters, digits, `.`,
+/// `-` and `_` (and `[]:` of an address literal) become `-`.
+fn host_token(host: &str) -> String {
+    let literal = host.trim().starts_with('[');
+    let host: String = host
+        .trim()
+        .trim_end_matches('.')
+        .chars()
+        .take(253)
+        .map(|c| if c.is_ascii_alphanumeric() || "-._".contains(c) || (literal && "[]:".contains(c)) { c } else { '-' })
+        .collect();
+    if host.is_empty() {
+        "localhost".to_string()
+    } else {
+        host
+    }
+}
+
+/// A value from the network made safe for one header field or text line: line breaks join
+/// lines with one space, other control characters become spaces, runs of spaces one, at most
+/// `max` characters (then `...`). Without `utf8`, non-ASCII characters become `\x{HHHH}`.
+fn clean(value: &str, utf8: bool, max: usize) -> String {
+    let mut out = String::with_capacity(value.len().min(max + 16));
+    for (count, c) in value.chars().enumerate() {
+        if count >= max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() || c.is_whitespace() {
+            if !out.is_empty() && !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else if c.is_ascii() || utf8 {
+            out.push(c);
+        } else {
+            let _ = write!(out, "\\x{{{:04X}}}", c as u32);
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// An address with its type for `Final-Recipient`/`Original-Recipient` (RFC 3464 §2.3.1,
+/// RFC 6533 §3): `rfc822; addr`, or `utf-8; addr` for a non-ASCII one (escaped as
+/// utf-8-addr-xtext in a 7-bit report).
+fn typed_address(kind: &str, address: &str, utf8: bool) -> String {
+    let kind = kind.trim();
+    let kind =
+        if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') { "rfc822" } else { kind };
+    let address = clean(address.trim(), true, MAX_ADDRESS);
+    if address.is_ascii() {
+        return format!("{kind}; {address}");
+    }
+    if !kind.eq_ignore_ascii_case("rfc822") && !kind.eq_ignore_ascii_case("utf-8") {
+        return format!("{kind}; {}", clean(&address, utf8, MAX_ADDRESS));
+    }
+    if utf8 {
+        return format!("utf-8; {address}");
+    }
+    let mut x = String::from("utf-8; ");
+    for c in address.chars() {
+        if c.is_ascii_graphic() && !matches!(c, '+' | '=' | '\\') {
+            x.push(c);
+        } else {
+            let _ = write!(x, "\\x{{{:X}}}", c as u32);
+        }
+    }
+    x
+}
+
+/// Appends `Name: value` CRLF, folded at spaces before [`WRAP`] columns; a run without spaces
+/// longer than [`MAX_WORD`] is split (nothing else can keep the line within RFC 5322's 998).
+fn fold_field(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push(':');
+    let mut column = name.len() + 1;
+    let mut first = true;
+    for word in words(value) {
+        let width = word.chars().count();
+        if !first && column + 1 + width > WRAP {
+            out.push_str("\r\n");
+            column = 0;
+        }
+        out.push(' ');
+        out.push_str(word);
+        column += 1 + width;
+        first = false;
+    }
+    out.push_str("\r\n");
+}
+
+/// The words of `text` (split at spaces), with words longer than [`MAX_WORD`] bytes split at
+/// character boundaries.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(' ').filter(|w| !w.is_empty()).flat_map(|mut word| {
+        let mut pieces = Vec::new();
+        while word.len() > MAX_WORD {
+            let mut at = MAX_WORD;
+            while !word.is_char_boundary(at) {
+                at -= 1;
+            }
+            pieces.push(&word[..at]);
+            word = &word[at..];
+        }
+        pieces.push(word);
+        pieces
+    })
+}
+
+/// Appends `text` wrapped at [`WRAP`] columns, each line starting with `indent`, CRLF ends.
+fn wrap(out: &mut String, indent: &str, text: &str) {
+    let mut column = 0;
+    for word in words(text) {
+        let width = word.chars().count();
+        if column > 0 && column + 1 + width > WRAP {
+            out.push_str("\r\n");
+            column = 0;
+        }
+        if column == 0 {
+            out.push_str(indent);
+            column = indent.len();
+        } else {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += width;
+    }
+    if column > 0 {
+        out.push_str("\r\n");
+    }
+}
+
+/// The status code to write: the given one if its class is 2, 4 or 5 (sub-codes above 999
+/// become 0), else one from the diagnostic or the action.
+fn status_of(r: &RecipientReport) -> String {
+    let (class, subject, detail) = r.status;
+    let (class, subject, detail) = if matches!(class, 2 | 4 | 5) {
+        (class, subject, detail)
+    } else {
+        r.diagnostic.as_deref().and_then(status_from_reply).unwrap_or(match r.action {
+            Action::Failed => (5, 0, 0),
+            Action::Delayed => (4, 0, 0),
+            _ => (2, 0, 0),
+        })
+    };
+    let sub = |n: u16| if n > 999 { 0 } else { n };
+    format!("{class}.{}.{}", sub(subject), sub(detail))
+}
+
+/// The `message/delivery-status` body: per-message fields, then a block per recipient.
+fn delivery_status(report: &Report<'_>) -> String {
+    let utf8 = report.smtputf8;
+    let mut s = String::new();
+    if let Some(envid) = report.envelope_id {
+        fold_field(&mut s, "Original-Envelope-Id", &clean(envid, utf8, MAX_ADDRESS));
+    }
+    fold_field(&mut s, "Reporting-MTA", &format!("dns; {}", clean(report.reporting_mta, utf8, MAX_ADDRESS)));
+    fold_field(&mut s, "Arrival-Date", &rfc5322_date(report.arrival));
+    for r in report.recipients {
+        s.push_str("\r\n");
+        if let Some(orcpt) = &r.original_recipient {
+            let (kind, address) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
+            fold_field(&mut s, "Original-Recipient", &typed_address(kind, address, utf8));
+        }
+        fold_field(&mut s, "Final-Recipient", &typed_address("rfc822", &r.final_recipient, utf8));
+        fold_field(&mut s, "Action", r.action.as_str());
+        fold_field(&mut s, "Status", &status_of(r));
+        if let Some(host) = r.remote_mta.as_deref().map(|h| clean(h, utf8, MAX_ADDRESS)).filter(|h| !h.is_empty()) {
+            fold_field(&mut s, "Remote-MTA", &format!("dns; {}", host.trim_end_matches('.')));
+        }
+        if let Some(diag) = r.diagnostic.as_deref().map(|d| clean(d, utf8, MAX_DIAGNOSTIC)).filter(|d| !d.is_empty()) {
+            let kind = if status_from_reply(&diag).is_some() { "smtp" } else { "X-smtp-std" };
+            fold_field(&mut s, "Diagnostic-Code", &format!("{kind}; {diag}"));
+        }
+        if let Some(t) = r.last_attempt {
+            fold_field(&mut s, "Last-Attempt-Date", &rfc5322_date(t));
+        }
+        if let (Action::Delayed, Some(t)) = (r.action, r.will_retry_until) {
+            fold_field(&mut s, "Will-Retry-Until", &rfc5322_date(t));
+        }
+    }
+    s
+}
+
+/// The first part, for people.
+fn human_text(report: &Report<'_>, attached: &Attached) -> String {
+    let utf8 = report.smtputf8;
+    let rs = report.recipients;
+    let mut t = String::new();
+    wrap(
+        &mut t,
+        "",
+        &format!("This is the mail delivery system at {}.", clean(report.reporting_mta, utf8, MAX_ADDRESS)),
+    );
+    t.push_str("\r\n");
+    let failed = rs.iter().any(|r| r.action == Action::Failed);
+    let delayed = rs.iter().any(|r| r.action == Action::Delayed);
+    let intro = match (failed, delayed) {
+        (true, _) => {
+            "Your message could not be delivered to one or more recipients. For those marked \
+             \"failed\" below the mail system has given up; sending the message again to the same \
+             address will most likely fail in the same way."
+        }
+        (false, true) => {
+            "Your message has not been delivered yet to one or more recipients. The mail system \
+             keeps trying; you need not send it again. You will be told if it fails for good."
+        }
+        (false, false) => "Your message was delivered as you asked to be told (a delivery status notification).",
+    };
+    wrap(&mut t, "", intro);
+    for r in rs {
+        t.push_str("\r\n");
+        let who = clean(&r.final_recipient, utf8, MAX_ADDRESS);
+        let what = match (r.action, r.will_retry_until) {
+            (Action::Failed, _) => "delivery failed permanently.".to_string(),
+            (Action::Delayed, Some(until)) => {
+                format!("not delivered yet; the mail system keeps trying until {}.", rfc5322_date(until))
+            }
+            (Action::Delayed, None) => "not delivered yet; the mail system keeps trying.".to_string(),
+            (Action::Delivered, _) => "delivered to the recipient's mailbox.".to_string(),
+            (Action::Relayed, _) => "relayed to a system that does not send delivery reports.".to_string(),
+            (Action::Expanded, _) => "delivered to an alias or list, which may send its own reports.".to_string(),
+        };
+        wrap(&mut t, "", &format!("<{who}>: {what}"));
+        let host = r.remote_mta.as_deref().map(|h| clean(h, utf8, MAX_ADDRESS)).filter(|h| !h.is_empty());
+        let diag = r.diagnostic.as_deref().map(|d| clean(d, utf8, MAX_DIAGNOSTIC)).filter(|d| !d.is_empty());
+        match (host, diag) {
+            (Some(host), Some(diag)) => {
+                wrap(&mut t, "    ", &format!("The mail server {host} answered:"));
+                wrap(&mut t, "    ", &diag);
+            }
+            (None, Some(diag)) => wrap(&mut t, "    ", &format!("Reason: {diag}")),
+            (Some(host), None) => wrap(&mut t, "    ", &format!("The mail server was {host}.")),
+            (None, None) => {}
+        }
+    }
+    t.push_str("\r\n");
+    let note = if attached.empty {
+        "Your message was empty, so it is not attached.".to_string()
+    } else if attached.bytes.is_empty() {
+        "Your message has no header block, so nothing of it is attached.".to_string()
+    } else if attached.full {
+        "Your message is attached.".to_string()
+    } else if let Some(limit) = attached.too_big {
+        format!("Your message is larger than {limit} bytes, so only its headers are attached.")
+    } else {
+        "The headers of your message are attached.".to_string()
+    };
+    wrap(&mut t, "", &note);
+    if attached.headers_cut {
+        wrap(
+            &mut t,
+            "",
+            &format!("Its header block is longer than {MAX_HEADER_BLOCK} bytes; only the start is attached."),
+        );
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const ORIGINAL: &[u8] = b"From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: hi\r\n\
+        Message-ID: <m1@example.org>\r\n\r\nthe body\r\n";
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn failed(addr: &str) -> RecipientReport {
+        RecipientReport {
+            final_recipient: addr.into(),
+            original_recipient: None,
+            action: Action::Failed,
+            status: (5, 1, 1),
+            remote_mta: Some("mx.example.net".into()),
+            diagnostic: Some(format!("550 5.1.1 <{addr}>: user unknown")),
+            last_attempt: Some(at(1_700_000_100)),
+            will_retry_until: None,
+        }
+    }
+
+    fn report(recipients: &[RecipientReport]) -> Report<'_> {
+        Report {
+            reporting_mta: "mx.example.org",
+            to: "alice@example.org",
+            envelope_id: None,
+            arrival: at(1_700_000_000),
+            recipients,
+            ret: Ret::Headers,
+            smtputf8: false,
+        }
+    }
+
+    fn make(r: &Report<'_>, original: &[u8]) -> String {
+        let out = build(r, &mut &original[..], at(1_700_000_200)).unwrap();
+        well_formed(&out, usize::MAX);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// CRLF only, and no line over 998 bytes before `original_at` (the attached original's own
+    /// lines are its sender's business).
+    fn well_formed(message: &[u8], original_at: usize) {
+        for (i, &b) in message.iter().enumerate() {
+            match b {
+                b'\n' => assert!(i > 0 && message[i - 1] == b'\r', "bare LF at {i}"),
+                b'\r' => assert_eq!(message.get(i + 1), Some(&b'\n'), "bare CR at {i}"),
+                _ => {}
+            }
+        }
+        let head = &message[..original_at.min(message.len())];
+        for line in head.split(|&b| b == b'\n') {
+            assert!(line.len() <= 999, "line of {} bytes", line.len());
+        }
+    }
+
+    /// The body parts (headers and body) between the boundaries.
+    fn parts(message: &str) -> Vec<String> {
+        let b = message.split("boundary=\"").nth(1).unwrap().split('"').next().unwrap();
+        let mut parts: Vec<String> = message.split(&format!("\r\n--{b}")).skip(1).map(str::to_string).collect();
+        assert_eq!(parts.pop().as_deref(), Some("--\r\n"));
+        parts
+    }
+
+    fn unfold(s: &str) -> String {
+        s.replace("\r\n ", " ").replace("\r\n\t", "\t")
+    }
+
+    #[test]
+    fn bounce_with_headers() {
+        let rs = [failed("bob@example.net")];
+        let m = make(&report(&rs), ORIGINAL);
+        assert!(
+            m.starts_with("From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\r\nTo: <alice@example.org>\r\n")
+        );
+        for h in [
+            "\r\nSubject: Undelivered Mail Returned to Sender\r\n",
+            "\r\nDate: Tue, 14 Nov 2023 22:16:40 +0000\r\n",
+            "\r\nAuto-Submitted: auto-replied\r\n",
+            "\r\nMIME-Version: 1.0\r\n",
+            "\r\nIn-Reply-To: <m1@example.org>\r\nReferences: <m1@example.org>\r\n",
+            "\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"=_dsn_",
+        ] {
+            assert!(m.contains(h), "{h} in\n{m}");
+        }
+        assert!(m.contains("\r\nMessage-ID: <1700000200.") && m.contains("@mx.example.org>\r\n"));
+        assert!(!m.contains("Content-Transfer-Encoding: 8bit"));
+        let p = parts(&m);
+        assert_eq!(p.len(), 3);
+        assert!(
+            p[0].starts_with("\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n")
+        );
+        let text = unfold(&p[0]);
+        assert!(text.contains("<bob@example.net>: delivery failed permanently."), "{text}");
+        assert!(p[0]
+            .contains("The mail server mx.example.net answered:\r\n    550 5.1.1 <bob@example.net>: user unknown\r\n"));
+        assert!(text.contains("The headers of your message are attached."));
+        assert!(
+            p[1].starts_with("\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n")
+        );
+        assert!(
+            p[1].ends_with(
+                "\r\n\r\nReporting-MTA: dns; mx.example.org\r\nArrival-Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n\r\n\
+             Final-Recipient: rfc822; bob@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+             Remote-MTA: dns; mx.example.net\r\nDiagnostic-Code: smtp; 550 5.1.1 <bob@example.net>: user \
+             unknown\r\nLast-Attempt-Date: Tue, 14 Nov 2023 22:15:00 +0000\r\n"
+            ),
+            "{}",
+            p[1]
+        );
+        assert!(p[2].starts_with(
+            "\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n"
+        ));
+        assert!(p[2].ends_with("\r\n\r\nFrom: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: hi\r\nMessage-ID: <m1@example.org>\r\n"));
+    }
+
+    #[test]
+    fn network_values_cannot_add_header_lines() {
+        let mut r = failed("bob@example.net\r\nBcc: evil@x");
+        r.diagnostic = Some("550-5.7.1 first\r\n550-5.7.1 second\nBcc: evil@x\r\n550 5.7.1 \x00third\x1b".into());
+        r.remote_mta = Some("mx.example.net\r\nX-Evil: 1".into());
+        r.original_recipient = Some("rfc822;bob@x\rX-Evil: 2".into());
+        let rs = [r];
+        let mut rep = report(&rs);
+        rep.to = "alice@example.org>\r\nBcc: evil@x";
+        rep.envelope_id = Some("id\r\nX-Evil: 3");
+        rep.reporting_mta = "mx.example.org\r\nX-Evil: 4";
+        let m = make(&rep, ORIGINAL);
+        for line in m.split("\r\n") {
+            assert!(!line.starts_with("Bcc") && !line.starts_with("X-Evil"), "{line}");
+        }
+        let m = unfold(&m);
+        assert!(
+            m.contains("Diagnostic-Code: smtp; 550-5.7.1 first 550-5.7.1 second Bcc: evil@x 550 5.7.1 third\r\n"),
+            "{m}"
+        );
+        assert!(m.contains("From: Mail Delivery System <MAILER-DAEMON@mx.example.org--X-Evil--4>\r\n"), "{m}");
+        assert!(m.contains("\r\nTo: <alice@example.org Bcc: evil@x>\r\n"), "{m}");
+    }
+
+    #[test]
+    fn long_values_are_folded_and_capped() {
+        let mut r = failed("bob@example.net");
+        let words = "word ".repeat(1200);
+        r.diagnostic = Some(format!("550 5.0.0 {words}"));
+        let mut r2 = failed("carol@example.net");
+        r2.diagnostic = Some(format!("554 {}", "x".repeat(5000)));
+        r2.remote_mta = Some("h".repeat(3000));
+        let rs = [r, r2];
+        let m = make(&report(&rs), ORIGINAL);
+        let status = &parts(&m)[1];
+        let mut long = 0;
+        for line in status.split("\r\n") {
+            if line.len() > 80 {
+                long += 1;
+                assert!(
+                    !line.contains(' ') || line.starts_with(" x") || line.starts_with(" h") || line.contains(": "),
+                    "{line}"
+                );
+            }
+        }
+        assert!(long > 0);
+        let diag = unfold(status).lines().find(|l| l.starts_with("Diagnostic-Code: smtp; 550")).unwrap().to_string();
+        assert!(diag.starts_with("Diagnostic-Code: smtp; 550 5.0.0 word word") && diag.ends_with("..."));
+        assert!(diag.len() < 4200);
+        // The 5000-byte token is split to keep lines short, and capped.
+        assert!(unfold(status).contains("Diagnostic-Code: smtp; 554 xxx"));
+    }
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(status_from_reply("550 5.1.1 user unknown"), Some((5, 1, 1)));
+        assert_eq!(status_from_reply("  452-4.2.2 over quota\r\n452 4.2.2 really"), Some((4, 2, 2)));
+        assert_eq!(status_from_reply("250 2.6.0 queued"), Some((2, 6, 0)));
+        assert_eq!(status_from_reply("550 mailbox unavailable"), Some((5, 0, 0)));
+        assert_eq!(status_from_reply("421"), Some((4, 0, 0)));
+        assert_eq!(status_from_reply("550 4.1.1 class mismatch"), Some((5, 0, 0)));
+        assert_eq!(status_from_reply("550 5.1234.1 too long"), Some((5, 0, 0)));
+        assert_eq!(status_from_reply("550 5.1.1.1 too many"), Some((5, 0, 0)));
+        assert_eq!(status_from_reply("550 5.1.+1"), Some((5, 0, 0)));
+        assert_eq!(status_from_reply("550x5.1.1"), Some((5, 0, 0)));
+        assert_eq!(status_from_reply("354 go on"), None);
+        assert_eq!(status_from_reply("55"), None);
+        assert_eq!(status_from_reply("5é0 x"), None);
+        assert_eq!(status_from_reply("timed out"), None);
+        let mut r = failed("b@x");
+        r.status = (0, 0, 0);
+        assert_eq!(status_of(&r), "5.1.1"); // from the diagnostic
+        r.diagnostic = None;
+        assert_eq!(status_of(&r), "5.0.0");
+        r.action = Action::Delayed;
+        assert_eq!(status_of(&r), "4.0.0");
+        r.action = Action::Delivered;
+        assert_eq!(status_of(&r), "2.0.0");
+        r.status = (4, 1000, 7);
+        assert_eq!(status_of(&r), "4.0.7");
+    }
+
+    #[test]
+    fn delay_and_success_notices() {
+        let mut r = failed("bob@example.net");
+        r.action = Action::Delayed;
+        r.status = (4, 4, 1);
+        r.diagnostic = Some("451 4.4.1 try later".into());
+        r.will_retry_until = Some(at(1_700_432_000));
+        let rs = [r.clone()];
+        let m = make(&report(&rs), ORIGINAL);
+        assert!(m.contains("\r\nSubject: Delayed Mail (still being retried)\r\n"));
+        let p = parts(&m);
+        assert!(p[1].contains("Action: delayed\r\nStatus: 4.4.1\r\n"));
+        assert!(p[1].contains("Will-Retry-Until: Sun, 19 Nov 2023 22:13:20 +0000\r\n"));
+        assert!(p[0].replace("\r\n", " ").contains("keeps trying until Sun, 19 Nov 2023 22:13:20 +0000."));
+
+        // Will-Retry-Until belongs to delayed recipients only.
+        let mut f = failed("carol@example.net");
+        f.will_retry_until = Some(at(1_700_432_000));
+        let rs = [f, r];
+        let m = make(&report(&rs), ORIGINAL);
+        assert!(m.contains("\r\nSubject: Undelivered Mail Returned to Sender\r\n"));
+        assert_eq!(m.matches("Will-Retry-Until").count(), 1);
+
+        let mut d = failed("bob@example.net");
+        d.action = Action::Delivered;
+        d.status = (2, 0, 0);
+        d.diagnostic = Some("250 2.0.0 Ok: queued as 123".into());
+        let rs = [
+            d.clone(),
+            RecipientReport { action: Action::Relayed, ..d.clone() },
+            RecipientReport { action: Action::Expanded, ..d },
+        ];
+        let m = make(&report(&rs), ORIGINAL);
+        assert!(m.contains("\r\nSubject: Successful Mail Delivery Report\r\n"));
+        for a in ["delivered", "relayed", "expanded"] {
+            assert!(m.contains(&format!("\r\nAction: {a}\r\nStatus: 2.0.0\r\n")), "{a}");
+        }
+        assert!(unfold(&parts(&m)[0]).contains("<bob@example.net>: delivered to the recipient's mailbox."));
+    }
+
+    #[test]
+    fn orcpt_and_envid() {
+        let mut r = failed("bob@example.net");
+        r.original_recipient = Some("rfc822;Bob@Example.org".into());
+        let mut r2 = failed("carol@example.net");
+        r2.original_recipient = Some("carol@example.net".into()); // no type: rfc822
+        r2.remote_mta = None;
+        r2.diagnostic = Some("connection refused".into());
+        let rs = [r, r2];
+        let mut rep = report(&rs);
+        rep.envelope_id = Some("QQ314159");
+        let m = make(&rep, ORIGINAL);
+        let status = &parts(&m)[1];
+        assert!(status.contains("\r\n\r\nOriginal-Envelope-Id: QQ314159\r\nReporting-MTA: dns; mx.example.org\r\n"));
+        assert!(status.contains(
+            "\r\n\r\nOriginal-Recipient: rfc822; Bob@Example.org\r\nFinal-Recipient: rfc822; bob@example.net\r\n"
+        ));
+        assert!(status.contains(
+            "\r\n\r\nOriginal-Recipient: rfc822; carol@example.net\r\nFinal-Recipient: rfc822; carol@example.net\r\n"
+        ));
+        assert!(status.contains("Status: 5.1.1\r\nDiagnostic-Code: X-smtp-std; connection refused\r\n"));
+        assert!(unfold(&parts(&m)[0]).contains("    Reason: connection refused"));
+    }
+
+    #[test]
+    fn full_original() {
+        let rs = [failed("bob@example.net")];
+        let mut rep = report(&rs);
+        rep.ret = Ret::Full;
+        let lf = b"Subject: hi\nX: y\r\n\nline 1\nline 2\rline 3";
+        let m = make(&rep, lf);
+        let p = parts(&m);
+        assert!(p[2].starts_with("\r\nContent-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"));
+        assert!(p[2].ends_with("\r\n\r\nSubject: hi\r\nX: y\r\n\r\nline 1\r\nline 2\r\nline 3\r\n"));
+        assert!(unfold(&p[0]).contains("Your message is attached."));
+
+        // Over the limit: the headers, and a note.
+        let mut counted = Counting { inner: &ORIGINAL.repeat(10)[..], read: 0 };
+        let out = build_with_limit(&rep, &mut counted, at(1_700_000_200), 100).unwrap();
+        assert!(counted.read <= 101, "{}", counted.read);
+        let m = String::from_utf8(out).unwrap();
+        let p = parts(&m);
+        assert!(p[2].contains("Content-Type: text/rfc822-headers\r\n"));
+        assert!(p[2].ends_with("Subject: hi\r\nMessage-ID: <m1@example.org>\r\n") && !p[2].contains("the body"));
+        assert!(unfold(&p[0]).contains("Your message is larger than 100 bytes, so only its headers are attached."));
+    }
+
+    struct Counting<'a> {
+        inner: &'a [u8],
+        read: usize,
+    }
+
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn header_block_is_bounded() {
+        let rs = [failed("bob@example.net")];
+        let big: Vec<u8> = (0..5000).flat_map(|i| format!("X-Header-{i}: some value here\r\n").into_bytes()).collect();
+        let mut counted = Counting { inner: &big, read: 0 };
+        let out = build(&report(&rs), &mut counted, at(1_700_000_200)).unwrap();
+        assert!(counted.read <= MAX_HEADER_BLOCK);
+        well_formed(&out, usize::MAX);
+        let m = String::from_utf8(out).unwrap();
+        let p = parts(&m);
+        assert!(p[2].len() <= MAX_HEADER_BLOCK + 200);
+        assert!(p[2].ends_with(": some value here\r\n"));
+        assert!(unfold(&p[0]).contains("Its header block is longer than 65536 bytes; only the start is attached."));
+    }
+
+    #[test]
+    fn empty_or_headerless_original() {
+        let rs = [failed("bob@example.net")];
+        let m = make(&report(&rs), b"");
+        assert_eq!(parts(&m).len(), 2);
+        assert!(unfold(&parts(&m)[0]).contains("Your message was empty, so it is not attached."));
+        let m = make(&report(&rs), b"\r\nno headers at all\r\n");
+        assert_eq!(parts(&m).len(), 2);
+        assert!(unfold(&parts(&m)[0]).contains("has no header block"));
+        // A message without a body is all header.
+        let m = make(&report(&rs), b"Subject: only headers");
+        assert!(parts(&m)[2].ends_with("\r\n\r\nSubject: only headers\r\n"));
+    }
+
+    #[test]
+    fn non_ascii_in_a_7bit_report() {
+        let mut r = failed("jösé@bücher.example");
+        r.original_recipient = Some("rfc822;Jösé+x=y@bücher.example".into());
+        r.diagnostic = Some("550 5.1.1 unknown user jösé".into());
+        let rs = [r];
+        let original = "Subject: héllo\r\nFrom: a@x\r\n\r\nbödy\r\n".as_bytes();
+        let m = make(&report(&rs), original);
+        assert!(m.is_ascii());
+        assert!(m.contains("\r\nFinal-Recipient: utf-8; j\\x{F6}s\\x{E9}@b\\x{FC}cher.example\r\n"), "{m}");
+        assert!(
+            m.contains("\r\nOriginal-Recipient: utf-8; J\\x{F6}s\\x{E9}\\x{2B}x\\x{3D}y@b\\x{FC}cher.example\r\n"),
+            "{m}"
+        );
+        assert!(m.contains("unknown user j\\x{00F6}s\\x{00E9}"));
+        let p = parts(&m);
+        assert!(
+            p[2].contains("Content-Type: text/rfc822-headers; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n")
+        );
+        let b64: String = p[2].split("\r\n\r\n").nth(1).unwrap().split("\r\n").collect();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        assert_eq!(decoded, "Subject: héllo\r\nFrom: a@x\r\n".as_bytes());
+    }
+
+    #[test]
+    fn smtputf8_report() {
+        let mut r = failed("jösé@bücher.example");
+        r.diagnostic = Some("550 5.1.1 unknown user jösé".into());
+        let rs = [r];
+        let mut rep = report(&rs);
+        rep.smtputf8 = true;
+        let original = "Subject: héllo\r\nFrom: a@x\r\n\r\nbödy\r\n".as_bytes();
+        let m = make(&rep, original);
+        assert!(m.contains("\r\nContent-Transfer-Encoding: 8bit\r\n\r\nThis is a MIME"));
+        let p = parts(&m);
+        assert!(p[0].contains("Content-Transfer-Encoding: 8bit\r\n"));
+        assert!(p[1].contains("Content-Type: message/global-delivery-status\r\nContent-Transfer-Encoding: 8bit\r\n"));
+        assert!(p[1].contains("\r\nFinal-Recipient: utf-8; jösé@bücher.example\r\n"));
+        assert!(p[1].contains("unknown user jösé"));
+        assert!(p[2].contains(
+            "Content-Type: message/global-headers\r\nContent-Transfer-Encoding: 8bit\r\n\r\nSubject: héllo\r\n"
+        ));
+        rep.ret = Ret::Full;
+        let m = make(&rep, original);
+        assert!(parts(&m)[2]
+            .contains("Content-Type: message/global\r\nContent-Transfer-Encoding: 8bit\r\n\r\nSubject: héllo\r\n"));
+        // An ASCII-only report of an SMTPUTF8 message says 7bit.
+        let rs = [failed("bob@example.net")];
+        let mut rep = report(&rs);
+        rep.smtputf8 = true;
+        let m = make(&rep, ORIGINAL);
+        assert!(!m.contains("8bit"));
+        assert!(m.contains("Content-Type: message/global-headers\r\nContent-Transfer-Encoding: 7bit\r\n"));
+    }
+
+    #[test]
+    fn eight_bit_original_in_full_marks_the_report_8bit() {
+        let rs = [failed("bob@example.net")];
+        let mut rep = report(&rs);
+        rep.ret = Ret::Full;
+        let m = make(&rep, "Subject: x\r\n\r\nbödy\r\n".as_bytes());
+        assert!(m.contains("\r\nContent-Transfer-Encoding: 8bit\r\n\r\nThis is a MIME"));
+        assert!(parts(&m)[2].contains("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n"));
+        assert!(parts(&m)[0].contains("Content-Transfer-Encoding: 7bit\r\n"));
+    }
+
+    #[test]
+    fn boundary_never_in_the_parts() {
+        let mut seq = ["aaa", "bbb"].into_iter();
+        let b = choose_boundary(&[b"x", b"--=_dsn_aaa--"], || seq.next().unwrap_or("zzz").to_string());
+        assert_eq!(b, "=_dsn_bbb");
+        // A random source stuck on one value still ends.
+        let b = choose_boundary(&[b"=_dsn_aaa"], || "aaa".to_string());
+        assert_eq!(b, "=_dsn_aaa_5");
+        assert_ne!(random_hex(), random_hex());
+        assert_eq!(random_hex().len(), 24);
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(to_crlf(b"a\nb\r\nc\rd"), b"a\r\nb\r\nc\r\nd\r\n");
+        assert_eq!(to_crlf(b"\r"), b"\r\n");
+        assert_eq!(to_crlf(b""), b"");
+        assert_eq!(header_block(b"A: 1\nB: 2\n\nbody", false), (&b"A: 1\nB: 2\n"[..], false));
+        assert_eq!(header_block(b"A: 1\r\n\r\n", false), (&b"A: 1\r\n"[..], false));
+        assert_eq!(header_block(b"A: 1\r\nB: par", false), (&b"A: 1\r\n"[..], true));
+        assert_eq!(header_block(b"A: 1\r\nB: 2", true), (&b"A: 1\r\nB: 2"[..], false));
+        assert_eq!(message_id(b"Subject: x\r\nMessage-Id:\r\n  <a.b@c>\r\n\r\n"), Some("<a.b@c>".into()));
+        assert_eq!(message_id(b"message-id: <a b@c>\r\n"), None);
+        assert_eq!(message_id(b"Message-ID: <a@b><c@d>\r\n"), None);
+        assert_eq!(message_id(b"Message-ID: <>x\r\n"), None);
+        assert_eq!(message_id(b"Message-ID: <\xff@b>\r\n"), None);
+        assert_eq!(message_id(b"Subject: x\r\n\r\nMessage-ID: <in@body>\r\n"), None);
+        assert_eq!(host_token(" mx.example.org. "), "mx.example.org");
+        assert_eq!(host_token("a b<c>:25"), "a-b-c--25");
+        assert_eq!(host_token("[IPv6:2001:db8::1]"), "[IPv6:2001:db8::1]");
+        assert_eq!(host_token(""), "localhost");
+        assert_eq!(clean("a\r\n\tb  c\u{0}", false, 100), "a b c");
+        assert_eq!(clean("abcdef", false, 3), "abc...");
+        assert_eq!(clean("ü", false, 3), "\\x{00FC}");
+        assert_eq!(Action::Expanded.to_string(), "expanded");
+        assert_eq!(Ret::default(), Ret::Headers);
+    }
+
+    #[test]
+    fn refusals_and_read_errors() {
+        let rs = [failed("bob@example.net")];
+        let none: [RecipientReport; 0] = [];
+        let e = build(&report(&none), &mut &ORIGINAL[..], at(0)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        for to in ["", "<>", "  "] {
+            let mut rep = report(&rs);
+            rep.to = to;
+            assert_eq!(build(&rep, &mut &ORIGINAL[..], at(0)).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        }
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk on fire"))
+            }
+        }
+        let e = build(&report(&rs), &mut Broken, at(0)).unwrap_err();
+        assert_eq!(e.to_string(), "disk on fire");
+    }
+
+    /// Random field values and originals (CR, LF, NUL, non-ASCII, long runs) never panic and
+    /// always give a well-formed message.
+    #[test]
+    fn never_panics() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let long = "x".repeat(300);
+        let pieces = [
+            "a",
+            "@",
+            " ",
+            "\r",
+            "\n",
+            "\r\n",
+            "\0",
+            "é",
+            "日本",
+            "=",
+            ";",
+            "<",
+            ">",
+            "550 5.1.1",
+            &long,
+            "\u{2028}",
+            "\t",
+            "\\",
+        ];
+        let mut text = |n: u64| -> String { (0..n).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect() };
+        for round in 0..300u64 {
+            let len = round % 40;
+            let r = RecipientReport {
+                final_recipient: text(len),
+                original_recipient: (round % 3 == 0).then(|| text(len)),
+                action: [Action::Failed, Action::Delayed, Action::Delivered, Action::Relayed, Action::Expanded]
+                    [(round % 5) as usize],
+                status: ((round % 7) as u8, (round * 37 % 1200) as u16, (round * 91 % 70000) as u16),
+                remote_mta: (round % 2 == 0).then(|| text(len / 2)),
+                diagnostic: (round % 4 != 0).then(|| text(len * 3)),
+                last_attempt: Some(at(round * 1_000_000_007)),
+                will_retry_until: Some(at(u64::MAX / 2_000_000_000_000)),
+            };
+            let rs = [r.clone(), r];
+            let (mta, to, envid) = (text(len / 3), format!("x{}", text(len)), text(len / 4));
+            let original = text(len * 10).into_bytes();
+            let rep = Report {
+                reporting_mta: &mta,
+                to: &to,
+                envelope_id: Some(&envid),
+                arrival: UNIX_EPOCH,
+                recipients: &rs,
+                ret: if round % 2 == 0 { Ret::Full } else { Ret::Headers },
+                smtputf8: round % 3 == 1,
+            };
+            let out = build_with_limit(&rep, &mut &original[..], at(round), 200).unwrap();
+            let original_at = out.windows(29).position(|w| w == b"Content-Description: Undelive").unwrap_or(out.len());
+            well_formed(&out, original_at);
+            if !rep.smtputf8 {
+                assert!(out[..original_at].is_ascii());
+            }
+        }
+    }
+}
