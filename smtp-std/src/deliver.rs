@@ -24,6 +24,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Seek, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::auth::{DkimKey, Dns, MxError, MxHost};
 use crate::client::{self, Envelope, Reply, SendError, SendOptions, SmtpClient, TlsMode};
@@ -171,6 +173,48 @@ pub struct MxOptions {
     pub port: u16,
     /// Most addresses tried per domain ([`MAX_ADDRESSES`]).
     pub max_addresses: usize,
+    /// Keep sessions open for the next message to the same host (the queue's workers);
+    /// `None`: QUIT after each message.
+    pub pool: Option<Arc<SessionPool>>,
+}
+
+/// How long an unused session stays in a [`SessionPool`].
+pub const POOL_IDLE: Duration = Duration::from_secs(10);
+
+/// Sessions kept open after a delivery, so that the next message to the same host reuses the
+/// connection (no new TCP and TLS handshake, no EHLO and AUTH): at most 16 idle sessions,
+/// each closed after [`POOL_IDLE`] unused.
+#[derive(Default)]
+pub struct SessionPool {
+    idle: Mutex<Vec<(String, SmtpClient, Instant)>>,
+}
+
+impl fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.idle.lock().map_or(0, |v| v.len());
+        f.debug_struct("SessionPool").field("idle", &n).finish()
+    }
+}
+
+impl SessionPool {
+    /// An idle session to `key` (`host:port`), if one is fresh enough.
+    pub fn take(&self, key: &str) -> Option<SmtpClient> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(_, _, at)| at.elapsed() < POOL_IDLE);
+        let i = idle.iter().position(|(k, _, _)| k == key)?;
+        Some(idle.swap_remove(i).1)
+    }
+
+    /// Keeps `session` to `key` for the next message; closes it when the pool is full.
+    pub fn put(&self, key: &str, session: SmtpClient) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < 16 {
+            idle.push((key.to_owned(), session, Instant::now()));
+        } else {
+            drop(idle);
+            let _ = session.quit();
+        }
+    }
 }
 
 impl MxOptions {
@@ -181,7 +225,7 @@ impl MxOptions {
         let mut session = SendOptions::new("", ehlo);
         session.tls = TlsMode::Opportunistic;
         session.tls_config = Some(client::insecure_tls_config());
-        Self { session, port: 25, max_addresses: MAX_ADDRESSES }
+        Self { session, port: 25, max_addresses: MAX_ADDRESSES, pool: None }
     }
 }
 
@@ -302,6 +346,20 @@ fn attempt(
     o.server = SocketAddr::new(addr, options.port).to_string();
     o.tls_server_name = Some(host.host.clone());
     o.auth = None;
+    if let Some(pool) = &options.pool {
+        if let Some(mut session) = pool.take(&o.server) {
+            let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
+            match session.send(envelope, reader) {
+                Ok(delivery) => {
+                    pool.put(&o.server, session);
+                    return Ok(delivery);
+                }
+                // A kept session the server has meanwhile closed: a new one below.
+                Err(e) if e.is_transient() => tracing::debug!(host = %host.host, %addr, "kept session failed ({e})"),
+                Err(e) => return Err(Attempt::Send(e)),
+            }
+        }
+    }
     let mut session = match SmtpClient::connect(&o) {
         Err(SendError::Tls(e)) if o.tls == TlsMode::Opportunistic => {
             tracing::info!(host = %host.host, %addr, "TLS handshake failed ({e}); trying again without TLS");
@@ -313,7 +371,12 @@ fn attempt(
     tracing::debug!(host = %host.host, %addr, tls = session.is_tls(), "connected");
     let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
     let delivery = session.send(envelope, reader).map_err(Attempt::Send)?;
-    let _ = session.quit();
+    match &options.pool {
+        Some(pool) => pool.put(&o.server, session),
+        None => {
+            let _ = session.quit();
+        }
+    }
     Ok(delivery)
 }
 

@@ -221,6 +221,7 @@ impl MailServer {
                 },
                 dns,
                 local: Some(Local { directory: directory.clone(), store: store.clone() }),
+                pool: Default::default(),
             });
             let waker: Arc<std::sync::Mutex<Option<crate::queue::worker::Waker>>> = Arc::default();
             let notify_waker = waker.clone();

@@ -763,3 +763,57 @@ fn sigkill_at_any_moment_loses_nothing_acknowledged() {
     drop(program);
     drop(tempdir);
 }
+
+#[test]
+fn a_relay_session_is_reused_for_the_next_messages() {
+    if skip() {
+        return;
+    }
+    let dns = Dnsmasq::start(&zone(None, &[]));
+    let port = shared_port();
+    let relay = receiver("127.0.0.3", port, Mode::Accept);
+    let a = start_mta(
+        "a.test",
+        "127.0.0.2",
+        port,
+        &dns,
+        None,
+        &format!("smarthost = \"127.0.0.3:{port}\"\nsmarthost_tls = \"none\""),
+    );
+    for n in 0..3 {
+        let out = submit(
+            &a,
+            "127.0.0.2",
+            "alice@a.test",
+            &[("x@far.test", "")],
+            &format!("From: alice@a.test\r\nMessage-ID: <{n}@a.test>\r\n\r\nhi\r\n"),
+        );
+        assert!(out.starts_with("[250, 250, 250"), "{out}");
+        wait_until("the relay got it", Duration::from_secs(20), || relay.got.lock().unwrap().len() == n + 1);
+    }
+    assert_eq!(message_ids(&relay.got), ["0@a.test", "1@a.test", "2@a.test"]);
+    assert_eq!(relay.conns.load(Ordering::SeqCst), 1, "one session for the three messages");
+}
+
+#[test]
+fn an_mx_session_is_reused_for_the_next_messages() {
+    if skip() {
+        return;
+    }
+    let dns = Dnsmasq::start(&zone(None, &[]));
+    let port = shared_port();
+    let b = receiver("127.0.0.3", port, Mode::Accept);
+    let a = start_mta("a.test", "127.0.0.2", port, &dns, None, "");
+    for n in 0..3 {
+        let out = submit(
+            &a,
+            "127.0.0.2",
+            "alice@a.test",
+            &[("bob@b.test", "")],
+            &format!("From: alice@a.test\r\nMessage-ID: <{n}@a.test>\r\n\r\nhi\r\n"),
+        );
+        assert!(out.starts_with("[250, 250, 250"), "{out}");
+        wait_until("b.test got it", Duration::from_secs(20), || b.got.lock().unwrap().len() == n + 1);
+    }
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1, "one session to mx.b.test for the three messages");
+}

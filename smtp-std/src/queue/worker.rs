@@ -28,7 +28,7 @@ use super::store::{unix, Entry, Queue, Recipient, State};
 use crate::accounts::{Directory, Resolution};
 use crate::auth::Dns;
 use crate::client::{self, Envelope, SendOptions, TlsMode};
-use crate::deliver::{self, MxOptions, Spool};
+use crate::deliver::{self, MxOptions, SessionPool, Spool};
 use crate::inbound::{deliver_file, Store};
 
 /// A relay every outbound message goes through (`[outbound] smarthost`).
@@ -81,6 +81,8 @@ pub struct Context {
     pub dns: Dns,
     /// Our mailboxes.
     pub local: Option<Local>,
+    /// Sessions kept open for the next message to the same host.
+    pub pool: Arc<SessionPool>,
 }
 
 /// What one recipient's attempt gave.
@@ -385,21 +387,51 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
         o.tls_config = relay.tls_config.clone();
         o.auth = relay.auth.clone();
         let host = Some(relay.server.clone());
-        return match client::send(&o, &envelope, file) {
-            Ok(d) => d
-                .recipients
-                .iter()
-                .map(|r| match &r.reply {
-                    Some(_) if r.is_accepted() => Outcome::from_reply(&d.reply, host.clone()),
-                    Some(reply) => Outcome::from_reply(reply, host.clone()),
-                    None => Outcome::new(Outcome3::Deferred, "no reply", host.clone(), (4, 0, 0)),
-                })
-                .collect(),
-            Err(e) => {
-                let (state, status) =
-                    if e.is_transient() { (Outcome3::Deferred, (4, 4, 1)) } else { (Outcome3::Failed, (5, 0, 0)) };
-                rcpts.iter().map(|_| Outcome::new(state, e.to_string(), host.clone(), status)).collect()
+        let all = |e: &client::SendError| -> Vec<Outcome> {
+            let (state, status) =
+                if e.is_transient() { (Outcome3::Deferred, (4, 4, 1)) } else { (Outcome3::Failed, (5, 0, 0)) };
+            rcpts.iter().map(|_| Outcome::new(state, e.to_string(), host.clone(), status)).collect()
+        };
+        let mut file = file;
+        let key = format!("relay {}", relay.server);
+        let kept = match ctx.pool.take(&key) {
+            Some(mut session) => match session.send(&envelope, &mut file) {
+                // A kept session the relay has meanwhile closed: once more on a new one.
+                Err(e) if e.is_transient() => {
+                    tracing::debug!("kept session to {} failed ({e}): a new one", relay.server);
+                    match open() {
+                        Ok(f) => file = f,
+                        Err(e) => return all(&client::SendError::Input(e)),
+                    }
+                    None
+                }
+                r => Some((session, r)),
+            },
+            None => None,
+        };
+        let (session, result) = match kept {
+            Some(kept) => kept,
+            None => match client::SmtpClient::connect(&o) {
+                Ok(mut session) => {
+                    let r = session.send(&envelope, &mut file);
+                    (session, r)
+                }
+                Err(e) => return all(&e),
+            },
+        };
+        return match result {
+            Ok(d) => {
+                ctx.pool.put(&key, session);
+                d.recipients
+                    .iter()
+                    .map(|r| match &r.reply {
+                        Some(_) if r.is_accepted() => Outcome::from_reply(&d.reply, host.clone()),
+                        Some(reply) => Outcome::from_reply(reply, host.clone()),
+                        None => Outcome::new(Outcome3::Deferred, "no reply", host.clone(), (4, 0, 0)),
+                    })
+                    .collect()
             }
+            Err(e) => all(&e),
         };
     }
     let mut mx = MxOptions::new(&ctx.outbound.hostname);
@@ -407,6 +439,7 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
     mx.session.tls = TlsMode::Opportunistic;
     mx.session.tls_config = Some(client::insecure_tls_config());
     mx.port = ctx.outbound.port;
+    mx.pool = Some(ctx.pool.clone());
     let mut spool = match Spool::from_file(file) {
         Ok(s) => s,
         Err(e) => {
