@@ -267,7 +267,7 @@ fn dovecot_reads_what_serve_delivered_as_an_ordinary_user() {
     // Dovecot's auth process reads the accounts file as its own user.
     Command::new("chgrp").args(["dovecot"]).arg(dir.path().join("passwd")).status().unwrap();
     let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
-    assert!(p.log_contains("running as nobody"), "{:?}", p.log.lock().unwrap());
+    wait_until("the privilege drop", Duration::from_secs(10), || p.log_contains("running as nobody"));
     let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
     let ids = |key: &str| status.lines().find(|l| l.starts_with(key)).unwrap().to_owned();
     assert!(!ids("Uid:").contains("\t0\t") && !ids("Gid:").contains("\t0\t"), "{status}");
