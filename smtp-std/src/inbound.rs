@@ -19,7 +19,6 @@
 //! behaviour of a simple receiver: every accepted recipient into one Maildir.
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -28,9 +27,9 @@ use smtp_proto::parse::{Domain, ForwardPath, MailParams, RcptParams, ReversePath
 use smtp_proto::Reply;
 
 use crate::accounts::{AccountsFile, Directory, Resolution};
-use crate::config::valid_local_part;
 use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Decision, Handler, Session};
 use crate::lmtp::{LmtpOptions, LmtpTarget};
+use crate::mailbox::{clean, group_copies, store_copies, trace_prefix, Copy, Store};
 use crate::maildir::{Delivery, Maildir};
 use crate::received::received_header;
 
@@ -51,24 +50,6 @@ pub enum Route {
         directory: Arc<Directory>,
         /// How messages reach the mailboxes (shared with the queue's workers).
         store: Arc<Store>,
-    },
-}
-
-/// How messages reach the accounts' mailboxes.
-#[derive(Debug)]
-pub enum Store {
-    /// A Maildir per account at `<root>/<domain>/<local>/`.
-    Maildirs(PathBuf),
-    /// One LMTP transaction per message (Dovecot), the accounts as recipients. The message
-    /// is spooled in `spool/tmp/` meanwhile. Mail that DMARC quarantines is marked with
-    /// `X-Spam-Flag: YES` for the LMTP server's filters (a Sieve rule files it as junk).
-    Lmtp {
-        /// Where the LMTP server listens.
-        target: LmtpTarget,
-        /// LHLO name and timeout.
-        options: LmtpOptions,
-        /// The spool.
-        spool: Maildir,
     },
 }
 
@@ -110,15 +91,6 @@ impl std::fmt::Debug for Outgoing {
     }
 }
 
-/// One stored file and the mailboxes that get it: those reached by the same recipients.
-#[derive(Debug, Clone)]
-struct Copy {
-    /// The envelope recipients that reached these mailboxes (their `Delivered-To:`).
-    delivered_to: Vec<String>,
-    /// The mailboxes.
-    maildirs: Vec<PathBuf>,
-}
-
 /// The handler (cloned per connection; the policy is shared).
 #[derive(Debug, Clone)]
 pub struct InboundHandler {
@@ -143,126 +115,6 @@ pub struct InboundHandler {
     /// SPF of the current transaction, when the checks apply to it.
     #[cfg(feature = "auth")]
     spf: Option<crate::auth::SpfCheck>,
-}
-
-/// `Return-Path:` and `Delivered-To:` of a final delivery.
-fn trace_prefix(from: &str, delivered_to: &[String]) -> String {
-    let mut s = format!("Return-Path: <{}>\r\n", clean(from));
-    for r in delivered_to {
-        s.push_str(&format!("Delivered-To: {}\r\n", clean(r)));
-    }
-    s
-}
-
-/// An address as a header value: nothing that could break the line.
-fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
-}
-
-/// The Maildir of `account` (`local@domain`, lower case) under `root`.
-pub fn account_maildir(root: &Path, account: &str) -> io::Result<PathBuf> {
-    match account.rsplit_once('@') {
-        Some((local, domain))
-            if valid_local_part(local)
-                && !domain.is_empty()
-                && !domain.contains(['/', '\\'])
-                && !domain.starts_with('.') =>
-        {
-            Ok(root.join(domain).join(local))
-        }
-        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{account:?} cannot name a mailbox"))),
-    }
-}
-
-/// The copies for `rcpts` (each the recipient as given and the accounts it reaches): the
-/// accounts' Maildirs under `root`, grouped by the recipients that reached them.
-fn group_copies(root: &Path, rcpts: &[(String, Vec<String>)]) -> io::Result<Vec<Copy>> {
-    // account → the recipients that reached it, in RCPT order.
-    let mut by_account: Vec<(String, Vec<String>)> = Vec::new();
-    for (rcpt, accounts) in rcpts {
-        for a in accounts {
-            match by_account.iter_mut().find(|(x, _)| x == a) {
-                Some((_, rs)) => rs.push(rcpt.clone()),
-                None => by_account.push((a.clone(), vec![rcpt.clone()])),
-            }
-        }
-    }
-    let mut copies: Vec<Copy> = Vec::new();
-    for (account, rcpts) in by_account {
-        let dir = account_maildir(root, &account)?;
-        match copies.iter_mut().find(|c| c.delivered_to == rcpts) {
-            Some(c) => c.maildirs.push(dir),
-            None => copies.push(Copy { delivered_to: rcpts, maildirs: vec![dir] }),
-        }
-    }
-    Ok(copies)
-}
-
-/// Why a local delivery failed, and whether it may work later.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalError {
-    /// Try again later (a `4xx`, an I/O error) rather than bounce.
-    pub temporary: bool,
-    /// What happened, for the log and a bounce.
-    pub text: String,
-}
-
-/// Delivers the message in the file at `path` from `from` to `rcpts` (each the recipient
-/// as given and the accounts it reaches) through `store`: the queue's way to our own
-/// mailboxes (bounces to our accounts, for instance). Every copy is durable when this
-/// returns `Ok`.
-pub fn deliver_file(store: &Store, from: &str, rcpts: &[(String, Vec<String>)], path: &Path) -> Result<(), LocalError> {
-    let io_err = |e: io::Error| LocalError { temporary: true, text: format!("local delivery: {e}") };
-    match store {
-        Store::Maildirs(root) => {
-            let copies = group_copies(root, rcpts).map_err(|e| LocalError { temporary: false, text: e.to_string() })?;
-            let mut stored = Vec::new();
-            let result = (|| -> io::Result<()> {
-                for copy in &copies {
-                    let mut dirs = copy.maildirs.iter();
-                    let Some(first) = dirs.next() else { continue };
-                    let first = Maildir::create(first)?;
-                    let name = first.unique_name();
-                    let prefix = trace_prefix(from, &copy.delivered_to);
-                    let path = first.write_message(&name, &mut prefix.as_bytes().chain(std::fs::File::open(path)?))?;
-                    stored.push(path.clone());
-                    for dir in dirs {
-                        stored.push(Maildir::create(dir)?.link_message(&path, &name)?);
-                    }
-                }
-                Ok(())
-            })();
-            if result.is_err() {
-                for p in &stored {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
-            result.map_err(io_err)
-        }
-        Store::Lmtp { target, options, .. } => {
-            let mut accounts: Vec<&str> = Vec::new();
-            for a in rcpts.iter().flat_map(|(_, a)| a) {
-                if !accounts.contains(&a.as_str()) {
-                    accounts.push(a);
-                }
-            }
-            for group in accounts.chunks(crate::lmtp::MAX_RECIPIENTS) {
-                let mut file = std::fs::File::open(path).map_err(io_err)?;
-                match crate::lmtp::deliver(target, options, from, group, &mut file) {
-                    Ok(replies) => {
-                        if let Some((a, r)) = group.iter().zip(&replies).find(|(_, r)| r.code / 100 != 2) {
-                            return Err(LocalError {
-                                temporary: r.code / 100 == 4,
-                                text: format!("<{a}>: {} {}", r.code, r.text),
-                            });
-                        }
-                    }
-                    Err(e) => return Err(LocalError { temporary: e.is_temporary(), text: format!("LMTP: {e}") }),
-                }
-            }
-            Ok(())
-        }
-    }
 }
 
 impl InboundHandler {
@@ -338,84 +190,6 @@ impl InboundHandler {
         Ok(())
     }
 
-    /// Stores every copy: the spool file becomes the first (rewritten with `header` on top of
-    /// the content when there is one), the others are hard links or copies. On failure, the
-    /// copies already stored are removed (the client will send again).
-    fn store(
-        &self,
-        session: &Session,
-        d: Delivery,
-        copies: &[Copy],
-        header: &str,
-        content: Option<&[u8]>,
-        folder: Option<&str>,
-    ) -> io::Result<Vec<PathBuf>> {
-        let mut stored = Vec::new();
-        let result = self.store_into(session, d, copies, header, content, folder, &mut stored);
-        if result.is_err() {
-            for p in &stored {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-        result.map(|()| stored)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn store_into(
-        &self,
-        session: &Session,
-        d: Delivery,
-        copies: &[Copy],
-        header: &str,
-        content: Option<&[u8]>,
-        folder: Option<&str>,
-        stored: &mut Vec<PathBuf>,
-    ) -> io::Result<()> {
-        let from = session.envelope.mail_from.as_deref().unwrap_or("");
-        let target = |dir: &Path| -> io::Result<Maildir> {
-            let m = Maildir::create(dir)?;
-            match folder {
-                Some(f) => m.folder(f),
-                None => Ok(m),
-            }
-        };
-        let name = d.name().to_owned();
-        let content_start = d.content_start();
-        let mut spool = Some(d);
-        let mut first: Option<(PathBuf, u64)> = None;
-        for copy in copies {
-            let prefix = format!("{}{header}", trace_prefix(from, &copy.delivered_to));
-            let mut dirs = copy.maildirs.iter();
-            let Some(dir) = dirs.next() else { continue };
-            let dest = target(dir)?;
-            let path = if let Some(d) = spool.take() {
-                let p = match content {
-                    Some(c) => d.commit_with(prefix.as_bytes(), c, dest.path())?,
-                    None if header.is_empty() => d.commit_into(dest.path())?,
-                    None => return Err(io::Error::other("a header to add needs the content read back")),
-                };
-                first = Some((p.clone(), if content.is_some() { prefix.len() as u64 } else { content_start }));
-                p
-            } else {
-                let mut body: Box<dyn Read> = match (content, &first) {
-                    (Some(c), _) => Box::new(c),
-                    (None, Some((p, offset))) => {
-                        let mut f = std::fs::File::open(p)?;
-                        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(*offset))?;
-                        Box::new(f)
-                    }
-                    (None, None) => return Err(io::Error::other("no first copy")),
-                };
-                dest.write_message(&name, &mut prefix.as_bytes().chain(&mut body))?
-            };
-            stored.push(path.clone());
-            for dir in dirs {
-                stored.push(target(dir)?.link_message(&path, &name)?);
-            }
-        }
-        Ok(())
-    }
-
     /// The end of DATA: the checks (when they apply), then every copy stored.
     fn end(&mut self, session: &Session, mut d: Delivery, copies: Vec<Copy>) -> Decision {
         let name = d.name().to_owned();
@@ -462,7 +236,15 @@ impl InboundHandler {
                 return self.deliver_lmtp(session, target, options, d, &prefix, content.as_deref());
             }
         }
-        match self.store(session, d, &copies, &header, content.as_deref(), folder) {
+        match store_copies(
+            Some(d),
+            None,
+            &copies,
+            session.envelope.mail_from.as_deref().unwrap_or(""),
+            &header,
+            content.as_deref(),
+            folder,
+        ) {
             Ok(paths) => {
                 for p in &paths {
                     tracing::info!(path = %p.display(), reason, junk = folder.is_some(), "stored message");

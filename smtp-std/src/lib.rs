@@ -72,6 +72,8 @@
 //! - **Timeouts**: every read is bounded by the core's timeout for the current state; when it
 //!   fires the client gets `421 4.4.2` and the connection closes.
 //! - **Concurrency cap**: past [`Options::max_clients`], `421 4.7.0` and close, no thread.
+//! - **PROXY protocol** only from [`Options::proxy_from`] networks, only as the first bytes and
+//!   within [`Options::proxy_timeout`]; from anyone else it is not interpreted (see [`proxy`]).
 //! - **Never a panic on peer input**; `#![forbid(unsafe_code)]`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -86,9 +88,11 @@ pub mod deliver;
 pub mod handler;
 pub mod inbound;
 pub mod lmtp;
+pub mod mailbox;
 pub mod maildir;
 pub mod mailserver;
 pub mod privileges;
+pub mod proxy;
 pub mod queue;
 pub mod received;
 mod server;

@@ -21,8 +21,9 @@ use smtp_proto::ehlo::AuthMechanisms;
 
 use crate::accounts::{AccountsFile, Directory};
 use crate::config::Config;
-use crate::inbound::{InboundHandler, InboundPolicy, Outgoing, Route, Store};
+use crate::inbound::{InboundHandler, InboundPolicy, Outgoing, Route};
 use crate::lmtp::{LmtpOptions, LmtpTarget};
+use crate::mailbox::Store;
 use crate::maildir::{create_dir_durably, Maildir};
 use crate::{privileges, tls, Options, Server};
 
@@ -138,7 +139,8 @@ impl MailServer {
             .max_clients(limits.max_clients)
             .size((limits.max_message_size > 0).then_some(limits.max_message_size))
             .auth_mechanisms(AuthMechanisms::none().with(AuthMechanisms::PLAIN).with(AuthMechanisms::LOGIN))
-            .auth_optional(true);
+            .auth_optional(true)
+            .proxy_from(config.listen.proxy.iter().copied());
         if let Some(t) = limits.timeout {
             options = options.socket_timeout(t);
         }

@@ -29,7 +29,7 @@ use crate::accounts::{Directory, Resolution};
 use crate::auth::Dns;
 use crate::client::{self, Envelope, SendOptions, TlsMode};
 use crate::deliver::{self, MxOptions, SessionPool, Spool};
-use crate::inbound::{deliver_file, Store};
+use crate::mailbox::{deliver_file, Store};
 
 /// A relay every outbound message goes through (`[outbound] smarthost`).
 #[derive(Debug, Clone)]
