@@ -723,6 +723,30 @@ impl Write for Conn {
     }
 }
 
+/// Turns every bare CR and bare LF into CRLF and ends the message with CRLF: the bytes the
+/// client puts on the wire (before dot-stuffing), which is what a signature must cover.
+pub fn to_crlf(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 2);
+    let mut i = 0;
+    while i < message.len() {
+        match message[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if message.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 /// The first address of `server` (`host:port`) that accepts a TCP connection within
 /// `timeout` each.
 pub(crate) fn connect_tcp(server: &str, timeout: Duration) -> Result<TcpStream, SendError> {

@@ -498,29 +498,7 @@ fn set_status(
     }
 }
 
-/// Turns every bare CR and bare LF into CRLF and ends the message with CRLF: the bytes the
-/// client puts on the wire (before dot-stuffing), which is what a signature must cover.
-pub fn to_crlf(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 32 + 2);
-    let mut i = 0;
-    while i < message.len() {
-        match message[i] {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if message.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
+pub use crate::client::to_crlf;
 
 /// The domain of the first address in the message's `From:` header field, if it has one.
 pub fn from_header_domain(message: &[u8]) -> Option<String> {

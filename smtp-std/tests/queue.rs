@@ -765,56 +765,34 @@ fn sigkill_at_any_moment_loses_nothing_acknowledged() {
     drop(tempdir);
 }
 
-#[test]
-fn a_relay_session_is_reused_for_the_next_messages() {
+/// Three messages to `to`, one after the other, through `serve` with `outbound`: the receiver
+/// on 127.0.0.3 gets them all over one connection.
+fn one_session_for_three_messages(to: &str, outbound: impl Fn(u16) -> String) {
     if skip() {
         return;
     }
     let dns = Dnsmasq::start(&zone(None, &[]));
     let port = shared_port();
-    let relay = receiver("127.0.0.3", port, Mode::Accept);
-    let a = start_mta(
-        "a.test",
-        "127.0.0.2",
-        port,
-        &dns,
-        None,
-        &format!("smarthost = \"127.0.0.3:{port}\"\nsmarthost_tls = \"none\""),
-    );
+    let receiver = receiver("127.0.0.3", port, Mode::Accept);
+    let a = start_mta("a.test", "127.0.0.2", port, &dns, None, &outbound(port));
     for n in 0..3 {
-        let out = submit(
-            &a,
-            "127.0.0.2",
-            "alice@a.test",
-            &[("x@far.test", "")],
-            &format!("From: alice@a.test\r\nMessage-ID: <{n}@a.test>\r\n\r\nhi\r\n"),
-        );
+        let message = format!("From: alice@a.test\r\nMessage-ID: <{n}@a.test>\r\n\r\nhi\r\n");
+        let out = submit(&a, "127.0.0.2", "alice@a.test", &[(to, "")], &message);
         assert!(out.starts_with("[250, 250, 250"), "{out}");
-        wait_until("the relay got it", Duration::from_secs(20), || relay.got.lock().unwrap().len() == n + 1);
+        wait_until("the receiver got it", Duration::from_secs(20), || receiver.got.lock().unwrap().len() == n + 1);
     }
-    assert_eq!(message_ids(&relay.got), ["0@a.test", "1@a.test", "2@a.test"]);
-    assert_eq!(relay.conns.load(Ordering::SeqCst), 1, "one session for the three messages");
+    assert_eq!(message_ids(&receiver.got), ["0@a.test", "1@a.test", "2@a.test"]);
+    assert_eq!(receiver.conns.load(Ordering::SeqCst), 1, "one session for the three messages");
+}
+
+#[test]
+fn a_relay_session_is_reused_for_the_next_messages() {
+    one_session_for_three_messages("x@far.test", |port| {
+        format!("smarthost = \"127.0.0.3:{port}\"\nsmarthost_tls = \"none\"")
+    });
 }
 
 #[test]
 fn an_mx_session_is_reused_for_the_next_messages() {
-    if skip() {
-        return;
-    }
-    let dns = Dnsmasq::start(&zone(None, &[]));
-    let port = shared_port();
-    let b = receiver("127.0.0.3", port, Mode::Accept);
-    let a = start_mta("a.test", "127.0.0.2", port, &dns, None, "");
-    for n in 0..3 {
-        let out = submit(
-            &a,
-            "127.0.0.2",
-            "alice@a.test",
-            &[("bob@b.test", "")],
-            &format!("From: alice@a.test\r\nMessage-ID: <{n}@a.test>\r\n\r\nhi\r\n"),
-        );
-        assert!(out.starts_with("[250, 250, 250"), "{out}");
-        wait_until("b.test got it", Duration::from_secs(20), || b.got.lock().unwrap().len() == n + 1);
-    }
-    assert_eq!(b.conns.load(Ordering::SeqCst), 1, "one session to mx.b.test for the three messages");
+    one_session_for_three_messages("bob@b.test", |_| String::new());
 }

@@ -333,27 +333,13 @@ fn header_block(message: &[u8], complete: bool) -> (&[u8], bool) {
     }
 }
 
-/// `bytes` with every line ending CRLF (bare LF and bare CR become CRLF), and a final CRLF.
+/// `bytes` with every line ending CRLF and a final CRLF ([`crate::client::to_crlf`]); nothing
+/// for nothing.
 fn to_crlf(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if bytes.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
+    if bytes.is_empty() {
+        return Vec::new();
     }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    crate::client::to_crlf(bytes)
 }
 
 /// The MIME header and body of the third part.
