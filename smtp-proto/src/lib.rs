@@ -13,6 +13,7 @@
 //!
 //! # Modules
 //! - [`parse`]: pure, zero-copy parsers for command lines, paths and ESMTP parameters.
+//! - [`proxy`]: the PROXY protocol header (v1 and v2) a load balancer sends before SMTP.
 //! - [`reply`]: the one table of reply codes with enhanced status codes, and the reply writer.
 //! - [`ehlo`]: capabilities and the EHLO response.
 //! - [`data`]: the DATA path — streaming dot-unstuffing (receive) and dot-stuffing (send).
@@ -105,6 +106,7 @@ pub mod ehlo;
 #[allow(unsafe_code)]
 mod fast;
 pub mod parse;
+pub mod proxy;
 pub mod reply;
 pub mod sasl;
 pub mod server;
