@@ -114,6 +114,10 @@ pub struct Listen {
     /// Submission over implicit TLS (RFC 8314, port 465), AUTH required. Needs `[tls]`.
     #[serde(default)]
     pub submissions: Vec<SocketAddr>,
+    /// Proxies (CIDR) that start each connection with a PROXY protocol header (HAProxy's
+    /// `send-proxy-v2`), on every listener: the client address it carries is the session's.
+    #[serde(default)]
+    pub proxy: Vec<crate::proxy::Network>,
 }
 
 /// `[outbound]`: how mail leaves.
@@ -630,6 +634,14 @@ sales = ["alice", "bob"]
         let (line, key, msg) = error(&bad);
         assert_eq!((line, key.as_deref()), (Some(18), Some("limits.timeout")));
         assert!(msg.contains("unknown unit"), "{msg}");
+
+        let with_proxy = EXAMPLE.replace("[tls]", "proxy = [\"127.0.0.1/32\", \"::1\"]\n[tls]");
+        assert_eq!(
+            parse(&with_proxy).unwrap().listen.proxy,
+            ["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()]
+        );
+        let bad = EXAMPLE.replace("[tls]", "proxy = [\"127.0.0.1/40\"]\n[tls]");
+        assert_eq!(error(&bad).1.as_deref(), Some("listen.proxy[0]"));
 
         let bad = format!("trusted_networks = [\"10.0.0.0/33\"]\n{EXAMPLE}");
         assert_eq!(error(&bad).1.as_deref(), Some("trusted_networks[0]"));

@@ -25,6 +25,8 @@ pub struct Options {
     pub(crate) secure: bool,
     pub(crate) max_clients: usize,
     pub(crate) read_buffer: usize,
+    /// Peers that send a PROXY header first ([`Options::proxy_from`], in `proxy.rs`).
+    pub(crate) proxy: crate::proxy::ProxyPolicy,
 }
 
 impl Options {
@@ -38,6 +40,7 @@ impl Options {
             secure: false,
             max_clients: 100,
             read_buffer: 64 * 1024,
+            proxy: crate::proxy::ProxyPolicy::default(),
         }
     }
 

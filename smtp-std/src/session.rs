@@ -66,6 +66,14 @@ fn handshake(
 pub(crate) fn serve<H: Handler>(tcp: TcpStream, peer: SocketAddr, implicit: bool, handler: H, shared: &Shared) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let local = tcp.local_addr().unwrap_or(peer);
+    // Behind a listed proxy: the PROXY header first, and its client is the session's peer.
+    let (peer, local) = match crate::proxy::accept(&tcp, id, peer, local, &shared.options.proxy, &shared.shutdown) {
+        Ok(addrs) => addrs,
+        Err(e) => {
+            tracing::warn!(id, proxy = %peer, "closed without a greeting: {e}");
+            return;
+        }
+    };
     let span = tracing::info_span!("smtp", id, %peer);
     let _enter = span.enter();
     tracing::info!(%local, implicit_tls = implicit, "connect");

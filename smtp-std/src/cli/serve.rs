@@ -13,6 +13,7 @@ use smtp_std::config::Config;
 use smtp_std::inbound::{InboundHandler, InboundPolicy, Route};
 use smtp_std::maildir::{system_hostname, Maildir};
 use smtp_std::mailserver::MailServer;
+use smtp_std::proxy::Network;
 use smtp_std::{tls, Options, Server};
 
 pub(crate) const SERVE_AFTER: &str = "\
@@ -36,6 +37,10 @@ EXAMPLES:
     smtp-std serve --listen 0.0.0.0:587 --tls-cert cert.pem --tls-key key.pem --users users.txt
     swaks --server 127.0.0.1:587 -tls --auth-user alice@example.org --auth-password secret --to bob@example.org
 
+  Behind HAProxy (`server mx 127.0.0.1:2525 send-proxy-v2`): the client address of the
+  PROXY header is the one logged, checked (SPF) and written into Received:
+    smtp-std serve --listen 127.0.0.1:2525 --proxy-from 127.0.0.1/32
+
   Try it out by hand:
     openssl s_client -starttls smtp -connect 127.0.0.1:2525
 
@@ -52,7 +57,7 @@ NOTES:
 pub(crate) struct Serve {
     /// The mail server's config file (TOML): domains, accounts, mailboxes, listeners. With
     /// it, the flags below are not used.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["tls_listen", "domain", "maildir", "tls_cert", "users", "discard"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["tls_listen", "domain", "maildir", "tls_cert", "users", "discard", "proxy_from"])]
     config: Option<PathBuf>,
     /// Address to listen on for SMTP (STARTTLS offered with --tls-cert). Repeatable.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
@@ -104,6 +109,15 @@ pub(crate) struct Serve {
     /// benchmarks and tests. Ignores --maildir, --domain and --users.
     #[arg(long)]
     discard: bool,
+    /// Connections from this network (CIDR) come through a proxy that sends the PROXY
+    /// protocol first (v1 or v2, e.g. HAProxy's send-proxy-v2): the client address it carries
+    /// is the one the session sees. A connection from it without a valid header is closed
+    /// without a greeting. Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    proxy_from: Vec<Network>,
+    /// Seconds a proxy has to send its PROXY header.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    proxy_timeout: f64,
     /// Our host name, in the greeting and the Received: header. Default: this machine's.
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
@@ -141,6 +155,15 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--timeout must be > 0"));
         }
         options = options.socket_timeout(Duration::from_secs_f64(secs));
+    }
+    if !args.proxy_from.is_empty() {
+        if !(args.proxy_timeout.is_finite() && args.proxy_timeout > 0.0) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--proxy-timeout must be > 0"));
+        }
+        tracing::info!(from = ?args.proxy_from.iter().map(ToString::to_string).collect::<Vec<_>>(), "PROXY protocol expected");
+        options = options
+            .proxy_from(args.proxy_from.iter().copied())
+            .proxy_timeout(Duration::from_secs_f64(args.proxy_timeout));
     }
     let config = options.config_mut();
     config.max_recipients = args.max_recipients.max(1);
