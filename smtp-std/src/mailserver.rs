@@ -68,6 +68,22 @@ pub fn mail_auth_policy(
     })
 }
 
+/// On SIGTERM or SIGINT, shuts the servers of `handles` down gracefully: no new connections,
+/// `421 4.3.2` to every session at its next read, messages in progress finished first.
+pub fn shutdown_on_signals(handles: Vec<crate::ShutdownHandle>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            tracing::info!(signal, "shutting down");
+            for h in &handles {
+                h.shutdown();
+            }
+        }
+    })?;
+    Ok(())
+}
+
 /// Creates `dir` (durably) and gives it to `user` when there is one.
 fn own_dir(dir: &Path, user: Option<&str>) -> io::Result<()> {
     create_dir_durably(dir).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
@@ -135,8 +151,15 @@ impl MailServer {
         own_dir(&mailboxes, user)?;
 
         let limits = &config.limits;
+        // The trusted networks (this host by default) are exempt, as Postfix exempts $mynetworks.
+        let exempt = config.trusted_networks.iter().map(|n| n.parse::<crate::limits::Network>());
+        let exempt = exempt.collect::<Result<Vec<_>, _>>().map_err(|e| invalid(format!("trusted_networks: {e}")))?;
         let mut options = Options::new(&config.hostname)
             .max_clients(limits.max_clients)
+            .max_connections_per_client(limits.max_connections_per_client)
+            .max_connection_rate(limits.max_connection_rate)
+            .max_auth_failures(limits.max_auth_failures)
+            .limits_exempt(exempt)
             .size((limits.max_message_size > 0).then_some(limits.max_message_size))
             .auth_mechanisms(AuthMechanisms::none().with(AuthMechanisms::PLAIN).with(AuthMechanisms::LOGIN))
             .auth_optional(true)
@@ -318,6 +341,9 @@ impl MailServer {
             }
             None => None,
         };
+        let mut handles = vec![self.smtp.shutdown_handle()];
+        handles.extend(self.submission.as_ref().map(Server::shutdown_handle));
+        shutdown_on_signals(handles)?;
         match self.submission {
             Some(sub) if config.listen.smtp.is_empty() => sub.run(),
             Some(sub) => {

@@ -472,3 +472,27 @@ fn dmarc_quarantine_files_into_each_mailboxs_junk() {
         assert!(files_in(&mailbox(dir.path(), account)).is_empty(), "nothing in the inbox");
     }
 }
+
+#[test]
+fn sigterm_tells_every_session_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "");
+    let mut p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let mut idle = connect(&p);
+    // A client in the middle of a message gets 421 too: not acknowledged, it keeps the
+    // message and sends it again later; nothing half-written is stored.
+    let mut busy = connect(&p);
+    assert!(busy.cmd("MAIL FROM:<x@client.example>").starts_with("250"));
+    assert!(busy.cmd("RCPT TO:<bob@example.org>").starts_with("250"));
+    assert!(busy.cmd("DATA").starts_with("354"));
+    busy.send(b"Subject: in flight\r\n\r\nbody\r\n");
+    assert!(Command::new("kill").args(["-TERM", &p.pid().to_string()]).status().unwrap().success());
+    let r = idle.reply();
+    assert!(r.starts_with("421 4.3.2"), "{r}");
+    let r = busy.cmd(".");
+    assert!(r.starts_with("421 4.3.2"), "{r}");
+    wait_until("the program exits", Duration::from_secs(10), || p.child.0.try_wait().ok().flatten().is_some());
+    assert!(p.child.0.wait().unwrap().success());
+    let bob = mailbox(dir.path(), "bob@example.org");
+    assert!(files(&bob, "new").is_empty() && files(&bob, "tmp").is_empty());
+}

@@ -95,9 +95,25 @@ pub(crate) struct Serve {
     /// Most recipients per message (past it 452 4.5.3).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     max_recipients: usize,
-    /// Most concurrent clients (past it 421 4.7.0).
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    /// Most concurrent clients (past it 421 4.7.0). Each is a thread with a small stack, idle
+    /// ones cost no CPU; each needs a file descriptor (the soft `ulimit -n` is raised to the
+    /// hard one at start).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     max_clients: usize,
+    /// Most connections at once from one client address (IPv6: one /64), like Postfix's
+    /// anvil; past it 421 4.7.0. 0: no limit. --trusted-network clients are exempt from the
+    /// per-client limits.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    max_connections_per_client: u32,
+    /// Most new connections per minute from one client address (that many at once, then one
+    /// every 60/N seconds); past it 421 4.7.0. 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 120)]
+    max_connection_rate: u32,
+    /// Most failed AUTH attempts per hour from one client address; the one that reaches it
+    /// gets 421 4.7.0 and the address is locked out for an hour (421 4.7.0 at connect).
+    /// 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_auth_failures: u32,
     /// Inactivity timeout in seconds, for commands, message content and the TLS handshake
     /// (then 421 4.4.2). Default: RFC 5321 (300 s for commands and for content).
     #[arg(long, value_name = "SECS")]
@@ -134,20 +150,25 @@ pub(crate) struct Serve {
     #[cfg(feature = "auth")]
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     dns_timeout: f64,
-    /// Clients from this network (CIDR) are not checked, like authenticated ones. Repeatable;
-    /// giving one replaces the default (this host only).
+    /// Clients from this network (CIDR) are not checked, like authenticated ones, and no
+    /// per-client limit applies to them. Repeatable; giving one replaces the default (this
+    /// host only).
     #[cfg(feature = "auth")]
     #[arg(long, value_name = "CIDR", default_values = ["127.0.0.1/32", "::1/128"])]
     trusted_network: Vec<String>,
 }
 
 pub(crate) fn run(args: Serve) -> std::io::Result<()> {
+    raise_fd_limit();
     if let Some(path) = &args.config {
         return run_config(path);
     }
     let hostname = args.hostname.clone().unwrap_or_else(system_hostname);
     let mut options = Options::new(&hostname)
         .max_clients(args.max_clients)
+        .max_connections_per_client(args.max_connections_per_client)
+        .max_connection_rate(args.max_connection_rate)
+        .max_auth_failures(args.max_auth_failures)
         .size((args.max_message_size > 0).then_some(args.max_message_size))
         .allow_insecure_auth(args.allow_insecure_auth);
     if let Some(secs) = args.timeout {
@@ -164,6 +185,14 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
         options = options
             .proxy_from(args.proxy_from.iter().copied())
             .proxy_timeout(Duration::from_secs_f64(args.proxy_timeout));
+    }
+    #[cfg(feature = "auth")]
+    {
+        let exempt = args.trusted_network.iter().map(|n| n.parse::<smtp_std::limits::Network>());
+        let exempt = exempt
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--trusted-network {e}")))?;
+        options = options.limits_exempt(exempt);
     }
     let config = options.config_mut();
     config.max_recipients = args.max_recipients.max(1);
@@ -231,6 +260,19 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
     listen_and_run(Server::new(options, handler), &args, &hostname)
 }
 
+/// Raises the soft limit on open files to the hard one: a connection is a descriptor, and the
+/// usual soft limit (1,024) is below the default client cap.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "open files limit raised"),
+            Err(e) => tracing::warn!(soft, hard, "cannot raise the open files limit: {e}"),
+        }
+    }
+}
+
 /// `serve --config FILE`: the mail server for the config's domains.
 fn run_config(path: &std::path::Path) -> std::io::Result<()> {
     let config =
@@ -248,5 +290,6 @@ fn listen_and_run<H: smtp_std::Handler>(mut server: Server<H>, args: &Serve, hos
         let bound = server.listen_tls(addr)?;
         tracing::info!(%bound, "listening for SMTP over implicit TLS");
     }
+    smtp_std::mailserver::shutdown_on_signals(vec![server.shutdown_handle()])?;
     server.run()
 }
