@@ -216,6 +216,14 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Most concurrent clients.
     pub max_clients: usize,
+    /// Most connections at once from one client address (IPv6: one /64); 0: no limit.
+    /// `trusted_networks` are exempt from the per-client limits.
+    pub max_connections_per_client: u32,
+    /// Most new connections per minute from one client address; 0: no limit.
+    pub max_connection_rate: u32,
+    /// Most failed AUTH attempts per hour from one client address, then an hour locked out;
+    /// 0: no limit.
+    pub max_auth_failures: u32,
     /// Errors before a client is disconnected.
     pub max_errors: u32,
     /// Inactivity timeout (`"5m"`); default RFC 5321's.
@@ -225,7 +233,16 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_message_size: 25 << 20, max_recipients: 1000, max_clients: 100, max_errors: 20, timeout: None }
+        Self {
+            max_message_size: 25 << 20,
+            max_recipients: 1000,
+            max_clients: 1000,
+            max_connections_per_client: 50,
+            max_connection_rate: 120,
+            max_auth_failures: 10,
+            max_errors: 20,
+            timeout: None,
+        }
     }
 }
 
@@ -666,7 +683,11 @@ sales = ["alice", "bob"]
         assert_eq!(c.data_dir, Path::new("/srv/mail/data"));
         assert_eq!(c.accounts, Path::new("/srv/mail/data/passwd"));
         assert_eq!(c.domains[0].name, "a.test");
-        assert_eq!(c.limits.max_clients, 100);
+        assert_eq!(c.limits.max_clients, 1000);
+        assert_eq!(c.limits.max_connections_per_client, 50);
+        let keys = "[limits]\nmax_connections_per_client = 5\nmax_connection_rate = 0\nmax_auth_failures = 3\n";
+        let l = parse(&format!("{EXAMPLE}{keys}")).unwrap().limits;
+        assert_eq!((l.max_connections_per_client, l.max_connection_rate, l.max_auth_failures), (5, 0, 3));
     }
 
     #[test]

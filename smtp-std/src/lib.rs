@@ -72,6 +72,9 @@
 //! - **Timeouts**: every read is bounded by the core's timeout for the current state; when it
 //!   fires the client gets `421 4.4.2` and the connection closes.
 //! - **Concurrency cap**: past [`Options::max_clients`], `421 4.7.0` and close, no thread.
+//! - **Per-client limits** ([`limits`]): connections at once and per minute, AUTH failures
+//!   per hour (then a lockout), per client address (IPv6 by /64): `421 4.7.0` and close,
+//!   everyone else still served.
 //! - **PROXY protocol** only from [`Options::proxy_from`] networks, only as the first bytes and
 //!   within [`Options::proxy_timeout`]; from anyone else it is not interpreted (see [`proxy`]).
 //! - **Never a panic on peer input**; `#![forbid(unsafe_code)]`.
@@ -87,6 +90,7 @@ pub mod config;
 pub mod deliver;
 pub mod handler;
 pub mod inbound;
+pub mod limits;
 pub mod lmtp;
 pub mod mailbox;
 pub mod maildir;
@@ -102,5 +106,5 @@ pub mod tls;
 
 pub use client::{send, Delivery, SendError, SendOptions, SmtpClient, TlsMode};
 pub use handler::{AuthRequest, Decision, Envelope, Handler, OwnedReply, Session, Sink};
-pub use server::{Options, Running, Server, ShutdownHandle};
+pub use server::{Options, Running, Server, ShutdownHandle, DEFAULT_SESSION_STACK};
 pub use smtp_proto as proto;

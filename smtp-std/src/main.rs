@@ -65,10 +65,13 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // A log that cannot be written (stderr closed) must never take a session down.
+    // A log that cannot be written (stderr closed) must never take a session down. Sessions
+    // enter no span (the registry holds 4,096 threads at most): their own lines carry
+    // `id=` and `peer=`, and the thread name (`smtp-<id>`) ties the handler's lines to them.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        .with_thread_names(true)
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .init();

@@ -12,7 +12,8 @@ use smtp_proto::server::{Event, HeloKind, Progress};
 use smtp_proto::Reply;
 
 use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Decision, Envelope, Handler, Session};
-use crate::server::Options;
+use crate::limits::{Refusal, Tracker};
+use crate::server::{Connections, Options};
 
 /// State shared by the accept loop and the sessions.
 pub(crate) struct Shared {
@@ -20,23 +21,61 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) active: AtomicUsize,
     pub(crate) next_id: AtomicU64,
+    /// Per-client counters: connections (taken by the accept loop), AUTH failures (here).
+    pub(crate) limits: Arc<Tracker>,
+    /// Where shutdown finds the sockets to wake.
+    pub(crate) connections: Arc<Connections>,
 }
 
-/// How often a blocked read wakes up to look at the shutdown flag.
+/// How often a blocked accept (or a wait for a PROXY header) wakes up to look at the shutdown
+/// flag. Sessions do not poll: shutdown wakes them ([`Connections`]).
 pub(crate) const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
-type Stream = crate::tls::Stream<ServerConnection>;
+/// A log event of a session (a [`Session`] or anything with its `id` and `peer`): both ride on
+/// every line. No span: entering one on each session thread registers the thread with the
+/// subscriber, and tracing-subscriber's registry holds at most 4,096 threads at once.
+macro_rules! log {
+    ($level:ident, $s:expr, $($rest:tt)+) => {
+        tracing::$level!(id = $s.id, peer = %$s.peer, $($rest)+)
+    };
+}
+
+/// The session's socket, shared with [`Connections`] (which only ever shuts it down).
+struct Sock(Arc<TcpStream>);
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+impl std::borrow::Borrow<TcpStream> for Sock {
+    fn borrow(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+type Stream = crate::tls::Stream<ServerConnection, Sock>;
 
 /// Runs the TLS handshake on `tcp`, bounded by `timeout`; gives up early on shutdown.
 fn handshake(
-    mut tcp: TcpStream,
+    mut tcp: Sock,
     config: Arc<rustls::ServerConfig>,
     timeout: Duration,
     shutdown: &AtomicBool,
-) -> io::Result<StreamOwned<ServerConnection, TcpStream>> {
+) -> io::Result<StreamOwned<ServerConnection, Sock>> {
     let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
     let deadline = Instant::now() + timeout;
-    tcp.set_write_timeout(Some(timeout.max(Duration::from_secs(1))))?;
+    tcp.0.set_write_timeout(Some(timeout.max(Duration::from_secs(1))))?;
     while conn.is_handshaking() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -45,8 +84,12 @@ fn handshake(
         if shutdown.load(Ordering::SeqCst) {
             return Err(io::Error::other("server shutting down during the TLS handshake"));
         }
-        tcp.set_read_timeout(Some(left.min(SHUTDOWN_POLL)))?;
+        // No polling: shutdown shuts the socket's reading side, which ends this read.
+        tcp.0.set_read_timeout(Some(left))?;
         match conn.complete_io(&mut tcp) {
+            Ok((0, 0)) if conn.is_handshaking() && shutdown.load(Ordering::SeqCst) => {
+                return Err(io::Error::other("server shutting down during the TLS handshake"));
+            }
             Ok((0, 0)) if conn.is_handshaking() => {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed during the TLS handshake"));
             }
@@ -62,10 +105,19 @@ fn handshake(
     Ok(StreamOwned::new(conn, tcp))
 }
 
-/// Serves one accepted connection to its end.
-pub(crate) fn serve<H: Handler>(tcp: TcpStream, peer: SocketAddr, implicit: bool, handler: H, shared: &Shared) {
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+/// Serves one accepted connection, session `id`, to its end.
+pub(crate) fn serve<H: Handler>(
+    tcp: Arc<TcpStream>,
+    id: u64,
+    peer: SocketAddr,
+    implicit: bool,
+    handler: H,
+    shared: &Shared,
+) {
+    // Before the first read: a shutdown from now on wakes this session (or it saw the flag).
+    let _registered = shared.connections.register(id, &tcp);
     let local = tcp.local_addr().unwrap_or(peer);
+    let proxy = shared.options.proxy.trusts(peer.ip()).then_some(peer);
     // Behind a listed proxy: the PROXY header first, and its client is the session's peer.
     let (peer, local) = match crate::proxy::accept(&tcp, id, peer, local, &shared.options.proxy, &shared.shutdown) {
         Ok(addrs) => addrs,
@@ -74,30 +126,44 @@ pub(crate) fn serve<H: Handler>(tcp: TcpStream, peer: SocketAddr, implicit: bool
             return;
         }
     };
-    let span = tracing::info_span!("smtp", id, %peer);
-    let _enter = span.enter();
-    tracing::info!(%local, implicit_tls = implicit, "connect");
+    // The per-client limits of a proxied client, now that its address is known (the accept
+    // loop counted everyone else).
+    let _permit = match proxy {
+        Some(via) => match shared.limits.admit(peer.ip(), Instant::now()) {
+            Ok(permit) => Some(permit),
+            Err(r) => {
+                tracing::warn!(id, %peer, proxy = %via, "refused: {r}");
+                if !implicit {
+                    crate::server::refuse(&tcp, &shared.options.config, r.reply());
+                }
+                return;
+            }
+        },
+        None => None,
+    };
+    let session = Session::new(id, peer, local, implicit);
+    log!(info, session, %local, implicit_tls = implicit, "connect");
     let mut conn = Conn {
         core: Box::new(smtp_proto::Server::new(shared.options.config)),
         handler,
-        session: Session::new(id, peer, local, implicit),
+        session,
         shared,
         out: vec![0u8; 4096],
         in_message: false,
         content_error: None,
         read_timeout: None,
     };
-    let result = conn.run(tcp, implicit);
+    let result = conn.run(Sock(tcp), implicit);
     if let Err(e) = &result {
-        tracing::info!("connection error: {e}");
+        log!(info, conn.session, "connection error: {e}");
     }
     if conn.in_message {
         conn.in_message = false;
-        tracing::info!("message abandoned: connection ended mid-DATA");
+        log!(info, conn.session, "message abandoned: connection ended mid-DATA");
         conn.handler.data_abort(&conn.session, None);
     }
     conn.handler.close(&conn.session);
-    tracing::info!("close");
+    log!(info, conn.session, "close");
 }
 
 struct Conn<'s, H: Handler> {
@@ -110,21 +176,22 @@ struct Conn<'s, H: Handler> {
     in_message: bool,
     /// The handler failed on a piece of content: the end of data is answered 451.
     content_error: Option<io::Error>,
-    /// The socket's read timeout as last set: set again only when it changes (a syscall).
-    read_timeout: Option<Duration>,
+    /// The socket's read timeout as last set (`Some(None)`: none), `None` when unknown: set
+    /// again only when it changes (a syscall).
+    read_timeout: Option<Option<Duration>>,
 }
 
 impl<H: Handler> Conn<'_, H> {
-    fn run(&mut self, tcp: TcpStream, implicit: bool) -> io::Result<()> {
+    fn run(&mut self, tcp: Sock, implicit: bool) -> io::Result<()> {
         let options = &self.shared.options;
-        tcp.set_write_timeout(Some(options.config.timeouts.command.max(Duration::from_secs(1))))?;
+        tcp.0.set_write_timeout(Some(options.config.timeouts.command.max(Duration::from_secs(1))))?;
         let mut stream = if implicit {
             let Some(tls) = options.tls.clone() else {
                 return Err(io::Error::other("implicit TLS without a certificate"));
             };
             let s = handshake(tcp, tls, options.config.timeouts.tls_handshake, &self.shared.shutdown)?;
             self.core.tls_established().map_err(io::Error::other)?;
-            tracing::info!(version = ?s.conn.protocol_version(), "TLS established (implicit)");
+            log!(info, self.session, version = ?s.conn.protocol_version(), "TLS established (implicit)");
             Stream::Tls(Box::new(s))
         } else {
             Stream::Plain(tcp)
@@ -133,7 +200,7 @@ impl<H: Handler> Conn<'_, H> {
 
         match self.handler.connect(&self.session) {
             Decision::Reply(r) if !r.as_reply().is_positive() => {
-                tracing::info!(code = r.code, "connection refused by handler");
+                log!(info, self.session, code = r.code, "connection refused by handler");
                 self.core.refuse(r.as_reply()).map_err(io::Error::other)?;
             }
             // A positive reply to connect: its text is this connection's banner.
@@ -179,7 +246,7 @@ impl<H: Handler> Conn<'_, H> {
             }
             match self.read(&mut stream, &mut buf[end..])? {
                 Some(0) => {
-                    tracing::info!("client closed the connection");
+                    log!(info, self.session, "client closed the connection");
                     return Ok(());
                 }
                 Some(n) => end += n,
@@ -194,34 +261,25 @@ impl<H: Handler> Conn<'_, H> {
     }
 
     /// Reads with the core's timeout; `None` when it fired or the server shuts down (the core
-    /// was told and queued its `421`).
+    /// was told and queued its `421`). An idle session sleeps in `read` for the whole timeout:
+    /// shutdown wakes it by shutting down the socket's reading side (the read returns 0).
     fn read(&mut self, stream: &mut Stream, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let timeout = self.core.timeout();
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let start = Instant::now();
+        let mut wait = timeout;
         loop {
-            if self.shared.shutdown.load(Ordering::SeqCst) {
-                tracing::info!("server shutting down: closing the session");
-                self.core.shutdown();
+            if self.shutting_down() {
                 return Ok(None);
             }
-            let wait = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        tracing::info!(timeout = ?timeout.unwrap_or_default(), "timeout");
-                        self.core.handle_timeout();
-                        return Ok(None);
-                    }
-                    left.min(SHUTDOWN_POLL)
-                }
-                None => SHUTDOWN_POLL,
-            };
             if self.read_timeout != Some(wait) {
-                stream.tcp().set_read_timeout(Some(wait))?;
+                stream.tcp().set_read_timeout(wait)?;
                 self.read_timeout = Some(wait);
             }
             match stream.read(buf) {
+                Ok(0) if self.shutting_down() => return Ok(None),
                 Ok(n) => return Ok(Some(n)),
+                // E.g. rustls: "peer closed connection without sending TLS close_notify".
+                Err(_) if self.shutting_down() => return Ok(None),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -229,7 +287,29 @@ impl<H: Handler> Conn<'_, H> {
                     ) => {}
                 Err(e) => return Err(e),
             }
+            // Woken before the data or the timeout (a signal), or timed out.
+            if let Some(t) = timeout {
+                let left = t.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    log!(info, self.session, timeout = ?t, "timeout");
+                    self.core.handle_timeout();
+                    return Ok(None);
+                }
+                wait = Some(left);
+            }
         }
+    }
+
+    /// Whether the server shuts down; if so the core was told (it queued `421 4.3.2`).
+    fn shutting_down(&mut self) -> bool {
+        if !self.shared.shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        if !self.core.is_closed() {
+            log!(info, self.session, "server shutting down: closing the session");
+            self.core.shutdown();
+        }
+        true
     }
 
     fn drain(&mut self, stream: &mut Stream) -> io::Result<()> {
@@ -253,7 +333,7 @@ impl<H: Handler> Conn<'_, H> {
         // The handshake set its own read timeouts.
         self.read_timeout = None;
         self.core.tls_established().map_err(io::Error::other)?;
-        tracing::info!(version = ?s.conn.protocol_version(), "TLS established (STARTTLS)");
+        log!(info, self.session, version = ?s.conn.protocol_version(), "TLS established (STARTTLS)");
         self.sync();
         Ok(Stream::Tls(Box::new(s)))
     }
@@ -267,7 +347,7 @@ impl<H: Handler> Conn<'_, H> {
         match result {
             Ok(()) => positive,
             Err(e) => {
-                tracing::error!(?decision, "handler reply not usable here ({e}): answering 451");
+                log!(error, self.session, ?decision, "handler reply not usable here ({e}): answering 451");
                 if self.core.is_pending() {
                     let _ = self.core.reply(Reply::LOCAL_ERROR);
                 }
@@ -296,7 +376,7 @@ impl<H: Handler> Conn<'_, H> {
             Event::Helo { host, kind } => {
                 let d = self.handler.helo(s, host);
                 let ok = self.decide(&d);
-                tracing::info!(host, ?kind, ok, "helo");
+                log!(info, self.session, host, ?kind, ok, "helo");
                 if ok {
                     self.session.helo = Some(host.to_owned());
                     self.session.esmtp = kind != HeloKind::Helo;
@@ -305,31 +385,48 @@ impl<H: Handler> Conn<'_, H> {
             Event::Auth { .. } | Event::AuthResponse => {
                 let creds = self.core.credentials();
                 let req = creds.as_ref().and_then(AuthRequest::from_credentials);
+                let ip = s.peer.ip();
                 match req {
+                    // Locked out meanwhile (by another of its sessions): the handler is not asked.
+                    Some(req) if self.shared.limits.is_locked(ip, Instant::now()) => {
+                        let (mechanism, user) = (req.mechanism, req.identity);
+                        log!(warn, self.session, mechanism, user, "auth refused: client locked out");
+                        self.decide(&Refusal::AuthLocked.reply().into());
+                    }
                     Some(req) => {
                         let d = self.handler.auth(s, &req);
                         let (mechanism, user) = (req.mechanism, req.identity.to_owned());
-                        let ok = self.decide(&d);
-                        if ok {
-                            tracing::info!(mechanism, user, "auth ok");
+                        // A permanent refusal is a wrong guess; a temporary one (454) is ours.
+                        let failed = matches!(&d, Decision::Reply(r) if r.code >= 500);
+                        if failed && self.shared.limits.auth_failed(ip, Instant::now()) {
+                            log!(
+                                warn,
+                                self.session,
+                                mechanism,
+                                user,
+                                "auth failed: too many failures, client locked out"
+                            );
+                            self.decide(&Refusal::AuthLocked.reply().into());
+                        } else if self.decide(&d) {
+                            log!(info, self.session, mechanism, user, "auth ok");
                             self.session.user = Some(user);
                         } else {
-                            tracing::warn!(mechanism, user, "auth failed");
+                            log!(warn, self.session, mechanism, user, "auth failed");
                         }
                     }
                     None => {
                         // A mechanism the application would have to drive: none is offered.
-                        tracing::warn!("auth with an unsupported mechanism");
+                        log!(warn, self.session, "auth with an unsupported mechanism");
                         self.decide(&Reply::AUTH_UNKNOWN_MECHANISM.into());
                     }
                 }
             }
-            Event::AuthCancelled => tracing::info!("auth cancelled by the client"),
+            Event::AuthCancelled => log!(info, self.session, "auth cancelled by the client"),
             Event::Mail { from, params } => {
                 let d = self.handler.mail_from(s, &from, &params);
                 let addr = reverse_path_string(&from);
                 let ok = self.decide(&d);
-                tracing::info!(from = %addr, size = ?params.size, ok, "mail");
+                log!(info, self.session, from = %addr, size = ?params.size, ok, "mail");
                 if ok {
                     self.session.envelope = Envelope {
                         mail_from: Some(addr),
@@ -344,7 +441,7 @@ impl<H: Handler> Conn<'_, H> {
                 let d = self.handler.rcpt_to(s, &to, &params);
                 let addr = forward_path_string(&to);
                 let ok = self.decide(&d);
-                tracing::info!(to = %addr, ok, "rcpt");
+                log!(info, self.session, to = %addr, ok, "rcpt");
                 if ok {
                     self.session.envelope.rcpt_to.push(addr);
                 }
@@ -352,7 +449,7 @@ impl<H: Handler> Conn<'_, H> {
             Event::DataStart { chunked } => {
                 let d = self.handler.data_start(s);
                 let ok = self.decide(&d);
-                tracing::debug!(chunked, ok, "data");
+                log!(debug, self.session, chunked, ok, "data");
                 if ok {
                     self.in_message = true;
                     self.content_error = None;
@@ -361,7 +458,7 @@ impl<H: Handler> Conn<'_, H> {
             Event::Data(chunk) => {
                 if self.in_message && self.content_error.is_none() {
                     if let Err(e) = self.handler.data_chunk(s, chunk) {
-                        tracing::error!("storing the message failed: {e}");
+                        log!(error, self.session, "storing the message failed: {e}");
                         self.content_error = Some(e);
                     }
                 }
@@ -374,7 +471,7 @@ impl<H: Handler> Conn<'_, H> {
                 } else {
                     let d = self.handler.data_end(s, size);
                     let ok = self.decide(&d);
-                    tracing::debug!(size, ok, "end of data");
+                    log!(debug, self.session, size, ok, "end of data");
                     // LMTP: one decision per recipient; the same answer for each.
                     let mut left = self.session.envelope.rcpt_to.len();
                     while self.core.is_pending() && left > 0 {
@@ -384,7 +481,7 @@ impl<H: Handler> Conn<'_, H> {
                 }
             }
             Event::DataAborted { error } => {
-                tracing::info!(?error, "message refused by the core");
+                log!(info, self.session, ?error, "message refused by the core");
                 if self.in_message {
                     self.in_message = false;
                     self.content_error = None;
@@ -394,19 +491,24 @@ impl<H: Handler> Conn<'_, H> {
             Event::StartTls => {
                 if self.shared.options.tls.is_some() {
                     self.decide(&Decision::Accept);
-                    tracing::info!("starttls");
+                    log!(info, self.session, "starttls");
                 } else {
                     self.decide(&Reply::TLS_UNAVAILABLE.into());
                 }
             }
             Event::PlaintextDiscarded { len } => {
-                tracing::warn!(len, "discarded plaintext pipelined after STARTTLS (command injection attempt?)");
+                log!(
+                    warn,
+                    self.session,
+                    len,
+                    "discarded plaintext pipelined after STARTTLS (command injection attempt?)"
+                );
             }
-            Event::Reset => tracing::debug!("rset"),
-            Event::Quit => tracing::debug!("quit"),
+            Event::Reset => log!(debug, self.session, "rset"),
+            Event::Quit => log!(debug, self.session, "quit"),
             other => {
                 if other.needs_decision() {
-                    tracing::warn!(?other, "event not handled by smtp-std: refused");
+                    log!(warn, self.session, ?other, "event not handled by smtp-std: refused");
                     self.decide(&Reply::NOT_IMPLEMENTED.into());
                 }
             }
@@ -419,12 +521,12 @@ impl<H: Handler> Conn<'_, H> {
 fn close(stream: Stream) {
     match stream {
         Stream::Plain(s) => {
-            let _ = s.shutdown(std::net::Shutdown::Write);
+            let _ = s.0.shutdown(std::net::Shutdown::Write);
         }
         Stream::Tls(mut s) => {
             s.conn.send_close_notify();
             let _ = s.flush();
-            let _ = s.get_ref().shutdown(std::net::Shutdown::Write);
+            let _ = s.get_ref().0.shutdown(std::net::Shutdown::Write);
         }
     }
 }

@@ -37,27 +37,28 @@ pub fn server_config_from_files(cert_path: &Path, key_path: &Path) -> io::Result
     server_config_from_pem(&cert, &key)
 }
 
-/// A connection, plain or under TLS (the server's and the client's, by `C`).
-pub(crate) enum Stream<C> {
+/// A connection, plain or under TLS (the server's and the client's, by `C`), over a TCP
+/// socket `S` (owned, or shared for the server's shutdown).
+pub(crate) enum Stream<C, S: Read + Write = TcpStream> {
     /// Plain TCP.
-    Plain(TcpStream),
+    Plain(S),
     /// TLS over TCP.
-    Tls(Box<rustls::StreamOwned<C, TcpStream>>),
+    Tls(Box<rustls::StreamOwned<C, S>>),
 }
 
-impl<C> Stream<C> {
+impl<C, S: Read + Write + std::borrow::Borrow<TcpStream>> Stream<C, S> {
     /// The TCP socket underneath (for timeouts and shutdown).
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
+            Stream::Plain(s) => s.borrow(),
+            Stream::Tls(s) => s.sock.borrow(),
         }
     }
 }
 
-impl<C> Read for Stream<C>
+impl<C, S: Read + Write> Read for Stream<C, S>
 where
-    rustls::StreamOwned<C, TcpStream>: Read,
+    rustls::StreamOwned<C, S>: Read,
 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -67,9 +68,9 @@ where
     }
 }
 
-impl<C> Write for Stream<C>
+impl<C, S: Read + Write> Write for Stream<C, S>
 where
-    rustls::StreamOwned<C, TcpStream>: Write,
+    rustls::StreamOwned<C, S>: Write,
 {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
