@@ -266,9 +266,16 @@ impl<H: Handler> Conn<'_, H> {
     fn read(&mut self, stream: &mut Stream, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let timeout = self.core.timeout();
         let start = Instant::now();
+        // The whole timeout at first (the same value every time: no syscall to set it again),
+        // what is left of it after an early wake-up.
         let mut wait = timeout;
         loop {
             if self.shutting_down() {
+                return Ok(None);
+            }
+            if wait == Some(Duration::ZERO) {
+                log!(info, self.session, timeout = ?timeout.unwrap_or_default(), "timeout");
+                self.core.handle_timeout();
                 return Ok(None);
             }
             if self.read_timeout != Some(wait) {
@@ -287,16 +294,8 @@ impl<H: Handler> Conn<'_, H> {
                     ) => {}
                 Err(e) => return Err(e),
             }
-            // Woken before the data or the timeout (a signal), or timed out.
-            if let Some(t) = timeout {
-                let left = t.saturating_sub(start.elapsed());
-                if left.is_zero() {
-                    log!(info, self.session, timeout = ?t, "timeout");
-                    self.core.handle_timeout();
-                    return Ok(None);
-                }
-                wait = Some(left);
-            }
+            // Timed out, or woken early (a signal).
+            wait = timeout.map(|t| t.saturating_sub(start.elapsed()));
         }
     }
 
