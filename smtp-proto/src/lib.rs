@@ -1,10 +1,11 @@
 //! A `no_std`, sans-IO, heap-free SMTP protocol core.
 //!
 //! `smtp-proto` knows SMTP and nothing else: **no sockets, no clock, no TLS, no files, no
-//! queue, no heap**. You feed it bytes; it hands back events (a command, a piece of message
-//! content, ...) borrowing from your buffer, waits for your decision where policy is involved,
-//! and gives you the reply bytes to send. The same core runs under blocking `std::net`
-//! (`smtp-std`), tokio (`examples/tokio_server.rs`), or on a microcontroller.
+//! queue, no heap** (unless you choose `server::Heap`). You feed it bytes; it hands back events
+//! (a command, a piece of message content, ...) borrowing from your buffer, waits for your
+//! decision where policy is involved, and gives you the reply bytes to send. The same core runs
+//! under blocking `std::net` (`smtp-std`), tokio (`examples/tokio_server.rs`), or on a
+//! microcontroller.
 //!
 //! ```text
 //!  socket/TLS ──bytes──▶ Server::handle_input ──Event<'b>──▶ application (policy, storage)
@@ -76,6 +77,15 @@
 //! assert!(sent.starts_with("220 mx.example.org ESMTP ready\r\n250-mx.example.org\r\n"));
 //! assert!(sent.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Message accepted\r\n221 2.0.0 mx.example.org Bye\r\n"));
 //! ```
+//!
+//! # Memory
+//!
+//! A server session is about 600 bytes of state plus an output queue and a SASL buffer, kept
+//! where its [`server::Buffers`] say: inline with [`server::Server::new`] (4 KiB + 9 KiB,
+//! 13.6 KiB in all), in slices you lend ([`server::Lent`]: an output queue of at least
+//! [`server::MIN_OUTPUT_BUFFER`] = 1200 octets, a SASL buffer as long as the longest
+//! credentials you take), or with the `alloc` feature on the heap (`server::Heap`, the SASL
+//! buffer allocated only while an AUTH exchange runs). See [`server::Server::with_buffers`].
 //!
 //! # Security notes
 //! - **SMTP smuggling**: only `CRLF . CRLF` ends a message, at any split of the input. A bare

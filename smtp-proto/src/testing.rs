@@ -4,7 +4,12 @@
 //! a [`Policy`] plays the application; the [`Transcript`] records the events (consecutive
 //! [`Event::Data`] chunks merged, since their boundaries depend on how input arrives) and every
 //! reply byte. The core promises that any split of the segments gives the same transcript;
-//! [`run_all_splits`] checks it. The driver panics (it is for tests) on API misuse or a livelock.
+//! [`run_all_splits`] checks it. It also promises that the size of the output queue changes
+//! only how replies are batched: [`run_with`] (and so [`run`] and [`run_all_splits`]) runs
+//! every script a second time with the smallest output queue the core accepts
+//! ([`MIN_OUTPUT_BUFFER`], [`Lent`]), the application's decisions replayed, and checks that the
+//! transcript is the same. [`run_session`] runs a script on a session with any [`Buffers`]. The
+//! driver panics (it is for tests) on API misuse or a livelock.
 //!
 //! ```
 //! use smtp_proto::server::Config;
@@ -22,19 +27,22 @@ use std::vec::Vec;
 use crate::client::{self, Client, Envelope, Recipient};
 use crate::parse::{Body, By, ForwardPath, MailAuth, MailParams, Notify, RcptParams, Ret, ReversePath, UnknownParams};
 use crate::reply::Reply;
-use crate::server::{self, Config, Event, Progress, Server};
+use crate::server::{self, ApiMisuse, Buffers, Config, Event, Lent, Progress, Server, MIN_OUTPUT_BUFFER, SASL_BUFFER};
 
 /// What the application answers.
 pub type Policy = fn(&Event<'_>, &Server) -> Option<Reply<'static>>;
 
+/// What the application answers, on a session with any [`Buffers`] ([`run_session`]).
+pub type Decide<'p, B> = dyn FnMut(&Event<'_>, &Server<B>) -> Option<Reply<'static>> + 'p;
+
 /// Accept everything.
-pub fn accept_all(_: &Event<'_>, _: &Server) -> Option<Reply<'static>> {
+pub fn accept_all<B: Buffers>(_: &Event<'_>, _: &Server<B>) -> Option<Reply<'static>> {
     None
 }
 
 /// Reject recipients whose local part starts with "bad" (`550 5.1.1`), and MAIL from
 /// `spammer@` (`550 5.7.1`).
-pub fn picky(ev: &Event<'_>, _: &Server) -> Option<Reply<'static>> {
+pub fn picky<B: Buffers>(ev: &Event<'_>, _: &Server<B>) -> Option<Reply<'static>> {
     match ev {
         Event::Rcpt { to: crate::parse::ForwardPath::Mailbox(m), .. } if m.local_part.starts_with("bad") => {
             Some(Reply::NO_SUCH_USER)
@@ -94,7 +102,7 @@ fn record(t: &mut Transcript, ev: &Event<'_>) {
     }
 }
 
-fn drain(server: &mut Server, t: &mut Transcript) {
+fn drain<B: Buffers>(server: &mut Server<B>, t: &mut Transcript) {
     let mut buf = [0u8; 97]; // odd size: exercises partial drains
     loop {
         let n = server.poll_transmit(&mut buf);
@@ -105,15 +113,43 @@ fn drain(server: &mut Server, t: &mut Transcript) {
     }
 }
 
-/// Runs `segments` with each segment cut at `cuts(segment_index, segment)`.
+/// Runs `segments` with each segment cut at `cuts(segment_index, segment)`; then again with
+/// the smallest output queue the core accepts, asserting the same transcript.
 pub fn run_with(
     config: Config,
     policy: Policy,
     segments: &[&[u8]],
     cuts: &dyn Fn(usize, &[u8]) -> Vec<usize>,
 ) -> Transcript {
+    let mut decisions = Vec::new();
+    let mut record = |ev: &Event<'_>, s: &Server| {
+        let d = policy(ev, s);
+        decisions.push((format!("{ev:?}"), d));
+        d
+    };
+    let t = run_session(Server::new(config), &mut record, segments, cuts);
+    let (mut out, mut sasl) = (vec![0; MIN_OUTPUT_BUFFER], vec![0; SASL_BUFFER]);
+    let small = Server::with_buffers(config, Lent::new(&mut out, &mut sasl)).unwrap();
+    let mut replay = decisions.into_iter();
+    let mut decide = |ev: &Event<'_>, _: &Server<Lent<'_>>| {
+        let (seen, d) = replay.next().expect("the same decisions with the minimum output queue");
+        assert_eq!(format!("{ev:?}"), seen, "another event with the minimum output queue");
+        d
+    };
+    let t_small = run_session(small, &mut decide, segments, cuts);
+    assert_eq!(t, t_small, "the minimum output queue gives another transcript");
+    t
+}
+
+/// Runs `segments` on `server` (before its greeting), each cut at
+/// `cuts(segment_index, segment)`, with `decide` playing the application.
+pub fn run_session<B: Buffers>(
+    mut server: Server<B>,
+    decide: &mut Decide<'_, B>,
+    segments: &[&[u8]],
+    cuts: &dyn Fn(usize, &[u8]) -> Vec<usize>,
+) -> Transcript {
     let mut t = Transcript::default();
-    let mut server = Server::new(config);
     server.greet("ESMTP test").unwrap();
     drain(&mut server, &mut t);
     let mut buf: Vec<u8> = Vec::new();
@@ -131,7 +167,7 @@ pub fn run_with(
             }
             buf.extend_from_slice(&seg[from..p]);
             from = p;
-            closed = feed(&mut server, &mut buf, policy, &mut t);
+            closed = feed(&mut server, &mut buf, decide, &mut t);
             drain(&mut server, &mut t);
         }
         if server.is_tls_pending() {
@@ -143,8 +179,24 @@ pub fn run_with(
     t
 }
 
+/// A decision; when the output queue has no room for the reply, drains it and decides again
+/// (what a binding does with [`ApiMisuse::ReplyTooLong`]).
+fn decide_on<B: Buffers>(server: &mut Server<B>, reply: Option<Reply<'_>>, t: &mut Transcript) {
+    let once = |server: &mut Server<B>| match reply {
+        None => server.accept(),
+        Some(reply) => server.reply(reply),
+    };
+    match once(server) {
+        Err(ApiMisuse::ReplyTooLong) => {
+            drain(server, t);
+            once(server).unwrap();
+        }
+        r => r.unwrap(),
+    }
+}
+
 /// Feeds the buffer until the core needs input; returns true once the session closed.
-fn feed(server: &mut Server, buf: &mut Vec<u8>, policy: Policy, t: &mut Transcript) -> bool {
+fn feed<B: Buffers>(server: &mut Server<B>, buf: &mut Vec<u8>, decide: &mut Decide<'_, B>, t: &mut Transcript) -> bool {
     let mut guard = 0;
     loop {
         guard += 1;
@@ -157,13 +209,11 @@ fn feed(server: &mut Server, buf: &mut Vec<u8>, policy: Policy, t: &mut Transcri
             Progress::Event(ev) => {
                 record(t, &ev);
                 if ev.needs_decision() {
-                    match policy(&ev, server) {
-                        None => server.accept().unwrap(),
-                        Some(reply) => server.reply(reply).unwrap(),
-                    }
+                    let reply = decide(&ev, server);
+                    decide_on(server, reply, t);
                     // LMTP: one decision per recipient.
                     while server.is_pending() {
-                        server.accept().unwrap();
+                        decide_on(server, None, t);
                     }
                 }
             }

@@ -4,8 +4,8 @@
 //! [`Server::handle_input`], which reports how many bytes it consumed and at most one [`Event`]
 //! borrowing from that buffer. Some events wait for the application's decision
 //! ([`Event::needs_decision`]): answer them with [`Server::accept`] or [`Server::reply`] before
-//! feeding more input. Reply bytes queue inside the session (a fixed 4 KiB buffer) and leave
-//! through [`Server::poll_transmit`].
+//! feeding more input. Reply bytes queue in the session's output queue and leave through
+//! [`Server::poll_transmit`].
 //!
 //! **Drain rule**: keep calling `handle_input` on the unconsumed input until it answers
 //! [`Progress::NeedInput`] (or [`Progress::Closed`]), then write everything
@@ -15,9 +15,32 @@
 //! The caller's input buffer must hold at least [`Config::min_input_buffer`] bytes: a command
 //! line that is not complete stays unconsumed until its line ending arrives, and a line longer
 //! than the limit is consumed and discarded up to its line ending, then answered `500 5.5.2`.
+//!
+//! # Memory per session
+//!
+//! A session is about 600 bytes of state plus two buffers, the output queue and the SASL
+//! buffer, kept where the [`Buffers`] type parameter says:
+//! [`Server::new`] puts both inline ([`Inline`], [`OUTPUT_BUFFER`] + [`SASL_BUFFER`] octets:
+//! `size_of::<Server>()` is 13,896 bytes); [`Server::with_buffers`] takes [`Lent`] slices of
+//! the caller's (an output queue of at least [`MIN_OUTPUT_BUFFER`] octets, a SASL buffer of any
+//! size) or, with the `alloc` feature, `Heap` (the SASL buffer allocated only while an AUTH
+//! exchange runs). `size_of::<Server<Lent>>()` and `size_of::<Server<Heap>>()` are under
+//! 2 KiB. The size of the output queue changes how many pipelined replies leave per drain,
+//! never which bytes leave: the core stops taking input while less than [`MIN_OUTPUT_BUFFER`]
+//! octets are free ([`Progress::Flush`]). A decision whose reply does not fit the free space
+//! (a long multi-line reply, or many LMTP replies in a row) fails with
+//! [`ApiMisuse::ReplyTooLong`] and changes nothing: drain [`Server::poll_transmit`] and decide
+//! again. A single-line reply (≤ 512 octets) and the EHLO response always fit when the decision
+//! follows its event.
 
+mod buffers;
 mod config;
 
+#[cfg(feature = "alloc")]
+pub use buffers::Heap;
+pub use buffers::{
+    sasl_buffer_for, Buffers, Inline, Lent, OutputTooSmall, MIN_OUTPUT_BUFFER, OUTPUT_BUFFER, SASL_BUFFER,
+};
 pub use config::{Config, HostName, Timeouts};
 
 use core::fmt::Write as _;
@@ -28,12 +51,7 @@ use crate::parse::{parse_command_line, Body, Command, CommandError, ForwardPath,
 use crate::reply::{BufferTooSmall, Reply};
 use crate::sasl::{self, Credentials, Mechanism};
 
-/// Size of the session's output queue.
-pub const OUTPUT_BUFFER: usize = 4096;
-/// Size of the session's SASL buffer (decoded AUTH payloads); longer payloads get `500 5.5.6`.
-pub const SASL_BUFFER: usize = 9216;
-/// Free output space the core keeps before it processes more input.
-const RESERVE: usize = 1200;
+use buffers::RESERVE;
 
 /// Which greeting command opened the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,9 +294,10 @@ enum Discard {
     TooBig,
 }
 
-/// A server session. See the [module docs](self) for the run loop.
+/// A server session. See the [module docs](self) for the run loop, and [`Buffers`] for where
+/// it keeps its output queue and SASL buffer (`B`: [`Inline`] arrays unless you choose).
 #[derive(Clone)]
-pub struct Server {
+pub struct Server<B: Buffers = Inline> {
     config: Config,
     state: State,
     pending: Option<Pending>,
@@ -294,16 +313,21 @@ pub struct Server {
     lmtp_left: usize,
     sasl: Sasl,
     sasl_len: usize,
+    /// The SASL buffer may hold decoded bytes up to here: zeroed when the exchange ends.
+    sasl_dirty: usize,
     login_user_len: usize,
-    out: [u8; OUTPUT_BUFFER],
+    /// The SASL buffer is acquired: an AUTH exchange runs.
+    sasl_held: bool,
+    /// Length of the output queue (`buffers.output()`).
+    out_cap: usize,
     out_start: usize,
     out_len: usize,
     /// Output from here on is held back until the current BDAT chunk is consumed.
     hold: Option<usize>,
-    sasl_buf: [u8; SASL_BUFFER],
+    buffers: B,
 }
 
-impl core::fmt::Debug for Server {
+impl<B: Buffers> core::fmt::Debug for Server<B> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Server")
             .field("state", &self.state)
@@ -329,10 +353,44 @@ fn is_auth_line(line: &[u8]) -> bool {
     line.len() >= 5 && line[..4].eq_ignore_ascii_case(b"AUTH") && line[4] == b' '
 }
 
-impl Server {
-    /// A new session, before the greeting. Call [`Server::greet`] (or [`Server::refuse`]) first;
-    /// for implicit TLS (port 465) call [`Server::tls_established`] before that.
+impl Server<Inline> {
+    /// A new session, before the greeting, with its buffers inline ([`Inline`]: 13 KiB; see
+    /// [`Server::with_buffers`] for smaller ones). Call [`Server::greet`] (or
+    /// [`Server::refuse`]) first; for implicit TLS (port 465) call [`Server::tls_established`]
+    /// before that.
     pub fn new(config: Config) -> Self {
+        Self::build(config, Inline::new(), OUTPUT_BUFFER)
+    }
+}
+
+impl<B: Buffers> Server<B> {
+    /// A new session, before the greeting, keeping its output queue and SASL buffer in
+    /// `buffers` (see [`Buffers`]: [`Lent`] for memory of the caller's, `Heap` with the
+    /// feature `alloc`). Otherwise like [`Server::new`].
+    ///
+    /// # Errors
+    /// [`OutputTooSmall`] when the output queue is shorter than [`MIN_OUTPUT_BUFFER`].
+    pub fn with_buffers(config: Config, mut buffers: B) -> Result<Self, OutputTooSmall> {
+        let len = buffers.output().len();
+        if len < MIN_OUTPUT_BUFFER {
+            return Err(OutputTooSmall { len });
+        }
+        Ok(Self::build(config, buffers, len))
+    }
+
+    /// The buffers.
+    pub fn buffers(&self) -> &B {
+        &self.buffers
+    }
+
+    /// The buffers, back (e.g. to give them to the next session).
+    pub fn into_buffers(self) -> B {
+        self.buffers
+    }
+
+    // Inlined so that `Server::new` zeroes its arrays in place, without a copy of 13 KiB.
+    #[inline(always)]
+    fn build(config: Config, buffers: B, out_cap: usize) -> Self {
         Self {
             config,
             state: State::Start,
@@ -347,12 +405,14 @@ impl Server {
             lmtp_left: 0,
             sasl: Sasl::Plain,
             sasl_len: 0,
+            sasl_dirty: 0,
             login_user_len: 0,
-            out: [0; OUTPUT_BUFFER],
+            sasl_held: false,
+            out_cap,
             out_start: 0,
             out_len: 0,
             hold: None,
-            sasl_buf: [0; SASL_BUFFER],
+            buffers,
         }
     }
 
@@ -467,10 +527,14 @@ impl Server {
         Ok(())
     }
 
-    /// Decoded credentials of the last AUTH exchange the core ran (PLAIN, LOGIN, XOAUTH2,
-    /// OAUTHBEARER).
+    /// Decoded credentials of the AUTH exchange the core ran (PLAIN, LOGIN, XOAUTH2,
+    /// OAUTHBEARER), while its [`Event::Auth`] waits for the decision; `None` once the exchange
+    /// is over (the SASL buffer is cleared and given back then).
     pub fn credentials(&self) -> Option<Credentials<'_>> {
-        let data = &self.sasl_buf[..self.sasl_len];
+        if !self.sasl_held {
+            return None;
+        }
+        let data = self.sasl_bytes();
         match self.sasl {
             Sasl::Plain => sasl::parse_plain(data).ok(),
             Sasl::XOAuth2 => sasl::parse_xoauth2(data).ok(),
@@ -484,9 +548,41 @@ impl Server {
     }
 
     /// The decoded SASL payload: the initial response with [`Event::Auth`] (empty if none), the
-    /// client's answer with [`Event::AuthResponse`].
+    /// client's answer with [`Event::AuthResponse`]; empty once the exchange is over.
     pub fn sasl_data(&self) -> &[u8] {
-        &self.sasl_buf[..self.sasl_len]
+        self.sasl_bytes()
+    }
+
+    fn sasl_bytes(&self) -> &[u8] {
+        if !self.sasl_held {
+            return &[];
+        }
+        self.buffers.sasl().get(..self.sasl_len).unwrap_or(&[])
+    }
+
+    /// Takes the SASL buffer for an AUTH exchange (or keeps it, if a failed exchange of the
+    /// same input left it here); `false` if the buffers have none to give now.
+    fn take_sasl(&mut self) -> bool {
+        if !self.sasl_held {
+            self.sasl_held = self.buffers.acquire_sasl(sasl_buffer_for(self.config.max_auth_line));
+        }
+        self.sasl_held
+    }
+
+    /// Gives the SASL buffer back, its decoded bytes zeroed, once no AUTH exchange runs: not
+    /// reading SASL lines and no AUTH decision pending.
+    fn settle_sasl(&mut self) {
+        if !self.sasl_held || matches!(self.state, State::AuthExchange(_)) || self.pending == Some(Pending::Auth) {
+            return;
+        }
+        let buf = self.buffers.sasl_mut();
+        let dirty = self.sasl_dirty.min(buf.len());
+        buf[..dirty].fill(0);
+        self.sasl_dirty = 0;
+        self.sasl_len = 0;
+        self.login_user_len = 0;
+        self.sasl_held = false;
+        self.buffers.release_sasl();
     }
 
     /// Answers a pending [`Event::Auth`] or [`Event::AuthResponse`] with a `334` challenge
@@ -548,6 +644,7 @@ impl Server {
         } else {
             self.negative(pending, reply)?;
         }
+        self.settle_sasl();
         Ok(())
     }
 
@@ -556,27 +653,24 @@ impl Server {
             Pending::Helo(kind) => {
                 let n = match kind {
                     HeloKind::Helo => {
-                        let prefix = self.config.hostname;
-                        let free = self.free();
                         let mut prefixed = PrefixBuf::new();
-                        let _ = write!(prefixed, "{}", prefix.as_str());
+                        let _ = write!(prefixed, "{}", self.config.hostname.as_str());
                         if !reply.text.is_empty() {
                             let _ = write!(prefixed, " ");
                         }
-                        reply.write_with(false, prefixed.as_str(), &mut self.out[self.out_len..][..free])?
+                        reply.write_with(false, prefixed.as_str(), self.out_free())?
                     }
                     HeloKind::Ehlo | HeloKind::Lhlo => {
                         let mut caps = self.config.capabilities;
                         if !self.tls && !self.config.allow_insecure_auth {
                             caps.auth = crate::ehlo::AuthMechanisms::none();
                         }
-                        let free = self.free();
                         caps.write_ehlo(
                             self.config.hostname.as_str(),
                             reply.text,
                             self.config.max_message_size,
                             self.tls,
-                            &mut self.out[self.out_len..][..free],
+                            &mut self.buffers.output()[self.out_len..self.out_cap],
                         )?
                     }
                 };
@@ -628,8 +722,11 @@ impl Server {
     fn negative(&mut self, pending: Pending, reply: Reply<'_>) -> Result<(), ApiMisuse> {
         match pending {
             Pending::DataStart { bdat: Some((size, last)) } => {
-                self.hold = Some(self.out_len);
+                // Held back from the first byte of the refusal, set once it is written (a reply
+                // that does not fit leaves everything as it was: drain, then reply again).
+                let at = self.out_len;
                 self.write(reply)?;
+                self.hold = Some(at);
                 self.start_chunk(size, last, Discard::Refused);
             }
             _ => self.write(reply)?,
@@ -659,13 +756,14 @@ impl Server {
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> usize {
         let end = self.hold.unwrap_or(self.out_len);
         let n = (end - self.out_start).min(out.len());
-        out[..n].copy_from_slice(&self.out[self.out_start..self.out_start + n]);
+        let queue = self.buffers.output();
+        out[..n].copy_from_slice(&queue[self.out_start..self.out_start + n]);
         self.out_start += n;
         if self.out_start == self.out_len {
             self.out_start = 0;
             self.out_len = 0;
-        } else if self.hold.is_none() && self.out_start > OUTPUT_BUFFER / 2 {
-            self.out.copy_within(self.out_start..self.out_len, 0);
+        } else if self.hold.is_none() && self.out_start > self.out_cap / 2 {
+            queue.copy_within(self.out_start..self.out_len, 0);
             self.out_len -= self.out_start;
             self.out_start = 0;
         }
@@ -678,12 +776,17 @@ impl Server {
     }
 
     fn free(&self) -> usize {
-        OUTPUT_BUFFER - self.out_len
+        self.out_cap - self.out_len
+    }
+
+    /// The free end of the output queue.
+    fn out_free(&mut self) -> &mut [u8] {
+        &mut self.buffers.output()[self.out_len..self.out_cap]
     }
 
     fn write(&mut self, reply: Reply<'_>) -> Result<(), BufferTooSmall> {
         let esc = self.config.capabilities.enhanced_status_codes;
-        let n = reply.write(esc, &mut self.out[self.out_len..])?;
+        let n = reply.write(esc, self.out_free())?;
         self.out_len += n;
         Ok(())
     }
@@ -691,13 +794,12 @@ impl Server {
     /// Writes `code [esc] hostname text`.
     fn write_prefixed(&mut self, reply: Reply<'_>) -> Result<(), BufferTooSmall> {
         let esc = self.config.capabilities.enhanced_status_codes && reply.code != 220;
-        let host = self.config.hostname;
         let mut prefix = PrefixBuf::new();
-        let _ = write!(prefix, "{}", host.as_str());
+        let _ = write!(prefix, "{}", self.config.hostname.as_str());
         if !reply.text.is_empty() {
             let _ = write!(prefix, " ");
         }
-        let n = reply.write_with(esc, prefix.as_str(), &mut self.out[self.out_len..])?;
+        let n = reply.write_with(esc, prefix.as_str(), self.out_free())?;
         self.out_len += n;
         Ok(())
     }
@@ -735,21 +837,37 @@ impl Server {
         }
         self.pending = None;
         self.state = State::Closed;
+        self.settle_sasl();
     }
 
-    fn junk(&mut self) {
+    /// Counts a junk command; `true` if that closed the session (nothing more to answer).
+    #[must_use]
+    fn junk(&mut self) -> bool {
         self.junk += 1;
         if self.junk > self.config.max_junk_commands {
             self.count_error();
         }
+        matches!(self.state, State::Closed)
     }
 
     /// Feeds input. See the [module docs](self) for the loop.
     pub fn handle_input<'b>(&mut self, input: &'b [u8]) -> Result<Input<'b>, ApiMisuse> {
+        let r = self.input(input);
+        if self.sasl_held {
+            self.settle_sasl();
+        }
+        r
+    }
+
+    fn input<'b>(&mut self, input: &'b [u8]) -> Result<Input<'b>, ApiMisuse> {
         if self.pending.is_some() {
             return Err(ApiMisuse::DecisionPending);
         }
-        if self.free() < RESERVE && !matches!(self.state, State::Closed) {
+        // Backpressure: take input only with RESERVE free, so that whatever it makes the core
+        // write fits. Not while a refused BDAT chunk is skipped: that writes nothing, and its
+        // reply, held back in the queue until the chunk is consumed, could not drain to make
+        // room (the session would ask for a flush forever).
+        if self.free() < RESERVE && self.hold.is_none() && !matches!(self.state, State::Closed) {
             return Ok(Input { consumed: 0, progress: Progress::Flush });
         }
         let mut consumed = 0;
@@ -980,8 +1098,8 @@ impl Server {
                     self.fail(Reply::UNRECOGNIZED);
                     return None;
                 }
-                if self.helo.is_some() {
-                    self.junk();
+                if self.helo.is_some() && self.junk() {
+                    return None;
                 }
                 self.pending = Some(Pending::Helo(kind));
                 Some(Event::Helo { host, kind })
@@ -1071,14 +1189,17 @@ impl Server {
                 Some(Event::DataStart { chunked: true })
             }
             Command::Rset => {
-                self.junk();
+                if self.junk() {
+                    return None;
+                }
                 self.tx = None;
                 self.say(Reply::RESET_OK);
                 Some(Event::Reset)
             }
             Command::Noop => {
-                self.junk();
-                self.say(Reply::OK);
+                if !self.junk() {
+                    self.say(Reply::OK);
+                }
                 None
             }
             Command::Quit => {
@@ -1087,7 +1208,9 @@ impl Server {
                 Some(Event::Quit)
             }
             Command::Vrfy { .. } => {
-                self.junk();
+                if self.junk() {
+                    return None;
+                }
                 if needs_tls {
                     self.fail(Reply::TLS_REQUIRED);
                 } else {
@@ -1096,13 +1219,16 @@ impl Server {
                 None
             }
             Command::Expn { .. } => {
-                self.junk();
+                if self.junk() {
+                    return None;
+                }
                 self.fail(if needs_tls { Reply::TLS_REQUIRED } else { Reply::NOT_IMPLEMENTED });
                 None
             }
             Command::Help { .. } => {
-                self.junk();
-                self.say(Reply::HELP);
+                if !self.junk() {
+                    self.say(Reply::HELP);
+                }
                 None
             }
             Command::StartTls => {
@@ -1173,6 +1299,9 @@ impl Server {
             Reply::AUTH_NEEDS_TLS
         } else if !mechanism.bit().is_some_and(|b| c.capabilities.auth.contains(b)) {
             Reply::AUTH_UNKNOWN_MECHANISM
+        } else if !self.take_sasl() {
+            // No SASL buffer to be had now (see `Buffers::acquire_sasl`).
+            Reply::AUTH_TEMPFAIL
         } else {
             let step = match mechanism {
                 Mechanism::Plain => Sasl::Plain,
@@ -1215,7 +1344,13 @@ impl Server {
             return Some(Event::AuthCancelled);
         }
         let start = if step == Sasl::LoginPassword { self.login_user_len } else { 0 };
-        let decoded = if line == b"=" { Ok(0) } else { sasl::decode_base64(line, &mut self.sasl_buf[start..]) };
+        let decoded = if line == b"=" {
+            Ok(0)
+        } else {
+            // Decoding writes at most as many octets as the line has, even when it fails.
+            self.sasl_dirty = self.sasl_dirty.max(start.saturating_add(line.len()));
+            sasl::decode_base64(line, self.buffers.sasl_mut().get_mut(start..).unwrap_or(&mut []))
+        };
         let n = match decoded {
             Ok(n) => n,
             Err(sasl::SaslError::TooLong) => {
