@@ -1,9 +1,11 @@
 //! A whole pipelined SMTP session through the server core, in memory: greeting, EHLO, MAIL,
 //! three RCPT, DATA, a 10 KiB body, QUIT; every decision accepted. Measured as messages per
-//! second (`Elements(1)`) and as client bytes per second.
+//! second (`Elements(1)`) and as client bytes per second; with the session's buffers inline
+//! (`Server::new`), and lent (`Server::with_buffers`): a 4 KiB output queue like the inline one,
+//! and the smallest the core takes.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use smtp_proto::server::{Config, Progress, Server};
+use smtp_proto::server::{Buffers, Config, Lent, Progress, Server, MIN_OUTPUT_BUFFER, OUTPUT_BUFFER};
 
 /// The client's side of the session, in the segments a pipelining client sends (RFC 2920: it
 /// waits for the replies after EHLO, after DATA, and after the end of the data).
@@ -30,8 +32,16 @@ fn wire() -> Vec<Vec<u8>> {
 
 /// Runs the session; returns the reply bytes sent, the events seen and whether the server
 /// closed after the QUIT.
-fn session(config: &Config, wire: &[Vec<u8>], out: &mut [u8], mut log: Option<&mut Vec<u8>>) -> (usize, usize, bool) {
-    let mut server = Server::new(*config);
+fn session(config: &Config, wire: &[Vec<u8>], out: &mut [u8], log: Option<&mut Vec<u8>>) -> (usize, usize, bool) {
+    run(Server::new(*config), wire, out, log)
+}
+
+fn run<B: Buffers>(
+    mut server: Server<B>,
+    wire: &[Vec<u8>],
+    out: &mut [u8],
+    mut log: Option<&mut Vec<u8>>,
+) -> (usize, usize, bool) {
     server.greet("ESMTP").unwrap();
     let (mut sent, mut events) = (0, 0);
     for segment in wire {
@@ -67,7 +77,7 @@ fn session(config: &Config, wire: &[Vec<u8>], out: &mut [u8], mut log: Option<&m
     (sent, events, false)
 }
 
-fn drain(server: &mut Server, out: &mut [u8], mut log: Option<&mut Vec<u8>>) -> usize {
+fn drain<B: Buffers>(server: &mut Server<B>, out: &mut [u8], mut log: Option<&mut Vec<u8>>) -> usize {
     let mut sent = 0;
     loop {
         let n = server.poll_transmit(out);
@@ -99,6 +109,23 @@ fn bench_session(c: &mut Criterion) {
     g.bench_function("messages", |b| b.iter(|| session(&config, black_box(&wire), &mut out, None)));
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("bytes", |b| b.iter(|| session(&config, black_box(&wire), &mut out, None)));
+    g.finish();
+
+    let mut g = c.benchmark_group("session/pipelined_10KiB_lent");
+    g.throughput(Throughput::Elements(1));
+    for len in [OUTPUT_BUFFER, MIN_OUTPUT_BUFFER] {
+        let (mut queue, mut sasl) = (vec![0u8; len], vec![0u8; 0]);
+        let mut log = Vec::new();
+        let lent = Server::with_buffers(config, Lent::new(&mut queue, &mut sasl)).unwrap();
+        assert_eq!(run(lent, &wire, &mut out, Some(&mut log)), session(&config, &wire, &mut out, None));
+        assert_eq!(String::from_utf8_lossy(&log), text);
+        g.bench_function(format!("messages_{len}"), |b| {
+            b.iter(|| {
+                let server = Server::with_buffers(config, Lent::new(&mut queue, &mut sasl)).unwrap();
+                run(server, black_box(&wire), &mut out, None)
+            })
+        });
+    }
     g.finish();
 }
 
