@@ -29,7 +29,7 @@ use smtp_proto::Reply;
 use crate::accounts::{AccountsFile, Directory, Resolution};
 use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Decision, Handler, Session};
 use crate::lmtp::{LmtpOptions, LmtpTarget};
-use crate::mailbox::{clean, group_copies, store_copies, trace_prefix, Copy, Store};
+use crate::mailbox::{clean, group_copies, store_copies, trace_prefix, unique_accounts, Copy, Store};
 use crate::maildir::{Delivery, Maildir};
 use crate::received::received_header;
 
@@ -373,12 +373,7 @@ impl InboundHandler {
     ) -> Decision {
         let name = d.name().to_owned();
         let from = session.envelope.mail_from.as_deref().unwrap_or("");
-        let mut accounts: Vec<&str> = Vec::new();
-        for a in self.rcpts.iter().flat_map(|(_, a)| a) {
-            if !accounts.contains(&a.as_str()) {
-                accounts.push(a);
-            }
-        }
+        let accounts = unique_accounts(&self.rcpts);
         let mut refused: Vec<(String, crate::OwnedReply)> = Vec::new();
         for group in accounts.chunks(crate::lmtp::MAX_RECIPIENTS) {
             let body: io::Result<Box<dyn Read + '_>> = match content {

@@ -178,6 +178,18 @@ fn store_into(
     Ok(())
 }
 
+/// The accounts `rcpts` (each the recipient as given and the accounts it reaches) reach, each
+/// once, in RCPT order: the recipients of an LMTP transaction.
+pub(crate) fn unique_accounts(rcpts: &[(String, Vec<String>)]) -> Vec<&str> {
+    let mut accounts: Vec<&str> = Vec::new();
+    for a in rcpts.iter().flat_map(|(_, a)| a) {
+        if !accounts.contains(&a.as_str()) {
+            accounts.push(a);
+        }
+    }
+    accounts
+}
+
 /// Why a local delivery failed, and whether it may work later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalError {
@@ -199,12 +211,7 @@ pub fn deliver_file(store: &Store, from: &str, rcpts: &[(String, Vec<String>)], 
             store_copies(None, Some((path, 0)), &copies, from, "", None, None).map(|_| ()).map_err(io_err)
         }
         Store::Lmtp { target, options, .. } => {
-            let mut accounts: Vec<&str> = Vec::new();
-            for a in rcpts.iter().flat_map(|(_, a)| a) {
-                if !accounts.contains(&a.as_str()) {
-                    accounts.push(a);
-                }
-            }
+            let accounts = unique_accounts(rcpts);
             for group in accounts.chunks(crate::lmtp::MAX_RECIPIENTS) {
                 let mut file = std::fs::File::open(path).map_err(io_err)?;
                 match crate::lmtp::deliver(target, options, from, group, &mut file) {
