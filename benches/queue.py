@@ -216,7 +216,7 @@ class SmtpStd:
         subprocess.run([binary, "user", "add", FROM, "--accounts", accounts], input=PASSWORD + "\n", text=True,
                        check=True, capture_output=True, timeout=60)
         self.port = free_port()
-        self.env_dir = os.path.join(d, "data", "queue", "env")
+        self.env_dir = os.path.join(d, "data", "queue", "entries")
         self.spool = d
         config = os.path.join(d, "smtp-std.toml")
         with open(config, "w") as f:

@@ -48,7 +48,7 @@ pub struct Spool {
 #[derive(Debug)]
 enum SpoolData {
     Memory(Vec<u8>),
-    File { file: File, remove: Option<PathBuf> },
+    File { file: File, offset: u64, remove: Option<PathBuf> },
 }
 
 impl Spool {
@@ -66,14 +66,20 @@ impl Spool {
         io::copy(&mut input, &mut file)?;
         file.flush()?;
         let len = file.stream_position()?;
-        Ok(Self { data: SpoolData::File { file, remove }, len })
+        Ok(Self { data: SpoolData::File { file, offset: 0, remove }, len })
     }
 
     /// A message already in a file (read from its start to its current length; the file is
     /// not removed).
     pub fn from_file(file: File) -> io::Result<Self> {
         let len = file.metadata()?.len();
-        Ok(Self { data: SpoolData::File { file, remove: None }, len })
+        Ok(Self::from_file_range(file, 0, len))
+    }
+
+    /// A message that is `len` bytes of `file` from `offset` (a queue entry's message after
+    /// its envelope, say; the file is not removed).
+    pub fn from_file_range(file: File, offset: u64, len: u64) -> Self {
+        Self { data: SpoolData::File { file, offset, remove: None }, len }
     }
 
     /// A message already in memory.
@@ -101,8 +107,8 @@ impl Spool {
     pub fn reader(&mut self) -> io::Result<Box<dyn Read + '_>> {
         match &mut self.data {
             SpoolData::Memory(v) => Ok(Box::new(&v[..])),
-            SpoolData::File { file, .. } => {
-                file.rewind()?;
+            SpoolData::File { file, offset, .. } => {
+                file.seek(io::SeekFrom::Start(*offset))?;
                 Ok(Box::new(file.take(self.len)))
             }
         }

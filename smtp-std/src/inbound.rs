@@ -73,8 +73,13 @@ pub type Signer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 pub struct Outgoing {
     /// The queue.
     pub queue: crate::queue::Queue,
-    /// Called after an entry was queued (wakes the delivery workers).
-    pub notify: Box<dyn Fn() + Send + Sync>,
+    /// Called with each entry queued, once the message is accepted (hands it to the delivery
+    /// workers for an attempt now).
+    pub notify: Box<dyn Fn(&str) + Send + Sync>,
+    /// An entry is written with its next attempt this long after its submission: the time a
+    /// crash during its first attempt leaves (the first retry wait; see
+    /// [`crate::queue::worker`]). Zero: due at once (the next scan of the queue finds it).
+    pub first_attempt_after: std::time::Duration,
     /// Signs a message of ours before it is queued (DKIM, by its From: domain): the signed
     /// message, or `None` to queue it as it is.
     pub sign: Signer,
@@ -334,7 +339,10 @@ impl InboundHandler {
         let mut ids = Vec::new();
         for (mut entry, signed) in entries {
             let message = signed.as_deref().unwrap_or(&content);
-            match out.queue.submit(&mut entry, &mut &message[..]) {
+            if !out.first_attempt_after.is_zero() {
+                entry.next_attempt = crate::queue::store::unix(now) + out.first_attempt_after.as_secs().max(1);
+            }
+            match out.queue.submit(&mut entry, message) {
                 Ok(id) => {
                     let to: Vec<&str> = entry.recipients.iter().map(|r| r.address.as_str()).collect();
                     tracing::info!(
@@ -356,7 +364,6 @@ impl InboundHandler {
                 }
             }
         }
-        (out.notify)();
         Ok(ids)
     }
 
@@ -633,15 +640,21 @@ impl Handler for InboundHandler {
         };
         let local = matches!(self.policy.route, Route::Maildir { .. }) || self.rcpts.iter().any(|(_, a)| !a.is_empty());
         if !local {
-            return match queued.first() {
-                Some(id) => Decision::reply(250, Some((2, 0, 0)), format!("Ok: queued as {id}")),
-                None => Reply::LOCAL_ERROR.into(),
+            return match (queued.first(), &self.policy.outgoing) {
+                (Some(id), Some(out)) => {
+                    queued.iter().for_each(|id| (out.notify)(id));
+                    Decision::reply(250, Some((2, 0, 0)), format!("Ok: queued as {id}"))
+                }
+                _ => Reply::LOCAL_ERROR.into(),
             };
         }
         let decision = self.end(session, d, copies);
         if let (Some(out), Decision::Reply(r)) = (&self.policy.outgoing, &decision) {
-            if r.code / 100 != 2 {
-                for id in &queued {
+            // The queue's part goes ahead only when the local part was stored too.
+            for id in &queued {
+                if r.code / 100 == 2 {
+                    (out.notify)(id);
+                } else {
                     tracing::warn!(id, "local delivery failed: taking the queue entry back");
                     let _ = out.queue.remove(id);
                 }

@@ -199,21 +199,28 @@ pub struct LocalError {
     pub text: String,
 }
 
-/// Delivers the message in the file at `path` from `from` to `rcpts` (each the recipient
+/// Delivers the message in the file at `path` (from `offset` to its end) from `from` to `rcpts` (each the recipient
 /// as given and the accounts it reaches) through `store`: the queue's way to our own
 /// mailboxes (bounces to our accounts, for instance). Every copy is durable when this
 /// returns `Ok`.
-pub fn deliver_file(store: &Store, from: &str, rcpts: &[(String, Vec<String>)], path: &Path) -> Result<(), LocalError> {
+pub fn deliver_file(
+    store: &Store,
+    from: &str,
+    rcpts: &[(String, Vec<String>)],
+    path: &Path,
+    offset: u64,
+) -> Result<(), LocalError> {
     let io_err = |e: io::Error| LocalError { temporary: true, text: format!("local delivery: {e}") };
     match store {
         Store::Maildirs(root) => {
             let copies = group_copies(root, rcpts).map_err(|e| LocalError { temporary: false, text: e.to_string() })?;
-            store_copies(None, Some((path, 0)), &copies, from, "", None, None).map(|_| ()).map_err(io_err)
+            store_copies(None, Some((path, offset)), &copies, from, "", None, None).map(|_| ()).map_err(io_err)
         }
         Store::Lmtp { target, options, .. } => {
             let accounts = unique_accounts(rcpts);
             for group in accounts.chunks(crate::lmtp::MAX_RECIPIENTS) {
                 let mut file = std::fs::File::open(path).map_err(io_err)?;
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(io_err)?;
                 match crate::lmtp::deliver(target, options, from, group, &mut file) {
                     Ok(replies) => {
                         if let Some((a, r)) = group.iter().zip(&replies).find(|(_, r)| r.code / 100 != 2) {

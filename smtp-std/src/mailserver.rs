@@ -33,15 +33,11 @@ pub struct MailServer {
     smtp: Server<InboundHandler>,
     /// Ports 587 and 465 (AUTH required).
     submission: Option<Server<InboundHandler>>,
-    /// The queue's workers to start, and where the submission handler finds their waker.
+    /// The queue's workers to start (the submission handler hands them new entries through
+    /// the context's [`crate::queue::worker::Handoff`]).
     #[cfg(feature = "auth")]
     workers: Option<(Arc<crate::queue::worker::Context>, usize, std::time::Duration)>,
-    #[cfg(feature = "auth")]
-    waker: Option<WakerSlot>,
 }
-
-#[cfg(feature = "auth")]
-type WakerSlot = Arc<std::sync::Mutex<Option<crate::queue::worker::Waker>>>;
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
@@ -188,7 +184,7 @@ impl MailServer {
             use crate::queue::worker::{Context, Local, Outbound, Smarthost};
             let root = config.data_dir.join("queue");
             own_dir(&root, user)?;
-            for sub in ["msg", "env"] {
+            for sub in ["entries", "state"] {
                 own_dir(&root.join(sub), user)?;
             }
             own_spool(&root.join("spool"), user)?;
@@ -247,29 +243,22 @@ impl MailServer {
                 dns,
                 local: Some(Local { directory: directory.clone(), store: store.clone() }),
                 pool: Default::default(),
+                handoff: Default::default(),
             });
-            let waker: Arc<std::sync::Mutex<Option<crate::queue::worker::Waker>>> = Arc::default();
-            let notify_waker = waker.clone();
+            let handoff = ctx.handoff.clone();
             let outgoing = Outgoing {
                 queue,
-                notify: Box::new(move || {
-                    if let Some(w) = notify_waker.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                        w.wake();
-                    }
-                }),
+                notify: Box::new(move |id| handoff.attempt_now(id)),
+                first_attempt_after: q.retry.first().copied().unwrap_or(std::time::Duration::from_secs(300)),
                 sign: signer(config)?,
                 srs_secret: crate::srs::load_or_create_secret(&config.data_dir.join("srs.key"))?,
                 max_message_size: if limits.max_message_size > 0 { limits.max_message_size + 65536 } else { 64 << 20 },
             };
-            (Some((outgoing, waker)), Some((ctx, q.workers, q.scan_interval)))
+            (Some(outgoing), Some((ctx, q.workers, q.scan_interval)))
         };
         #[cfg(not(feature = "auth"))]
-        let outgoing: Option<(Outgoing, ())> = None;
+        let outgoing: Option<Outgoing> = None;
 
-        let (outgoing, waker) = match outgoing {
-            Some((o, w)) => (Some(o), Some(w)),
-            None => (None, None),
-        };
         let route = Route::Accounts { directory, store };
         #[allow(unused_mut)]
         let mut handler = InboundHandler::new(InboundPolicy {
@@ -295,15 +284,11 @@ impl MailServer {
         }
         let submission = (!config.listen.submission.is_empty() || !config.listen.submissions.is_empty())
             .then(|| Server::new(options.clone().auth_optional(false), handler.clone()));
-        #[cfg(not(feature = "auth"))]
-        let _ = waker;
         Ok(Self {
             smtp: Server::new(options, handler),
             submission,
             #[cfg(feature = "auth")]
             workers,
-            #[cfg(feature = "auth")]
-            waker,
         })
     }
 
@@ -333,9 +318,6 @@ impl MailServer {
             Some((ctx, n, scan)) => {
                 let swept = ctx.queue.sweep()?;
                 let workers = crate::queue::worker::Workers::start(ctx, n, scan);
-                if let Some(slot) = &self.waker {
-                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(workers.waker());
-                }
                 tracing::info!(workers = n, swept, "queue running");
                 Some(workers)
             }

@@ -54,7 +54,7 @@ impl Mta {
     }
 
     fn queue_len(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("data/queue/env")).map_or(0, |d| d.count())
+        std::fs::read_dir(self.dir.path().join("data/queue/entries")).map_or(0, |d| d.count())
     }
 
     fn queue(&self, args: &[&str]) -> std::process::Output {
@@ -746,7 +746,7 @@ fn sigkill_at_any_moment_loses_nothing_acknowledged() {
         acked.iter().all(|id| got.contains(id))
     });
     wait_until("the queue empty", Duration::from_secs(30), || {
-        std::fs::read_dir(dir.join("data/queue/env")).map_or(0, |d| d.count()) == 0
+        std::fs::read_dir(dir.join("data/queue/entries")).map_or(0, |d| d.count()) == 0
     });
     let got = message_ids(&b.got);
     let mut unique = got.clone();

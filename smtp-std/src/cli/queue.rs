@@ -139,9 +139,16 @@ pub(crate) fn run(args: QueueArgs) -> ExitCode {
                 print_entry(&e, t);
                 println!();
                 print!("{}", toml::to_string(&e).unwrap_or_default());
-                let head = std::fs::read(queue.message_path(id)).unwrap_or_default();
-                let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len().min(64 << 10), |p| p + 2);
-                println!("\n# message: {} bytes; header:", head.len());
+                // The header: up to the empty line, in the first 64 KiB.
+                let (mut head, mut size) = (Vec::new(), 0);
+                if let Ok(mut m) = queue.message(id) {
+                    size = m.len();
+                    let _ = m
+                        .reader()
+                        .and_then(|r| std::io::Read::read_to_end(&mut std::io::Read::take(r, 64 << 10), &mut head));
+                }
+                let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |p| p + 2);
+                println!("\n# message: {size} bytes; header:");
                 print!("{}", String::from_utf8_lossy(&head[..end.min(head.len())]));
                 ExitCode::SUCCESS
             }

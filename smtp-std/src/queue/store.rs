@@ -1,20 +1,35 @@
-//! The queue's files under `<data_dir>/queue/`: one entry per message.
+//! The queue's files under `<data_dir>/queue/`: one file per message.
 //!
 //! ```text
-//! queue/msg/<id>   the message, written once (fsynced, then its directory)
-//! queue/env/<id>   envelope and per-recipient state (TOML), replaced atomically
-//!                  (env/<id>.tmp, fsync, rename, fsync env/)
+//! queue/entries/<id>   written once, then only read:
+//!                        smtp-std-queue 1 <envelope length> <message length>\n
+//!                        <the envelope at submission (TOML)>
+//!                        <the message>
+//! queue/state/<id>     the envelope as it is now, once it changed after submission (TOML;
+//!                      replaced atomically: state/<id>.tmp, fsync, rename, fsync state/)
 //! ```
 //!
-//! An entry exists once `env/<id>` exists: [`Queue::submit`] writes the message first and the
-//! envelope last, so a crash in between leaves a message without envelope, which was never
-//! acknowledged and is removed at start ([`Queue::sweep`]). One writer at a time per entry:
-//! [`Queue::lock`] takes an exclusive `flock` on `msg/<id>` (never renamed, so the lock stays
-//! with the entry) — the delivery workers and the `smtp-std queue` commands both take it.
+//! [`Queue::submit`] writes the entry under its final name, fsyncs it, then fsyncs `entries/`:
+//! when it returns, the entry survives a crash, and only then may the `250` leave. One file
+//! and one directory to flush per message (Postfix flushes one queue file; an entry of two
+//! files — message, envelope — cost twice that). A file shorter than its first line says is
+//! one being written, or one a crash cut short (never acknowledged): [`Queue::load`] calls it
+//! [`io::ErrorKind::UnexpectedEof`], the dispatcher passes it by, [`Queue::sweep`] removes it
+//! at start.
+//!
+//! An entry's state changes (an attempt's time, each recipient's outcome) go to `state/<id>`,
+//! which, when present, is the envelope; the message is never copied again. One writer at a
+//! time per entry: [`Queue::lock`] takes an exclusive `flock` on `entries/<id>` (never
+//! renamed, so the lock stays with the entry) — the delivery workers and the `smtp-std queue`
+//! commands both take it.
+//!
+//! [`Queue::remove`] unlinks the entry, then its state, without flushing the directories: a
+//! crash of the process cannot undo an unlink, and a power loss that undoes one brings back
+//! an entry whose attempt was finished, to be tried once more at its durable next attempt time
+//! (a possible second copy, never a lost message, never a burst).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -162,7 +177,56 @@ pub struct Lock {
     _lock: Flock<File>,
 }
 
+/// The message of an entry: its file and where in it the message lies (to the file's end).
+#[derive(Debug)]
+pub struct Message {
+    file: File,
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+}
+
+impl Message {
+    /// The entry's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the message starts in [`Message::path`] (it runs to the file's end).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The message's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A reader from the message's first byte (again from the start at each call).
+    pub fn reader(&mut self) -> io::Result<io::Take<&mut File>> {
+        self.file.seek(SeekFrom::Start(self.offset))?;
+        Ok((&mut self.file).take(self.len))
+    }
+
+    /// The open file, positioned nowhere in particular, with the message's offset and size.
+    pub fn into_parts(self) -> (File, u64, u64) {
+        (self.file, self.offset, self.len)
+    }
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The first line's tag; a changed layout gets another number.
+const MAGIC: &str = "smtp-std-queue 1";
+/// Longest first line read.
+const MAX_FIRST_LINE: u64 = 80;
+/// Largest envelope read (a thousand recipients with long replies fit many times over).
+const MAX_ENVELOPE: u64 = 16 << 20;
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -172,14 +236,72 @@ fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
+fn incomplete(path: &Path, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("{}: incomplete entry ({why}): being written, or never acknowledged", path.display()),
+    )
+}
+
+fn parse_envelope(text: &[u8], path: &Path) -> io::Result<Entry> {
+    let text = std::str::from_utf8(text)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+    toml::from_str(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+}
+
+/// Reads an entry file's first line and envelope: the envelope, the message's offset and
+/// length. A file shorter than its first line says is [`io::ErrorKind::UnexpectedEof`].
+fn read_entry(file: &File, path: &Path, with_envelope: bool) -> io::Result<(Option<Entry>, u64, u64)> {
+    let size = file.metadata()?.len();
+    let mut r = BufReader::with_capacity(8192, file);
+    let mut line = Vec::new();
+    (&mut r).take(MAX_FIRST_LINE).read_until(b'\n', &mut line)?;
+    if line.last() != Some(&b'\n') {
+        if (line.len() as u64) < MAX_FIRST_LINE && MAGIC.as_bytes().starts_with(&line[..line.len().min(MAGIC.len())]) {
+            return Err(incomplete(path, "no first line"));
+        }
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a queue entry", path.display())));
+    }
+    let text = std::str::from_utf8(&line).unwrap_or("");
+    let lengths = text.trim_end().strip_prefix(MAGIC).and_then(|rest| {
+        let mut words = rest.split_ascii_whitespace().map(|w| w.parse::<u64>().ok());
+        match (words.next(), words.next(), words.next()) {
+            (Some(Some(env)), Some(Some(msg)), None) => Some((env, msg)),
+            _ => None,
+        }
+    });
+    let Some((env_len, msg_len)) = lengths.filter(|(env, _)| *env <= MAX_ENVELOPE) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a queue entry", path.display())));
+    };
+    let offset = line.len() as u64 + env_len;
+    match offset.checked_add(msg_len) {
+        Some(total) if total == size => {}
+        Some(total) if total > size => return Err(incomplete(path, "shorter than its first line says")),
+        _ => {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: longer than it says", path.display())))
+        }
+    }
+    let entry = if with_envelope {
+        let mut env = vec![0; env_len as usize];
+        r.read_exact(&mut env)?;
+        Some(parse_envelope(&env, path)?)
+    } else {
+        None
+    };
+    Ok((entry, offset, msg_len))
+}
+
 impl Queue {
-    /// Opens (creating) the queue at `root`.
+    /// Opens (creating) the queue at `root`. A queue of the earlier layout (`msg/<id>` and
+    /// `env/<id>`) is converted, entry by entry, durably.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        for sub in ["msg", "env"] {
+        for sub in ["entries", "state"] {
             crate::maildir::create_dir_durably(&root.join(sub)).map_err(|e| with_path(&root.join(sub), e))?;
         }
-        Ok(Self { root })
+        let q = Self { root };
+        q.convert_two_file_entries()?;
+        Ok(q)
     }
 
     /// The queue's directory.
@@ -187,13 +309,13 @@ impl Queue {
         &self.root
     }
 
-    /// The message file of entry `id`.
-    pub fn message_path(&self, id: &str) -> PathBuf {
-        self.root.join("msg").join(id)
+    /// The file of entry `id` (first line, envelope at submission, message).
+    pub fn entry_path(&self, id: &str) -> PathBuf {
+        self.root.join("entries").join(id)
     }
 
-    fn env_path(&self, id: &str) -> PathBuf {
-        self.root.join("env").join(id)
+    fn state_path(&self, id: &str) -> PathBuf {
+        self.root.join("state").join(id)
     }
 
     /// A new, unique, sortable id.
@@ -214,32 +336,55 @@ impl Queue {
         !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
     }
 
-    /// Queues `message` for `entry` (its id is set): the message, then the envelope, each
-    /// fsynced with its directory. When this returns `Ok`, the entry survives a crash.
-    pub fn submit(&self, entry: &mut Entry, message: &mut dyn Read) -> io::Result<String> {
-        let id = Self::new_id(SystemTime::now());
-        entry.id = id.clone();
-        let path = self.message_path(&id);
-        let mut write = || -> io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&path)?;
-            io::copy(message, &mut f)?;
-            f.sync_all()?;
-            sync_dir(&self.root.join("msg"))
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&path);
-            return Err(with_path(&path, e));
+    fn check_id(id: &str) -> io::Result<()> {
+        if Self::valid_id(id) {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{id:?} is no queue id")))
         }
-        if let Err(e) = self.save(entry) {
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
-        Ok(id)
     }
 
-    /// Writes `entry`'s envelope atomically and durably.
+    /// Queues `message` for `entry` (its id is set): one file, fsynced, then its directory.
+    /// When this returns `Ok`, the entry survives a crash.
+    pub fn submit(&self, entry: &mut Entry, message: &[u8]) -> io::Result<String> {
+        let mut tries = 0;
+        loop {
+            let id = Self::new_id(SystemTime::now());
+            match self.write_entry(&id, entry, message) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(id),
+            }
+        }
+    }
+
+    /// Writes entry `id` (a new file; the entry's id is set to `id`) and flushes it and
+    /// `entries/`. On failure, nothing of it is left.
+    fn write_entry(&self, id: &str, entry: &mut Entry, message: &[u8]) -> io::Result<()> {
+        let path = self.entry_path(id);
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| with_path(&path, e))?;
+        entry.id = id.to_owned();
+        let mut write = || -> io::Result<()> {
+            let envelope = toml::to_string(entry).map_err(io::Error::other)?;
+            let first = format!("{MAGIC} {} {}\n", envelope.len(), message.len());
+            let mut head = Vec::with_capacity(first.len() + envelope.len());
+            head.extend_from_slice(first.as_bytes());
+            head.extend_from_slice(envelope.as_bytes());
+            file.write_all(&head)?;
+            file.write_all(message)?;
+            file.sync_all()?;
+            sync_dir(&self.root.join("entries"))
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&path);
+            with_path(&path, e)
+        })
+    }
+
+    /// Writes `entry`'s state atomically and durably (`state/<id>`).
     pub fn save(&self, entry: &Entry) -> io::Result<()> {
-        let path = self.env_path(&entry.id);
+        Self::check_id(&entry.id)?;
+        let path = self.state_path(&entry.id);
         let tmp = path.with_extension("tmp");
         let text = toml::to_string(entry).map_err(io::Error::other)?;
         let write = || -> io::Result<()> {
@@ -247,34 +392,54 @@ impl Queue {
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
-            sync_dir(&self.root.join("env"))
+            sync_dir(&self.root.join("state"))
         };
         write().map_err(|e| with_path(&path, e))
     }
 
-    /// Reads entry `id`.
+    /// Reads entry `id`: its latest state.
     pub fn load(&self, id: &str) -> io::Result<Entry> {
-        if !Self::valid_id(id) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{id:?} is no queue id")));
+        Self::check_id(id)?;
+        let path = self.entry_path(id);
+        let file = File::open(&path).map_err(|e| with_path(&path, e))?;
+        let state = self.state_path(id);
+        match fs::read(&state) {
+            Ok(text) => {
+                // The entry must be whole all the same.
+                read_entry(&file, &path, false)?;
+                parse_envelope(&text, &state)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let (entry, _, _) = read_entry(&file, &path, true)?;
+                entry.ok_or_else(|| io::Error::other("no envelope"))
+            }
+            Err(e) => Err(with_path(&state, e)),
         }
-        let path = self.env_path(id);
-        let text = fs::read_to_string(&path).map_err(|e| with_path(&path, e))?;
-        toml::from_str(&text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
     }
 
-    /// Removes entry `id`: the envelope first (the entry is gone), then the message.
+    /// Opens entry `id`'s message.
+    pub fn message(&self, id: &str) -> io::Result<Message> {
+        Self::check_id(id)?;
+        let path = self.entry_path(id);
+        let file = File::open(&path).map_err(|e| with_path(&path, e))?;
+        let (_, offset, len) = read_entry(&file, &path, false)?;
+        Ok(Message { file, path, offset, len })
+    }
+
+    /// Removes entry `id`: the entry (it is gone), then its state (see the module notes).
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        let env = self.env_path(id);
-        fs::remove_file(&env).map_err(|e| with_path(&env, e))?;
-        sync_dir(&self.root.join("env"))?;
-        let _ = fs::remove_file(self.message_path(id));
-        Ok(())
+        Self::check_id(id)?;
+        let path = self.entry_path(id);
+        fs::remove_file(&path).map_err(|e| with_path(&path, e))?;
+        match fs::remove_file(self.state_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(&self.state_path(id), e)),
+            _ => Ok(()),
+        }
     }
 
     /// The ids of every entry, oldest first.
     pub fn ids(&self) -> io::Result<Vec<String>> {
-        let mut ids: Vec<String> = fs::read_dir(self.root.join("env"))?
+        let mut ids: Vec<String> = fs::read_dir(self.root.join("entries"))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .filter(|n| Self::valid_id(n))
             .collect();
@@ -282,14 +447,15 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Every entry that can be read, oldest first (an unreadable one is logged and skipped).
+    /// Every entry that can be read, oldest first (one being written is passed by; an
+    /// unreadable one is logged and skipped).
     pub fn list(&self) -> io::Result<Vec<Entry>> {
         Ok(self
             .ids()?
             .into_iter()
             .filter_map(|id| match self.load(&id) {
                 Ok(e) => Some(e),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof) => None,
                 Err(e) => {
                     tracing::warn!("queue entry {id}: {e}");
                     None
@@ -300,12 +466,9 @@ impl Queue {
 
     /// Takes entry `id`'s lock; with `wait == false`, `Ok(None)` when someone holds it.
     pub fn lock(&self, id: &str, wait: bool) -> io::Result<Option<Lock>> {
-        if !Self::valid_id(id) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{id:?} is no queue id")));
-        }
-        let path = self.message_path(id);
+        Self::check_id(id)?;
+        let path = self.entry_path(id);
         let file = File::open(&path).map_err(|e| with_path(&path, e))?;
-        let _ = file.as_fd();
         let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
         match Flock::lock(file, arg) {
             Ok(lock) => Ok(Some(Lock { _lock: lock })),
@@ -314,30 +477,82 @@ impl Queue {
         }
     }
 
-    /// Removes what a crash can leave: messages without an envelope (never acknowledged) and
-    /// half-written envelopes. Call at start, before the workers.
+    /// Removes what a crash can leave: entries cut short (never acknowledged), half-written
+    /// states, states without an entry. Call at start, before the workers and the listeners.
     pub fn sweep(&self) -> io::Result<usize> {
         let mut removed = 0;
-        for e in fs::read_dir(self.root.join("env"))?.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".tmp") {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        for e in fs::read_dir(self.root.join("msg"))?.flatten() {
+        for e in fs::read_dir(self.root.join("entries"))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !self.env_path(&name).exists() {
-                tracing::info!(id = name, "removing a message without envelope (never acknowledged)");
-                let _ = fs::remove_file(e.path());
+            if !Self::valid_id(&name) {
+                continue;
+            }
+            let path = e.path();
+            let cut_short = match File::open(&path).and_then(|f| read_entry(&f, &path, false)) {
+                Err(e) => e.kind() == io::ErrorKind::UnexpectedEof,
+                Ok(_) => false,
+            };
+            if cut_short {
+                tracing::info!(id = name, "removing an entry cut short (never acknowledged)");
+                let _ = fs::remove_file(&path);
                 removed += 1;
             }
         }
+        for e in fs::read_dir(self.root.join("state"))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") || !self.entry_path(&name).exists() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         Ok(removed)
+    }
+
+    /// Converts entries of the earlier layout (`msg/<id>`, `env/<id>`) into this one: each
+    /// written and flushed here before its old files go; the old directories are removed
+    /// when empty.
+    fn convert_two_file_entries(&self) -> io::Result<()> {
+        let (msg_dir, env_dir) = (self.root.join("msg"), self.root.join("env"));
+        let Ok(envs) = fs::read_dir(&env_dir) else {
+            return Ok(());
+        };
+        for e in envs.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !Self::valid_id(&name) {
+                continue;
+            }
+            let (env_path, msg_path) = (e.path(), msg_dir.join(&name));
+            let mut entry = parse_envelope(&fs::read(&env_path).map_err(|e| with_path(&env_path, e))?, &env_path)?;
+            let message = fs::read(&msg_path).map_err(|e| with_path(&msg_path, e))?;
+            // A conversion a crash cut short is done again.
+            let _ = fs::remove_file(self.entry_path(&name));
+            let _ = fs::remove_file(self.state_path(&name));
+            self.write_entry(&name, &mut entry, &message)?;
+            tracing::info!(id = name, "queue entry converted to the one-file layout");
+            fs::remove_file(&env_path).map_err(|e| with_path(&env_path, e))?;
+            let _ = fs::remove_file(&msg_path);
+        }
+        for dir in [&env_dir, &msg_dir] {
+            if let Ok(files) = fs::read_dir(dir) {
+                for f in files.flatten() {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+            let _ = fs::remove_dir(dir);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_message(q: &Queue, id: &str) -> Vec<u8> {
+        let mut m = q.message(id).unwrap();
+        let mut out = Vec::new();
+        m.reader().unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(out.len() as u64, m.len());
+        out
+    }
 
     #[test]
     fn submit_load_save_remove_and_sweep() {
@@ -348,13 +563,19 @@ mod tests {
         r.orcpt = Some("rfc822;Bob@B.test".into());
         let mut e = Entry::new("alice@a.test", vec![r, Recipient::new("carol@c.test")], SystemTime::now());
         e.envid = Some("x=1".into());
-        let id = q.submit(&mut e, &mut &b"Subject: hi\r\n\r\nhello\r\n"[..]).unwrap();
+        let id = q.submit(&mut e, b"Subject: hi\r\n\r\nhello\r\n").unwrap();
         assert_eq!(q.load(&id).unwrap(), e);
-        assert_eq!(fs::read(q.message_path(&id)).unwrap(), b"Subject: hi\r\n\r\nhello\r\n");
+        assert_eq!(read_message(&q, &id), b"Subject: hi\r\n\r\nhello\r\n");
+        // One file holds the entry.
+        let text = fs::read(q.entry_path(&id)).unwrap();
+        assert!(text.starts_with(b"smtp-std-queue 1 ") && text.ends_with(b"\r\n\r\nhello\r\n"));
+        // A changed state goes beside it; the message stays as it was.
         e.recipients[0].state = State::Delivered;
         e.attempts = 1;
         q.save(&e).unwrap();
-        assert_eq!(q.load(&id).unwrap().recipients[0].state, State::Delivered);
+        assert_eq!(q.load(&id).unwrap(), e);
+        assert_eq!(fs::read(q.entry_path(&id)).unwrap(), text);
+        assert_eq!(read_message(&q, &id), b"Subject: hi\r\n\r\nhello\r\n");
         assert_eq!(q.ids().unwrap(), std::slice::from_ref(&id));
         {
             let _held = q.lock(&id, false).unwrap().expect("free");
@@ -364,14 +585,48 @@ mod tests {
             assert!(std::thread::spawn(move || q2.lock(&id2, false).unwrap().is_none()).join().unwrap());
         }
         assert!(q.lock(&id, false).unwrap().is_some());
-        // A message left without envelope is swept; the entry stays.
-        fs::write(q.message_path("0000orphan"), b"x").unwrap();
-        assert_eq!(q.sweep().unwrap(), 1);
-        assert!(q.load(&id).is_ok());
+        // What a crash leaves: an entry cut short, a half-written state, a state without
+        // entry. Swept; the whole entry stays.
+        let cut = &text[..text.len() - 3];
+        fs::write(q.entry_path("0000cut"), cut).unwrap();
+        fs::write(q.entry_path("0000cutfirstline"), &text[..8]).unwrap();
+        fs::write(q.root().join("state/0000gone"), b"x").unwrap();
+        fs::write(q.root().join("state/0000gone.tmp"), b"x").unwrap();
+        assert_eq!(q.load("0000cut").unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(q.list().unwrap().len(), 1, "an entry being written is passed by");
+        assert_eq!(q.sweep().unwrap(), 2);
+        assert!(!q.entry_path("0000cut").exists() && !q.root().join("state/0000gone").exists());
+        assert!(!q.root().join("state/0000gone.tmp").exists());
+        assert_eq!(q.load(&id).unwrap(), e);
         q.remove(&id).unwrap();
         assert!(q.list().unwrap().is_empty());
-        assert!(!q.message_path(&id).exists());
+        assert!(!q.entry_path(&id).exists() && !q.state_path(&id).exists());
         assert!(q.load("../etc/passwd").is_err());
+        // Not ours, or longer than it says: an error, not "incomplete".
+        fs::write(q.entry_path("0000junk"), b"hello world\n").unwrap();
+        assert_eq!(q.load("0000junk").unwrap_err().kind(), io::ErrorKind::InvalidData);
+        fs::write(q.entry_path("0000long"), [&text[..], b"more"].concat()).unwrap();
+        assert_eq!(q.load("0000long").unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(q.sweep().unwrap(), 0, "only entries cut short are swept");
+    }
+
+    #[test]
+    fn entries_of_the_two_file_layout_are_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("queue");
+        fs::create_dir_all(root.join("msg")).unwrap();
+        fs::create_dir_all(root.join("env")).unwrap();
+        let mut e = Entry::new("alice@a.test", vec![Recipient::new("bob@b.test")], SystemTime::now());
+        e.id = "00000000aa".into();
+        e.attempts = 3;
+        fs::write(root.join("env/00000000aa"), toml::to_string(&e).unwrap()).unwrap();
+        fs::write(root.join("msg/00000000aa"), b"Subject: old\r\n\r\nbody\r\n").unwrap();
+        fs::write(root.join("msg/00000000bb"), b"never acknowledged").unwrap();
+        let q = Queue::open(&root).unwrap();
+        assert_eq!(q.load("00000000aa").unwrap(), e);
+        assert_eq!(read_message(&q, "00000000aa"), b"Subject: old\r\n\r\nbody\r\n");
+        assert_eq!(q.ids().unwrap(), ["00000000aa"]);
+        assert!(!root.join("msg").exists() && !root.join("env").exists());
     }
 
     #[test]

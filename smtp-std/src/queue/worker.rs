@@ -3,7 +3,10 @@
 //! One attempt of an entry ([`attempt`]):
 //! 1. take the entry's lock (skip it if someone holds it), read it again;
 //! 2. make the next attempt time durable (`attempts + 1`, `next_attempt` from the schedule)
-//!    **before** anything is sent, so a crash never causes a burst of re-sends;
+//!    **before** anything is sent, so a crash never causes a burst of re-sends. An entry handed
+//!    over at submission ([`Handoff::attempt_now`]) was written with that time already (its
+//!    first attempt's `next_attempt` is the submission's time plus the first retry wait), so
+//!    its first attempt starts without another write;
 //! 3. deliver the pending recipients: ours through the local store, the others to their MX
 //!    hosts (or the smarthost), in one transaction per destination domain;
 //! 4. queue the reports the sender asked for (failures, delays, successes: RFC 3461/3464),
@@ -16,7 +19,7 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -83,6 +86,61 @@ pub struct Context {
     pub local: Option<Local>,
     /// Sessions kept open for the next message to the same host.
     pub pool: Arc<SessionPool>,
+    /// Entries to attempt now, and the dispatcher's wake-up.
+    pub handoff: Handoff,
+}
+
+/// Entries handed over for an attempt now, and wake-ups of the dispatcher: cloned by whoever
+/// queues mail (the submission handler, the workers' own reports), drained by the
+/// dispatcher of [`Workers`].
+#[derive(Debug, Clone, Default)]
+pub struct Handoff(Arc<(Mutex<Wanted>, Condvar)>);
+
+#[derive(Debug, Default)]
+struct Wanted {
+    /// Entries written with their first attempt's time already durable: attempt them now.
+    fresh: Vec<String>,
+    /// Look through the whole queue now.
+    scan: bool,
+    stop: bool,
+}
+
+impl Handoff {
+    fn with<T>(&self, f: impl FnOnce(&mut Wanted) -> T) -> T {
+        let t = f(&mut self.0 .0.lock().unwrap_or_else(|p| p.into_inner()));
+        self.0 .1.notify_all();
+        t
+    }
+
+    /// Entry `id` was just queued with its next attempt time in the future (the submission's
+    /// time plus the first retry wait, durable): a worker attempts it now, without writing the
+    /// entry first. Should the process die before, it is tried at that time.
+    pub fn attempt_now(&self, id: &str) {
+        self.with(|w| w.fresh.push(id.to_owned()));
+    }
+
+    /// Looks for due entries now.
+    pub fn wake(&self) {
+        self.with(|w| w.scan = true);
+    }
+
+    /// Waits up to `timeout` for something to do: the fresh entries (taken), whether to
+    /// scan, whether to stop.
+    fn wait(&self, timeout: Duration) -> (Vec<String>, bool, bool) {
+        let (lock, cv) = &*self.0;
+        let mut w = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if w.fresh.is_empty() && !w.scan && !w.stop {
+            w = cv.wait_timeout(w, timeout).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let scan = std::mem::take(&mut w.scan);
+        (std::mem::take(&mut w.fresh), scan, w.stop)
+    }
+
+    /// The time to write as a fresh entry's next attempt: `now` plus the first retry wait.
+    pub fn first_attempt_due(schedule: &Schedule, now: SystemTime) -> u64 {
+        let seed = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos().into());
+        unix(now) + schedule.delay(1, seed).as_secs().max(1)
+    }
 }
 
 /// What one recipient's attempt gave.
@@ -135,8 +193,13 @@ pub enum Attempted {
     Done,
 }
 
-/// Attempts entry `id` now (see the module notes).
+/// Attempts entry `id` now if it is due (see the module notes).
 pub fn attempt(ctx: &Context, id: &str, now: SystemTime) -> io::Result<Attempted> {
+    attempt_entry(ctx, id, now, false)
+}
+
+/// [`attempt`]; `fresh`: the entry was handed over at submission ([`Handoff::attempt_now`]).
+fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::Result<Attempted> {
     let q = &ctx.queue;
     let Some(_lock) = (match q.lock(id, false) {
         Ok(l) => l,
@@ -151,13 +214,18 @@ pub fn attempt(ctx: &Context, id: &str, now: SystemTime) -> io::Result<Attempted
         Err(e) => return Err(e),
     };
     let t = unix(now);
-    if entry.held || entry.next_attempt > t || entry.is_done() {
+    // Handed over at submission, never attempted, and its next attempt time (durable since
+    // the submission) still ahead: that is the time a crash from here on leaves.
+    let fresh = fresh && entry.attempts == 0 && entry.next_attempt > t;
+    if entry.held || (entry.next_attempt > t && !fresh) || entry.is_done() {
         return Ok(Attempted::Skipped);
     }
-    // The next attempt time is durable before anything is sent.
     entry.attempts += 1;
-    entry.next_attempt = t + ctx.schedule.delay(entry.attempts, seed(id)).as_secs().max(1);
-    q.save(&entry)?;
+    if !fresh {
+        // The next attempt time is durable before anything is sent.
+        entry.next_attempt = t + ctx.schedule.delay(entry.attempts, seed(id)).as_secs().max(1);
+        q.save(&entry)?;
+    }
 
     let pending: Vec<usize> =
         entry.recipients.iter().enumerate().filter(|(_, r)| r.state == State::Pending).map(|(i, _)| i).collect();
@@ -216,10 +284,11 @@ pub fn attempt(ctx: &Context, id: &str, now: SystemTime) -> io::Result<Attempted
     // lose a report.
     let until = UNIX_EPOCH + Duration::from_secs(entry.arrival) + ctx.schedule.lifetime;
     let (q, host) = (&ctx.queue, ctx.outbound.hostname.as_str());
-    report(q, host, &entry, &failed, dsn::Action::Failed, now, None)?;
-    report(q, host, &entry, &delivered, dsn::Action::Delivered, now, None)?;
+    let first = Some((&ctx.handoff, &ctx.schedule));
+    report(q, host, first, &entry, &failed, dsn::Action::Failed, now, None)?;
+    report(q, host, first, &entry, &delivered, dsn::Action::Delivered, now, None)?;
     if !delayed.is_empty() {
-        report(q, host, &entry, &delayed, dsn::Action::Delayed, now, Some(until))?;
+        report(q, host, first, &entry, &delayed, dsn::Action::Delayed, now, Some(until))?;
         entry.delay_notified = true;
     }
     if entry.is_done() {
@@ -247,16 +316,19 @@ pub fn bounce(queue: &Queue, hostname: &str, id: &str, reason: &str, now: System
         }
     }
     let n = failed.len();
-    report(queue, hostname, &entry, &failed, dsn::Action::Failed, now, None)?;
+    report(queue, hostname, None, &entry, &failed, dsn::Action::Failed, now, None)?;
     queue.remove(id)?;
     Ok(n)
 }
 
 /// Queues a report of `action` about `which` recipients to the entry's sender (never for a
-/// message from `<>`).
+/// message from `<>`). With `handoff`, handed over for an attempt now; without, due now (for
+/// the next scan of a running server).
+#[allow(clippy::too_many_arguments)]
 fn report(
     queue: &Queue,
     hostname: &str,
+    handoff: Option<(&Handoff, &Schedule)>,
     entry: &Entry,
     which: &[(usize, Outcome)],
     action: dsn::Action,
@@ -292,10 +364,16 @@ fn report(
         ret: if entry.ret_full { dsn::Ret::Full } else { dsn::Ret::Headers },
         smtputf8: entry.smtputf8,
     };
-    let mut original = std::fs::File::open(queue.message_path(&entry.id))?;
-    let message = dsn::build(&report, &mut original, now)?;
+    let mut original = queue.message(&entry.id)?;
+    let message = dsn::build(&report, &mut original.reader()?, now)?;
     let mut bounce = Entry::new("", vec![Recipient::new(&entry.from)], now);
-    let id = queue.submit(&mut bounce, &mut &message[..])?;
+    if let Some((_, schedule)) = handoff {
+        bounce.next_attempt = Handoff::first_attempt_due(schedule, now);
+    }
+    let id = queue.submit(&mut bounce, &message)?;
+    if let Some((h, _)) = handoff {
+        h.attempt_now(&id);
+    }
     tracing::info!(id = entry.id, report = id, to = entry.from, ?action, "delivery status notification queued");
     Ok(())
 }
@@ -327,7 +405,10 @@ fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outco
     }
     if let (Some(l), false) = (&ctx.local, local.is_empty()) {
         let rcpts: Vec<(String, Vec<String>)> = local.iter().map(|(_, a, acc)| (a.clone(), acc.clone())).collect();
-        let result = deliver_file(&l.store, &entry.from, &rcpts, &ctx.queue.message_path(&entry.id));
+        let result = match ctx.queue.message(&entry.id) {
+            Ok(m) => deliver_file(&l.store, &entry.from, &rcpts, m.path(), m.offset()),
+            Err(e) => Err(crate::mailbox::LocalError { temporary: true, text: format!("the queued message: {e}") }),
+        };
         let o = match result {
             Ok(()) => Outcome::new(Outcome3::Delivered, "250 2.0.0 delivered to the mailbox", None, (2, 0, 0)),
             Err(e) if e.temporary => Outcome::new(Outcome3::Deferred, e.text, None, (4, 2, 0)),
@@ -360,8 +441,6 @@ fn session_options(ctx: &Context, server: &str) -> SendOptions {
 
 /// Sends to recipients outside our domains: one outcome each, in order.
 fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Outcome> {
-    let path = ctx.queue.message_path(&entry.id);
-    let open = || std::fs::File::open(&path);
     let mut envelope = Envelope::new(
         &entry.from,
         rcpts.iter().map(|r| client::Recipient {
@@ -373,14 +452,14 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
     envelope.envid = entry.envid.clone();
     envelope.ret =
         Some(if entry.ret_full { smtp_proto::parse::params::Ret::Full } else { smtp_proto::parse::params::Ret::Hdrs });
-    let file = match open() {
-        Ok(f) => f,
+    let message = match ctx.queue.message(&entry.id) {
+        Ok(m) => m,
         Err(e) => {
             let text = format!("the queued message cannot be read: {e}");
             return rcpts.iter().map(|_| Outcome::new(Outcome3::Deferred, text.clone(), None, (4, 3, 0))).collect();
         }
     };
-    envelope.size = file.metadata().ok().map(|m| m.len());
+    envelope.size = Some(message.len());
     if let Some(relay) = &ctx.outbound.smarthost {
         let mut o = session_options(ctx, &relay.server);
         o.tls = relay.tls;
@@ -392,31 +471,31 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
                 if e.is_transient() { (Outcome3::Deferred, (4, 4, 1)) } else { (Outcome3::Failed, (5, 0, 0)) };
             rcpts.iter().map(|_| Outcome::new(state, e.to_string(), host.clone(), status)).collect()
         };
-        let mut file = file;
+        let mut message = message;
         let key = format!("relay {}", relay.server);
         let kept = match ctx.pool.take(&key) {
-            Some(mut session) => match session.send(&envelope, &mut file) {
-                // A kept session the relay has meanwhile closed: once more on a new one.
-                Err(e) if e.is_transient() => {
-                    tracing::debug!("kept session to {} failed ({e}): a new one", relay.server);
-                    match open() {
-                        Ok(f) => file = f,
-                        Err(e) => return all(&client::SendError::Input(e)),
+            Some(mut session) => match message.reader() {
+                Err(e) => return all(&client::SendError::Input(e)),
+                Ok(mut body) => match session.send(&envelope, &mut body) {
+                    // A kept session the relay has meanwhile closed: once more on a new one.
+                    Err(e) if e.is_transient() => {
+                        tracing::debug!("kept session to {} failed ({e}): a new one", relay.server);
+                        None
                     }
-                    None
-                }
-                r => Some((session, r)),
+                    r => Some((session, r)),
+                },
             },
             None => None,
         };
         let (session, result) = match kept {
             Some(kept) => kept,
-            None => match client::SmtpClient::connect(&o) {
-                Ok(mut session) => {
-                    let r = session.send(&envelope, &mut file);
+            None => match (client::SmtpClient::connect(&o), message.reader()) {
+                (Ok(mut session), Ok(mut body)) => {
+                    let r = session.send(&envelope, &mut body);
                     (session, r)
                 }
-                Err(e) => return all(&e),
+                (Err(e), _) => return all(&e),
+                (_, Err(e)) => return all(&client::SendError::Input(e)),
             },
         };
         return match result {
@@ -440,13 +519,8 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
     mx.session.tls_config = Some(client::insecure_tls_config());
     mx.port = ctx.outbound.port;
     mx.pool = Some(ctx.pool.clone());
-    let mut spool = match Spool::from_file(file) {
-        Ok(s) => s,
-        Err(e) => {
-            let text = format!("the queued message cannot be read: {e}");
-            return rcpts.iter().map(|_| Outcome::new(Outcome3::Deferred, text.clone(), None, (4, 3, 0))).collect();
-        }
-    };
+    let (file, offset, len) = message.into_parts();
+    let mut spool = Spool::from_file_range(file, offset, len);
     deliver::deliver(&ctx.dns, &mx, &envelope, &mut spool)
         .into_iter()
         .map(|s| match (&s.reply, s.status) {
@@ -485,18 +559,21 @@ fn parse_notify(s: &str) -> Option<smtp_proto::parse::params::Notify> {
 /// Running workers; dropped or [`Workers::shutdown`], they finish their attempt and stop.
 #[derive(Debug)]
 pub struct Workers {
-    wake: SyncSender<()>,
+    handoff: Handoff,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
+/// A job for a worker: an entry id, and whether it was handed over at submission.
+type Job = (String, bool);
+
 impl Workers {
-    /// Starts the dispatcher (looking for due entries every `scan`, or when woken) and
-    /// `workers` delivery threads.
+    /// Starts the dispatcher (looking for due entries every `scan`, when woken, and taking
+    /// the entries handed over through the context's [`Handoff`]) and `workers` delivery
+    /// threads.
     pub fn start(ctx: Arc<Context>, workers: usize, scan: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let (wake, woken) = mpsc::sync_channel::<()>(1);
-        let (jobs, queue_rx) = mpsc::sync_channel::<String>(workers.max(1) * 2);
+        let (jobs, queue_rx) = mpsc::sync_channel::<Job>(workers.max(1) * 2);
         let queue_rx = Arc::new(Mutex::new(queue_rx));
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut threads = Vec::new();
@@ -508,25 +585,21 @@ impl Workers {
                 .expect("spawn a queue worker");
             threads.push(t);
         }
+        let handoff = ctx.handoff.clone();
         let d = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("queue-dispatcher".into())
-                .spawn(move || dispatcher(&ctx, woken, jobs, &in_flight, &stop, scan))
+                .spawn(move || dispatcher(&ctx, jobs, &in_flight, &stop, scan))
                 .expect("spawn the queue dispatcher")
         };
         threads.push(d);
-        Self { wake, stop, threads }
+        Self { handoff, stop, threads }
     }
 
-    /// Looks for due entries now (after a submission).
+    /// Looks for due entries now.
     pub fn wake(&self) {
-        let _ = self.wake.try_send(());
-    }
-
-    /// A handle that wakes the dispatcher.
-    pub fn waker(&self) -> Waker {
-        Waker(self.wake.clone())
+        self.handoff.wake();
     }
 
     /// Stops the workers after their current attempt.
@@ -536,10 +609,12 @@ impl Workers {
 
     fn stop_all(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self.wake.try_send(());
+        self.handoff.with(|w| w.stop = true);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // A later set of workers on the same context starts afresh.
+        self.handoff.with(|w| w.stop = false);
     }
 }
 
@@ -549,61 +624,59 @@ impl Drop for Workers {
     }
 }
 
-/// Wakes the dispatcher (cloneable, for the submission handler).
-#[derive(Debug, Clone)]
-pub struct Waker(SyncSender<()>);
-
-impl Waker {
-    /// Looks for due entries now.
-    pub fn wake(&self) {
-        let _ = self.0.try_send(());
-    }
-}
-
 fn dispatcher(
     ctx: &Context,
-    woken: Receiver<()>,
-    jobs: SyncSender<String>,
+    jobs: SyncSender<Job>,
     in_flight: &Mutex<HashSet<String>>,
     stop: &AtomicBool,
     scan: Duration,
 ) {
+    // Hands `id` to a worker unless one has it; waits while every worker is busy, so due
+    // entries go out as workers free up. False once the workers are gone.
+    let send = |id: String, fresh: bool| -> bool {
+        if !in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+            return true;
+        }
+        jobs.send((id, fresh)).is_ok()
+    };
+    let mut next_scan = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        let (fresh, woken, stopping) = ctx.handoff.wait(next_scan.saturating_duration_since(std::time::Instant::now()));
+        if stopping || stop.load(Ordering::SeqCst) {
+            return;
+        }
+        for id in fresh {
+            if !send(id, true) {
+                return;
+            }
+        }
+        if !woken && std::time::Instant::now() < next_scan {
+            continue;
+        }
+        next_scan = std::time::Instant::now() + scan;
         let now = unix(SystemTime::now());
         match ctx.queue.list() {
             Ok(entries) => {
                 for e in entries.into_iter().filter(|e| !e.held && e.next_attempt <= now && !e.is_done()) {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    if !in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(e.id.clone()) {
-                        continue;
-                    }
-                    // Waits while every worker is busy: the due entries go out as workers
-                    // free up, not at the next scan. Fails once the workers are gone.
-                    if jobs.send(e.id).is_err() {
+                    if stop.load(Ordering::SeqCst) || !send(e.id, false) {
                         return;
                     }
                 }
             }
             Err(e) => tracing::error!("reading the queue: {e}"),
         }
-        match woken.recv_timeout(scan) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
     }
 }
 
-fn worker(ctx: &Context, jobs: &Mutex<Receiver<String>>, in_flight: &Mutex<HashSet<String>>, stop: &AtomicBool) {
+fn worker(ctx: &Context, jobs: &Mutex<Receiver<Job>>, in_flight: &Mutex<HashSet<String>>, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv_timeout(Duration::from_millis(200));
-        let id = match job {
-            Ok(id) => id,
+        let (id, fresh) = match job {
+            Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        if let Err(e) = attempt(ctx, &id, SystemTime::now()) {
+        if let Err(e) = attempt_entry(ctx, &id, SystemTime::now(), fresh) {
             tracing::error!(id, "queue attempt failed: {e}");
         }
         in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
