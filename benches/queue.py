@@ -479,6 +479,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a fifth of the messages")
     ap.add_argument("--only", choices=["smtp-std", "postfix"], help="measure one server")
+    ap.add_argument("--size", type=int, choices=[1, 100], help="one case: 1 or 100 (KiB)")
     ap.add_argument("--workers", type=int, default=8, help="smtp-std's [queue] workers (default 8)")
     ap.add_argument("--log", default="info", help="smtp-std's RUST_LOG (default info; Postfix logs too)")
     ap.add_argument("--timeout", type=float, default=900, help="bound on each case, seconds")
@@ -493,6 +494,8 @@ def main():
                    check=True)
     scale = 0.2 if a.quick else 1.0
     cases = [(1024, 20, 500), (100 * 1024, 20, 100)]
+    if a.size:
+        cases = [c for c in cases if c[0] == a.size * 1024]
     tmp = tempfile.mkdtemp(prefix="queue-bench-")
     started = []
     try:

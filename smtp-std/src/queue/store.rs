@@ -11,8 +11,9 @@
 //!
 //! [`Queue::submit`] writes the entry under its final name, fsyncs it, then fsyncs `entries/`:
 //! when it returns, the entry survives a crash, and only then may the `250` leave. One file
-//! and one directory to flush per message (Postfix flushes one queue file; an entry of two
-//! files — message, envelope — cost twice that). A file shorter than its first line says is
+//! per message to flush (Postfix flushes one queue file; an entry of two files — message,
+//! envelope — cost twice that), and the directory, whose flushes the sessions submitting at
+//! the same time share (a group commit: one flush serves every entry created before it began). A file shorter than its first line says is
 //! one being written, or one a crash cut short (never acknowledged): [`Queue::load`] calls it
 //! [`io::ErrorKind::UnexpectedEof`], the dispatcher passes it by, [`Queue::sweep`] removes it
 //! at start.
@@ -32,6 +33,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -169,6 +171,60 @@ pub fn unix(t: SystemTime) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Queue {
     root: PathBuf,
+    /// Flushes of `entries/`, shared by the sessions submitting at the same time.
+    entries_sync: Arc<GroupSync>,
+}
+
+/// Group commit of one directory's flushes: a caller needs a flush that *started* after its
+/// change (its new file's name); one flush serves every caller that asked before it began,
+/// so 20 sessions submitting at once share flushes instead of queueing 20 of them.
+#[derive(Debug, Default)]
+struct GroupSync {
+    state: Mutex<Syncs>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Syncs {
+    /// Flushes started so far (the running one included).
+    started: u64,
+    /// The last flush that finished, and its error.
+    finished: u64,
+    error: Option<(io::ErrorKind, String)>,
+    running: bool,
+}
+
+impl GroupSync {
+    /// Returns once a flush of `dir` that started after this call has finished.
+    fn sync(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // The next flush to start is the first that covers this caller's change.
+        let ticket = s.started + 1;
+        loop {
+            if s.finished >= ticket {
+                return match &s.error {
+                    None => Ok(()),
+                    Some((kind, text)) => Err(io::Error::new(*kind, text.clone())),
+                };
+            }
+            if !s.running {
+                break;
+            }
+            s = self.done.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.running = true;
+        s.started += 1;
+        let mine = s.started;
+        drop(s);
+        let result = sync_dir(dir);
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.running = false;
+        s.finished = mine;
+        s.error = result.as_ref().err().map(|e| (e.kind(), e.to_string()));
+        drop(s);
+        self.done.notify_all();
+        result
+    }
 }
 
 /// An exclusive hold on an entry (released on drop).
@@ -299,7 +355,7 @@ impl Queue {
         for sub in ["entries", "state"] {
             crate::maildir::create_dir_durably(&root.join(sub)).map_err(|e| with_path(&root.join(sub), e))?;
         }
-        let q = Self { root };
+        let q = Self { root, entries_sync: Arc::default() };
         q.convert_two_file_entries()?;
         Ok(q)
     }
@@ -373,7 +429,7 @@ impl Queue {
             file.write_all(&head)?;
             file.write_all(message)?;
             file.sync_all()?;
-            sync_dir(&self.root.join("entries"))
+            self.entries_sync.sync(&self.root.join("entries"))
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&path);
@@ -627,6 +683,26 @@ mod tests {
         assert_eq!(read_message(&q, "00000000aa"), b"Subject: old\r\n\r\nbody\r\n");
         assert_eq!(q.ids().unwrap(), ["00000000aa"]);
         assert!(!root.join("msg").exists() && !root.join("env").exists());
+    }
+
+    #[test]
+    fn group_sync_serves_every_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Arc::new(GroupSync::default());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (g, d) = (g.clone(), dir.path().to_owned());
+                std::thread::spawn(move || (0..20).for_each(|_| g.sync(&d).unwrap()))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let s = g.state.lock().unwrap();
+        assert!(s.started >= 20 && s.started <= 320 && !s.running, "{s:?}");
+        assert_eq!(s.finished, s.started);
+        drop(s);
+        // An error reaches the callers it served.
+        assert!(g.sync(&dir.path().join("missing")).is_err());
+        g.sync(dir.path()).unwrap();
     }
 
     #[test]
