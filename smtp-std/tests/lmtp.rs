@@ -2,11 +2,17 @@
 //! and over a Unix socket (the bytes it received and each recipient's outcome), and against a
 //! real Dovecot LMTP when `/usr/sbin/dovecot` is installed.
 
+mod common;
+#[path = "common/dnsmasq.rs"]
+mod dnsmasq;
+#[path = "common/dovecot.rs"]
+mod dovecot;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -447,42 +453,10 @@ fn targets() {
 // Against a real Dovecot
 // ---------------------------------------------------------------------------------------------
 
-const DOVECOT: &str = "/usr/sbin/dovecot";
-
-/// Whether the Dovecot test can run: Dovecot installed and we are root (it starts as root
-/// and stores mail as another user). With `CI` set, a missing Dovecot fails the test.
-fn dovecot_available() -> bool {
-    let installed = Path::new(DOVECOT).exists();
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if std::env::var_os("CI").is_some() {
-        assert!(installed, "CI: {DOVECOT} is missing (apt install dovecot-lmtpd)");
-        assert!(root, "CI: the Dovecot LMTP test must run as root");
-    }
-    if !(installed && root) {
-        eprintln!("note: Dovecot LMTP test skipped: needs {DOVECOT} and root");
-    }
-    installed && root
-}
-
-/// A Dovecot master process, stopped (TERM, then KILL) when dropped, also on a panic.
+/// Dovecot's master process (killed on drop) and its directory.
 struct Dovecot {
-    child: Child,
+    _child: common::ChildGuard,
     dir: PathBuf,
-}
-
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Dovecot {
@@ -537,32 +511,14 @@ fn start_dovecot(dir: &Path) -> (Dovecot, u16) {
                unix_listener {d}/lmtp.sock {{\n    mode = 0666\n  }}\n\
              }}\n"
         );
-        let conf_path = dir.join("dovecot.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let _ = std::fs::remove_file(dir.join("dovecot.log"));
-        let child = Command::new(DOVECOT)
-            .arg("-F")
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dovecot");
-        let mut dovecot = Dovecot { child, dir: dir.to_owned() };
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && std::os::unix::net::UnixStream::connect(dir.join("lmtp.sock")).is_ok();
-            if up {
-                return (dovecot, port);
-            }
-            if matches!(dovecot.child.try_wait(), Ok(Some(_))) || Instant::now() > end {
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
+        let up = || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && std::os::unix::net::UnixStream::connect(dir.join("lmtp.sock")).is_ok()
+        };
+        match dovecot::launch(dir, &conf, up) {
+            Ok(child) => return (Dovecot { _child: child, dir: dir.to_owned() }, port),
+            Err(log) => last_log = log,
         }
-        last_log = dovecot.log();
     }
     panic!("dovecot did not start: {last_log}");
 }
@@ -578,7 +534,7 @@ fn delivered(dir: &Path, user: &str) -> Vec<Vec<u8>> {
 
 #[test]
 fn dovecot_lmtp() {
-    if !dovecot_available() {
+    if !dovecot::available() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

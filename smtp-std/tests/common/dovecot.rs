@@ -87,30 +87,41 @@ namespace inbox {{
             mailboxes = mailboxes.display(),
             passwd = passwd.display(),
         );
-        let conf_path = dir.join("dovecot.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("/usr/sbin/dovecot")
-            .arg("-F")
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dovecot");
-        let guard = ChildGuard(child);
-        let end = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", imap)).is_err()
-            || std::net::TcpStream::connect(("127.0.0.1", lmtp)).is_err()
-        {
-            let log = std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default();
-            assert!(Instant::now() < end, "dovecot did not start: {log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let up = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        let guard =
+            launch(dir, &conf, || up(imap) && up(lmtp)).unwrap_or_else(|log| panic!("dovecot did not start: {log}"));
         Self { _child: guard, imap, lmtp, dir: dir.to_owned() }
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
     }
+}
+
+/// Runs Dovecot in the foreground with `conf` written to `dir/dovecot.conf` (its log at
+/// `dir/dovecot.log`, as `conf` says), until `ready()`. `Err` with the log when it exited or
+/// was not ready within 20 seconds.
+pub fn launch(dir: &Path, conf: &str, ready: impl Fn() -> bool) -> Result<ChildGuard, String> {
+    let conf_path = dir.join("dovecot.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let log = dir.join("dovecot.log");
+    let _ = std::fs::remove_file(&log);
+    let child = Command::new("/usr/sbin/dovecot")
+        .arg("-F")
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dovecot");
+    let mut guard = ChildGuard(child);
+    let end = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        if matches!(guard.0.try_wait(), Ok(Some(_))) || Instant::now() > end {
+            return Err(std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(guard)
 }
