@@ -309,7 +309,9 @@ fn parse_envelope(text: &[u8], path: &Path) -> io::Result<Entry> {
 /// length. A file shorter than its first line says is [`io::ErrorKind::UnexpectedEof`].
 fn read_entry(file: &File, path: &Path, with_envelope: bool) -> io::Result<(Option<Entry>, u64, u64)> {
     let size = file.metadata()?.len();
-    let mut r = BufReader::with_capacity(8192, file);
+    // Only the first line when the envelope is not wanted (a deferred entry has its state
+    // beside it): the dispatcher reads every entry at each scan.
+    let mut r = BufReader::with_capacity(if with_envelope { 8192 } else { MAX_FIRST_LINE as usize }, file);
     let mut line = Vec::new();
     (&mut r).take(MAX_FIRST_LINE).read_until(b'\n', &mut line)?;
     if line.last() != Some(&b'\n') {
