@@ -16,6 +16,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,12 +78,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--maildir", action="store_true")
+    ap.add_argument("--only", action="append", default=[],
+                    help="run only the cases whose label contains this (repeatable), e.g. '1KiB x20'")
+    ap.add_argument("--runs", type=int, default=1, help="runs of each case; the medians are printed")
+    ap.add_argument("--no-evloop", action="store_true", help="leave evloop-sink out")
     a = ap.parse_args()
 
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "smtp-std"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "-q", "--release", "-p", "smtp-benches", "--bin", "evloop-sink"], cwd=ROOT,
-                   check=True)
-    binary = os.path.join(ROOT, "target", "release", "smtp-std")
+    if not a.no_evloop:
+        subprocess.run(["cargo", "build", "-q", "--release", "-p", "smtp-benches", "--bin", "evloop-sink"],
+                       cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    binary = os.path.join(target, "release", "smtp-std")
     host = "127.0.0.1"
     servers = []
     env = dict(os.environ, RUST_LOG="warn")
@@ -99,10 +106,11 @@ def main():
     servers.append(("smtp-sink", sink, p2))
     # The same core in a single-threaded readiness loop (benches/src/bin/evloop-sink.rs): what
     # the I/O model is worth, next to smtp-std's thread per connection.
-    p4 = free_port(host)
-    evloop = subprocess.Popen([os.path.join(ROOT, "target", "release", "evloop-sink"), f"{host}:{p4}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    servers.append(("evloop-sink", evloop, p4))
+    if not a.no_evloop:
+        p4 = free_port(host)
+        evloop = subprocess.Popen([os.path.join(target, "release", "evloop-sink"), f"{host}:{p4}"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers.append(("evloop-sink", evloop, p4))
     tmp = None
     if a.maildir:
         tmp = tempfile.mkdtemp(prefix="smtp-bench-")
@@ -125,16 +133,29 @@ def main():
         print(f"{'case':<28} {'server':<18} {'msgs/s':>10} {'MB/s':>9} {'CPU s/1k msgs':>14}")
         for size, sessions, d, count in cases:
             count = max(sessions, int(count * scale))
-            label = f"{size // 1024}KiB x{sessions}{' -d' if d else ''}"
+            label = f"{size // 1024}KiB x{sessions}{' -d' if d else ' new conn/msg'}"
+            if a.only and not any(o in label for o in a.only):
+                continue
             results = {}
-            for name, proc, port in servers:
-                if name.endswith("maildir") and size > 100 * 1024 and sessions == 1:
-                    continue
-                results[name] = run_case(proc.pid, port, host, size, sessions, d, count)
+            runs = {}
+            # Servers take turns within each run, so that a burst of load from elsewhere on the
+            # machine hits all of them alike; medians over the runs.
+            for _ in range(a.runs):
+                for name, proc, port in servers:
+                    if name.endswith("maildir") and size > 100 * 1024 and sessions == 1:
+                        continue
+                    r = run_case(proc.pid, port, host, size, sessions, d, count)
+                    runs.setdefault(name, []).append(r)
+                    if a.runs > 1:
+                        print(f"{label:<28} {name:<18} {r[0]:>10.0f} {r[1]:>9.1f} {r[2]:>14.3f}  (run)")
+            for name, rs in runs.items():
+                results[name] = tuple(statistics.median(r[i] for r in rs) for i in range(3))
                 mps, mbs, cpu = results[name]
                 print(f"{label:<28} {name:<18} {mps:>10.0f} {mbs:>9.1f} {cpu:>14.3f}")
             s = results["smtp-sink"]
             for name, short in (("smtp-std", "std"), ("evloop-sink", "evloop")):
+                if name not in results:
+                    continue
                 o = results[name]
                 print(f"{label:<28} {'ratio ' + short + '/sink':<18} {o[0] / s[0]:>10.2f} {o[1] / s[1]:>9.2f} "
                       f"{o[2] / s[2]:>14.2f}")

@@ -6,11 +6,18 @@ Starts `target/release/smtp-std serve --discard` on a loopback port, opens N con
 way), each reading the greeting and sending EHLO, then measures:
 
 - RSS growth per connection (VmRSS of the server before the connections and with all of them
-  open and idle), the issue's figure (<= 16 KiB per idle connection at 5,000);
+  open and idle, `--settle` seconds after the last EHLO reply: by default 3 s, past the
+  server's 1 s park delay, after which an idle session waits in the poller without a thread),
+  the issue's figure (<= 16 KiB per idle connection at 5,000);
 - CPU the server burns over 10 s while all of them idle (utime + stime from /proc);
 - how long shutdown (SIGTERM) takes to reach every session with 421.
 
-Usage: python3 benches/idle.py [--connections 5000] [--binary target/release/smtp-std]
+Usage: python3 benches/idle.py [--connections 5000] [--binary target/release/smtp-std] [--runs 3]
+       [--settle 3] [--extra-args "--some-flag"]
+
+With --runs N the whole measurement is repeated N times (a new server each time) and the
+median is printed last. With --smaps the server's memory is broken down by mapping (thread
+stacks, malloc arenas, the main heap) at the moment of measurement.
 """
 import argparse
 import os
@@ -47,7 +54,46 @@ def main():
     ap.add_argument("--connections", type=int, default=5000)
     ap.add_argument("--binary", default="target/release/smtp-std")
     ap.add_argument("--idle", type=float, default=10.0)
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds between the last EHLO reply and the RSS reading")
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--smaps", action="store_true")
+    ap.add_argument("--extra-args", default="", help="more arguments for `serve`")
     args = ap.parse_args()
+    results = [measure(args) for _ in range(args.runs)]
+    if args.runs > 1:
+        per_conn = sorted(r[0] for r in results)
+        cpu = sorted(r[1] for r in results)
+        print(f"median of {args.runs}     {per_conn[len(per_conn) // 2]:.1f} KiB per idle connection "
+              f"(runs: {', '.join(f'{x:.1f}' for x in per_conn)}); idle CPU {cpu[len(cpu) // 2]:.2f}%")
+
+
+def smaps(pid, stack_kib):
+    """RSS by kind of mapping: thread stacks (anonymous mappings of the stack size), malloc
+    arenas and other anonymous memory, the main heap, files."""
+    kinds = {}
+    kind = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if "-" in parts[0] and not parts[0].endswith(":"):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                size = (hi - lo) // 1024
+                name = parts[5] if len(parts) > 5 else ""
+                if name.startswith("/"):
+                    kind = "files"
+                elif name:
+                    kind = name
+                elif size == stack_kib:
+                    kind = "thread stacks"
+                else:
+                    kind = "malloc arenas, other anonymous"
+            elif parts[0] == "Rss:" and kind:
+                kinds[kind] = kinds.get(kind, 0) + int(parts[1])
+    return kinds
+
+
+def measure(args):
     n = args.connections
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = n + 1000
@@ -59,7 +105,8 @@ def main():
     port = probe.getsockname()[1]
     probe.close()
     server = subprocess.Popen(
-        [args.binary, "serve", "--discard", "--listen", f"127.0.0.1:{port}", "--max-clients", str(n + 100)],
+        [args.binary, "serve", "--discard", "--listen", f"127.0.0.1:{port}", "--max-clients", str(n + 100)]
+        + args.extra_args.split(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dict(os.environ, RUST_LOG="warn"),
@@ -97,8 +144,12 @@ def main():
                 chunk = s.recv(4096)
                 assert chunk, "closed"
                 data += chunk
-        time.sleep(1.0)
+        time.sleep(args.settle)
         rss = rss_kib(server.pid)
+        busy_threads = threads(server.pid)
+        if args.smaps:
+            for kind, kib in sorted(smaps(server.pid, 512).items(), key=lambda kv: -kv[1]):
+                print(f"  {kind:<32} {kib:>8} KiB  {kib / n:6.1f} KiB per connection")
         cpu0 = cpu_seconds(server.pid)
         time.sleep(args.idle)
         cpu1 = cpu_seconds(server.pid)
@@ -109,7 +160,7 @@ def main():
         per_conn = (rss - base_rss) / n
         idle_cpu = (cpu1 - cpu0) / args.idle * 100
         print(f"connections        {n}")
-        print(f"server threads     {base_threads} -> {threads(server.pid)}")
+        print(f"server threads     {base_threads} -> {busy_threads} ({threads(server.pid)} after the idle time)")
         print(f"RSS                {base_rss} KiB -> {rss} KiB: {per_conn:.1f} KiB per idle connection")
         print(f"idle CPU           {idle_cpu:.2f}% of a core over {args.idle:.0f} s")
 
@@ -126,6 +177,7 @@ def main():
                 pass
         print(f"shutdown           421 to {got}/{n} sessions in {time.time() - t0:.2f} s")
         server.wait(timeout=30)
+        return per_conn, idle_cpu
     finally:
         if server.poll() is None:
             server.kill()

@@ -89,12 +89,14 @@ pub mod config;
 #[cfg(feature = "auth")]
 pub mod deliver;
 pub mod handler;
+mod idle;
 pub mod inbound;
 pub mod limits;
 pub mod lmtp;
 pub mod mailbox;
 pub mod maildir;
 pub mod mailserver;
+mod pool;
 pub mod privileges;
 pub mod proxy;
 pub mod queue;
@@ -106,5 +108,5 @@ pub mod tls;
 
 pub use client::{send, Delivery, SendError, SendOptions, SmtpClient, TlsMode};
 pub use handler::{AuthRequest, Decision, Envelope, Handler, OwnedReply, Session, Sink};
-pub use server::{Options, Running, Server, ShutdownHandle, DEFAULT_SESSION_STACK};
+pub use server::{Options, Running, Server, ShutdownHandle, DEFAULT_PARK_AFTER, DEFAULT_SESSION_STACK};
 pub use smtp_proto as proto;

@@ -13,7 +13,9 @@ use smtp_proto::server::Config;
 use smtp_proto::Reply;
 
 use crate::handler::Handler;
+use crate::idle::Idle;
 use crate::limits::{ClientLimits, Permit, Tracker};
+use crate::pool::Pool;
 use crate::session::{self, Shared};
 
 /// Stack of a session thread by default (the platform's default is 2 MiB). Measured need of
@@ -45,7 +47,14 @@ pub struct Options {
     pub(crate) stack_size: usize,
     /// Peers that send a PROXY header first ([`Options::proxy_from`], in `proxy.rs`).
     pub(crate) proxy: crate::proxy::ProxyPolicy,
+    /// After how long without input a session gives its thread back
+    /// ([`Options::park_idle_sessions_after`]).
+    pub(crate) park_after: Option<Duration>,
 }
+
+/// How long a session waits for its client on its own thread before it parks by default
+/// ([`Options::park_idle_sessions_after`]).
+pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(1);
 
 impl Options {
     /// Defaults for a server called `hostname`: the core's defaults (RFC 5321 limits and
@@ -63,6 +72,7 @@ impl Options {
             limits: ClientLimits::default(),
             stack_size: DEFAULT_SESSION_STACK,
             proxy: crate::proxy::ProxyPolicy::default(),
+            park_after: Some(DEFAULT_PARK_AFTER),
         }
     }
 
@@ -147,9 +157,10 @@ impl Options {
     /// Most concurrent clients (smtp-server `maxClients`); past it a client gets
     /// `421 4.7.0` and is closed without a session thread (on an implicit-TLS listener it is
     /// closed without a reply: a plaintext 421 would be garbage to a TLS client, and a
-    /// handshake would tie up the accept thread). Default 1,000: an idle session is a
-    /// blocked thread with a small stack and costs no CPU; 10,000 were measured to hold (the
-    /// process needs as many file descriptors, see `ulimit -n`).
+    /// handshake would tie up the accept thread). Default 1,000: an idle session parks
+    /// without a thread ([`Options::park_idle_sessions_after`]), costs about 6 KiB and no
+    /// CPU; 10,000 were measured to hold (the process needs as many file descriptors, see
+    /// `ulimit -n`).
     pub fn max_clients(mut self, max: usize) -> Self {
         self.max_clients = max.max(1);
         self
@@ -166,7 +177,8 @@ impl Options {
         self
     }
 
-    /// Size of each connection's read buffer (at least the core's minimum). Default 64 KiB.
+    /// Largest read buffer of a connection (at least the core's minimum). Default 64 KiB. A
+    /// session starts with 4 KiB and grows it when a read fills it; a parked session keeps none.
     pub fn read_buffer(mut self, size: usize) -> Self {
         self.read_buffer = size;
         self
@@ -179,6 +191,17 @@ impl Options {
     /// recurses deeply or keeps large values on the stack: a stack overflow aborts the process.
     pub fn session_stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes.max(64 * 1024);
+        self
+    }
+
+    /// A session whose client has sent nothing for this long (default [`DEFAULT_PARK_AFTER`],
+    /// 1 s) parks: its socket and state wait in one poller thread (epoll) and its thread goes
+    /// back to the pool; when the client sends, or the session's timeout is due, a pool thread
+    /// takes it up where it stopped. An idle session so costs a few KiB of memory and no
+    /// thread. `None`: every session keeps its thread to its end. Sessions are never parked in
+    /// a [`Handler`] call: a handler may block as long as it needs.
+    pub fn park_idle_sessions_after(mut self, after: Option<Duration>) -> Self {
+        self.park_after = after;
         self
     }
 }
@@ -206,7 +229,8 @@ impl ShutdownHandle {
     }
 }
 
-/// A blocking SMTP server: one thread accepts on every listener, one thread per session.
+/// A blocking SMTP server: one thread accepts on every listener; a session runs on a thread
+/// of its own from a pool while it talks, and parks without one while its client is silent.
 ///
 /// ```no_run
 /// use smtp_std::{Handler, Options, Server, Session, Decision};
@@ -346,6 +370,17 @@ impl<H: Handler> Server<H> {
         let mut options = (*self.options).clone();
         options.read_buffer = options.read_buffer.max(min);
         let tracker = Arc::new(Tracker::new(&options.limits, options.max_clients));
+        let pool = Pool::new(options.stack_size);
+        let (idle, poller) = match options.park_after {
+            Some(_) => match Idle::start(pool.clone()) {
+                Ok((idle, thread)) => (Some(idle), Some(thread)),
+                Err(e) => {
+                    tracing::warn!("no poller for idle sessions ({e}): each keeps its thread");
+                    (None, None)
+                }
+            },
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             options,
             shutdown: self.shutdown.clone(),
@@ -353,12 +388,13 @@ impl<H: Handler> Server<H> {
             next_id: AtomicU64::new(1),
             limits: tracker,
             connections: self.connections.clone(),
+            pool: pool.clone(),
+            idle: idle.clone(),
         });
-        let sessions: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
         thread::scope(|scope| {
             for (listener, implicit) in &self.listeners {
-                let (shared, sessions, handler) = (&shared, &sessions, self.handler.clone());
-                let accept = move || Self::accept_loop(listener, *implicit, shared, sessions, handler);
+                let (shared, handler) = (&shared, self.handler.clone());
+                let accept = move || Self::accept_loop(listener, *implicit, shared, handler);
                 if let Err(e) = thread::Builder::new().name("smtp-accept".into()).spawn_scoped(scope, accept) {
                     tracing::error!("cannot spawn an accept thread: {e}");
                     shared.shutdown.store(true, Ordering::SeqCst);
@@ -366,42 +402,37 @@ impl<H: Handler> Server<H> {
             }
         });
         drop(self.listeners);
-        let sessions = sessions.into_inner().unwrap_or_else(|p| p.into_inner());
-        tracing::info!(sessions = sessions.len(), "shutting down: waiting for sessions");
-        // Sessions blocked on a read were woken and answer 421 at once; give the others (in a
+        let running = || shared.active.load(Ordering::SeqCst);
+        tracing::info!(sessions = running(), "shutting down: waiting for sessions");
+        // Sessions waiting for input were woken and answer 421 at once; give the others (in a
         // handler, or writing to a client that does not read) a moment, then cut them off.
         let grace = Instant::now() + SHUTDOWN_GRACE;
-        while Instant::now() < grace && sessions.iter().any(|t| !t.is_finished()) {
+        while Instant::now() < grace && running() > 0 {
             thread::sleep(Duration::from_millis(10));
         }
-        if sessions.iter().any(|t| !t.is_finished()) {
+        if running() > 0 {
             tracing::info!(left = self.connections.len(), "closing the sessions still running");
             self.connections.wake(Shutdown::Both);
         }
-        for t in sessions {
-            let _ = t.join();
+        while running() > 0 {
+            thread::sleep(Duration::from_millis(10));
         }
+        if let Some(idle) = idle {
+            idle.stop();
+        }
+        if let Some(poller) = poller {
+            let _ = poller.join();
+        }
+        pool.close();
         tracing::info!("shut down");
         Ok(())
     }
 
     /// One listener's accept loop, until shutdown.
-    fn accept_loop(
-        listener: &TcpListener,
-        implicit: bool,
-        shared: &Arc<Shared>,
-        sessions: &Mutex<Vec<JoinHandle<()>>>,
-        handler: H,
-    ) {
+    fn accept_loop(listener: &TcpListener, implicit: bool, shared: &Arc<Shared>, handler: H) {
         while !shared.shutdown.load(Ordering::SeqCst) {
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    if let Some(t) = Self::start(&handler, shared, stream, peer, implicit) {
-                        let mut list = sessions.lock().unwrap_or_else(|p| p.into_inner());
-                        list.retain(|t| !t.is_finished());
-                        list.push(t);
-                    }
-                }
+                Ok((stream, peer)) => Self::start(&handler, shared, stream, peer, implicit),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -416,14 +447,8 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn start(
-        handler: &H,
-        shared: &Arc<Shared>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        implicit: bool,
-    ) -> Option<JoinHandle<()>> {
-        let _ = stream.set_nonblocking(false);
+    fn start(handler: &H, shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, implicit: bool) {
+        // An accepted socket is blocking (accept4 without SOCK_NONBLOCK) whatever the listener.
         let _ = stream.set_nodelay(true);
         let refuse = |stream: &TcpStream, reply: Reply<'_>| {
             if !implicit {
@@ -439,7 +464,7 @@ impl<H: Handler> Server<H> {
                 Err(r) => {
                     tracing::warn!(%peer, client = %crate::limits::ClientKey::of(peer.ip()), "refused: {r}");
                     refuse(&stream, r.reply());
-                    return None;
+                    return;
                 }
             }
         };
@@ -448,7 +473,7 @@ impl<H: Handler> Server<H> {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(%peer, active, "too many clients: refused");
             refuse(&stream, Reply::TOO_MANY_CONNECTIONS);
-            return None;
+            return;
         }
         let guard = ActiveGuard { shared: shared.clone(), _permit: permit };
         let handler = handler.clone();
@@ -456,18 +481,10 @@ impl<H: Handler> Server<H> {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         let socket = stream.clone();
-        let spawned =
-            thread::Builder::new().name(format!("smtp-{id}")).stack_size(shared.options.stack_size).spawn(move || {
-                let _guard = guard;
-                session::serve(socket, id, peer, implicit, handler, &shared2);
-            });
-        match spawned {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::error!(%peer, "cannot spawn a session thread: {e}");
-                refuse(&stream, Reply::TOO_MANY_CONNECTIONS);
-                None
-            }
+        let job = Box::new(move || session::serve(socket, id, peer, implicit, handler, shared2, guard));
+        if let Err(e) = shared.pool.submit(job) {
+            tracing::error!(%peer, "cannot start a session thread: {e}");
+            refuse(&stream, Reply::TOO_MANY_CONNECTIONS);
         }
     }
 }
@@ -490,9 +507,9 @@ pub(crate) fn refuse(mut stream: &TcpStream, config: &Config, reply: Reply<'_>) 
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
-/// Decrements the active-client count when a session thread ends, even by panic, and gives
-/// the client's per-client slot back.
-struct ActiveGuard {
+/// Decrements the active-client count when a session ends, even by panic, and gives the
+/// client's per-client slot back.
+pub(crate) struct ActiveGuard {
     shared: Arc<Shared>,
     _permit: Option<Permit>,
 }

@@ -3,17 +3,20 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::{ServerConnection, StreamOwned};
-use smtp_proto::server::{Event, HeloKind, Progress};
+use smtp_proto::server::{Event, Heap, HeloKind, Progress};
 use smtp_proto::Reply;
 
 use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Decision, Envelope, Handler, Session};
-use crate::limits::{Refusal, Tracker};
-use crate::server::{Connections, Options};
+use crate::idle::{Idle, Parked};
+use crate::limits::{Permit, Refusal, Tracker};
+use crate::pool::Pool;
+use crate::server::{ActiveGuard, Connections, Options, Registered};
 
 /// State shared by the accept loop and the sessions.
 pub(crate) struct Shared {
@@ -25,7 +28,20 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<Tracker>,
     /// Where shutdown finds the sockets to wake.
     pub(crate) connections: Arc<Connections>,
+    /// The session threads.
+    pub(crate) pool: Arc<Pool>,
+    /// Where idle sessions wait without a thread (`None`: they keep theirs).
+    pub(crate) idle: Option<Arc<Idle>>,
 }
+
+/// Size of a session's output queue (the core's, on the heap): replies to a pipelined batch
+/// of about 25 commands leave in one write. The core needs
+/// [`MIN_OUTPUT_BUFFER`](smtp_proto::server::MIN_OUTPUT_BUFFER) (1,200) at least.
+const OUTPUT_QUEUE: usize = 2048;
+
+/// The read buffer on a session thread's stack: commands and small messages never need
+/// another ([`Live::serve`]).
+const STACK_READ: usize = 8192;
 
 /// How often a blocked accept (or a wait for a PROXY header) wakes up to look at the shutdown
 /// flag. Sessions do not poll: shutdown wakes them ([`Connections`]).
@@ -105,17 +121,19 @@ fn handshake(
     Ok(StreamOwned::new(conn, tcp))
 }
 
-/// Serves one accepted connection, session `id`, to its end.
+/// Serves one accepted connection, session `id`: to its end, or until it parks (it then goes
+/// on on another pool thread). `active` counts it until it ends.
 pub(crate) fn serve<H: Handler>(
     tcp: Arc<TcpStream>,
     id: u64,
     peer: SocketAddr,
     implicit: bool,
     handler: H,
-    shared: &Shared,
+    shared: Arc<Shared>,
+    active: ActiveGuard,
 ) {
     // Before the first read: a shutdown from now on wakes this session (or it saw the flag).
-    let _registered = shared.connections.register(id, &tcp);
+    let registered = shared.connections.register(id, &tcp);
     let local = tcp.local_addr().unwrap_or(peer);
     let proxy = shared.options.proxy.trusts(peer.ip()).then_some(peer);
     // Behind a listed proxy: the PROXY header first, and its client is the session's peer.
@@ -128,7 +146,7 @@ pub(crate) fn serve<H: Handler>(
     };
     // The per-client limits of a proxied client, now that its address is known (the accept
     // loop counted everyone else).
-    let _permit = match proxy {
+    let permit = match proxy {
         Some(via) => match shared.limits.admit(peer.ip(), Instant::now()) {
             Ok(permit) => Some(permit),
             Err(r) => {
@@ -143,35 +161,220 @@ pub(crate) fn serve<H: Handler>(
     };
     let session = Session::new(id, peer, local, implicit);
     log!(info, session, %local, implicit_tls = implicit, "connect");
+    let core = match smtp_proto::Server::with_buffers(shared.options.config, Heap::new(OUTPUT_QUEUE)) {
+        Ok(core) => core,
+        Err(e) => {
+            log!(error, session, "{e}");
+            return;
+        }
+    };
     let mut conn = Conn {
-        core: Box::new(smtp_proto::Server::new(shared.options.config)),
+        core: Box::new(core),
         handler,
         session,
         shared,
-        out: vec![0u8; 4096],
         in_message: false,
         content_error: None,
         read_timeout: None,
+        waiting_since: None,
+        park: false,
     };
-    let result = conn.run(Sock(tcp), implicit);
-    if let Err(e) = &result {
-        log!(info, conn.session, "connection error: {e}");
+    match conn.open(Sock(tcp), implicit) {
+        Ok(stream) => Box::new(Live {
+            conn,
+            stream,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            _registered: registered,
+            _permit: permit,
+            _active: active,
+        })
+        .run(),
+        Err(e) => {
+            log!(info, conn.session, "connection error: {e}");
+            conn.finish();
+        }
     }
-    if conn.in_message {
-        conn.in_message = false;
-        log!(info, conn.session, "message abandoned: connection ended mid-DATA");
-        conn.handler.data_abort(&conn.session, None);
-    }
-    conn.handler.close(&conn.session);
-    log!(info, conn.session, "close");
 }
 
-struct Conn<'s, H: Handler> {
-    core: Box<smtp_proto::Server>,
+/// A session past its greeting, with everything it holds; what parks in [`Idle`].
+struct Live<H: Handler> {
+    conn: Conn<H>,
+    stream: Stream,
+    /// Input: `buf[start..end]` is not consumed yet. Empty while parked with nothing pending.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    // Dropped after the rest, in this order: the socket's place in [`Connections`], the
+    // proxied client's per-client slot, the active-session count.
+    _registered: Registered,
+    _permit: Option<Permit>,
+    _active: ActiveGuard,
+}
+
+/// Where [`Live::serve`] stopped.
+enum Stop {
+    /// The session is over.
+    Done,
+    /// The client has been silent for a while: park.
+    Idle,
+}
+
+impl<H: Handler> Parked for Live<H> {
+    fn fd(&self) -> RawFd {
+        self.stream.tcp().as_raw_fd()
+    }
+
+    fn resume(self: Box<Self>) {
+        self.run()
+    }
+}
+
+impl<H: Handler> Live<H> {
+    /// Serves until the session ends, or parks it when its client is silent.
+    fn run(mut self: Box<Self>) {
+        match self.serve() {
+            Ok(Stop::Idle) => {
+                let deadline = self.conn.deadline();
+                let idle = self.conn.shared.idle.clone();
+                let Some(idle) = idle else { unreachable!("Conn::park without a poller") };
+                match idle.park(self, deadline) {
+                    Ok(()) => return,
+                    // Cannot park (the server stops): this thread goes on waiting.
+                    Err(mut me) => {
+                        me.conn.park = false;
+                        return me.run();
+                    }
+                }
+            }
+            Ok(Stop::Done) => {}
+            Err(e) => log!(info, self.conn.session, "connection error: {e}"),
+        }
+        self.conn.finish();
+    }
+
+    /// The session's loop: input to the core, events to the handler, replies out.
+    ///
+    /// Input is read into a buffer on this thread's stack ([`STACK_READ`] octets) while that
+    /// holds it, and into `self.buf` on the heap (growing up to [`Options::read_buffer`]) once a
+    /// read fills it or a line does not fit: commands never allocate, and whatever is
+    /// allocated goes when the session parks.
+    fn serve(&mut self) -> io::Result<Stop> {
+        let conn = &mut self.conn;
+        let max = conn.shared.options.read_buffer;
+        let mut stack = [0u8; STACK_READ];
+        // Bytes carried over a park (a partial line) go back to the stack if they fit.
+        if !self.buf.is_empty() && self.end - self.start <= STACK_READ / 2 {
+            let n = self.end - self.start;
+            stack[..n].copy_from_slice(&self.buf[self.start..self.end]);
+            (self.start, self.end) = (0, n);
+            self.buf = Vec::new();
+        }
+        loop {
+            let buf: &mut [u8] = if self.buf.is_empty() { &mut stack } else { &mut self.buf };
+            // Feed everything we have until the core needs more input.
+            let closed = loop {
+                let r = conn.core.handle_input(&buf[self.start..self.end]).map_err(io::Error::other)?;
+                self.start += r.consumed;
+                match r.progress {
+                    Progress::Event(ev) => conn.event(ev),
+                    Progress::Flush => conn.drain(&mut self.stream)?,
+                    Progress::NeedInput => break false,
+                    Progress::Closed => break true,
+                }
+            };
+            // The drain rule: every queued reply goes out before we read again.
+            conn.drain(&mut self.stream)?;
+            if closed {
+                close(&mut self.stream);
+                return Ok(Stop::Done);
+            }
+            if conn.core.is_tls_pending() {
+                // The 220 went out and whatever followed STARTTLS was discarded by the core.
+                (self.start, self.end) = (0, 0);
+                conn.start_tls(&mut self.stream)?;
+                continue;
+            }
+            if self.start == self.end {
+                (self.start, self.end) = (0, 0);
+            } else if self.start > 0 && self.end == buf.len() {
+                buf.copy_within(self.start..self.end, 0);
+                (self.end, self.start) = (self.end - self.start, 0);
+            }
+            if self.end == buf.len() {
+                // A line that does not fit yet: a larger buffer, on the heap (up to the limit,
+                // which is at least the core's minimum).
+                let len = (buf.len() * 4).min(max);
+                if len <= buf.len() {
+                    return Err(io::Error::other("input buffer full without progress"));
+                }
+                (self.start, self.end) = grow(&mut self.buf, &stack, (self.start, self.end), len);
+                continue;
+            }
+            let free = buf.len() - self.end;
+            match conn.read(&mut self.stream, &mut buf[self.end..])? {
+                Read_::Bytes(0) => {
+                    log!(info, conn.session, "client closed the connection");
+                    return Ok(Stop::Done);
+                }
+                Read_::Bytes(n) => {
+                    self.end += n;
+                    // A read that fills the buffer: more is coming (a message), read more at once.
+                    if n == free && buf.len() < max {
+                        let len = (buf.len() * 4).min(max);
+                        (self.start, self.end) = grow(&mut self.buf, &stack, (self.start, self.end), len);
+                    }
+                }
+                Read_::Idle => {
+                    // Parking: keep only what is not consumed yet (a partial line).
+                    let buf: &[u8] = if self.buf.is_empty() { &stack } else { &self.buf };
+                    let rest = buf[self.start..self.end].to_vec();
+                    (self.start, self.end) = (0, rest.len());
+                    self.buf = rest;
+                    return Ok(Stop::Idle);
+                }
+                Read_::Stop => {
+                    // Timeout or shutdown: the core queued its 421.
+                    conn.drain(&mut self.stream)?;
+                    close(&mut self.stream);
+                    return Ok(Stop::Done);
+                }
+            }
+        }
+    }
+}
+
+/// Grows the input buffer to `len` octets: `heap` in place when it is the one in use (not
+/// empty), else a new `heap` takes the unconsumed `stack[start..end]`. Returns the new
+/// `(start, end)`.
+fn grow(heap: &mut Vec<u8>, stack: &[u8], (start, end): (usize, usize), len: usize) -> (usize, usize) {
+    if heap.is_empty() {
+        let mut new = vec![0u8; len];
+        new[..end - start].copy_from_slice(&stack[start..end]);
+        *heap = new;
+        (0, end - start)
+    } else {
+        heap.resize(len, 0);
+        (start, end)
+    }
+}
+
+/// What [`Conn::read`] got.
+enum Read_ {
+    /// Bytes (0: the client closed).
+    Bytes(usize),
+    /// Nothing for a while: park the session (only when it can).
+    Idle,
+    /// The timeout fired or the server shuts down: the core was told and queued its `421`.
+    Stop,
+}
+
+struct Conn<H: Handler> {
+    core: Box<smtp_proto::Server<Heap>>,
     handler: H,
     session: Session,
-    shared: &'s Shared,
-    out: Vec<u8>,
+    shared: Arc<Shared>,
     /// A message was accepted with 354 and has not ended yet.
     in_message: bool,
     /// The handler failed on a piece of content: the end of data is answered 451.
@@ -179,13 +382,20 @@ struct Conn<'s, H: Handler> {
     /// The socket's read timeout as last set (`Some(None)`: none), `None` when unknown: set
     /// again only when it changes (a syscall).
     read_timeout: Option<Option<Duration>>,
+    /// Since when the session waits for input (the core's timeout runs from there; a parked
+    /// session keeps it).
+    waiting_since: Option<Instant>,
+    /// Whether the session may park when idle.
+    park: bool,
 }
 
-impl<H: Handler> Conn<'_, H> {
-    fn run(&mut self, tcp: Sock, implicit: bool) -> io::Result<()> {
+impl<H: Handler> Conn<H> {
+    /// The TLS handshake of an implicit-TLS listener, the `connect` hook and the greeting.
+    fn open(&mut self, tcp: Sock, implicit: bool) -> io::Result<Stream> {
+        self.park = self.shared.idle.is_some() && self.shared.options.park_after.is_some();
         let options = &self.shared.options;
         tcp.0.set_write_timeout(Some(options.config.timeouts.command.max(Duration::from_secs(1))))?;
-        let mut stream = if implicit {
+        let stream = if implicit {
             let Some(tls) = options.tls.clone() else {
                 return Err(io::Error::other("implicit TLS without a certificate"));
             };
@@ -205,97 +415,92 @@ impl<H: Handler> Conn<'_, H> {
             }
             // A positive reply to connect: its text is this connection's banner.
             Decision::Reply(r) => self.core.greet(&r.text).map_err(io::Error::other)?,
-            Decision::Accept => self.core.greet(&options.banner).map_err(io::Error::other)?,
+            Decision::Accept => self.core.greet(&self.shared.options.banner).map_err(io::Error::other)?,
         }
-
-        let mut buf = vec![0u8; options.read_buffer];
-        let (mut start, mut end) = (0usize, 0usize);
-        loop {
-            // Feed everything we have until the core needs more input.
-            let closed = loop {
-                let r = self.core.handle_input(&buf[start..end]).map_err(io::Error::other)?;
-                start += r.consumed;
-                match r.progress {
-                    Progress::Event(ev) => self.event(ev),
-                    Progress::Flush => self.drain(&mut stream)?,
-                    Progress::NeedInput => break false,
-                    Progress::Closed => break true,
-                }
-            };
-            // The drain rule: every queued reply goes out before we read again.
-            self.drain(&mut stream)?;
-            if closed {
-                close(stream);
-                return Ok(());
-            }
-            if self.core.is_tls_pending() {
-                // The 220 went out and whatever followed STARTTLS was discarded by the core.
-                (start, end) = (0, 0);
-                stream = self.start_tls(stream)?;
-                continue;
-            }
-            if start == end {
-                (start, end) = (0, 0);
-            } else if end == buf.len() {
-                if start == 0 {
-                    // Cannot happen with a buffer of at least min_input_buffer(): be safe.
-                    return Err(io::Error::other("input buffer full without progress"));
-                }
-                buf.copy_within(start..end, 0);
-                (end, start) = (end - start, 0);
-            }
-            match self.read(&mut stream, &mut buf[end..])? {
-                Some(0) => {
-                    log!(info, self.session, "client closed the connection");
-                    return Ok(());
-                }
-                Some(n) => end += n,
-                None => {
-                    // Timeout or shutdown: the core queued its 421.
-                    self.drain(&mut stream)?;
-                    close(stream);
-                    return Ok(());
-                }
-            }
-        }
+        Ok(stream)
     }
 
-    /// Reads with the core's timeout; `None` when it fired or the server shuts down (the core
-    /// was told and queued its `421`). An idle session sleeps in `read` for the whole timeout:
-    /// shutdown wakes it by shutting down the socket's reading side (the read returns 0).
-    fn read(&mut self, stream: &mut Stream, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    /// The end of the session: an unfinished message is abandoned, the `close` hook.
+    fn finish(&mut self) {
+        if self.in_message {
+            self.in_message = false;
+            log!(info, self.session, "message abandoned: connection ended mid-DATA");
+            self.handler.data_abort(&self.session, None);
+        }
+        self.handler.close(&self.session);
+        log!(info, self.session, "close");
+    }
+
+    /// When the core's timeout fires for the input awaited now (`None`: never).
+    fn deadline(&self) -> Option<Instant> {
+        let since = self.waiting_since?;
+        self.core.timeout().and_then(|t| since.checked_add(t))
+    }
+
+    /// Reads with the core's timeout. An idle session sleeps in `read` (shutdown wakes it by
+    /// shutting down the socket's reading side: the read returns 0), for
+    /// [`Options::park_idle_sessions_after`] when it may park, for the whole timeout otherwise.
+    fn read(&mut self, stream: &mut Stream, buf: &mut [u8]) -> io::Result<Read_> {
         let timeout = self.core.timeout();
-        let start = Instant::now();
-        // The whole timeout at first (the same value every time: no syscall to set it again),
-        // what is left of it after an early wake-up.
-        let mut wait = timeout;
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        let park_after = if self.park { self.shared.options.park_after } else { None };
+        let mut first = true;
         loop {
             if self.shutting_down() {
-                return Ok(None);
+                self.waiting_since = None;
+                return Ok(Read_::Stop);
             }
-            if wait == Some(Duration::ZERO) {
+            let left = timeout.map(|t| t.saturating_sub(since.elapsed()));
+            if left == Some(Duration::ZERO) {
                 log!(info, self.session, timeout = ?timeout.unwrap_or_default(), "timeout");
                 self.core.handle_timeout();
-                return Ok(None);
+                self.waiting_since = None;
+                return Ok(Read_::Stop);
             }
+            // The same value every time while it can be (no syscall to set it again): the park
+            // delay, or the whole timeout at first; what is left of the timeout near its end,
+            // or after an early wake-up.
+            let wait = match (park_after, left) {
+                (Some(p), Some(l)) if l <= p => Some(l),
+                (Some(p), _) => Some(p),
+                (None, _) if first => timeout,
+                (None, l) => l,
+            };
+            first = false;
             if self.read_timeout != Some(wait) {
                 stream.tcp().set_read_timeout(wait)?;
                 self.read_timeout = Some(wait);
             }
             match stream.read(buf) {
-                Ok(0) if self.shutting_down() => return Ok(None),
-                Ok(n) => return Ok(Some(n)),
+                Ok(0) if self.shutting_down() => {
+                    self.waiting_since = None;
+                    return Ok(Read_::Stop);
+                }
+                Ok(n) => {
+                    self.waiting_since = None;
+                    return Ok(Read_::Bytes(n));
+                }
                 // E.g. rustls: "peer closed connection without sending TLS close_notify".
-                Err(_) if self.shutting_down() => return Ok(None),
+                Err(_) if self.shutting_down() => {
+                    self.waiting_since = None;
+                    return Ok(Read_::Stop);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                    ) => {}
+                    ) =>
+                {
+                    if park_after.is_some() && e.kind() != io::ErrorKind::Interrupted {
+                        // Silent for the park delay: the poller waits for it (or its deadline).
+                        let left = timeout.map(|t| t.saturating_sub(since.elapsed()));
+                        if left != Some(Duration::ZERO) {
+                            return Ok(Read_::Idle);
+                        }
+                    }
+                }
                 Err(e) => return Err(e),
             }
-            // Timed out, or woken early (a signal).
-            wait = timeout.map(|t| t.saturating_sub(start.elapsed()));
         }
     }
 
@@ -312,19 +517,26 @@ impl<H: Handler> Conn<'_, H> {
     }
 
     fn drain(&mut self, stream: &mut Stream) -> io::Result<()> {
+        if !self.core.has_output() {
+            return Ok(());
+        }
+        // The whole queue in one write (on the stack: nothing of it stays with the session).
+        let mut out = [0u8; OUTPUT_QUEUE];
         loop {
-            let n = self.core.poll_transmit(&mut self.out);
+            let n = self.core.poll_transmit(&mut out);
             if n == 0 {
                 return stream.flush();
             }
-            stream.write_all(&self.out[..n])?;
+            stream.write_all(&out[..n])?;
         }
     }
 
-    fn start_tls(&mut self, stream: Stream) -> io::Result<Stream> {
+    /// The TLS handshake after STARTTLS's 220: `stream` goes from plain to TLS.
+    fn start_tls(&mut self, stream: &mut Stream) -> io::Result<()> {
         let Stream::Plain(tcp) = stream else {
             return Err(io::Error::other("STARTTLS under TLS"));
         };
+        let tcp = Sock(tcp.0.clone());
         let Some(tls) = self.shared.options.tls.clone() else {
             return Err(io::Error::other("STARTTLS without a certificate"));
         };
@@ -334,7 +546,8 @@ impl<H: Handler> Conn<'_, H> {
         self.core.tls_established().map_err(io::Error::other)?;
         log!(info, self.session, version = ?s.conn.protocol_version(), "TLS established (STARTTLS)");
         self.sync();
-        Ok(Stream::Tls(Box::new(s)))
+        *stream = Stream::Tls(Box::new(s));
+        Ok(())
     }
 
     /// Applies the handler's decision to the pending event; returns whether it was accepted.
@@ -517,12 +730,12 @@ impl<H: Handler> Conn<'_, H> {
 }
 
 /// Closes the connection cleanly (TLS close_notify, then FIN).
-fn close(stream: Stream) {
+fn close(stream: &mut Stream) {
     match stream {
         Stream::Plain(s) => {
             let _ = s.0.shutdown(std::net::Shutdown::Write);
         }
-        Stream::Tls(mut s) => {
+        Stream::Tls(s) => {
             s.conn.send_close_notify();
             let _ = s.flush();
             let _ = s.get_ref().0.shutdown(std::net::Shutdown::Write);
