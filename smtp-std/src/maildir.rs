@@ -42,7 +42,9 @@ impl Maildir {
             create_dir_durably(&root.join(sub))?;
         }
         // The Maildir spec: '/' and ':' in the host name are written as octal escapes.
-        let host = system_hostname().replace('/', "\\057").replace(':', "\\072");
+        // Read once: a Maildir is opened for every message.
+        static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let host = HOST.get_or_init(|| system_hostname().replace('/', "\\057").replace(':', "\\072")).clone();
         Ok(Self { root, host })
     }
 
