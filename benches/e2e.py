@@ -82,6 +82,8 @@ def main():
                     help="run only the cases whose label contains this (repeatable), e.g. '1KiB x20'")
     ap.add_argument("--runs", type=int, default=1, help="runs of each case; the medians are printed")
     ap.add_argument("--no-evloop", action="store_true", help="leave evloop-sink out")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=BINARY",
+                    help="another smtp-std build to run side by side (e.g. the previous commit's)")
     a = ap.parse_args()
 
     subprocess.run(["cargo", "build", "-q", "--release", "-p", "smtp-std"], cwd=ROOT, check=True)
@@ -98,6 +100,12 @@ def main():
     ours = subprocess.Popen([binary, "serve", "--discard", "--listen", f"{host}:{p1}", "--max-clients", "500",
                              "--hostname", "bench.test"], env=env, stderr=subprocess.DEVNULL)
     servers.append(("smtp-std", ours, p1))
+    for other in a.also:
+        name, path = other.split("=", 1)
+        port = free_port(host)
+        proc = subprocess.Popen([path, "serve", "--discard", "--listen", f"{host}:{port}", "--max-clients", "500",
+                                 "--hostname", "bench.test"], env=env, stderr=subprocess.DEVNULL)
+        servers.append((name, proc, port))
     p2 = free_port(host)
     sink_args = [tool("smtp-sink")]
     if os.geteuid() == 0:
@@ -153,7 +161,8 @@ def main():
                 mps, mbs, cpu = results[name]
                 print(f"{label:<28} {name:<18} {mps:>10.0f} {mbs:>9.1f} {cpu:>14.3f}")
             s = results["smtp-sink"]
-            for name, short in (("smtp-std", "std"), ("evloop-sink", "evloop")):
+            others = [(o.split("=", 1)[0], o.split("=", 1)[0]) for o in a.also]
+            for name, short in [("smtp-std", "std"), ("evloop-sink", "evloop")] + others:
                 if name not in results:
                     continue
                 o = results[name]

@@ -221,6 +221,7 @@ impl ShutdownHandle {
         self.flag.store(true, Ordering::SeqCst);
         // After the flag: a session registered after this sweep sees the flag at its first read.
         self.connections.wake(Shutdown::Read);
+        self.connections.wake_listeners();
     }
 
     /// Whether shutdown was requested.
@@ -252,16 +253,39 @@ impl ShutdownHandle {
 pub struct Server<H: Handler> {
     options: Arc<Options>,
     handler: H,
-    listeners: Vec<(TcpListener, bool)>,
+    listeners: Vec<(TcpListener, Accepted)>,
     shutdown: Arc<AtomicBool>,
     connections: Arc<Connections>,
 }
 
+/// What a session knows of the listener that accepted it, which saves it system calls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Accepted {
+    /// Implicit TLS.
+    pub(crate) implicit: bool,
+    /// The listener's address when it is a specific one: every accepted socket's local address
+    /// (no `getsockname`).
+    pub(crate) local: Option<SocketAddr>,
+    /// The socket options an accepted socket inherits from the listener (Linux copies the
+    /// listening socket's `TCP_NODELAY`, `SO_RCVTIMEO` and `SO_SNDTIMEO`): a session does not
+    /// set them again. `None` elsewhere.
+    pub(crate) inherited: Option<Inherited>,
+}
+
+/// Socket timeouts an accepted socket starts with ([`Accepted::inherited`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inherited {
+    pub(crate) read: Duration,
+    pub(crate) write: Duration,
+}
+
 /// The open sessions' sockets, so that shutdown can wake sessions blocked on a read (a
-/// read shut down returns at once) instead of every session waking up regularly to look.
+/// read shut down returns at once) instead of every session waking up regularly to look;
+/// and the listeners, whose blocked `accept` a shutdown of the listening socket ends.
 #[derive(Debug, Default)]
 pub(crate) struct Connections {
     sockets: Mutex<HashMap<u64, Weak<TcpStream>>>,
+    listeners: Mutex<Vec<TcpListener>>,
 }
 
 impl Connections {
@@ -273,6 +297,14 @@ impl Connections {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<TcpStream>>> {
         self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the accept loops blocked on the listeners (Linux: `accept` on a listening socket
+    /// shut down for reading fails at once; elsewhere the accept timeout ends it).
+    fn wake_listeners(&self) {
+        for l in self.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = socket2::SockRef::from(l).shutdown(Shutdown::Read);
+        }
     }
 
     /// Shuts down `how` every registered socket.
@@ -335,17 +367,36 @@ impl<H: Handler> Server<H> {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "implicit TLS needs a certificate (Options::tls)"));
         }
         let listener = TcpListener::bind(addr)?;
-        // Blocking accept that wakes up regularly to notice a shutdown (Linux honours
-        // SO_RCVTIMEO on accept): no polling loop, no added latency per connection.
-        socket2::SockRef::from(&listener).set_read_timeout(Some(session::SHUTDOWN_POLL))?;
         let local = listener.local_addr()?;
-        self.listeners.push((listener, implicit));
+        let sock = socket2::SockRef::from(&listener);
+        // A blocking accept that a shutdown wakes (the listening socket is shut down), and
+        // that wakes up by itself now and then (Linux honours SO_RCVTIMEO on accept): no
+        // polling loop, no added latency per connection. On Linux the accepted sockets
+        // inherit this timeout, the write timeout and TCP_NODELAY: set here once, they cost
+        // a session no system call (its first read waits for the park delay).
+        let inherited = if cfg!(target_os = "linux") {
+            let t = &self.options.config.timeouts;
+            let inherited = Inherited {
+                read: self.options.park_after.unwrap_or(session::SHUTDOWN_POLL),
+                write: t.command.max(Duration::from_secs(1)),
+            };
+            sock.set_nodelay(true)?;
+            sock.set_write_timeout(Some(inherited.write))?;
+            sock.set_read_timeout(Some(inherited.read))?;
+            Some(inherited)
+        } else {
+            sock.set_read_timeout(Some(session::SHUTDOWN_POLL))?;
+            None
+        };
+        let specific = (!local.ip().is_unspecified()).then_some(local);
+        self.connections.listeners.lock().unwrap_or_else(|p| p.into_inner()).push(listener.try_clone()?);
+        self.listeners.push((listener, Accepted { implicit, local: specific, inherited }));
         Ok(local)
     }
 
     /// The bound addresses with whether each is implicit TLS.
     pub fn local_addrs(&self) -> Vec<(SocketAddr, bool)> {
-        self.listeners.iter().filter_map(|(l, tls)| Some((l.local_addr().ok()?, *tls))).collect()
+        self.listeners.iter().filter_map(|(l, a)| Some((l.local_addr().ok()?, a.implicit))).collect()
     }
 
     /// A handle to stop the server.
@@ -392,9 +443,9 @@ impl<H: Handler> Server<H> {
             idle: idle.clone(),
         });
         thread::scope(|scope| {
-            for (listener, implicit) in &self.listeners {
+            for (listener, accepted) in &self.listeners {
                 let (shared, handler) = (&shared, self.handler.clone());
-                let accept = move || Self::accept_loop(listener, *implicit, shared, handler);
+                let accept = move || Self::accept_loop(listener, *accepted, shared, handler);
                 if let Err(e) = thread::Builder::new().name("smtp-accept".into()).spawn_scoped(scope, accept) {
                     tracing::error!("cannot spawn an accept thread: {e}");
                     shared.shutdown.store(true, Ordering::SeqCst);
@@ -402,6 +453,8 @@ impl<H: Handler> Server<H> {
             }
         });
         drop(self.listeners);
+        // The port is free once run returns (shutdown handles outlive the server).
+        self.connections.listeners.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let running = || shared.active.load(Ordering::SeqCst);
         tracing::info!(sessions = running(), "shutting down: waiting for sessions");
         // Sessions waiting for input were woken and answer 421 at once; give the others (in a
@@ -429,15 +482,17 @@ impl<H: Handler> Server<H> {
     }
 
     /// One listener's accept loop, until shutdown.
-    fn accept_loop(listener: &TcpListener, implicit: bool, shared: &Arc<Shared>, handler: H) {
+    fn accept_loop(listener: &TcpListener, accepted: Accepted, shared: &Arc<Shared>, handler: H) {
         while !shared.shutdown.load(Ordering::SeqCst) {
             match listener.accept() {
-                Ok((stream, peer)) => Self::start(&handler, shared, stream, peer, implicit),
+                Ok((stream, peer)) => Self::start(&handler, shared, stream, peer, accepted),
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                     ) => {}
+                // The listener shut down by a shutdown.
+                Err(_) if shared.shutdown.load(Ordering::SeqCst) => {}
                 Err(e) => {
                     // E.g. EMFILE: log, back off, go on serving.
                     tracing::warn!("accept failed: {e}");
@@ -447,9 +502,12 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn start(handler: &H, shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, implicit: bool) {
+    fn start(handler: &H, shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, accepted: Accepted) {
         // An accepted socket is blocking (accept4 without SOCK_NONBLOCK) whatever the listener.
-        let _ = stream.set_nodelay(true);
+        if accepted.inherited.is_none() {
+            let _ = stream.set_nodelay(true);
+        }
+        let implicit = accepted.implicit;
         let refuse = |stream: &TcpStream, reply: Reply<'_>| {
             if !implicit {
                 refuse(stream, &shared.options.config, reply);
@@ -481,7 +539,7 @@ impl<H: Handler> Server<H> {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         let socket = stream.clone();
-        let job = Box::new(move || session::serve(socket, id, peer, implicit, handler, shared2, guard));
+        let job = Box::new(move || session::serve(socket, id, peer, accepted, handler, shared2, guard));
         if let Err(e) = shared.pool.submit(job) {
             tracing::error!(%peer, "cannot start a session thread: {e}");
             refuse(&stream, Reply::TOO_MANY_CONNECTIONS);

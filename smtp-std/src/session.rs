@@ -16,7 +16,7 @@ use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Deci
 use crate::idle::{Idle, Parked};
 use crate::limits::{Permit, Refusal, Tracker};
 use crate::pool::Pool;
-use crate::server::{ActiveGuard, Connections, Options, Registered};
+use crate::server::{Accepted, ActiveGuard, Connections, Inherited, Options, Registered};
 
 /// State shared by the accept loop and the sessions.
 pub(crate) struct Shared {
@@ -127,14 +127,18 @@ pub(crate) fn serve<H: Handler>(
     tcp: Arc<TcpStream>,
     id: u64,
     peer: SocketAddr,
-    implicit: bool,
+    accepted: Accepted,
     handler: H,
     shared: Arc<Shared>,
     active: ActiveGuard,
 ) {
+    let implicit = accepted.implicit;
     // Before the first read: a shutdown from now on wakes this session (or it saw the flag).
     let registered = shared.connections.register(id, &tcp);
-    let local = tcp.local_addr().unwrap_or(peer);
+    let local = match accepted.local {
+        Some(local) => local,
+        None => tcp.local_addr().unwrap_or(peer),
+    };
     let proxy = shared.options.proxy.trusts(peer.ip()).then_some(peer);
     // Behind a listed proxy: the PROXY header first, and its client is the session's peer.
     let (peer, local) = match crate::proxy::accept(&tcp, id, peer, local, &shared.options.proxy, &shared.shutdown) {
@@ -179,7 +183,10 @@ pub(crate) fn serve<H: Handler>(
         waiting_since: None,
         park: false,
     };
-    match conn.open(Sock(tcp), implicit) {
+    // What the socket inherited from the listener, unless a PROXY header was read (with its
+    // own read timeout).
+    let inherited = accepted.inherited.filter(|_| proxy.is_none());
+    match conn.open(Sock(tcp), implicit, inherited) {
         Ok(stream) => Box::new(Live {
             conn,
             stream,
@@ -391,15 +398,26 @@ struct Conn<H: Handler> {
 
 impl<H: Handler> Conn<H> {
     /// The TLS handshake of an implicit-TLS listener, the `connect` hook and the greeting.
-    fn open(&mut self, tcp: Sock, implicit: bool) -> io::Result<Stream> {
+    fn open(&mut self, tcp: Sock, implicit: bool, inherited: Option<Inherited>) -> io::Result<Stream> {
         self.park = self.shared.idle.is_some() && self.shared.options.park_after.is_some();
         let options = &self.shared.options;
-        tcp.0.set_write_timeout(Some(options.config.timeouts.command.max(Duration::from_secs(1))))?;
+        let write = options.config.timeouts.command.max(Duration::from_secs(1));
+        match inherited {
+            Some(i) => {
+                self.read_timeout = Some(Some(i.read));
+                if i.write != write {
+                    tcp.0.set_write_timeout(Some(write))?;
+                }
+            }
+            None => tcp.0.set_write_timeout(Some(write))?,
+        }
         let stream = if implicit {
             let Some(tls) = options.tls.clone() else {
                 return Err(io::Error::other("implicit TLS without a certificate"));
             };
             let s = handshake(tcp, tls, options.config.timeouts.tls_handshake, &self.shared.shutdown)?;
+            // The handshake set its own read timeouts.
+            self.read_timeout = None;
             self.core.tls_established().map_err(io::Error::other)?;
             log!(info, self.session, version = ?s.conn.protocol_version(), "TLS established (implicit)");
             Stream::Tls(Box::new(s))
