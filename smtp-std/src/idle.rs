@@ -1,40 +1,60 @@
-//! Idle sessions without a thread: a readiness poller (epoll through mio) where a session
-//! that has waited for its client for a while parks its socket and state, and gives its
-//! thread back to the [pool](crate::pool). When the socket becomes readable (bytes, a close,
-//! or the shutdown of its reading side) or the session's timeout is due, the poller hands the
-//! session to a pool thread, which goes on where it stopped.
+//! Sessions waiting for input without a thread: one epoll instance where a session that finds
+//! no input parks its socket and state, and the pool threads that wait on it (the *pollers*)
+//! take up whichever session has input, on their own stack — a leader/follower readiness
+//! loop.
 //!
-//! A parked session costs its state (a few KiB: the core, its output queue, the handler,
-//! the TLS state if any) and no thread, no stack and no CPU: the poller sleeps until an event
-//! or the earliest deadline.
+//! A session runs on a pool thread while it has input: it reads, feeds the core, calls its
+//! [`Handler`](crate::Handler), writes replies. When a read finds nothing
+//! ([`Options::park_idle_sessions_after`](crate::Options::park_idle_sessions_after): at once
+//! by default, or after a delay on its own thread) it parks here with its deadline, and its
+//! thread becomes a poller or goes back to the pool. A poller that gets an event runs that
+//! session itself — no hand-off to another thread, so a round trip costs the one wake-up of
+//! the reply's arrival, and none at all when a poller comes back to find input already waiting
+//! (a busy server) — and if it was the last poller, a follower from the pool takes over the
+//! waiting first: a handler that blocks (a DNS lookup, an fsync) holds up its own session only.
+//!
+//! Each socket is in the epoll interest list once, `EPOLLONESHOT`: an event disarms it, so two
+//! pollers never get the same session, and a park re-arms it (`EPOLL_CTL_MOD`, which reports
+//! input that came in between). A parked session costs its state (a few KiB: the core, its
+//! output queue, the handler, the TLS state if any) and no thread, no stack and no CPU.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::os::fd::RawFd;
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::pool::Pool;
 
 /// A session that waits for input without a thread.
 pub(crate) trait Parked: Send {
     /// Its socket.
-    fn fd(&self) -> RawFd;
-    /// Goes on, on a pool thread: input is there, or the deadline passed (or neither, rarely;
-    /// the session then waits again).
+    fn socket(&self) -> &TcpStream;
+    /// What tells it from every other session of the server, for its whole life.
+    fn key(&self) -> u64;
+    /// Whether its socket is in the poller's interest list (set by its first park).
+    fn watched(&mut self) -> &mut bool;
+    /// Goes on, on a pollers' or pool thread: input is there, or the deadline passed (or
+    /// neither, rarely; the session then parks again).
     fn resume(self: Box<Self>);
 }
 
-const WAKE: Token = Token(0);
+/// The longest a poller sleeps: it then notices deadlines earlier than the one it slept
+/// towards (those of sessions parked meanwhile) and [`Idle::stop`]. A few wake-ups a second
+/// in all, whatever the number of sessions.
+const TICK: Duration = Duration::from_millis(250);
 
 /// The poller of parked sessions (one per running [`Server`](crate::Server)).
 pub(crate) struct Idle {
-    registry: Registry,
-    waker: Waker,
+    epoll: Epoll,
+    pool: Arc<Pool>,
+    /// Most threads waiting on `epoll` at once; a thread that finds this many goes back to
+    /// the pool.
+    max_pollers: usize,
     state: Mutex<State>,
 }
 
@@ -44,37 +64,47 @@ struct Entry {
 }
 
 struct State {
-    parked: HashMap<usize, Entry>,
-    /// Deadlines of parked sessions, with their tokens.
-    deadlines: BTreeSet<(Instant, usize)>,
-    /// The next token (never reused, so that a late event cannot reach another session).
-    next: usize,
-    /// When the poller wakes by itself at the latest (`None`: only for an event).
-    wake_by: Option<Instant>,
-    /// The server is done: the poller exits once nothing is parked.
+    parked: HashMap<u64, Entry>,
+    /// Deadlines of parked sessions, with their keys.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// Threads waiting on the epoll instance, or on their way to it.
+    pollers: usize,
+    /// The server is done: pollers exit once nothing is parked.
     stopping: bool,
 }
 
+impl State {
+    fn take(&mut self, key: u64) -> Option<Box<dyn Parked>> {
+        let entry = self.parked.remove(&key)?;
+        if let Some(d) = entry.deadline {
+            self.deadlines.remove(&(d, key));
+        }
+        Some(entry.session)
+    }
+}
+
 impl Idle {
-    /// Starts the poller thread, which hands ready sessions to `pool`.
-    pub(crate) fn start(pool: Arc<Pool>) -> io::Result<(Arc<Self>, JoinHandle<()>)> {
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        let waker = Waker::new(poll.registry(), WAKE)?;
+    /// The poller, with its first polling thread from `pool`.
+    pub(crate) fn start(pool: Arc<Pool>) -> io::Result<Arc<Self>> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
         let idle = Arc::new(Self {
-            registry,
-            waker,
+            epoll,
+            pool,
+            max_pollers: cores + 1,
             state: Mutex::new(State {
                 parked: HashMap::new(),
                 deadlines: BTreeSet::new(),
-                next: 1,
-                wake_by: None,
+                pollers: 1,
                 stopping: false,
             }),
         });
         let me = idle.clone();
-        let thread = thread::Builder::new().name("smtp-idle".into()).spawn(move || me.run(poll, &pool))?;
-        Ok((idle, thread))
+        if let Err(e) = idle.pool.submit(Box::new(move || me.poll())) {
+            idle.lock().pollers = 0;
+            return Err(e);
+        }
+        Ok(idle)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -84,31 +114,32 @@ impl Idle {
     /// Parks `session` until its socket is readable or `deadline`. Gives it back when it
     /// cannot be parked (the poller is stopping, or the registration failed): it then waits
     /// on its thread.
-    pub(crate) fn park<P: Parked + 'static>(&self, session: Box<P>, deadline: Option<Instant>) -> Result<(), Box<P>> {
-        let fd = session.fd();
+    pub(crate) fn park<P: Parked + 'static>(
+        &self,
+        mut session: Box<P>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Box<P>> {
+        let key = session.key();
         let mut st = self.lock();
         if st.stopping {
             return Err(session);
         }
-        let token = st.next;
-        st.next += 1;
-        // Under the lock: an event that comes at once finds the entry.
-        if let Err(e) = self.registry.register(&mut SourceFd(&fd), Token(token), Interest::READABLE) {
-            tracing::warn!("cannot park an idle session: {e}");
+        // Under the lock: a poller that gets the event at once waits for the entry.
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+        let mut event = EpollEvent::new(flags, key);
+        let armed = if *session.watched() {
+            self.epoll.modify(session.socket(), &mut event)
+        } else {
+            self.epoll.add(session.socket(), event)
+        };
+        if let Err(e) = armed {
+            tracing::warn!("cannot park a session: {e}");
             return Err(session);
         }
-        st.parked.insert(token, Entry { session, deadline });
-        let wake = match deadline {
-            Some(d) => {
-                st.deadlines.insert((d, token));
-                st.wake_by.is_none_or(|w| d < w)
-            }
-            None => false,
-        };
-        drop(st);
-        if wake {
-            // The poller sleeps past this deadline: it must look again.
-            let _ = self.waker.wake();
+        *session.watched() = true;
+        st.parked.insert(key, Entry { session, deadline });
+        if let Some(d) = deadline {
+            st.deadlines.insert((d, key));
         }
         Ok(())
     }
@@ -119,56 +150,103 @@ impl Idle {
         self.lock().parked.len()
     }
 
-    /// Lets the poller thread exit once nothing is parked.
-    pub(crate) fn stop(&self) {
-        self.lock().stopping = true;
-        let _ = self.waker.wake();
+    /// Gives this thread to the poller if it has fewer than it can use; returns when the
+    /// thread is not needed (any more). For a pool job that has served a session.
+    pub(crate) fn lend(self: &Arc<Self>) {
+        {
+            let mut st = self.lock();
+            if st.pollers >= self.max_pollers || st.stopping {
+                return;
+            }
+            st.pollers += 1;
+        }
+        self.clone().poll();
     }
 
-    fn run(&self, mut poll: Poll, pool: &Arc<Pool>) {
-        let mut events = Events::with_capacity(1024);
-        let mut ready = Vec::new();
+    /// Lets the pollers exit once nothing is parked, and waits for them (a second at most).
+    pub(crate) fn stop(&self) {
+        self.lock().stopping = true;
+        let until = Instant::now() + 4 * TICK;
+        while self.lock().pollers > 0 && Instant::now() < until {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A poller's loop: wait for a session with input (or past its deadline), serve it on this
+    /// thread, wait again; until the poller has enough threads or stops.
+    fn poll(self: Arc<Self>) {
+        let mut events = [EpollEvent::empty()];
         loop {
             let timeout = {
                 let mut st = self.lock();
                 if st.stopping && st.parked.is_empty() {
+                    st.pollers -= 1;
                     return;
                 }
-                st.wake_by = st.deadlines.first().map(|&(d, _)| d);
-                st.wake_by.map(|d| d.saturating_duration_since(Instant::now()))
-            };
-            if let Err(e) = poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!("idle sessions' poller: {e}");
-                    thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
-            {
-                let mut st = self.lock();
-                for ev in events.iter().filter(|ev| ev.token() != WAKE) {
-                    if let Some(entry) = st.parked.remove(&ev.token().0) {
-                        if let Some(d) = entry.deadline {
-                            st.deadlines.remove(&(d, ev.token().0));
-                        }
-                        ready.push(entry.session);
-                    }
-                }
                 let now = Instant::now();
-                while let Some(&(d, token)) = st.deadlines.first() {
-                    if d > now {
-                        break;
-                    }
-                    st.deadlines.pop_first();
-                    if let Some(entry) = st.parked.remove(&token) {
-                        ready.push(entry.session);
-                    }
+                let next = st.deadlines.first().map_or(TICK, |&(d, _)| d.saturating_duration_since(now));
+                // Whole milliseconds, rounded up: a deadline is never polled for in a loop.
+                let ms = next.min(TICK).as_micros().div_ceil(1000);
+                u16::try_from(ms).unwrap_or(u16::MAX)
+            };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => {
+                    tracing::error!("the sessions' poller: {e}");
+                    thread::sleep(Duration::from_millis(50));
+                    0
+                }
+            };
+            let mut st = self.lock();
+            let mut mine = if n > 0 { st.take(events[0].data()) } else { None };
+            let now = Instant::now();
+            let mut late = Vec::new();
+            while let Some(&(d, key)) = st.deadlines.first() {
+                if d > now {
+                    break;
+                }
+                late.extend(st.take(key));
+            }
+            if mine.is_none() {
+                mine = late.pop();
+            }
+            let Some(session) = mine else { continue };
+            // This thread leaves the poller to serve `session`; if it was the last one, a
+            // follower takes over the waiting (counted from now).
+            let follow = st.pollers == 1;
+            if !follow {
+                st.pollers -= 1;
+            }
+            drop(st);
+            if follow {
+                let me = self.clone();
+                if let Err(e) = self.pool.submit(Box::new(move || me.poll())) {
+                    tracing::error!("no thread to wait for sessions' input ({e}): this one stays");
+                    late.push(session);
+                    self.resume_elsewhere(late);
+                    continue;
                 }
             }
-            for session in ready.drain(..) {
-                let _ = self.registry.deregister(&mut SourceFd(&session.fd()));
-                if let Err(e) = pool.submit(Box::new(move || session.resume())) {
-                    tracing::error!("cannot resume an idle session ({e}): closed");
-                }
+            self.resume_elsewhere(late);
+            session.resume();
+            let mut st = self.lock();
+            if st.pollers >= self.max_pollers || (st.stopping && st.parked.is_empty()) {
+                return;
+            }
+            st.pollers += 1;
+        }
+    }
+
+    /// Resumes sessions on pool threads (more than one came due at once).
+    fn resume_elsewhere(self: &Arc<Self>, sessions: Vec<Box<dyn Parked>>) {
+        for session in sessions {
+            let me = self.clone();
+            if let Err(e) = self.pool.submit(Box::new(move || {
+                session.resume();
+                me.lend();
+            })) {
+                tracing::error!("cannot resume a session ({e}): closed");
             }
         }
     }
@@ -178,20 +256,26 @@ impl Idle {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsRawFd;
+    use std::net::TcpListener;
     use std::sync::mpsc;
-    use std::time::Duration;
 
     struct Fake {
         socket: TcpStream,
         resumed: mpsc::Sender<&'static str>,
         name: &'static str,
+        key: u64,
+        watched: bool,
     }
 
     impl Parked for Fake {
-        fn fd(&self) -> RawFd {
-            self.socket.as_raw_fd()
+        fn socket(&self) -> &TcpStream {
+            &self.socket
+        }
+        fn key(&self) -> u64 {
+            self.key
+        }
+        fn watched(&mut self) -> &mut bool {
+            &mut self.watched
         }
         fn resume(self: Box<Self>) {
             self.resumed.send(self.name).unwrap();
@@ -207,28 +291,80 @@ mod tests {
     #[test]
     fn a_parked_session_resumes_on_input_or_at_its_deadline() {
         let pool = Pool::new(256 * 1024);
-        let (idle, poller) = Idle::start(pool.clone()).unwrap();
+        let idle = Idle::start(pool.clone()).unwrap();
         let (tx, rx) = mpsc::channel();
         let (mut input_client, input) = pair();
         let (_silent_client, silent) = pair();
         let (_late_client, late) = pair();
         let far = Instant::now() + Duration::from_secs(3600);
-        let ok = |r: Result<(), Box<Fake>>| assert!(r.is_ok());
-        ok(idle.park(Box::new(Fake { socket: input, resumed: tx.clone(), name: "input" }), Some(far)));
-        ok(idle.park(Box::new(Fake { socket: silent, resumed: tx.clone(), name: "silent" }), None));
+        let fake = |socket, name, key| Box::new(Fake { socket, resumed: tx.clone(), name, key, watched: false });
+        assert!(idle.park(fake(input, "input", 1), Some(far)).is_ok());
+        assert!(idle.park(fake(silent, "silent", 2), None).is_ok());
         assert_eq!(idle.parked(), 2);
         // Bytes resume the first.
         input_client.write_all(b"NOOP\r\n").unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), "input");
-        // A deadline earlier than any the poller sleeps towards wakes it.
-        ok(idle.park(Box::new(Fake { socket: late, resumed: tx, name: "deadline" }), Some(Instant::now())));
+        // A deadline earlier than any the pollers sleep towards is met.
+        assert!(idle.park(fake(late, "deadline", 3), Some(Instant::now())).is_ok());
         assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), "deadline");
         assert_eq!(idle.parked(), 1);
         // Stopping waits for the parked to leave; the silent one's peer closes.
-        idle.stop();
         drop(_silent_client);
         assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), "silent");
-        poller.join().unwrap();
+        idle.stop();
+        assert_eq!(idle.lock().pollers, 0, "pollers left after stop");
+        pool.close();
+    }
+
+    /// A session that comes back to the test when resumed, to be parked again.
+    struct Again {
+        socket: TcpStream,
+        back: mpsc::Sender<Box<Again>>,
+        watched: bool,
+    }
+
+    impl Parked for Again {
+        fn socket(&self) -> &TcpStream {
+            &self.socket
+        }
+        fn key(&self) -> u64 {
+            7
+        }
+        fn watched(&mut self) -> &mut bool {
+            &mut self.watched
+        }
+        fn resume(self: Box<Self>) {
+            self.back.clone().send(self).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_session_parked_again_is_rearmed_and_input_between_is_not_lost() {
+        use std::io::Read;
+        let pool = Pool::new(256 * 1024);
+        let idle = Idle::start(pool.clone()).unwrap();
+        let (back, comes_back) = mpsc::channel();
+        let (mut client, server) = pair();
+        server.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut session = Box::new(Again { socket: server, back, watched: false });
+        for round in 0..5u8 {
+            // Input that came before the park (after the session's last read) resumes it.
+            client.write_all(&[round]).unwrap();
+            assert!(idle.park(session, None).is_ok());
+            session = comes_back.recv_timeout(Duration::from_secs(20)).expect("not resumed");
+            assert!(session.watched, "round {round}");
+            let mut b = [0u8; 1];
+            session.socket.read_exact(&mut b).unwrap();
+            assert_eq!(b[0], round);
+        }
+        // Parked without input, it stays parked.
+        assert!(idle.park(session, None).is_ok());
+        assert!(comes_back.recv_timeout(TICK * 2).is_err());
+        assert_eq!(idle.parked(), 1);
+        drop(client);
+        let session = comes_back.recv_timeout(Duration::from_secs(20)).expect("a close resumes it");
+        drop(session);
+        idle.stop();
         pool.close();
     }
 }

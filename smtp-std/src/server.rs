@@ -52,9 +52,9 @@ pub struct Options {
     pub(crate) park_after: Option<Duration>,
 }
 
-/// How long a session waits for its client on its own thread before it parks by default
-/// ([`Options::park_idle_sessions_after`]).
-pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(1);
+/// How long a session waits for its client on its own thread before it parks, by default:
+/// not at all, a read that finds nothing parks it ([`Options::park_idle_sessions_after`]).
+pub const DEFAULT_PARK_AFTER: Duration = Duration::ZERO;
 
 impl Options {
     /// Defaults for a server called `hostname`: the core's defaults (RFC 5321 limits and
@@ -194,12 +194,19 @@ impl Options {
         self
     }
 
-    /// A session whose client has sent nothing for this long (default [`DEFAULT_PARK_AFTER`],
-    /// 1 s) parks: its socket and state wait in one poller thread (epoll) and its thread goes
-    /// back to the pool; when the client sends, or the session's timeout is due, a pool thread
-    /// takes it up where it stopped. An idle session so costs a few KiB of memory and no
-    /// thread. `None`: every session keeps its thread to its end. Sessions are never parked in
-    /// a [`Handler`] call: a handler may block as long as it needs.
+    /// A session whose client has sent nothing for this long parks: its socket and state wait
+    /// in the server's epoll instance and its thread goes back to the pool; when the client
+    /// sends, or the session's timeout is due, one of the threads waiting on that instance
+    /// takes it up where it stopped, on its own stack. A waiting session so costs a few KiB of
+    /// memory and no thread.
+    ///
+    /// The default, [`DEFAULT_PARK_AFTER`] (zero), parks a session as soon as a read finds
+    /// nothing: a readiness loop run by a few threads (the cores plus one), which costs the
+    /// least CPU per message (no thread wakes up for a round trip when a busy server's threads
+    /// find input waiting). A delay keeps a session on its thread for that long first: a thread
+    /// per talking session, each woken by its own client. `None`: every session keeps its thread to its end. Sessions are never
+    /// parked in a [`Handler`] call: a handler may block as long as it needs, and the others
+    /// are served meanwhile on other threads.
     pub fn park_idle_sessions_after(mut self, after: Option<Duration>) -> Self {
         self.park_after = after;
         self
@@ -230,8 +237,9 @@ impl ShutdownHandle {
     }
 }
 
-/// A blocking SMTP server: one thread accepts on every listener; a session runs on a thread
-/// of its own from a pool while it talks, and parks without one while its client is silent.
+/// A blocking SMTP server: one thread accepts on every listener; a session runs on a pool
+/// thread while it has input, and parks without one while it waits for its client (a few
+/// threads wait on all parked sessions at once and take up those with input).
 ///
 /// ```no_run
 /// use smtp_std::{Handler, Options, Server, Session, Decision};
@@ -377,7 +385,7 @@ impl<H: Handler> Server<H> {
         let inherited = if cfg!(target_os = "linux") {
             let t = &self.options.config.timeouts;
             let inherited = Inherited {
-                read: self.options.park_after.unwrap_or(session::SHUTDOWN_POLL),
+                read: self.options.park_after.filter(|p| !p.is_zero()).unwrap_or(session::SHUTDOWN_POLL),
                 write: t.command.max(Duration::from_secs(1)),
             };
             sock.set_nodelay(true)?;
@@ -422,15 +430,15 @@ impl<H: Handler> Server<H> {
         options.read_buffer = options.read_buffer.max(min);
         let tracker = Arc::new(Tracker::new(&options.limits, options.max_clients));
         let pool = Pool::new(options.stack_size);
-        let (idle, poller) = match options.park_after {
+        let idle = match options.park_after {
             Some(_) => match Idle::start(pool.clone()) {
-                Ok((idle, thread)) => (Some(idle), Some(thread)),
+                Ok(idle) => Some(idle),
                 Err(e) => {
-                    tracing::warn!("no poller for idle sessions ({e}): each keeps its thread");
-                    (None, None)
+                    tracing::warn!("no poller for waiting sessions ({e}): each keeps its thread");
+                    None
                 }
             },
-            None => (None, None),
+            None => None,
         };
         let shared = Arc::new(Shared {
             options,
@@ -472,9 +480,6 @@ impl<H: Handler> Server<H> {
         }
         if let Some(idle) = idle {
             idle.stop();
-        }
-        if let Some(poller) = poller {
-            let _ = poller.join();
         }
         pool.close();
         tracing::info!("shut down");
@@ -539,7 +544,14 @@ impl<H: Handler> Server<H> {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         let socket = stream.clone();
-        let job = Box::new(move || session::serve(socket, id, peer, accepted, handler, shared2, guard));
+        let job = Box::new(move || {
+            let idle = shared2.idle.clone();
+            session::serve(socket, id, peer, accepted, handler, shared2, guard);
+            // The session ended or parked: this thread may wait for the input of others.
+            if let Some(idle) = idle {
+                idle.lend();
+            }
+        });
         if let Err(e) = shared.pool.submit(job) {
             tracing::error!(%peer, "cannot start a session thread: {e}");
             refuse(&stream, Reply::TOO_MANY_CONNECTIONS);

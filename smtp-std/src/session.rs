@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,11 +56,17 @@ macro_rules! log {
     };
 }
 
-/// The session's socket, shared with [`Connections`] (which only ever shuts it down).
-struct Sock(Arc<TcpStream>);
+/// The session's socket, shared with [`Connections`] (which only ever shuts it down), and
+/// whether reads return at once when there is nothing to read (`MSG_DONTWAIT`: the socket
+/// itself stays blocking, for writes and the TLS handshake).
+struct Sock(Arc<TcpStream>, bool);
 
 impl Read for Sock {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.1 {
+            let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+            return nix::sys::socket::recv(self.0.as_raw_fd(), buf, flags).map_err(io::Error::from);
+        }
         (&*self.0).read(buf)
     }
 }
@@ -186,7 +192,7 @@ pub(crate) fn serve<H: Handler>(
     // What the socket inherited from the listener, unless a PROXY header was read (with its
     // own read timeout).
     let inherited = accepted.inherited.filter(|_| proxy.is_none());
-    match conn.open(Sock(tcp), implicit, inherited) {
+    match conn.open(Sock(tcp, false), implicit, inherited) {
         Ok(stream) => Box::new(Live {
             conn,
             stream,
@@ -196,6 +202,7 @@ pub(crate) fn serve<H: Handler>(
             _registered: registered,
             _permit: permit,
             _active: active,
+            watched: false,
         })
         .run(),
         Err(e) => {
@@ -218,6 +225,8 @@ struct Live<H: Handler> {
     _registered: Registered,
     _permit: Option<Permit>,
     _active: ActiveGuard,
+    /// Its socket is in the poller's interest list ([`Parked::watched`]).
+    watched: bool,
 }
 
 /// Where [`Live::serve`] stopped.
@@ -229,8 +238,16 @@ enum Stop {
 }
 
 impl<H: Handler> Parked for Live<H> {
-    fn fd(&self) -> RawFd {
-        self.stream.tcp().as_raw_fd()
+    fn socket(&self) -> &TcpStream {
+        self.stream.tcp()
+    }
+
+    fn key(&self) -> u64 {
+        self.conn.session.id
+    }
+
+    fn watched(&mut self) -> &mut bool {
+        &mut self.watched
     }
 
     fn resume(self: Box<Self>) {
@@ -462,6 +479,8 @@ impl<H: Handler> Conn<H> {
         let timeout = self.core.timeout();
         let since = *self.waiting_since.get_or_insert_with(Instant::now);
         let park_after = if self.park { self.shared.options.park_after } else { None };
+        // Parking at once: a read that finds nothing returns (and the session parks).
+        let nowait = park_after == Some(Duration::ZERO);
         let mut first = true;
         loop {
             if self.shutting_down() {
@@ -485,11 +504,19 @@ impl<H: Handler> Conn<H> {
                 (None, l) => l,
             };
             first = false;
-            if self.read_timeout != Some(wait) {
-                stream.tcp().set_read_timeout(wait)?;
-                self.read_timeout = Some(wait);
-            }
-            match stream.read(buf) {
+            let read = if nowait {
+                sock(stream).1 = true;
+                let read = stream.read(buf);
+                sock(stream).1 = false;
+                read
+            } else {
+                if self.read_timeout != Some(wait) {
+                    stream.tcp().set_read_timeout(wait)?;
+                    self.read_timeout = Some(wait);
+                }
+                stream.read(buf)
+            };
+            match read {
                 Ok(0) if self.shutting_down() => {
                     self.waiting_since = None;
                     return Ok(Read_::Stop);
@@ -554,7 +581,7 @@ impl<H: Handler> Conn<H> {
         let Stream::Plain(tcp) = stream else {
             return Err(io::Error::other("STARTTLS under TLS"));
         };
-        let tcp = Sock(tcp.0.clone());
+        let tcp = Sock(tcp.0.clone(), false);
         let Some(tls) = self.shared.options.tls.clone() else {
             return Err(io::Error::other("STARTTLS without a certificate"));
         };
@@ -744,6 +771,14 @@ impl<H: Handler> Conn<H> {
             }
         }
         self.sync();
+    }
+}
+
+/// The socket under `stream`.
+fn sock(stream: &mut Stream) -> &mut Sock {
+    match stream {
+        Stream::Plain(s) => s,
+        Stream::Tls(s) => &mut s.sock,
     }
 }
 
