@@ -20,7 +20,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use crate::pool::Pool;
+use crate::pool::{Job, Pool};
 
 /// A session that waits for input without a thread.
 pub(crate) trait Parked: Send {
@@ -41,6 +42,30 @@ pub(crate) trait Parked: Send {
     /// Goes on, on a pollers' or pool thread: input is there, or the deadline passed (or
     /// neither, rarely; the session then parks again).
     fn resume(self: Box<Self>);
+}
+
+/// What a listener's acceptor did with one readiness event.
+pub(crate) enum Accepting {
+    /// A connection to serve (on the poller's thread, at once).
+    Serve(Job),
+    /// Nothing to serve (no connection after all, or one refused): wait for the next.
+    Again,
+    /// The server stops: the listener is not watched any more.
+    Stop,
+}
+
+/// A listening socket whose connections the pollers accept, and the server's code that
+/// accepts one (its limits, its refusals) and makes the job that serves it.
+pub(crate) struct Listener {
+    /// Non-blocking.
+    pub(crate) socket: TcpListener,
+    pub(crate) accept: Box<dyn Fn(&TcpListener) -> Accepting + Send + Sync>,
+}
+
+/// Work a poller takes up.
+enum Work {
+    Session(Box<dyn Parked>),
+    Job(Job),
 }
 
 /// The longest a poller sleeps: it then notices deadlines earlier than the one it slept
@@ -65,6 +90,8 @@ struct Entry {
 
 struct State {
     parked: HashMap<u64, Entry>,
+    /// Listeners, by key (counting down from `u64::MAX`; sessions count up from 1).
+    listeners: HashMap<u64, Arc<Listener>>,
     /// Deadlines of parked sessions, with their keys.
     deadlines: BTreeSet<(Instant, u64)>,
     /// Threads waiting on the epoll instance, or on their way to it.
@@ -91,9 +118,10 @@ impl Idle {
         let idle = Arc::new(Self {
             epoll,
             pool,
-            max_pollers: cores + 1,
+            max_pollers: cores.max(2),
             state: Mutex::new(State {
                 parked: HashMap::new(),
+                listeners: HashMap::new(),
                 deadlines: BTreeSet::new(),
                 pollers: 1,
                 stopping: false,
@@ -142,6 +170,25 @@ impl Idle {
             st.deadlines.insert((d, key));
         }
         Ok(())
+    }
+
+    /// Watches `listener`: the pollers accept its connections and serve them.
+    pub(crate) fn listen(&self, listener: Listener) -> io::Result<()> {
+        let mut st = self.lock();
+        let key = u64::MAX - st.listeners.len() as u64;
+        let event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, key);
+        // Under the lock: a poller that gets the event at once waits for the entry.
+        self.epoll.add(&listener.socket, event)?;
+        st.listeners.insert(key, Arc::new(listener));
+        Ok(())
+    }
+
+    /// Stops watching the listeners (their sockets close once no poller uses them).
+    pub(crate) fn unlisten(&self) {
+        let listeners: Vec<_> = self.lock().listeners.drain().collect();
+        for (_, l) in listeners {
+            let _ = self.epoll.delete(&l.socket);
+        }
     }
 
     /// How many sessions are parked.
@@ -199,7 +246,26 @@ impl Idle {
                 }
             };
             let mut st = self.lock();
-            let mut mine = if n > 0 { st.take(events[0].data()) } else { None };
+            let mut mine = None;
+            if n > 0 {
+                let key = events[0].data();
+                if let Some(listener) = st.listeners.get(&key).cloned() {
+                    drop(st);
+                    let accepted = (listener.accept)(&listener.socket);
+                    if !matches!(accepted, Accepting::Stop) {
+                        // One connection per event; more waiting report at once.
+                        let mut event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, key);
+                        let _ = self.epoll.modify(&listener.socket, &mut event);
+                    }
+                    drop(listener);
+                    st = self.lock();
+                    if let Accepting::Serve(job) = accepted {
+                        mine = Some(Work::Job(job));
+                    }
+                } else {
+                    mine = st.take(key).map(Work::Session);
+                }
+            }
             let now = Instant::now();
             let mut late = Vec::new();
             while let Some(&(d, key)) = st.deadlines.first() {
@@ -209,11 +275,11 @@ impl Idle {
                 late.extend(st.take(key));
             }
             if mine.is_none() {
-                mine = late.pop();
+                mine = late.pop().map(Work::Session);
             }
-            let Some(session) = mine else { continue };
-            // This thread leaves the poller to serve `session`; if it was the last one, a
-            // follower takes over the waiting (counted from now).
+            let Some(work) = mine else { continue };
+            // This thread leaves the poller to do `work`; if it was the last one, a follower
+            // takes over the waiting (counted from now).
             let follow = st.pollers == 1;
             if !follow {
                 st.pollers -= 1;
@@ -223,13 +289,25 @@ impl Idle {
                 let me = self.clone();
                 if let Err(e) = self.pool.submit(Box::new(move || me.poll())) {
                     tracing::error!("no thread to wait for sessions' input ({e}): this one stays");
-                    late.push(session);
+                    match work {
+                        Work::Session(s) => late.push(s),
+                        Work::Job(job) => {
+                            if let Err(e) = self.pool.submit(job) {
+                                tracing::error!("cannot serve a connection ({e}): closed");
+                            }
+                        }
+                    }
                     self.resume_elsewhere(late);
                     continue;
                 }
             }
             self.resume_elsewhere(late);
-            session.resume();
+            // A panicking handler ends its session (its guards drop on the way), not the
+            // poller; the panic hook has reported it.
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || match work {
+                Work::Session(session) => session.resume(),
+                Work::Job(job) => job(),
+            }));
             let mut st = self.lock();
             if st.pollers >= self.max_pollers || (st.stopping && st.parked.is_empty()) {
                 return;

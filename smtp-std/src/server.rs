@@ -13,8 +13,9 @@ use smtp_proto::server::Config;
 use smtp_proto::Reply;
 
 use crate::handler::Handler;
-use crate::idle::Idle;
+use crate::idle::{Accepting, Idle, Listener};
 use crate::limits::{ClientLimits, Permit, Tracker};
+use crate::pool::Job;
 use crate::pool::Pool;
 use crate::session::{self, Shared};
 
@@ -29,6 +30,9 @@ pub const DEFAULT_SESSION_STACK: usize = 512 * 1024;
 /// How long shutdown lets sessions that were not waiting for input (in a handler, or writing)
 /// finish before their sockets are shut down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How often [`Server::run`] looks at the shutdown flag while the pollers accept.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(50);
 
 /// Server options, named after Node `smtp-server`'s where they mean the same. Everything SMTP
 /// (limits, timeouts, extensions) lives in the core's [`Config`], reachable through
@@ -450,16 +454,20 @@ impl<H: Handler> Server<H> {
             pool: pool.clone(),
             idle: idle.clone(),
         });
-        thread::scope(|scope| {
-            for (listener, accepted) in &self.listeners {
-                let (shared, handler) = (&shared, self.handler.clone());
-                let accept = move || Self::accept_loop(listener, *accepted, shared, handler);
-                if let Err(e) = thread::Builder::new().name("smtp-accept".into()).spawn_scoped(scope, accept) {
-                    tracing::error!("cannot spawn an accept thread: {e}");
+        match &idle {
+            // The pollers accept: a connection is served on the thread that accepted it.
+            Some(idle) => {
+                if let Err(e) = self.watch_listeners(idle, &shared) {
+                    tracing::error!("cannot watch the listeners: {e}");
                     shared.shutdown.store(true, Ordering::SeqCst);
                 }
+                while !shared.shutdown.load(Ordering::SeqCst) {
+                    thread::sleep(SHUTDOWN_WAIT);
+                }
+                idle.unlisten();
             }
-        });
+            None => self.accept_threads(&shared),
+        }
         drop(self.listeners);
         // The port is free once run returns (shutdown handles outlive the server).
         self.connections.listeners.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -486,11 +494,79 @@ impl<H: Handler> Server<H> {
         Ok(())
     }
 
+    /// One accept thread per listener, each handing its connections to the pool, until
+    /// shutdown (when sessions keep their threads: no poller).
+    fn accept_threads(&self, shared: &Arc<Shared>) {
+        thread::scope(|scope| {
+            for (listener, accepted) in &self.listeners {
+                let (shared, handler) = (shared, self.handler.clone());
+                let accept = move || Self::accept_loop(listener, *accepted, shared, handler);
+                if let Err(e) = thread::Builder::new().name("smtp-accept".into()).spawn_scoped(scope, accept) {
+                    tracing::error!("cannot spawn an accept thread: {e}");
+                    shared.shutdown.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+    }
+
+    /// Hands the listeners to the pollers of `idle`, which accept their connections.
+    fn watch_listeners(&self, idle: &Idle, shared: &Arc<Shared>) -> io::Result<()> {
+        for (listener, accepted) in &self.listeners {
+            let socket = listener.try_clone()?;
+            socket.set_nonblocking(true)?;
+            let (accepted, shared) = (*accepted, shared.clone());
+            let handler = Mutex::new(self.handler.clone());
+            let accept = move |l: &TcpListener| {
+                let handler = handler.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Self::accept_one(l, accepted, &shared, &handler)
+            };
+            idle.listen(Listener { socket, accept: Box::new(accept) })?;
+        }
+        Ok(())
+    }
+
+    /// Accepts one connection of a non-blocking listener for a poller.
+    fn accept_one(listener: &TcpListener, accepted: Accepted, shared: &Arc<Shared>, handler: &H) -> Accepting {
+        if shared.shutdown.load(Ordering::SeqCst) {
+            return Accepting::Stop;
+        }
+        match listener.accept() {
+            Ok((stream, peer)) => match Self::start(handler, shared, stream, peer, accepted) {
+                Some((job, _)) => Accepting::Serve(job),
+                None => Accepting::Again,
+            },
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Accepting::Again
+            }
+            Err(_) if shared.shutdown.load(Ordering::SeqCst) => Accepting::Stop,
+            Err(e) => {
+                // E.g. EMFILE: log, back off, go on serving.
+                tracing::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                Accepting::Again
+            }
+        }
+    }
+
     /// One listener's accept loop, until shutdown.
     fn accept_loop(listener: &TcpListener, accepted: Accepted, shared: &Arc<Shared>, handler: H) {
         while !shared.shutdown.load(Ordering::SeqCst) {
             match listener.accept() {
-                Ok((stream, peer)) => Self::start(&handler, shared, stream, peer, accepted),
+                Ok((stream, peer)) => {
+                    if let Some((job, stream)) = Self::start(&handler, shared, stream, peer, accepted) {
+                        if let Err(e) = shared.pool.submit(job) {
+                            tracing::error!(%peer, "cannot start a session thread: {e}");
+                            if !accepted.implicit {
+                                refuse(&stream, &shared.options.config, Reply::TOO_MANY_CONNECTIONS);
+                            }
+                        }
+                    }
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -507,7 +583,15 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn start(handler: &H, shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr, accepted: Accepted) {
+    /// The checks of a new connection (per-client limits, the global cap), with the job that
+    /// serves it and its socket; `None` when it was refused.
+    fn start(
+        handler: &H,
+        shared: &Arc<Shared>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        accepted: Accepted,
+    ) -> Option<(Job, Arc<TcpStream>)> {
         // An accepted socket is blocking (accept4 without SOCK_NONBLOCK) whatever the listener.
         if accepted.inherited.is_none() {
             let _ = stream.set_nodelay(true);
@@ -527,7 +611,7 @@ impl<H: Handler> Server<H> {
                 Err(r) => {
                     tracing::warn!(%peer, client = %crate::limits::ClientKey::of(peer.ip()), "refused: {r}");
                     refuse(&stream, r.reply());
-                    return;
+                    return None;
                 }
             }
         };
@@ -536,7 +620,7 @@ impl<H: Handler> Server<H> {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(%peer, active, "too many clients: refused");
             refuse(&stream, Reply::TOO_MANY_CONNECTIONS);
-            return;
+            return None;
         }
         let guard = ActiveGuard { shared: shared.clone(), _permit: permit };
         let handler = handler.clone();
@@ -544,18 +628,8 @@ impl<H: Handler> Server<H> {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let stream = Arc::new(stream);
         let socket = stream.clone();
-        let job = Box::new(move || {
-            let idle = shared2.idle.clone();
-            session::serve(socket, id, peer, accepted, handler, shared2, guard);
-            // The session ended or parked: this thread may wait for the input of others.
-            if let Some(idle) = idle {
-                idle.lend();
-            }
-        });
-        if let Err(e) = shared.pool.submit(job) {
-            tracing::error!(%peer, "cannot start a session thread: {e}");
-            refuse(&stream, Reply::TOO_MANY_CONNECTIONS);
-        }
+        let job: Job = Box::new(move || session::serve(socket, id, peer, accepted, handler, shared2, guard));
+        Some((job, stream))
     }
 }
 

@@ -270,3 +270,76 @@ fn tls_sessions_park_and_resume() {
     assert!(calls.contains(&"mail b@starttls.example helo=Some(\"starttls.example\")".to_owned()), "{calls:?}");
     assert_eq!(calls.iter().filter(|c| c.starts_with("close")).count(), 2, "{calls:?}");
 }
+
+/// Blocks in `helo` for hosts named `block…` until the gate opens, panics for `panic…`.
+#[derive(Clone, Default)]
+struct Stall {
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    blocked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Handler for Stall {
+    fn helo(&mut self, _: &Session, host: &str) -> Decision {
+        if host.starts_with("panic") {
+            panic!("a handler panicked (on purpose, tests/park.rs)");
+        }
+        if host.starts_with("block") {
+            self.blocked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (open, opened) = &*self.gate;
+            let mut open = open.lock().unwrap();
+            let until = std::time::Instant::now() + Duration::from_secs(30);
+            while !*open && std::time::Instant::now() < until {
+                open = opened.wait_timeout(open, Duration::from_millis(100)).unwrap().0;
+            }
+        }
+        Decision::Accept
+    }
+}
+
+#[test]
+fn handlers_that_block_or_panic_do_not_stall_the_other_sessions() {
+    // The default: sessions park as soon as they wait, and a few threads (as many as the
+    // cores) wait on them all. More handlers block at once than there are such threads.
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get()) + 4;
+    let handler = Stall::default();
+    let mut server =
+        Server::new(Options::new("mx.test").max_connections_per_client(0).max_connection_rate(0), handler.clone());
+    let addr = server.listen("127.0.0.1:0").unwrap();
+    let running = server.spawn();
+    let mut stuck: Vec<Client> = (0..n)
+        .map(|i| {
+            let mut c = Client::connect(addr);
+            assert!(c.reply().starts_with("220 "));
+            c.send(format!("EHLO block{i}.example\r\n").as_bytes());
+            c
+        })
+        .collect();
+    for _ in 0..2000 {
+        if handler.blocked.load(std::sync::atomic::Ordering::SeqCst) == n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(handler.blocked.load(std::sync::atomic::Ordering::SeqCst), n, "not all handlers blocked");
+    // Handlers that panic end their own sessions only, however many.
+    for i in 0..2 * n {
+        let mut c = Client::connect(addr);
+        assert!(c.reply().starts_with("220 "), "panicking session {i}");
+        c.send(b"EHLO panic.example\r\n");
+        assert!(c.is_closed(), "panicking session {i}");
+    }
+    // Meanwhile, another client is served at once, every command.
+    let mut c = Client::connect(addr);
+    assert!(c.reply().starts_with("220 "));
+    assert!(c.cmd("EHLO free.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@free.example>").starts_with("250"));
+    assert!(c.cmd("NOOP").starts_with("250"));
+    // The blocked ones go on once their handlers return.
+    *handler.gate.0.lock().unwrap() = true;
+    handler.gate.1.notify_all();
+    for (i, c) in stuck.iter_mut().enumerate() {
+        assert!(c.reply().starts_with("250"), "blocked session {i}");
+        assert!(c.cmd("NOOP").starts_with("250"), "blocked session {i}");
+    }
+    running.shutdown().unwrap();
+}
