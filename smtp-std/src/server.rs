@@ -208,12 +208,13 @@ impl Options {
     /// memory and no thread.
     ///
     /// The default, [`DEFAULT_PARK_AFTER`] (zero), parks a session as soon as a read finds
-    /// nothing: a readiness loop run by a few threads (the cores plus one), which costs the
-    /// least CPU per message (no thread wakes up for a round trip when a busy server's threads
-    /// find input waiting). A delay keeps a session on its thread for that long first: a thread
-    /// per talking session, each woken by its own client. `None`: every session keeps its thread to its end. Sessions are never
-    /// parked in a [`Handler`] call: a handler may block as long as it needs, and the others
-    /// are served meanwhile on other threads.
+    /// nothing: a readiness loop run by a few threads (as many as the cores, at least two),
+    /// which also accept new connections, and which costs the least CPU per message (no thread
+    /// wakes up for a round trip when a busy server's threads find input waiting). A delay
+    /// keeps a session on its thread for that long first: a thread per talking session, each
+    /// woken by its own client. `None`: every session keeps its thread to its end, and one
+    /// thread per listener accepts. Sessions are never parked in a [`Handler`] call: a handler
+    /// may block as long as it needs, and the others are served meanwhile on other threads.
     pub fn park_idle_sessions_after(mut self, after: Option<Duration>) -> Self {
         self.park_after = after;
         self
@@ -244,9 +245,9 @@ impl ShutdownHandle {
     }
 }
 
-/// A blocking SMTP server: one thread accepts on every listener; a session runs on a pool
-/// thread while it has input, and parks without one while it waits for its client (a few
-/// threads wait on all parked sessions at once and take up those with input).
+/// A blocking SMTP server: a session runs on a pool thread while it has input, and parks
+/// without one while it waits for its client; a few threads wait on all parked sessions and
+/// the listeners at once, and take up the sessions with input and the new connections.
 ///
 /// ```no_run
 /// use smtp_std::{Handler, Options, Server, Session, Decision};
@@ -384,11 +385,12 @@ impl<H: Handler> Server<H> {
         let listener = TcpListener::bind(addr)?;
         let local = listener.local_addr()?;
         let sock = socket2::SockRef::from(&listener);
-        // A blocking accept that a shutdown wakes (the listening socket is shut down), and
-        // that wakes up by itself now and then (Linux honours SO_RCVTIMEO on accept): no
-        // polling loop, no added latency per connection. On Linux the accepted sockets
-        // inherit this timeout, the write timeout and TCP_NODELAY: set here once, they cost
-        // a session no system call (its first read waits for the park delay).
+        // Where one thread per listener accepts (sessions without a poller): a blocking
+        // accept that a shutdown wakes (the listening socket is shut down), and that wakes up
+        // by itself now and then (Linux honours SO_RCVTIMEO on accept); the pollers make the
+        // listener non-blocking instead. On Linux the accepted sockets inherit this timeout,
+        // the write timeout and TCP_NODELAY: set here once, they cost a session no system
+        // call (its first read waits for the park delay, when there is one).
         let inherited = if cfg!(target_os = "linux") {
             let t = &self.options.config.timeouts;
             let inherited = Inherited {
