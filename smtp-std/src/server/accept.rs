@@ -4,6 +4,16 @@
 
 use super::*;
 
+/// What [`Server::accept_next`] got.
+enum Next {
+    /// A connection that passed the checks: the job that serves it, and its socket.
+    Serve(Job, Arc<TcpStream>),
+    /// None, or one refused.
+    Again,
+    /// The server stops.
+    Stop,
+}
+
 impl<H: Handler> Server<H> {
     /// One accept thread per listener, each handing its connections to the pool, until
     /// shutdown (when sessions keep their threads: no poller).
@@ -26,70 +36,69 @@ impl<H: Handler> Server<H> {
             let socket = listener.try_clone()?;
             socket.set_nonblocking(true)?;
             let (accepted, shared) = (*accepted, shared.clone());
+            // One poller at a time runs a listener's acceptor (its registration is one-shot):
+            // the lock is never waited for.
             let handler = Mutex::new(self.handler.clone());
             let accept = move |l: &TcpListener| {
-                let handler = handler.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                Self::accept_one(l, accepted, &shared, &handler)
+                let handler = handler.lock().unwrap_or_else(|p| p.into_inner());
+                match Self::accept_next(l, accepted, &shared, &handler) {
+                    Next::Serve(job, _) => Accepting::Serve(job),
+                    Next::Again => Accepting::Again,
+                    Next::Stop => Accepting::Stop,
+                }
             };
             idle.listen(Listener { socket, accept: Box::new(accept) })?;
         }
         Ok(())
     }
 
-    /// Accepts one connection of a non-blocking listener for a poller.
-    fn accept_one(listener: &TcpListener, accepted: Accepted, shared: &Arc<Shared>, handler: &H) -> Accepting {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            return Accepting::Stop;
-        }
-        match listener.accept() {
-            Ok((stream, peer)) => match Self::start(handler, shared, stream, peer, accepted) {
-                Some((job, _)) => Accepting::Serve(job),
-                None => Accepting::Again,
-            },
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                Accepting::Again
-            }
-            Err(_) if shared.shutdown.load(Ordering::SeqCst) => Accepting::Stop,
-            Err(e) => {
-                // E.g. EMFILE: log, back off, go on serving.
-                tracing::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(50));
-                Accepting::Again
+    /// One listener's accept loop (a blocking accept), until shutdown.
+    fn accept_loop(listener: &TcpListener, accepted: Accepted, shared: &Arc<Shared>, handler: H) {
+        loop {
+            match Self::accept_next(listener, accepted, shared, &handler) {
+                Next::Serve(job, stream) => {
+                    if let Err(e) = shared.pool.submit(job) {
+                        tracing::error!(peer = ?stream.peer_addr().ok(), "cannot start a session thread: {e}");
+                        if !accepted.implicit {
+                            refuse(&stream, &shared.options.config, Reply::TOO_MANY_CONNECTIONS);
+                        }
+                    }
+                }
+                Next::Again => {}
+                Next::Stop => return,
             }
         }
     }
 
-    /// One listener's accept loop, until shutdown.
-    fn accept_loop(listener: &TcpListener, accepted: Accepted, shared: &Arc<Shared>, handler: H) {
-        while !shared.shutdown.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    if let Some((job, stream)) = Self::start(&handler, shared, stream, peer, accepted) {
-                        if let Err(e) = shared.pool.submit(job) {
-                            tracing::error!(%peer, "cannot start a session thread: {e}");
-                            if !accepted.implicit {
-                                refuse(&stream, &shared.options.config, Reply::TOO_MANY_CONNECTIONS);
-                            }
-                        }
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                    ) => {}
-                // The listener shut down by a shutdown.
-                Err(_) if shared.shutdown.load(Ordering::SeqCst) => {}
-                Err(e) => {
-                    // E.g. EMFILE: log, back off, go on serving.
-                    tracing::warn!("accept failed: {e}");
-                    thread::sleep(Duration::from_millis(50));
-                }
+    /// Accepts the next connection of `listener` (blocking or not) and checks it.
+    fn accept_next(listener: &TcpListener, accepted: Accepted, shared: &Arc<Shared>, handler: &H) -> Next {
+        if shared.shutdown.load(Ordering::SeqCst) {
+            return Next::Stop;
+        }
+        match listener.accept() {
+            Ok((stream, peer)) => match Self::start(handler, shared, stream, peer, accepted) {
+                Some((job, stream)) => Next::Serve(job, stream),
+                None => Next::Again,
+            },
+            // Nothing yet (non-blocking), the blocking accept's timeout, a client gone already.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Next::Again
+            }
+            // The listener shut down by a shutdown.
+            Err(_) if shared.shutdown.load(Ordering::SeqCst) => Next::Stop,
+            Err(e) => {
+                // E.g. EMFILE: log, back off, go on serving.
+                tracing::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                Next::Again
             }
         }
     }
