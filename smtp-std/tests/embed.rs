@@ -245,32 +245,7 @@ fn without_allow_insecure_auth_auth_is_neither_offered_nor_accepted_in_plain_tex
     assert_eq!(calls.lock().unwrap().join("\n"), "mail user=None");
 }
 
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-/// Reads one whole reply over TLS.
-fn tls_reply(tls: &mut Tls) -> String {
-    let mut all = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        match tls.read(&mut b) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => all.push(b[0]),
-        }
-        if all.ends_with(b"\r\n") {
-            let last = all[..all.len() - 2].rsplit(|&x| x == b'\n').next().unwrap();
-            if last.len() < 4 || last[3] == b' ' {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&all).into_owned()
-}
-
-fn tls_cmd(tls: &mut Tls, line: &str) -> String {
-    tls.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    tls_reply(tls)
-}
-
+/// A TLS connection to `addr` (20 s read timeout).
 fn tls_connect(addr: SocketAddr, config: &Arc<rustls::ClientConfig>) -> Tls {
     let sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -193,36 +193,10 @@ fn without_parking_a_session_keeps_its_thread_and_its_timeout() {
     assert_eq!(handler.calls(), ["helo slow.example", "close helo=Some(\"slow.example\")"]);
 }
 
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
 fn tls_client(tcp: TcpStream, der: &[u8]) -> Tls {
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let conn = rustls::ClientConnection::new(tls_client_config(der), "localhost".try_into().unwrap()).unwrap();
     rustls::StreamOwned::new(conn, tcp)
-}
-
-fn tls_reply(tls: &mut Tls) -> String {
-    let mut all = Vec::new();
-    let mut b = [0u8; 1];
-    while all.len() < 4096 {
-        match tls.read(&mut b) {
-            Ok(1) => all.push(b[0]),
-            _ => break,
-        }
-        if all.ends_with(b"\r\n") {
-            let body = &all[..all.len() - 2];
-            let last = body.rsplit(|&x| x == b'\n').next().unwrap_or(body);
-            if last.len() < 4 || last[3] == b' ' {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&all).into_owned()
-}
-
-fn tls_cmd(tls: &mut Tls, line: &str) -> String {
-    tls.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    tls_reply(tls)
 }
 
 #[test]

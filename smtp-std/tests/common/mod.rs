@@ -391,3 +391,32 @@ pub fn send_ok(addr: SocketAddr, body: &str) {
     assert!(r.starts_with("250 "), "end of data: {r}");
     assert!(c.cmd("QUIT").starts_with("221"));
 }
+
+/// A TLS client stream over TCP.
+pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Reads one (possibly multi-line) reply over TLS, byte by byte, up to 4 KiB.
+pub fn tls_reply(tls: &mut Tls) -> String {
+    let mut all = Vec::new();
+    let mut b = [0u8; 1];
+    while all.len() < 4096 {
+        match tls.read(&mut b) {
+            Ok(1) => all.push(b[0]),
+            _ => break,
+        }
+        if all.ends_with(b"\r\n") {
+            let body = &all[..all.len() - 2];
+            let last = body.rsplit(|&x| x == b'\n').next().unwrap_or(body);
+            if last.len() < 4 || last[3] == b' ' {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Sends a command line over TLS and returns the reply.
+pub fn tls_cmd(tls: &mut Tls, line: &str) -> String {
+    tls.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    tls_reply(tls)
+}
