@@ -81,32 +81,24 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod accounts;
-#[cfg(feature = "auth")]
-pub mod auth;
 pub mod client;
-pub mod config;
-#[cfg(feature = "auth")]
-pub mod deliver;
 pub mod handler;
 mod idle;
-pub mod inbound;
 pub mod limits;
 pub mod lmtp;
-pub mod mailbox;
-pub mod maildir;
-pub mod mailserver;
+#[cfg(feature = "mta")]
+pub mod mta;
+mod options;
 mod pool;
-pub mod privileges;
 pub mod proxy;
-pub mod queue;
 pub mod received;
 mod server;
 mod session;
-pub mod srs;
+mod shared;
 pub mod tls;
 
 pub use client::{send, Delivery, SendError, SendOptions, SmtpClient, TlsMode};
 pub use handler::{AuthRequest, Decision, Envelope, Handler, OwnedReply, Session, Sink};
-pub use server::{Options, Running, Server, ShutdownHandle, DEFAULT_PARK_AFTER, DEFAULT_SESSION_STACK};
+pub use options::{Options, DEFAULT_PARK_AFTER, DEFAULT_SESSION_STACK};
+pub use server::{Running, Server, ShutdownHandle};
 pub use smtp_proto as proto;

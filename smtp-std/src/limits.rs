@@ -62,59 +62,6 @@ impl Default for ClientLimits {
     }
 }
 
-impl crate::Options {
-    /// Most connections open at once from one client address (IPv6: one /64), like Postfix's
-    /// `smtpd_client_connection_count_limit`; past it `421 4.7.0 Too many connections from
-    /// your address` and close, before any thread is started. 0: no limit. Default 50
-    /// (Postfix's): one address holding its share cannot fill the server.
-    pub fn max_connections_per_client(mut self, max: u32) -> Self {
-        self.limits.max_connections = max;
-        self
-    }
-
-    /// Most new connections per minute from one client address (a token bucket: that many at
-    /// once, then one every 60/N s); past it `421 4.7.0` and close. Refused connections are
-    /// not counted. 0: no limit. Default 120: a sender that opens a connection per message
-    /// still gets 2 a second, while one address cannot make the server start threads (and
-    /// TLS handshakes) as fast as it can connect. Postfix's `smtpd_client_connection_rate_limit`
-    /// is off by default; sites set it around 30.
-    pub fn max_connection_rate(mut self, per_minute: u32) -> Self {
-        self.limits.max_rate = per_minute;
-        self
-    }
-
-    /// Most refused AUTH attempts (5xx from [`crate::Handler::auth`]; a temporary 4xx is not
-    /// counted) per hour from one client address; the one that reaches it is answered
-    /// `421 4.7.0` and the client is locked out for [`Options::auth_lockout`]: new connections
-    /// get `421 4.7.0` at once, and AUTH in its sessions still open is answered `421 4.7.0`
-    /// without asking the handler. 0: no limit. Default 10.
-    ///
-    /// [`Options::auth_lockout`]: crate::Options::auth_lockout
-    pub fn max_auth_failures(mut self, per_hour: u32) -> Self {
-        self.limits.max_auth_failures = per_hour;
-        self
-    }
-
-    /// How long a client that reached [`crate::Options::max_auth_failures`] stays locked out.
-    /// Default one hour.
-    pub fn auth_lockout(mut self, cool_down: Duration) -> Self {
-        self.limits.lockout = cool_down;
-        self
-    }
-
-    /// Clients that no per-client limit applies to (this host, a trusted relay; Postfix
-    /// exempts `$mynetworks`). Replaces the list given before. Default: none.
-    pub fn limits_exempt(mut self, networks: impl IntoIterator<Item = Network>) -> Self {
-        self.limits.exempt = networks.into_iter().collect();
-        self
-    }
-
-    /// The per-client limits.
-    pub fn client_limits(&self) -> &ClientLimits {
-        &self.limits
-    }
-}
-
 /// The address a client is counted under: an IPv4 address (also when it arrives IPv4-mapped
 /// on an IPv6 socket), or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -39,22 +39,17 @@ enum Command {
     #[command(after_long_help = cli::send::SEND_AFTER)]
     Send(cli::send::SendArgs),
     /// Make a DKIM signing key and print the DNS record to publish for it.
-    #[cfg(feature = "auth")]
     #[command(after_long_help = cli::dkim_keygen::KEYGEN_AFTER)]
     DkimKeygen(cli::dkim_keygen::DkimKeygen),
     /// Print the DNS records to publish for mail to and from your own domain.
-    #[cfg(feature = "auth")]
     #[command(after_long_help = cli::records::RECORDS_AFTER)]
     Records(cli::records::Records),
     /// Look up a domain's mail records and say what is missing or wrong (exit 0 if none).
-    #[cfg(feature = "auth")]
     Check(cli::check::Check),
     /// Set up a mail server for a domain: config, first account, DKIM key, DNS records.
-    #[cfg(feature = "auth")]
     #[command(after_long_help = cli::quickstart::QUICKSTART_AFTER)]
     Quickstart(cli::quickstart::Quickstart),
     /// Look at and act on the outbound queue (list, show, retry, hold, release, delete, bounce).
-    #[cfg(feature = "auth")]
     #[command(after_long_help = cli::queue::QUEUE_AFTER)]
     Queue(cli::queue::QueueArgs),
     /// Manage the accounts (users and their hashed passwords).
@@ -79,15 +74,10 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Serve(s) => cli::serve::run(s),
         Command::Send(s) => return cli::send::run(s),
-        #[cfg(feature = "auth")]
         Command::DkimKeygen(k) => cli::dkim_keygen::run(k),
-        #[cfg(feature = "auth")]
         Command::Records(r) => cli::records::run(r),
-        #[cfg(feature = "auth")]
         Command::Check(c) => return cli::check::run(c),
-        #[cfg(feature = "auth")]
         Command::Quickstart(q) => cli::quickstart::run(q),
-        #[cfg(feature = "auth")]
         Command::Queue(q) => return cli::queue::run(q),
         Command::User(u) => return cli::user::run(u),
     };

@@ -24,9 +24,6 @@ use std::time::{Duration, Instant};
 use smtp_proto::parse::Status;
 use smtp_proto::proxy::{self, Origin, MAX_LEN};
 
-use crate::server::Options;
-use crate::session::SHUTDOWN_POLL;
-
 /// An IP network in CIDR notation: `ADDR/LEN`, or `ADDR` alone for one host.
 ///
 /// ```
@@ -108,13 +105,6 @@ impl fmt::Display for Network {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Network {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// Which peers must start with a PROXY header, and how long they have to send it.
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyPolicy {
@@ -135,31 +125,13 @@ impl ProxyPolicy {
     }
 }
 
-impl Options {
-    /// Connections from these networks come through a proxy that sends the PROXY protocol
-    /// (v1 or v2) first, like HAProxy's `send-proxy-v2`: the session sees the client address
-    /// it carries. A connection from them without a valid header is closed without a greeting;
-    /// from anyone else a header is not interpreted. Replaces the list given before; applies to
-    /// every listener of the server. Default: none. See [`crate::proxy`].
-    pub fn proxy_from(mut self, networks: impl IntoIterator<Item = Network>) -> Self {
-        self.proxy.from = networks.into_iter().collect();
-        self
-    }
-
-    /// How long a proxy has to send its PROXY header once connected. Default 5 s.
-    pub fn proxy_timeout(mut self, timeout: Duration) -> Self {
-        self.proxy.timeout = timeout;
-        self
-    }
-}
-
 /// The addresses a new connection's session is seen with: `(peer, local)` as they are, or,
 /// from a listed proxy, those of the PROXY header read first from `tcp`.
 ///
 /// # Errors
 /// From a listed proxy: no valid header (`InvalidData`), the deadline (`TimedOut`), the
 /// connection closed (`UnexpectedEof`), shutdown, or a socket error. The caller closes the
-/// connection without a greeting.
+/// connection without a greeting. `poll`: how often the wait looks at `shutdown`.
 pub(crate) fn accept(
     tcp: &TcpStream,
     id: u64,
@@ -167,6 +139,7 @@ pub(crate) fn accept(
     local: SocketAddr,
     policy: &ProxyPolicy,
     shutdown: &AtomicBool,
+    poll: Duration,
 ) -> io::Result<(SocketAddr, SocketAddr)> {
     if !policy.trusts(peer.ip()) {
         return Ok((peer, local));
@@ -183,7 +156,7 @@ pub(crate) fn accept(
             let timeout = policy.timeout;
             return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no PROXY header within {timeout:?}")));
         }
-        tcp.set_read_timeout(Some(left.min(SHUTDOWN_POLL)))?;
+        tcp.set_read_timeout(Some(left.min(poll)))?;
         // Peek, so that nothing after the header is taken from the socket.
         let n = match tcp.peek(&mut buf[have..]) {
             // Shutdown may wake the wait by shutting the socket's reading side.

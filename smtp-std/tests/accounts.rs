@@ -2,14 +2,16 @@
 //! (`doveadm pw -s`) checked by us, and the `smtp-std user` command through the built binary.
 //!
 //! Without `doveadm` the Dovecot tests fail when `CI` is set and otherwise say so and pass.
+// The mail server and the program (feature `mta`).
+#![cfg(feature = "mta")]
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use smtp_std::accounts::hash::{check_hash, hash_password, verify_password, Scheme};
-use smtp_std::accounts::passwd::PasswdFile;
+use smtp_std::mta::accounts::hash::{check_hash, hash_password, verify_password, Scheme};
+use smtp_std::mta::accounts::passwd::PasswdFile;
 
 /// Passwords that exercise the edges: spaces, non-ASCII, shell and passwd-file punctuation.
 const PASSWORDS: [&str; 4] = ["correct horse battery staple", "pässwörd-ünïcode-☃", "a:b$c{PLAIN}d\\e'f\"g", "x"];

@@ -1,14 +1,16 @@
 //! Delivery status notifications read back by another implementation: Python's `email`
-//! package (`policy.default`) parses each report built by `smtp_std::queue::dsn` and the tests
+//! package (`policy.default`) parses each report built by `smtp_std::mta::queue::dsn` and the tests
 //! check the structure and fields it sees, and that it found no defects.
 //!
 //! Without `python3` the tests fail when `CI` is set and otherwise say so and pass.
+// The mail server and the program (feature `mta`).
+#![cfg(feature = "mta")]
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use smtp_std::queue::dsn::{self, Action, RecipientReport, Report, Ret};
+use smtp_std::mta::queue::dsn::{self, Action, RecipientReport, Report, Ret};
 
 /// Prints what Python sees of the report in argv[1], one `key=value` line each (line breaks in
 /// values as `\n`).

@@ -1,6 +1,8 @@
 //! Hostile clients over real sockets: SMTP smuggling, STARTTLS injection, over-long lines,
 //! oversized messages, too many recipients/errors/clients, timeouts, clients killed mid-DATA.
 //! Each gets the right reply and the server goes on serving others.
+// The mail server and the program (feature `mta`).
+#![cfg(feature = "mta")]
 
 mod common;
 

@@ -2,6 +2,9 @@
 //! guessing), thousands of idle sessions that answer and cost no CPU, and a shutdown that
 //! reaches every one of them at once. Every loop is bounded.
 
+// Without `mta` the tests on the Maildir handler are left out, and what only they use.
+#![cfg_attr(not(feature = "mta"), allow(unused_imports, dead_code))]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -71,6 +74,7 @@ fn transaction(c: &mut Client) {
 }
 
 #[test]
+#[cfg(feature = "mta")] // the Maildir handler
 fn half_line_connections_from_one_address_leave_room_for_others() {
     // The defaults: 1,000 clients, 50 at once from one address.
     let server = MaildirServer::start(|o| o);
@@ -233,6 +237,7 @@ fn session_thread_ticks() -> (u64, usize) {
 }
 
 #[test]
+#[cfg(feature = "mta")] // the Maildir handler
 fn five_thousand_idle_sessions_answer_cost_no_cpu_and_shut_down_at_once() {
     const N: usize = 5000;
     // N server sockets, N client sockets, and some to spare.
@@ -303,6 +308,7 @@ fn tls_client(tcp: TcpStream, der: &[u8]) -> Tls {
 }
 
 #[test]
+#[cfg(feature = "mta")] // the Maildir handler
 fn shutdown_wakes_tls_sessions_and_handshakes() {
     let mut server = MaildirServer::start_full(|o| o, true, Vec::new(), None);
     let der = server.cert.as_ref().unwrap().der.clone();
@@ -334,6 +340,7 @@ fn shutdown_wakes_tls_sessions_and_handshakes() {
 }
 
 #[test]
+#[cfg(feature = "mta")] // the Maildir handler
 fn behind_a_proxy_the_carried_address_is_the_one_limited() {
     let server = MaildirServer::start(|o| {
         o.proxy_from(["127.0.0.1/32".parse().unwrap()]).max_connections_per_client(2).max_connection_rate(0)

@@ -2,7 +2,7 @@
 //! SPF pass/fail/softfail by sending from different loopback addresses, DKIM signed with our
 //! signer and verified by the server, DMARC none/quarantine/reject landing where they should,
 //! DNS failures answered 451, `records` and `check`, and MX resolution.
-#![cfg(feature = "auth")]
+#![cfg(feature = "mta")]
 
 mod common;
 #[path = "common/dnsmasq.rs"]
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dnsmasq::{txt, Dnsmasq};
-use smtp_std::auth::{sign, DkimAlgorithm, DkimKey, Dns, MxError};
+use smtp_std::mta::auth::{sign, DkimAlgorithm, DkimKey, Dns, MxError};
 
 /// One SMTP transaction from `source` (a loopback address): the MAIL reply, and the reply
 /// to the end of data (empty when MAIL or RCPT was refused).

@@ -4,6 +4,8 @@
 //! hard links, a bad config refused with file, line and key; and with a real Dovecot: mail
 //! delivered by `serve` (running as an ordinary user after binding) read back over IMAP with
 //! Python `imaplib`, and the same through `[delivery] lmtp` into Dovecot's LMTP.
+// The mail server and the program (feature `mta`).
+#![cfg(feature = "mta")]
 
 mod common;
 #[path = "common/dnsmasq.rs"]
@@ -364,7 +366,7 @@ fn quickstart_then_serve_at_once() {
     let text = String::from_utf8(out.stdout).unwrap();
     // The password is printed once and verifies against the accounts file written.
     let password = text.lines().find_map(|l| l.split("keep it): ").nth(1)).expect("password line").trim().to_owned();
-    let accounts = smtp_std::accounts::passwd::PasswdFile::load(&setup.join("passwd")).unwrap();
+    let accounts = smtp_std::mta::accounts::passwd::PasswdFile::load(&setup.join("passwd")).unwrap();
     assert!(accounts.verify("alice@example.org", &password));
     assert!(!std::fs::read_to_string(setup.join("passwd")).unwrap().contains(&password));
     // The records to publish and the command that starts the server.

@@ -3,7 +3,7 @@
 //! 127.0.0.3 (the same port on both, given with `--port`): MX preference, fallback when a
 //! host is down or answers 4xx, implicit MX, null MX, two domains in one send, temporary
 //! failure everywhere, and a DKIM-signed message landing with `dkim=pass` in `smtp-std serve`.
-#![cfg(feature = "auth")]
+#![cfg(feature = "mta")]
 
 mod common;
 #[path = "common/dnsmasq.rs"]
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::*;
 use dnsmasq::{txt, Dnsmasq};
-use smtp_std::auth::{DkimAlgorithm, DkimKey};
+use smtp_std::mta::auth::{DkimAlgorithm, DkimKey};
 use smtp_std::proto::parse::params::{MailParams, RcptParams};
 use smtp_std::proto::parse::path::{ForwardPath, ReversePath};
 use smtp_std::{Decision, Handler, Options, Running, Server, Session};

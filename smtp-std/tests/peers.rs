@@ -1,5 +1,7 @@
 //! The `smtp-std` program against real peers nobody here wrote: Python smtplib, swaks, curl,
 //! Postfix smtp-source and openssl s_client, each started on a loopback port.
+// The mail server and the program (feature `mta`).
+#![cfg(feature = "mta")]
 
 mod common;
 

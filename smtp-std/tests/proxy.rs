@@ -5,6 +5,8 @@
 //! after it in the same segment is served; from an unlisted address it is a bad command and the
 //! session keeps the real peer; garbage or silence from a listed proxy closes the connection
 //! without a greeting; a v2 header ahead of implicit TLS, in the segment of the ClientHello.
+// The tests run the program or its Maildir handler (feature `mta`).
+#![cfg(feature = "mta")]
 
 mod common;
 
@@ -32,7 +34,7 @@ fn serve(dir: &Path, args: &[&str]) -> Program {
     let maildir = dir.join("Maildir");
     let mut all = vec!["--proxy-from", "127.0.0.1/32", "--maildir", maildir.to_str().unwrap(), "--hostname", "mx.test"];
     // The client addresses of these tests have no SPF to check.
-    #[cfg(feature = "auth")]
+    #[cfg(feature = "mta")]
     all.push("--no-mail-auth");
     all.extend_from_slice(args);
     Program::start(dir, &all)

@@ -4,7 +4,7 @@
 //! passing at the receiver; retries on a greylisting receiver, a bounce (RFC 3464, parsed by
 //! Python's `email`) for a `550 5.1.1`, a host down until a later attempt, a smarthost with
 //! AUTH (Python aiosmtpd), and the `queue` commands. Schedules run in seconds.
-#![cfg(feature = "auth")]
+#![cfg(feature = "mta")]
 
 #[path = "common/aiosmtpd.rs"]
 mod aiosmtpd;
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use common::*;
 use dnsmasq::{txt, Dnsmasq};
-use smtp_std::auth::{DkimAlgorithm, DkimKey};
+use smtp_std::mta::auth::{DkimAlgorithm, DkimKey};
 use smtp_std::proto::parse::{ForwardPath, RcptParams};
 use smtp_std::{Decision, Handler, Options, Server, Session};
 

@@ -2,6 +2,8 @@
 //! loopback port by the test and killed on drop: Postfix smtp-sink, Python aiosmtpd, our own
 //! server (STARTTLS with a test CA, implicit TLS, AUTH, refusals), and raw fake servers
 //! (STARTTLS response injection, a silent server); exit statuses and `serve --help`.
+// The mail server and the program (feature `mta`).
+#![cfg(feature = "mta")]
 
 #[path = "common/aiosmtpd.rs"]
 mod aiosmtpd;
@@ -821,7 +823,7 @@ fn serve_help_lists_the_key_flags() {
         "--discard",
         "--hostname <NAME>",
     ];
-    if cfg!(feature = "auth") {
+    if cfg!(feature = "mta") {
         flags.extend(["--no-mail-auth", "--dns <ADDR>", "--dns-timeout <SECS>", "--trusted-network <CIDR>"]);
     }
     for flag in flags {

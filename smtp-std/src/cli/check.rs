@@ -19,15 +19,15 @@ pub(crate) struct Check {
 }
 
 pub(crate) fn run(args: Check) -> ExitCode {
-    use smtp_std::auth::records::Level;
-    let dns = match smtp_std::auth::Dns::new(args.dns) {
+    use smtp_std::mta::auth::records::Level;
+    let dns = match smtp_std::mta::auth::Dns::new(args.dns) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("smtp-std: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let findings = smtp_std::auth::records::check(&dns, &args.domain, args.selector.as_deref());
+    let findings = smtp_std::mta::auth::records::check(&dns, &args.domain, args.selector.as_deref());
     for f in &findings {
         println!("{f}");
     }

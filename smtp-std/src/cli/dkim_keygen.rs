@@ -37,7 +37,7 @@ pub(crate) struct DkimKeygen {
 }
 
 pub(crate) fn run(args: DkimKeygen) -> std::io::Result<()> {
-    use smtp_std::auth::{DkimAlgorithm, DkimKey};
+    use smtp_std::mta::auth::{DkimAlgorithm, DkimKey};
     let algorithm = match args.algorithm {
         KeyAlgorithm::Rsa => DkimAlgorithm::Rsa,
         KeyAlgorithm::Ed25519 => DkimAlgorithm::Ed25519,

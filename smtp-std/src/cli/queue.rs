@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
-use smtp_std::config::Config;
-use smtp_std::queue::store::unix;
-use smtp_std::queue::{Entry, Queue, State};
+use smtp_std::mta::config::Config;
+use smtp_std::mta::queue::store::unix;
+use smtp_std::mta::queue::{Entry, Queue, State};
 
 pub(crate) const QUEUE_AFTER: &str = "\
 EXAMPLES:
@@ -179,7 +179,7 @@ pub(crate) fn run(args: QueueArgs) -> ExitCode {
             }
         }
         QueueCommand::Bounce { id } => {
-            match smtp_std::queue::worker::bounce(
+            match smtp_std::mta::queue::notify::bounce(
                 &queue,
                 &config.hostname,
                 id,

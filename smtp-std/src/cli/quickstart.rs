@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use smtp_std::accounts::{hash, passwd};
-use smtp_std::auth::{DkimAlgorithm, DkimKey};
+use smtp_std::mta::accounts::{hash, passwd};
+use smtp_std::mta::auth::{DkimAlgorithm, DkimKey};
 
 pub(crate) const QUICKSTART_AFTER: &str = "\
 EXAMPLE:
@@ -73,7 +73,7 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
     let Some((local, domain)) = address.rsplit_once('@') else {
         return Err(invalid(format!("{:?}: expected an address, local@domain", args.address)));
     };
-    if !smtp_std::config::valid_local_part(local) || domain.is_empty() {
+    if !smtp_std::mta::config::valid_local_part(local) || domain.is_empty() {
         return Err(invalid(format!("{:?}: expected an address, local@domain", args.address)));
     }
     std::fs::create_dir_all(&args.dir).map_err(|e| io_err(&args.dir, e))?;
@@ -118,7 +118,7 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
         key = key_path.display(),
     );
     // The config must be one `serve` accepts: check it before writing anything.
-    if let Err(e) = smtp_std::config::Config::parse(&config, &config_path) {
+    if let Err(e) = smtp_std::mta::config::Config::parse(&config, &config_path) {
         return Err(invalid(format!("quickstart would write a bad config: {e}")));
     }
 
@@ -129,7 +129,7 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     write_new(&config_path, &config, 0o644)?;
 
-    let records = smtp_std::auth::records::Records {
+    let records = smtp_std::mta::auth::records::Records {
         domain: domain.to_owned(),
         host: args.hostname.clone(),
         ipv4: vec![args.ip],

@@ -52,7 +52,7 @@ pub(crate) struct Records {
 
 pub(crate) fn run(args: Records) -> std::io::Result<()> {
     let dkim = match (&args.selector, &args.key) {
-        (Some(sel), Some(path)) => Some((sel.clone(), smtp_std::auth::DkimKey::load(path)?.record_value())),
+        (Some(sel), Some(path)) => Some((sel.clone(), smtp_std::mta::auth::DkimKey::load(path)?.record_value())),
         _ => None,
     };
     let policy = match args.dmarc_policy {
@@ -60,7 +60,7 @@ pub(crate) fn run(args: Records) -> std::io::Result<()> {
         DmarcPolicy::Quarantine => "quarantine",
         DmarcPolicy::Reject => "reject",
     };
-    let r = smtp_std::auth::records::Records {
+    let r = smtp_std::mta::auth::records::Records {
         domain: args.domain,
         host: args.host,
         ipv4: args.ip,

@@ -8,9 +8,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use smtp_proto::parse::params::{Notify, Ret};
 use smtp_std::client::{self, Envelope, SendError, SendOptions, TlsMode};
-#[cfg(feature = "auth")]
-use smtp_std::deliver;
-use smtp_std::maildir::system_hostname;
+use smtp_std::mta::deliver;
+use smtp_std::mta::maildir::system_hostname;
 
 pub(crate) const SEND_AFTER: &str = "\
 EXAMPLES:
@@ -166,15 +165,12 @@ pub(crate) struct SendArgs {
     timeout: Option<f64>,
     /// Sign the message with this DKIM private key (PEM, from dkim-keygen): rsa-sha256 or
     /// ed25519-sha256 per the key.
-    #[cfg(feature = "auth")]
     #[arg(long, value_name = "FILE", requires = "dkim_selector")]
     dkim_key: Option<PathBuf>,
     /// The DKIM selector (s=) of --dkim-key.
-    #[cfg(feature = "auth")]
     #[arg(long, value_name = "NAME", requires = "dkim_key")]
     dkim_selector: Option<String>,
     /// The DKIM signing domain (d=). Default: the From: header's domain, else --from's.
-    #[cfg(feature = "auth")]
     #[arg(long, value_name = "DOMAIN", requires = "dkim_key")]
     dkim_domain: Option<String>,
 }
@@ -270,7 +266,6 @@ pub(crate) fn run(args: SendArgs) -> ExitCode {
         },
         None => (Box::new(std::io::stdin().lock()), stdin_size()),
     };
-    #[cfg_attr(not(feature = "auth"), allow(unused_mut))]
     let (mut message, added): (Box<dyn Read>, u64) = match client::add_missing_headers(input, &ehlo) {
         Ok((m, added)) => (Box::new(m), added),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return fail(EX_DATAERR, e),
@@ -278,7 +273,6 @@ pub(crate) fn run(args: SendArgs) -> ExitCode {
     };
     envelope.size = size.map(|s| s + added);
     // The final message (Date/Message-ID added) is signed: it must be read whole first.
-    #[cfg(feature = "auth")]
     let message: Box<dyn Read> = match sign(&args, &envelope.from, &mut message) {
         Ok(Some(signed)) => {
             envelope.size = Some(signed.len() as u64);
@@ -345,12 +339,11 @@ fn stdin_size() -> Option<u64> {
 
 /// `--dkim-key`: the message read whole, its line ends made CRLF and a DKIM-Signature
 /// prepended; `None` without the flag.
-#[cfg(feature = "auth")]
 fn sign(args: &SendArgs, mail_from: &str, message: &mut dyn Read) -> Result<Option<Vec<u8>>, ExitCode> {
     let (Some(path), Some(selector)) = (&args.dkim_key, &args.dkim_selector) else {
         return Ok(None);
     };
-    let key = smtp_std::auth::DkimKey::load(path)
+    let key = smtp_std::mta::auth::DkimKey::load(path)
         .map_err(|e| fail(EX_USAGE, format!("--dkim-key {}: {e}", path.display())))?;
     let mut bytes = Vec::new();
     if let Err(e) = message.read_to_end(&mut bytes) {
@@ -369,12 +362,11 @@ fn sign(args: &SendArgs, mail_from: &str, message: &mut dyn Read) -> Result<Opti
     }
 }
 
-/// Without a smarthost: each recipient domain's MX hosts (`smtp_std::deliver`), the
+/// Without a smarthost: each recipient domain's MX hosts (`smtp_std::mta::deliver`), the
 /// message spooled first since it goes out once per domain.
-#[cfg(feature = "auth")]
 fn direct_mx(args: &SendArgs, session: SendOptions, envelope: &Envelope, message: Box<dyn Read>) -> ExitCode {
-    use smtp_std::deliver::{MxOptions, Spool, Status, SPOOL_MEMORY};
-    let dns = match smtp_std::auth::Dns::new(args.dns) {
+    use smtp_std::mta::deliver::{MxOptions, Spool, Status, SPOOL_MEMORY};
+    let dns = match smtp_std::mta::auth::Dns::new(args.dns) {
         Ok(d) => d,
         Err(e) => return fail(EX_UNAVAILABLE, format!("DNS: {e}")),
     };
@@ -405,9 +397,4 @@ fn direct_mx(args: &SendArgs, session: SendOptions, envelope: &Envelope, message
     } else {
         ExitCode::from(EX_UNAVAILABLE)
     }
-}
-
-#[cfg(not(feature = "auth"))]
-fn direct_mx(_: &SendArgs, _: SendOptions, _: &Envelope, _: Box<dyn Read>) -> ExitCode {
-    fail(EX_USAGE, "no --server given: direct delivery to MX hosts needs the `auth` feature (DNS)")
 }

@@ -8,11 +8,11 @@ use clap::Args;
 use smtp_proto::ehlo::AuthMechanisms;
 use std::sync::Arc;
 
-use smtp_std::accounts::AccountsFile;
-use smtp_std::config::Config;
-use smtp_std::inbound::{InboundHandler, InboundPolicy, Route};
-use smtp_std::maildir::{system_hostname, Maildir};
-use smtp_std::mailserver::MailServer;
+use smtp_std::mta::accounts::AccountsFile;
+use smtp_std::mta::config::Config;
+use smtp_std::mta::inbound::{InboundHandler, InboundPolicy, Route};
+use smtp_std::mta::maildir::{system_hostname, Maildir};
+use smtp_std::mta::mailserver::MailServer;
 use smtp_std::proxy::Network;
 use smtp_std::{tls, Options, Server};
 
@@ -138,22 +138,18 @@ pub(crate) struct Serve {
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
     /// Do not check SPF, DKIM and DMARC (no Authentication-Results:, no junk folder).
-    #[cfg(feature = "auth")]
     #[arg(long)]
     no_mail_auth: bool,
     /// DNS server (ADDR:PORT) for the checks instead of the system's resolvers.
-    #[cfg(feature = "auth")]
     #[arg(long, value_name = "ADDR")]
     dns: Option<SocketAddr>,
     /// Seconds one DNS query waits for an answer (each is tried twice; then 451 4.7.24 for
     /// SPF, 4.7.5 for a DKIM key, 4.7.0 for DMARC).
-    #[cfg(feature = "auth")]
     #[arg(long, value_name = "SECS", default_value_t = 3.0)]
     dns_timeout: f64,
     /// Clients from this network (CIDR) are not checked, like authenticated ones, and no
     /// per-client limit applies to them. Repeatable; giving one replaces the default (this
     /// host only).
-    #[cfg(feature = "auth")]
     #[arg(long, value_name = "CIDR", default_values = ["127.0.0.1/32", "::1/128"])]
     trusted_network: Vec<String>,
 }
@@ -186,7 +182,6 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
             .proxy_from(args.proxy_from.iter().copied())
             .proxy_timeout(Duration::from_secs_f64(args.proxy_timeout));
     }
-    #[cfg(feature = "auth")]
     {
         let exempt = args.trusted_network.iter().map(|n| n.parse::<smtp_std::limits::Network>());
         let exempt = exempt
@@ -238,7 +233,6 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
         logins,
         outgoing: None,
     });
-    #[cfg(feature = "auth")]
     if args.no_mail_auth {
         tracing::info!("SPF, DKIM and DMARC checks off (--no-mail-auth)");
     } else {
@@ -246,7 +240,7 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--dns-timeout must be > 0"));
         }
         let timeout = Duration::from_secs_f64(args.dns_timeout);
-        let policy = smtp_std::mailserver::mail_auth_policy(
+        let policy = smtp_std::mta::mailserver::mail_auth_policy(
             &hostname,
             args.dns,
             timeout,
@@ -290,6 +284,6 @@ fn listen_and_run<H: smtp_std::Handler>(mut server: Server<H>, args: &Serve, hos
         let bound = server.listen_tls(addr)?;
         tracing::info!(%bound, "listening for SMTP over implicit TLS");
     }
-    smtp_std::mailserver::shutdown_on_signals(vec![server.shutdown_handle()])?;
+    smtp_std::mta::mailserver::shutdown_on_signals(vec![server.shutdown_handle()])?;
     server.run()
 }

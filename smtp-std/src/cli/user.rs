@@ -1,14 +1,14 @@
 //! `smtp-std user`: add, re-password, delete and list the accounts (Dovecot passwd-file, hashed
-//! passwords), a thin layer over [`smtp_std::accounts::passwd`].
+//! passwords), a thin layer over [`smtp_std::mta::accounts::passwd`].
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use smtp_std::accounts::hash;
-use smtp_std::accounts::passwd::{self, PasswdError, PasswdFile};
-use smtp_std::config::Config;
+use smtp_std::mta::accounts::hash;
+use smtp_std::mta::accounts::passwd::{self, PasswdError, PasswdFile};
+use smtp_std::mta::config::Config;
 
 pub(crate) const USER_AFTER: &str = "\
 The accounts file is Dovecot's passwd-file (`user@domain:{ARGON2ID}...`), so Dovecot can use

@@ -152,21 +152,3 @@ impl<H: Handler> Server<H> {
         Some((job, stream))
     }
 }
-
-/// Refuses with `reply` (a `421`) a connection whose session never starts, and shuts down
-/// its writing side (the caller drops it).
-pub(crate) fn refuse(mut stream: &TcpStream, config: &Config, reply: Reply<'_>) {
-    let mut core = smtp_proto::Server::new(*config);
-    if core.refuse(reply).is_err() {
-        return;
-    }
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    let mut out = [0u8; 512];
-    loop {
-        let n = core.poll_transmit(&mut out);
-        if n == 0 || stream.write_all(&out[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-}

@@ -1,6 +1,8 @@
 //! Shared test helpers: servers on loopback ports (in-process or the program), a raw SMTP
 //! client, a self-signed certificate, and child processes that are always killed.
 #![allow(dead_code)]
+// Without `mta` the servers on the mail server's handler and the program are left out.
+#![cfg_attr(not(feature = "mta"), allow(unused_imports))]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,10 +12,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smtp_std::accounts::passwd::PasswdFile;
-use smtp_std::accounts::AccountsFile;
-use smtp_std::inbound::{InboundHandler, InboundPolicy, Route};
-use smtp_std::maildir::Maildir;
+#[cfg(feature = "mta")]
+use smtp_std::mta::accounts::passwd::PasswdFile;
+#[cfg(feature = "mta")]
+use smtp_std::mta::accounts::AccountsFile;
+#[cfg(feature = "mta")]
+use smtp_std::mta::inbound::{InboundHandler, InboundPolicy, Route};
+#[cfg(feature = "mta")]
+use smtp_std::mta::maildir::Maildir;
 use smtp_std::{Options, Running, Server};
 
 /// A self-signed certificate for `localhost`, written as PEM files in `dir`.
@@ -91,6 +97,7 @@ pub fn strip_received(msg: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// An in-process server delivering into a Maildir in a temporary directory.
+#[cfg(feature = "mta")]
 pub struct MaildirServer {
     pub running: Option<Running>,
     pub addr: SocketAddr,
@@ -100,6 +107,7 @@ pub struct MaildirServer {
     pub cert: Option<Cert>,
 }
 
+#[cfg(feature = "mta")]
 /// An accounts file (Dovecot passwd-file, hashed) for `user:password` lines.
 #[allow(dead_code)]
 pub fn passwd_text(clear: &str) -> String {
@@ -108,11 +116,12 @@ pub fn passwd_text(clear: &str) -> String {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
             let (user, password) = l.split_once(':').unwrap();
-            format!("{user}:{}\n", smtp_std::accounts::hash::hash_password(password))
+            format!("{user}:{}\n", smtp_std::mta::accounts::hash::hash_password(password))
         })
         .collect()
 }
 
+#[cfg(feature = "mta")]
 impl MaildirServer {
     pub fn start(tune: impl FnOnce(Options) -> Options) -> Self {
         Self::start_full(tune, false, Vec::new(), None)
@@ -162,6 +171,7 @@ impl MaildirServer {
     }
 }
 
+#[cfg(feature = "mta")]
 impl Drop for MaildirServer {
     fn drop(&mut self) {
         if let Some(r) = self.running.take() {
@@ -261,6 +271,7 @@ pub fn have(tool: &str) -> bool {
     found
 }
 
+#[cfg(feature = "mta")]
 /// The `smtp-std` program, started with `args` (plus `--listen 127.0.0.1:0` unless given),
 /// killed on drop. Its log lines are collected.
 pub struct Program {
@@ -270,6 +281,7 @@ pub struct Program {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
+#[cfg(feature = "mta")]
 impl Program {
     pub fn start(dir: &Path, args: &[&str]) -> Self {
         Self::start_env(dir, args, &[])

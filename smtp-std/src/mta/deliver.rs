@@ -27,8 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::auth::{DkimKey, Dns, MxError, MxHost};
 use crate::client::{self, Envelope, Reply, SendError, SendOptions, SmtpClient, TlsMode};
+use crate::mta::auth::{DkimKey, Dns, MxError, MxHost};
 
 /// The part of a message a [`Spool`] keeps in memory before it moves to a temporary file.
 pub const SPOOL_MEMORY: usize = 4 << 20;
@@ -539,10 +539,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Normalises the line ends of `message` ([`to_crlf`]) and prepends a DKIM signature made with
-/// [`crate::auth::sign`] for `domain` and `selector`: the message to send, as is.
+/// [`crate::mta::auth::sign`] for `domain` and `selector`: the message to send, as is.
 pub fn dkim_sign(message: &[u8], key: &DkimKey, domain: &str, selector: &str) -> Result<Vec<u8>, mail_auth::Error> {
     let body = to_crlf(message);
-    let mut signed = crate::auth::sign(&body, key, domain, selector)?;
+    let mut signed = crate::mta::auth::sign(&body, key, domain, selector)?;
     signed.extend_from_slice(&body);
     Ok(signed)
 }

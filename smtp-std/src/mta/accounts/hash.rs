@@ -9,7 +9,7 @@
 //! of those a stored value is, so a loader can refuse it with a precise message.
 //!
 //! ```
-//! use smtp_std::accounts::hash::{check_hash, hash_password, verify_password, HashError, Scheme};
+//! use smtp_std::mta::accounts::hash::{check_hash, hash_password, verify_password, HashError, Scheme};
 //!
 //! let stored = hash_password("correct horse");
 //! assert!(stored.starts_with("{ARGON2ID}$argon2id$v=19$m=19456,t=2,p=1$"));

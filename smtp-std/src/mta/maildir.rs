@@ -1,5 +1,5 @@
 //! Delivery into a Maildir: the storage under the `smtp-std serve` handler
-//! ([`crate::inbound`]).
+//! ([`crate::mta::inbound`]).
 //!
 //! Each message streams into `tmp/<unique>` (never whole in memory), is `fsync`ed, renamed into
 //! `new/`, and `new/` is `fsync`ed — all before the `250` goes out. A message that does not

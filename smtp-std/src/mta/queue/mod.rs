@@ -7,12 +7,13 @@
 //! - [`worker`]: delivery workers (bounded in number): the next attempt time is made durable
 //!   before an attempt starts, each recipient's outcome after it; bounces (RFC 3464) when a
 //!   recipient fails for good or the lifetime runs out.
-//! - [`dsn`]: the delivery status notifications themselves.
+//! - [`notify`]: which delivery status notifications are sent, to whom (and `queue bounce`).
+//! - [`dsn`]: the delivery status notifications themselves (RFC 3464's format).
 
 pub mod dsn;
+pub mod notify;
 pub mod schedule;
 pub mod store;
-#[cfg(feature = "auth")]
 pub mod worker;
 
 pub use schedule::Schedule;

@@ -10,9 +10,9 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::config::valid_local_part;
 use crate::lmtp::{LmtpOptions, LmtpTarget};
-use crate::maildir::{Delivery, Maildir};
+use crate::mta::config::valid_local_part;
+use crate::mta::maildir::{Delivery, Maildir};
 
 /// How messages reach the accounts' mailboxes.
 #[derive(Debug)]

@@ -355,7 +355,7 @@ impl Queue {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         for sub in ["entries", "state"] {
-            crate::maildir::create_dir_durably(&root.join(sub)).map_err(|e| with_path(&root.join(sub), e))?;
+            crate::mta::maildir::create_dir_durably(&root.join(sub)).map_err(|e| with_path(&root.join(sub), e))?;
         }
         let q = Self { root, entries_sync: Arc::default() };
         q.convert_two_file_entries()?;

@@ -15,7 +15,7 @@
 //! or the new one, never a mixture.
 //!
 //! ```
-//! use smtp_std::accounts::{hash, passwd::PasswdFile};
+//! use smtp_std::mta::accounts::{hash, passwd::PasswdFile};
 //!
 //! let text = format!("# the accounts\nAlice@Example.org:{}::::::\n", hash::hash_password("s3cret"));
 //! let file = PasswdFile::parse(&text)?;
@@ -26,7 +26,7 @@
 //!
 //! let err = PasswdFile::parse("bob@example.org:{PLAIN}s3cret\n").unwrap_err();
 //! assert!(err.to_string().starts_with("line 1: bob@example.org: password not hashed"));
-//! # Ok::<(), smtp_std::accounts::passwd::PasswdError>(())
+//! # Ok::<(), smtp_std::mta::accounts::passwd::PasswdError>(())
 //! ```
 
 use std::collections::BTreeMap;

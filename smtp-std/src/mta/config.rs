@@ -19,11 +19,11 @@
 //! postmaster = "alice"
 //! sales = ["alice", "bob"]
 //! "#;
-//! let config = smtp_std::config::Config::parse(text, "smtp-std.toml".as_ref()).unwrap();
+//! let config = smtp_std::mta::config::Config::parse(text, "smtp-std.toml".as_ref()).unwrap();
 //! assert_eq!(config.domains[0].name, "example.org");
 //! assert_eq!(config.domains[0].aliases["sales"], ["alice@example.org", "bob@example.org"]);
 //!
-//! let bad = smtp_std::config::Config::parse("data_dir = 1\n", "x.toml".as_ref()).unwrap_err();
+//! let bad = smtp_std::mta::config::Config::parse("data_dir = 1\n", "x.toml".as_ref()).unwrap_err();
 //! assert_eq!(bad.line, Some(1));
 //! assert_eq!(bad.key.as_deref(), Some("data_dir"));
 //! ```
@@ -166,7 +166,7 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        let s = crate::queue::Schedule::default();
+        let s = crate::mta::queue::Schedule::default();
         Self {
             retry: s.retry,
             lifetime: s.lifetime,
@@ -493,16 +493,6 @@ impl Config {
             };
             domains.push(DomainConfig { name, catch_all, aliases, dkim });
         }
-        // Members in other domains are forwarded through the outbound queue (feature `auth`).
-        for (key, line, address) in members.into_iter().filter(|_| !cfg!(feature = "auth")) {
-            let dom = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-            if !domains.iter().any(|x| x.name == dom) {
-                let message = format!(
-                    "{address} is not in one of our domains: forwarding needs the outbound queue (the `auth` feature of this build is off)"
-                );
-                return Err(err(Some(line), Some(key), message));
-            }
-        }
 
         let trusted_networks = match &raw.trusted_networks {
             Some(list) => {
@@ -537,7 +527,7 @@ impl Config {
         let data_dir = resolve(raw.data_dir);
         Ok(Config {
             file: file.to_owned(),
-            hostname: raw.hostname.unwrap_or_else(crate::maildir::system_hostname),
+            hostname: raw.hostname.unwrap_or_else(crate::mta::maildir::system_hostname),
             accounts: raw.accounts.map(&resolve).unwrap_or_else(|| data_dir.join("passwd")),
             data_dir,
             user: raw.user.map(Spanned::into_inner),
@@ -578,6 +568,15 @@ fn check_network(s: &str) -> Result<(), String> {
     match len {
         Some(l) if l.parse::<u8>().ok().is_none_or(|l| l > max) => Err(format!("{s:?}: bad prefix length")),
         _ => Ok(()),
+    }
+}
+
+/// A network in the config file (`"10.0.0.0/8"`, `"::1/128"`): [`crate::proxy::Network`]'s
+/// own syntax, with its parse error.
+impl<'de> Deserialize<'de> for crate::proxy::Network {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The handler of `smtp-std serve`: mail for our domains, delivered into the mailboxes.
 //!
-//! At RCPT each recipient is resolved ([`crate::accounts::Directory::resolve`]): an unknown
+//! At RCPT each recipient is resolved ([`crate::mta::accounts::Directory::resolve`]): an unknown
 //! user of ours gets `550 5.1.1`, another domain `550 5.7.1` (we relay for no one here). The
 //! content streams into a spool file (never whole in memory), with our `Received:` on top.
 //! At the end of DATA, for mail from outside, SPF (checked at MAIL), DKIM and DMARC give the
@@ -26,11 +26,11 @@ use smtp_proto::data::DataError;
 use smtp_proto::parse::{Domain, ForwardPath, MailParams, RcptParams, ReversePath};
 use smtp_proto::Reply;
 
-use crate::accounts::{AccountsFile, Directory, Resolution};
 use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Decision, Handler, Session};
 use crate::lmtp::{LmtpOptions, LmtpTarget};
-use crate::mailbox::{clean, group_copies, store_copies, trace_prefix, unique_accounts, Copy, Store};
-use crate::maildir::{Delivery, Maildir};
+use crate::mta::accounts::{AccountsFile, Directory, Resolution};
+use crate::mta::mailbox::{clean, group_copies, store_copies, trace_prefix, unique_accounts, Copy, Store};
+use crate::mta::maildir::{Delivery, Maildir};
 use crate::received::received_header;
 
 /// Where accepted recipients go.
@@ -72,13 +72,13 @@ pub type Signer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 /// Mail of our accounts for other domains: into the outbound queue.
 pub struct Outgoing {
     /// The queue.
-    pub queue: crate::queue::Queue,
+    pub queue: crate::mta::queue::Queue,
     /// Called with each entry queued, once the message is accepted (hands it to the delivery
     /// workers for an attempt now).
     pub notify: Box<dyn Fn(&str) + Send + Sync>,
     /// An entry is written with its next attempt this long after its submission: the time a
     /// crash during its first attempt leaves (the first retry wait; see
-    /// [`crate::queue::worker`]). Zero: due at once (the next scan of the queue finds it).
+    /// [`crate::mta::queue::worker`]). Zero: due at once (the next scan of the queue finds it).
     pub first_attempt_after: std::time::Duration,
     /// Signs a message of ours before it is queued (DKIM, by its From: domain): the signed
     /// message, or `None` to queue it as it is.
@@ -105,7 +105,7 @@ pub struct InboundHandler {
     rcpts: Vec<(String, Vec<String>)>,
     /// Accepted recipients in other domains (authenticated clients only, or the original
     /// sender behind an SRS address): for the queue, with the client's sender.
-    remote: Vec<crate::queue::Recipient>,
+    remote: Vec<crate::mta::queue::Recipient>,
     /// Members in other domains of the aliases reached: forwarded, with an SRS sender in the
     /// domain of `forward_domain`.
     forward: Vec<String>,
@@ -115,11 +115,9 @@ pub struct InboundHandler {
     ret_full: bool,
     /// The message being received and where its copies go.
     current: Option<(Delivery, Vec<Copy>)>,
-    #[cfg(feature = "auth")]
-    mail_auth: Option<Arc<crate::auth::MailAuthPolicy>>,
+    mail_auth: Option<Arc<crate::mta::auth::MailAuthPolicy>>,
     /// SPF of the current transaction, when the checks apply to it.
-    #[cfg(feature = "auth")]
-    spf: Option<crate::auth::SpfCheck>,
+    spf: Option<crate::mta::auth::SpfCheck>,
 }
 
 impl InboundHandler {
@@ -134,16 +132,13 @@ impl InboundHandler {
             envid: None,
             ret_full: false,
             current: None,
-            #[cfg(feature = "auth")]
             mail_auth: None,
-            #[cfg(feature = "auth")]
             spf: None,
         }
     }
 
     /// Checks SPF, DKIM and DMARC on mail from the clients `auth` applies to.
-    #[cfg(feature = "auth")]
-    pub fn with_mail_auth(mut self, auth: crate::auth::MailAuthPolicy) -> Self {
+    pub fn with_mail_auth(mut self, auth: crate::mta::auth::MailAuthPolicy) -> Self {
         self.mail_auth = Some(Arc::new(auth));
         self
     }
@@ -197,16 +192,14 @@ impl InboundHandler {
 
     /// The end of DATA: the checks (when they apply), then every copy stored.
     // Without `auth`, the checks that change these bindings are compiled out.
-    #[cfg_attr(not(feature = "auth"), allow(unused_mut))]
     fn end(&mut self, session: &Session, mut d: Delivery, copies: Vec<Copy>) -> Decision {
         let name = d.name().to_owned();
         let mut header = String::new();
         let mut content: Option<Vec<u8>> = None;
         let mut folder = None;
         let mut reason = String::new();
-        #[cfg(feature = "auth")]
         if let (Some(auth), Some(spf)) = (self.mail_auth.clone(), self.spf.take()) {
-            use crate::auth::Action;
+            use crate::mta::auth::Action;
             let c = match d.read_back(auth.max_message_size) {
                 Ok(c) => c,
                 Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
@@ -274,10 +267,10 @@ impl InboundHandler {
         if !directory.is_ours(&domain) {
             return Reply::RELAY_DENIED.into();
         }
-        match crate::srs::Srs::new(&out.srs_secret, &domain).reverse(address, SystemTime::now()) {
+        match crate::mta::srs::Srs::new(&out.srs_secret, &domain).reverse(address, SystemTime::now()) {
             Ok(original) => {
                 tracing::info!(rcpt = address, to = original, "SRS address: back to the original sender");
-                self.remote.push(crate::queue::Recipient::new(&original));
+                self.remote.push(crate::mta::queue::Recipient::new(&original));
                 Decision::Accept
             }
             Err(e) => {
@@ -308,7 +301,7 @@ impl InboundHandler {
         };
         let from = session.envelope.mail_from.as_deref().unwrap_or("");
         let now = SystemTime::now();
-        let mut entries: Vec<(crate::queue::Entry, Option<Vec<u8>>)> = Vec::new();
+        let mut entries: Vec<(crate::mta::queue::Entry, Option<Vec<u8>>)> = Vec::new();
         if !self.remote.is_empty() {
             let mut signed = None;
             if let (Some(user), Route::Accounts { directory, .. }) = (&session.user, &self.policy.route) {
@@ -321,7 +314,7 @@ impl InboundHandler {
                 }
                 signed = (out.sign)(&content);
             }
-            let mut entry = crate::queue::Entry::new(from, self.remote.clone(), now);
+            let mut entry = crate::mta::queue::Entry::new(from, self.remote.clone(), now);
             entry.envid = self.envid.clone();
             entry.ret_full = self.ret_full;
             entry.smtputf8 = session.envelope.smtputf8;
@@ -331,10 +324,10 @@ impl InboundHandler {
             let sender = if from.is_empty() {
                 String::new()
             } else {
-                crate::srs::Srs::new(&out.srs_secret, domain).forward(from, now)
+                crate::mta::srs::Srs::new(&out.srs_secret, domain).forward(from, now)
             };
-            let rcpts = self.forward.iter().map(|a| crate::queue::Recipient::new(a)).collect();
-            let mut entry = crate::queue::Entry::new(&sender, rcpts, now);
+            let rcpts = self.forward.iter().map(|a| crate::mta::queue::Recipient::new(a)).collect();
+            let mut entry = crate::mta::queue::Entry::new(&sender, rcpts, now);
             entry.smtputf8 = session.envelope.smtputf8;
             entries.push((entry, None));
         }
@@ -342,7 +335,7 @@ impl InboundHandler {
         for (mut entry, signed) in entries {
             let message = signed.as_deref().unwrap_or(&content);
             if !out.first_attempt_after.is_zero() {
-                entry.next_attempt = crate::queue::store::unix(now) + out.first_attempt_after.as_secs().max(1);
+                entry.next_attempt = crate::mta::queue::store::unix(now) + out.first_attempt_after.as_secs().max(1);
             }
             match out.queue.submit(&mut entry, message) {
                 Ok(id) => {
@@ -434,12 +427,11 @@ impl InboundHandler {
 
 /// The reply when a lookup of the checks failed: `451`, nothing stored, the client retries.
 /// The enhanced status code is in the security class `4.7.x`, never `4.4.3` (a routing
-/// failure), and names the check (RFC 7372 and RFC 3463, see [`crate::auth::Lookup::status`]):
+/// failure), and names the check (RFC 7372 and RFC 3463, see [`crate::mta::auth::Lookup::status`]):
 /// `451 4.7.24` SPF validation error (SPF `temperror`), `451 4.7.5` a DKIM key could not be
 /// fetched, `451 4.7.0` the DMARC record could not be fetched (or DKIM + DMARC timed out).
-#[cfg(feature = "auth")]
-fn temp_fail_reply(lookup: crate::auth::Lookup) -> Decision {
-    use crate::auth::Lookup;
+fn temp_fail_reply(lookup: crate::mta::auth::Lookup) -> Decision {
+    use crate::mta::auth::Lookup;
     let text = match lookup {
         Lookup::Spf => "SPF validation error: temporary DNS failure, try again later",
         Lookup::DkimKey => "DKIM key not available: temporary DNS failure, try again later",
@@ -528,7 +520,6 @@ impl Handler for InboundHandler {
                 return Decision::reply(553, Some((5, 7, 1)), text);
             }
         }
-        #[cfg(feature = "auth")]
         {
             self.spf = None;
             let Some(auth) = self.mail_auth.clone().filter(|a| a.applies_to(session)) else {
@@ -539,12 +530,10 @@ impl Handler for InboundHandler {
             tracing::info!(result = ?spf.result(), domain = spf.domain(), "spf");
             if let Some(reason) = spf.temporary() {
                 tracing::warn!(reason, "SPF: DNS failure");
-                return temp_fail_reply(crate::auth::Lookup::Spf);
+                return temp_fail_reply(crate::mta::auth::Lookup::Spf);
             }
             self.spf = Some(spf);
         }
-        #[cfg(not(feature = "auth"))]
-        let _ = (session, reverse_path_string(from));
         Decision::Accept
     }
 
@@ -566,7 +555,7 @@ impl Handler for InboundHandler {
                     ForwardPath::Mailbox(m) if matches!(m.domain, Domain::Name(_)) => address.clone(),
                     ForwardPath::Mailbox(_) => return Reply::RELAY_DENIED.into(),
                 };
-                if let (true, Some(out)) = (crate::srs::Srs::is_srs(&lookup), &policy.outgoing) {
+                if let (true, Some(out)) = (crate::mta::srs::Srs::is_srs(&lookup), &policy.outgoing) {
                     return self.srs_bounce(directory, out, &lookup);
                 }
                 match directory.resolve(&lookup) {
@@ -596,7 +585,7 @@ impl Handler for InboundHandler {
                         format!("<{}>: Recipient address rejected: User unknown", clean(&address)),
                     ),
                     Resolution::Foreign if session.user.is_some() && self.policy.outgoing.is_some() => {
-                        let mut r = crate::queue::Recipient::new(&address);
+                        let mut r = crate::mta::queue::Recipient::new(&address);
                         r.notify = params.notify.map(notify_words);
                         r.orcpt = params.orcpt.map(|o| {
                             let addr = String::from_utf8_lossy(&o.addr.decoded().collect::<Vec<u8>>()).into_owned();

@@ -28,7 +28,7 @@
 //!
 //! ```
 //! use std::time::SystemTime;
-//! use smtp_std::srs::{Srs, SrsError};
+//! use smtp_std::mta::srs::{Srs, SrsError};
 //!
 //! let srs = Srs::new(b"a long random secret", "fwd.test");
 //! let now = SystemTime::now();

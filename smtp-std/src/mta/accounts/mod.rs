@@ -11,8 +11,8 @@
 //!
 //! ```
 //! use std::collections::BTreeMap;
-//! use smtp_std::accounts::{Directory, Resolution};
-//! use smtp_std::config::DomainConfig;
+//! use smtp_std::mta::accounts::{Directory, Resolution};
+//! use smtp_std::mta::config::DomainConfig;
 //!
 //! let domain = DomainConfig {
 //!     name: "example.org".into(),
@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::DomainConfig;
+use crate::mta::config::DomainConfig;
 use passwd::PasswdFile;
 
 /// What an address is to us.

@@ -1,5 +1,5 @@
-//! The mail server of a config file: [`crate::config`] → accounts, mailboxes, listeners, the
-//! [`crate::inbound`] handler on the embeddable [`Server`], the outbound queue and its
+//! The mail server of a config file: [`crate::mta::config`] → accounts, mailboxes, listeners, the
+//! [`crate::mta::inbound`] handler on the embeddable [`Server`], the outbound queue and its
 //! workers, privileges dropped after binding.
 //!
 //! Listeners: `smtp` (port 25: mail for our domains; AUTH optional, offered under TLS),
@@ -8,8 +8,8 @@
 //! domain (as its own addresses only), everyone else only to ours.
 //!
 //! ```no_run
-//! let config = smtp_std::config::Config::load("/etc/smtp-std/smtp-std.toml".as_ref())?;
-//! smtp_std::mailserver::MailServer::new(&config)?.bind_and_run(&config)
+//! let config = smtp_std::mta::config::Config::load("/etc/smtp-std/smtp-std.toml".as_ref())?;
+//! smtp_std::mta::mailserver::MailServer::new(&config)?.bind_and_run(&config)
 //! # ; Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use smtp_proto::ehlo::AuthMechanisms;
 
-use crate::accounts::{AccountsFile, Directory};
-use crate::config::Config;
-use crate::inbound::{InboundHandler, InboundPolicy, Outgoing, Route};
 use crate::lmtp::{LmtpOptions, LmtpTarget};
-use crate::mailbox::Store;
-use crate::maildir::{create_dir_durably, Maildir};
-use crate::{privileges, tls, Options, Server};
+use crate::mta::accounts::{AccountsFile, Directory};
+use crate::mta::config::Config;
+use crate::mta::inbound::{InboundHandler, InboundPolicy, Outgoing, Route};
+use crate::mta::mailbox::Store;
+use crate::mta::maildir::{create_dir_durably, Maildir};
+use crate::mta::privileges;
+use crate::{tls, Options, Server};
 
 /// A mail server ready to bind its ports.
 pub struct MailServer {
@@ -34,9 +35,8 @@ pub struct MailServer {
     /// Ports 587 and 465 (AUTH required).
     submission: Option<Server<InboundHandler>>,
     /// The queue's workers to start (the submission handler hands them new entries through
-    /// the context's [`crate::queue::worker::Handoff`]).
-    #[cfg(feature = "auth")]
-    workers: Option<(Arc<crate::queue::worker::Context>, usize, std::time::Duration)>,
+    /// the context's [`crate::mta::queue::worker::Handoff`]).
+    workers: Option<(Arc<crate::mta::queue::worker::Context>, usize, std::time::Duration)>,
 }
 
 fn invalid(message: String) -> io::Error {
@@ -45,20 +45,19 @@ fn invalid(message: String) -> io::Error {
 
 /// The SPF/DKIM/DMARC policy: DNS (`dns`, or the system's resolvers), the networks not
 /// checked, and the largest message read back (our `Received:` on top of `max_message_size`).
-#[cfg(feature = "auth")]
 pub fn mail_auth_policy(
     hostname: &str,
     dns: Option<std::net::SocketAddr>,
     timeout: std::time::Duration,
     trusted_networks: &[String],
     max_message_size: u64,
-) -> Result<crate::auth::MailAuthPolicy, String> {
+) -> Result<crate::mta::auth::MailAuthPolicy, String> {
     let trusted =
-        trusted_networks.iter().map(|n| crate::auth::verify::parse_network(n)).collect::<Result<Vec<_>, _>>()?;
-    let resolver = crate::auth::Dns::with_timeout(dns, timeout, 2).map_err(|e| format!("DNS: {e}"))?;
+        trusted_networks.iter().map(|n| crate::mta::auth::verify::parse_network(n)).collect::<Result<Vec<_>, _>>()?;
+    let resolver = crate::mta::auth::Dns::with_timeout(dns, timeout, 2).map_err(|e| format!("DNS: {e}"))?;
     tracing::info!(dns = ?dns, trusted = ?trusted_networks, "SPF, DKIM and DMARC checks on");
-    Ok(crate::auth::MailAuthPolicy {
-        verifier: crate::auth::Verifier::new(resolver, hostname.to_owned()),
+    Ok(crate::mta::auth::MailAuthPolicy {
+        verifier: crate::mta::auth::Verifier::new(resolver, hostname.to_owned()),
         trusted,
         max_message_size: if max_message_size > 0 { max_message_size + 65536 } else { 64 << 20 },
     })
@@ -99,21 +98,20 @@ fn own_spool(dir: &Path, user: Option<&str>) -> io::Result<Maildir> {
 }
 
 /// The signer of mail from our accounts: the `[[domain]]` DKIM key of the From: domain.
-#[cfg(feature = "auth")]
-fn signer(config: &Config) -> io::Result<crate::inbound::Signer> {
+fn signer(config: &Config) -> io::Result<crate::mta::inbound::Signer> {
     let mut keys = Vec::new();
     for d in &config.domains {
         if let Some((selector, path)) = &d.dkim {
-            let key = crate::auth::DkimKey::load(path).map_err(|e| {
+            let key = crate::mta::auth::DkimKey::load(path).map_err(|e| {
                 invalid(format!("{}: [[domain]] {}: dkim_key {}: {e}", config.file.display(), d.name, path.display()))
             })?;
             keys.push((d.name.clone(), selector.clone(), key));
         }
     }
     Ok(Box::new(move |message: &[u8]| {
-        let domain = crate::deliver::from_header_domain(message)?;
+        let domain = crate::mta::deliver::from_header_domain(message)?;
         let (d, selector, key) = keys.iter().find(|(d, _, _)| d.eq_ignore_ascii_case(&domain))?;
-        match crate::deliver::dkim_sign(message, key, d, selector) {
+        match crate::mta::deliver::dkim_sign(message, key, d, selector) {
             Ok(signed) => Some(signed),
             Err(e) => {
                 tracing::error!(domain = d, "DKIM signing failed: {e}");
@@ -179,16 +177,15 @@ impl MailServer {
             None => Store::Maildirs(mailboxes),
         });
 
-        #[cfg(feature = "auth")]
         let (outgoing, workers) = {
-            use crate::queue::worker::{Context, Local, Outbound, Smarthost};
+            use crate::mta::queue::worker::{Context, Local, Outbound, Smarthost};
             let root = config.data_dir.join("queue");
             own_dir(&root, user)?;
             for sub in ["entries", "state"] {
                 own_dir(&root.join(sub), user)?;
             }
             own_spool(&root.join("spool"), user)?;
-            let queue = crate::queue::Queue::open(&root)?;
+            let queue = crate::mta::queue::Queue::open(&root)?;
             let o = &config.outbound;
             let smarthost = match &o.smarthost {
                 Some(server) => {
@@ -224,11 +221,11 @@ impl MailServer {
                 None => None,
             };
             let timeout = config.dns.timeout.unwrap_or(std::time::Duration::from_secs(3));
-            let dns = crate::auth::Dns::with_timeout(config.dns.server, timeout, 2)?;
+            let dns = crate::mta::auth::Dns::with_timeout(config.dns.server, timeout, 2)?;
             let q = &config.queue;
             let ctx = Arc::new(Context {
                 queue: queue.clone(),
-                schedule: crate::queue::Schedule {
+                schedule: crate::mta::queue::Schedule {
                     retry: q.retry.clone(),
                     lifetime: q.lifetime,
                     delay_warning: q.delay_warning,
@@ -251,13 +248,11 @@ impl MailServer {
                 notify: Box::new(move |id| handoff.attempt_now(id)),
                 first_attempt_after: q.retry.first().copied().unwrap_or(std::time::Duration::from_secs(300)),
                 sign: signer(config)?,
-                srs_secret: crate::srs::load_or_create_secret(&config.data_dir.join("srs.key"))?,
+                srs_secret: crate::mta::srs::load_or_create_secret(&config.data_dir.join("srs.key"))?,
                 max_message_size: if limits.max_message_size > 0 { limits.max_message_size + 65536 } else { 64 << 20 },
             };
             (Some(outgoing), Some((ctx, q.workers, q.scan_interval)))
         };
-        #[cfg(not(feature = "auth"))]
-        let outgoing: Option<Outgoing> = None;
 
         let route = Route::Accounts { directory, store };
         #[allow(unused_mut)]
@@ -267,7 +262,6 @@ impl MailServer {
             logins: Some(accounts),
             outgoing,
         });
-        #[cfg(feature = "auth")]
         if config.mail_auth {
             let timeout = config.dns.timeout.unwrap_or(std::time::Duration::from_secs(3));
             let policy = mail_auth_policy(
@@ -284,12 +278,7 @@ impl MailServer {
         }
         let submission = (!config.listen.submission.is_empty() || !config.listen.submissions.is_empty())
             .then(|| Server::new(options.clone().auth_optional(false), handler.clone()));
-        Ok(Self {
-            smtp: Server::new(options, handler),
-            submission,
-            #[cfg(feature = "auth")]
-            workers,
-        })
+        Ok(Self { smtp: Server::new(options, handler), submission, workers })
     }
 
     /// Binds the listeners, becomes `user` (if configured), starts the queue's workers, then
@@ -313,11 +302,10 @@ impl MailServer {
             privileges::drop_to(user)?;
             tracing::info!(user, "running as {user}");
         }
-        #[cfg(feature = "auth")]
         let _workers = match self.workers.take() {
             Some((ctx, n, scan)) => {
                 let swept = ctx.queue.sweep()?;
-                let workers = crate::queue::worker::Workers::start(ctx, n, scan);
+                let workers = crate::mta::queue::worker::Workers::start(ctx, n, scan);
                 tracing::info!(workers = n, swept, "queue running");
                 Some(workers)
             }

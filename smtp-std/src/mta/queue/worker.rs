@@ -26,13 +26,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustls::ClientConfig;
 
 use super::dsn;
+use super::notify::report;
 use super::schedule::{seed, Schedule};
 use super::store::{unix, Entry, Queue, Recipient, State};
-use crate::accounts::{Directory, Resolution};
-use crate::auth::Dns;
 use crate::client::{self, Envelope, SendOptions, TlsMode};
-use crate::deliver::{self, MxOptions, SessionPool, Spool};
-use crate::mailbox::{deliver_file, Store};
+use crate::mta::accounts::{Directory, Resolution};
+use crate::mta::auth::Dns;
+use crate::mta::deliver::{self, MxOptions, SessionPool, Spool};
+use crate::mta::mailbox::{deliver_file, Store};
 
 /// A relay every outbound message goes through (`[outbound] smarthost`).
 #[derive(Debug, Clone)]
@@ -145,22 +146,27 @@ impl Handoff {
 
 /// What one recipient's attempt gave.
 #[derive(Debug, Clone)]
-struct Outcome {
-    state: Outcome3,
-    text: String,
-    remote_mta: Option<String>,
-    status: (u8, u16, u16),
+pub(super) struct Outcome {
+    pub(super) state: Outcome3,
+    pub(super) text: String,
+    pub(super) remote_mta: Option<String>,
+    pub(super) status: (u8, u16, u16),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome3 {
+pub(super) enum Outcome3 {
     Delivered,
     Deferred,
     Failed,
 }
 
 impl Outcome {
-    fn new(state: Outcome3, text: impl Into<String>, remote_mta: Option<String>, status: (u8, u16, u16)) -> Self {
+    pub(super) fn new(
+        state: Outcome3,
+        text: impl Into<String>,
+        remote_mta: Option<String>,
+        status: (u8, u16, u16),
+    ) -> Self {
         Self { state, text: text.into(), remote_mta, status }
     }
 
@@ -300,84 +306,6 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
     }
 }
 
-/// Fails every pending recipient of entry `id` now (`queue bounce`): the sender gets the
-/// report (as the recipients' NOTIFY asks), the entry is removed. Waits for the entry's lock.
-pub fn bounce(queue: &Queue, hostname: &str, id: &str, reason: &str, now: SystemTime) -> io::Result<usize> {
-    let _lock = queue.lock(id, true)?;
-    let mut entry = queue.load(id)?;
-    let mut failed = Vec::new();
-    for (i, r) in entry.recipients.iter_mut().enumerate() {
-        if r.state == State::Pending {
-            r.state = State::Bounced;
-            let o = Outcome::new(Outcome3::Failed, reason, r.remote_mta.clone(), (5, 0, 0));
-            if r.wants("FAILURE") {
-                failed.push((i, o));
-            }
-        }
-    }
-    let n = failed.len();
-    report(queue, hostname, None, &entry, &failed, dsn::Action::Failed, now, None)?;
-    queue.remove(id)?;
-    Ok(n)
-}
-
-/// Queues a report of `action` about `which` recipients to the entry's sender (never for a
-/// message from `<>`). With `handoff`, handed over for an attempt now; without, due now (for
-/// the next scan of a running server).
-#[allow(clippy::too_many_arguments)]
-fn report(
-    queue: &Queue,
-    hostname: &str,
-    handoff: Option<(&Handoff, &Schedule)>,
-    entry: &Entry,
-    which: &[(usize, Outcome)],
-    action: dsn::Action,
-    now: SystemTime,
-    until: Option<SystemTime>,
-) -> io::Result<()> {
-    if which.is_empty() || entry.from.is_empty() {
-        return Ok(());
-    }
-    let recipients: Vec<dsn::RecipientReport> = which
-        .iter()
-        .map(|(i, o)| {
-            let r = &entry.recipients[*i];
-            dsn::RecipientReport {
-                final_recipient: r.address.clone(),
-                original_recipient: r.orcpt.clone(),
-                action,
-                status: if action == dsn::Action::Delivered { (2, 0, 0) } else { o.status },
-                // `mx.example.net [192.0.2.1]`: the name is the MTA's (RFC 3464 2.3.5).
-                remote_mta: o.remote_mta.as_deref().map(|h| h.split(" [").next().unwrap_or(h).to_owned()),
-                diagnostic: Some(o.text.clone()),
-                last_attempt: Some(now),
-                will_retry_until: until,
-            }
-        })
-        .collect();
-    let report = dsn::Report {
-        reporting_mta: hostname,
-        to: &entry.from,
-        envelope_id: entry.envid.as_deref(),
-        arrival: UNIX_EPOCH + Duration::from_secs(entry.arrival),
-        recipients: &recipients,
-        ret: if entry.ret_full { dsn::Ret::Full } else { dsn::Ret::Headers },
-        smtputf8: entry.smtputf8,
-    };
-    let mut original = queue.message(&entry.id)?;
-    let message = dsn::build(&report, &mut original.reader()?, now)?;
-    let mut bounce = Entry::new("", vec![Recipient::new(&entry.from)], now);
-    if let Some((_, schedule)) = handoff {
-        bounce.next_attempt = Handoff::first_attempt_due(schedule, now);
-    }
-    let id = queue.submit(&mut bounce, &message)?;
-    if let Some((h, _)) = handoff {
-        h.attempt_now(&id);
-    }
-    tracing::info!(id = entry.id, report = id, to = entry.from, ?action, "delivery status notification queued");
-    Ok(())
-}
-
 /// One outcome per pending recipient, in order.
 fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outcome> {
     let mut out: Vec<Option<Outcome>> = vec![None; pending.len()];
@@ -407,7 +335,9 @@ fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outco
         let rcpts: Vec<(String, Vec<String>)> = local.iter().map(|(_, a, acc)| (a.clone(), acc.clone())).collect();
         let result = match ctx.queue.message(&entry.id) {
             Ok(m) => deliver_file(&l.store, &entry.from, &rcpts, m.path(), m.offset()),
-            Err(e) => Err(crate::mailbox::LocalError { temporary: true, text: format!("the queued message: {e}") }),
+            Err(e) => {
+                Err(crate::mta::mailbox::LocalError { temporary: true, text: format!("the queued message: {e}") })
+            }
         };
         let o = match result {
             Ok(()) => Outcome::new(Outcome3::Delivered, "250 2.0.0 delivered to the mailbox", None, (2, 0, 0)),

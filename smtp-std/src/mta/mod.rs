@@ -1,0 +1,33 @@
+//! The mail server (cargo feature `mta`, on by default): one application of the binding, for
+//! the people of a domain. `smtp-std serve --config FILE` is [`mailserver::MailServer`].
+//!
+//! Nothing in the binding (the crate's top-level modules) imports anything from here; with
+//! `default-features = false` this module and its dependencies (argon2, bcrypt, sha-crypt,
+//! serde, toml, mail-auth, hickory-resolver, tokio) are not built at all.
+//!
+//! Its parts, each a module of its own:
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`config`] | the TOML file, validated with file, line and key |
+//! | [`accounts`] | users (Dovecot passwd-file, hashed), aliases, subaddressing, catch-all: [`accounts::Directory::resolve`] |
+//! | [`mailbox`], [`maildir`] | local delivery: a Maildir per account, or LMTP to Dovecot |
+//! | [`inbound`] | the SMTP decisions for mail from outside and from our accounts |
+//! | [`queue`] | the durable outbound queue: store, schedule, workers, delivery status reports |
+//! | [`deliver`] | delivery to the recipients' MX hosts (DNS, then the binding's client) |
+//! | [`srs`] | the Sender Rewriting Scheme for forwarded mail |
+//! | [`auth`] | SPF, DKIM, DMARC, DKIM signing, the DNS records to publish |
+//! | [`privileges`] | the drop to an ordinary user after binding the ports |
+//! | [`mailserver`] | all of it put together: listeners, handler, queue workers, signals |
+
+pub mod accounts;
+pub mod auth;
+pub mod config;
+pub mod deliver;
+pub mod inbound;
+pub mod mailbox;
+pub mod maildir;
+pub mod mailserver;
+pub mod privileges;
+pub mod queue;
+pub mod srs;
