@@ -1,6 +1,16 @@
 //! Blocking `std::net` binding of [`smtp_proto`]: an embeddable SMTP server (plain, STARTTLS
-//! and implicit TLS with rustls), a blocking SMTP [`client`] ([`send`]) and the `smtp-std`
-//! program that receives mail into a Maildir and sends it through a smarthost.
+//! and implicit TLS with rustls), a blocking SMTP and LMTP [`client`] ([`send`], [`lmtp`]) and,
+//! on top of them, a mail server ([`mta`], the default feature `mta`) and the `smtp-std` program.
+//!
+//! # Two layers
+//!
+//! | layer | modules | dependencies |
+//! |---|---|---|
+//! | the binding (always) | [`Server`], [`Options`], [`Handler`], [`limits`], [`proxy`], [`tls`], [`client`], [`lmtp`], [`received`] | smtp-proto, rustls, webpki-roots, tracing, socket2, nix |
+//! | the mail server (feature `mta`) | `mta::{config, accounts, mailbox, maildir, inbound, queue, srs, auth, deliver, privileges, mailserver}` | + serde, toml, argon2, bcrypt, sha-crypt, mail-auth, hickory-resolver, tokio, clap, ... |
+//!
+//! The binding never imports the mail server. `smtp-std = { default-features = false }` builds
+//! the binding alone.
 //!
 //! This crate holds **no SMTP logic**: it moves bytes between sockets and the sans-IO core,
 //! turns the core's per-state timeouts into socket read timeouts, and calls your [`Handler`]
@@ -15,8 +25,10 @@
 //!
 //! # Embedding
 //!
-//! One thread accepts, one thread serves each connection (up to [`Options::max_clients`]).
-//! The handler is cloned per connection, so `&mut self` holds per-connection state.
+//! A few pool threads (as many as the cores) accept and serve whichever session has input; a
+//! session that waits for its client parks without a thread (up to [`Options::max_clients`]
+//! sessions). The handler is cloned per connection, so `&mut self` holds per-connection state,
+//! and it may block (another thread takes over the waiting).
 //!
 //! ```
 //! use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,5 @@
-//! Direct delivery to the recipients' mail exchangers (RFC 5321 §5), without a smarthost
-//! (feature `auth`, which brings the resolver), and DKIM signing of what we send.
+//! Direct delivery to the recipients' mail exchangers (RFC 5321 §5), without a smarthost,
+//! and DKIM signing of what we send.
 //!
 //! [`deliver`] groups the recipients by domain (one transaction per domain), looks up each
 //! domain's MX hosts with [`Dns::resolve_mx`] (implicit MX, RFC 7505 null MX), tries them in

@@ -191,7 +191,6 @@ impl InboundHandler {
     }
 
     /// The end of DATA: the checks (when they apply), then every copy stored.
-    // Without `auth`, the checks that change these bindings are compiled out.
     fn end(&mut self, session: &Session, mut d: Delivery, copies: Vec<Copy>) -> Decision {
         let name = d.name().to_owned();
         let mut header = String::new();

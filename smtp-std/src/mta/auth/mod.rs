@@ -1,5 +1,5 @@
 //! Mail for your own domain: SPF, DKIM and DMARC on receive, DKIM signing, MX resolution and
-//! the DNS records to publish (feature `auth`, on by default).
+//! the DNS records to publish.
 //!
 //! The checks themselves are [`mail_auth`]'s (SPF, DKIM verification and signing, DMARC with
 //! alignment, the `Authentication-Results:` text); DNS is [`hickory_resolver`]'s, in the
