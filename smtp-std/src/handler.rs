@@ -205,6 +205,14 @@ pub trait Handler: Clone + Send + 'static {
         Reply::AUTH_FAILED.into()
     }
 
+    /// Whether `identity` names one of your accounts. A refused AUTH logs the user name only
+    /// when it does (`user=<unknown>` otherwise): a password typed into the user field never
+    /// reaches the log. Default: `false`, so no failed name is ever logged.
+    fn knows_user(&mut self, session: &Session, identity: &str) -> bool {
+        let _ = (session, identity);
+        false
+    }
+
     /// MAIL FROM with its parameters (unknown ones are in `params.unknown`).
     fn mail_from(&mut self, session: &Session, from: &ReversePath<'_>, params: &MailParams<'_>) -> Decision {
         let _ = (session, from, params);

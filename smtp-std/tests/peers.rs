@@ -94,6 +94,11 @@ with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
         raise SystemExit("wrong password accepted")
     except smtplib.SMTPAuthenticationError as e:
         assert e.smtp_code == 535, e
+    try:  # the password typed into the user field
+        s.login("Secr3t-Alice-pw", "alice@example.org")
+        raise SystemExit("unknown user accepted")
+    except smtplib.SMTPAuthenticationError as e:
+        assert e.smtp_code == 535, e
     s.login("alice@example.org", "secret")   # PLAIN
     s.sendmail("alice@py.example", ["bob@elsewhere.example"], b"Subject: starttls plain\r\n\r\nhi\r\n")
 with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
@@ -143,6 +148,10 @@ fn python_smtplib_starttls_implicit_tls_auth_plain_and_login() {
         msgs.iter().map(|m| String::from_utf8_lossy(strip_received(m).0).into_owned()).collect();
     assert!(received.iter().all(|r| r.contains("with ESMTPSA id")), "{received:?}");
     assert!(p.log_contains("auth ok") && p.log_contains("auth failed"));
+    // A failed AUTH names a known account, never what was typed for an unknown one.
+    let log = p.log.lock().unwrap().join("\n");
+    assert!(log.contains("user=\"alice@example.org\"") && log.contains("user=\"<unknown>\""), "{log}");
+    assert!(!log.contains("Secr3t"), "{log}");
     assert!(p.log_contains("TLS established (STARTTLS)") && p.log_contains("TLS established (implicit)"));
 }
 

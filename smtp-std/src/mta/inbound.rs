@@ -504,6 +504,10 @@ impl Handler for InboundHandler {
         }
     }
 
+    fn knows_user(&mut self, _session: &Session, identity: &str) -> bool {
+        self.policy.logins.as_ref().is_some_and(|u| u.current().contains(identity))
+    }
+
     fn mail_from(&mut self, session: &Session, from: &ReversePath<'_>, params: &MailParams<'_>) -> Decision {
         self.rcpts.clear();
         self.remote.clear();

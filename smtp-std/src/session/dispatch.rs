@@ -55,7 +55,8 @@ impl<H: Handler> Conn<H> {
                 match req {
                     // Locked out meanwhile (by another of its sessions): the handler is not asked.
                     Some(req) if self.shared.limits.is_locked(ip, Instant::now()) => {
-                        let (mechanism, user) = (req.mechanism, req.identity);
+                        let mechanism = req.mechanism;
+                        let user = loggable_user(&mut self.handler, &self.session, req.identity);
                         log!(warn, self.session, mechanism, user, "auth refused: client locked out");
                         self.decide(&Refusal::AuthLocked.reply().into());
                     }
@@ -65,6 +66,7 @@ impl<H: Handler> Conn<H> {
                         // A permanent refusal is a wrong guess; a temporary one (454) is ours.
                         let failed = matches!(&d, Decision::Reply(r) if r.code >= 500);
                         if failed && self.shared.limits.auth_failed(ip, Instant::now()) {
+                            let user = loggable_user(&mut self.handler, &self.session, &user);
                             log!(
                                 warn,
                                 self.session,
@@ -77,6 +79,7 @@ impl<H: Handler> Conn<H> {
                             log!(info, self.session, mechanism, user, "auth ok");
                             self.session.user = Some(user);
                         } else {
+                            let user = loggable_user(&mut self.handler, &self.session, &user);
                             log!(warn, self.session, mechanism, user, "auth failed");
                         }
                     }
@@ -180,5 +183,15 @@ impl<H: Handler> Conn<H> {
             }
         }
         self.sync();
+    }
+}
+
+/// The user name of a refused AUTH as it may be logged: only an account the handler knows,
+/// else `<unknown>` (the name may be a password typed into the wrong field).
+fn loggable_user<H: Handler>(handler: &mut H, session: &Session, identity: &str) -> String {
+    if handler.knows_user(session, identity) {
+        identity.to_owned()
+    } else {
+        "<unknown>".to_owned()
     }
 }
