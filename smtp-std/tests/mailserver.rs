@@ -498,3 +498,60 @@ fn sigterm_tells_every_session_and_exits() {
     let bob = mailbox(dir.path(), "bob@example.org");
     assert!(files(&bob, "new").is_empty() && files(&bob, "tmp").is_empty());
 }
+
+/// Every file and directory under `root` whose mode lets group or others in, with its mode.
+fn not_private(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut loose = Vec::new();
+    let mut todo = vec![root.to_owned()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            loose.push(format!("{} {mode:o}", p.display()));
+        }
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    loose
+}
+
+#[test]
+fn everything_under_data_dir_is_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(
+        dir.path(),
+        "[dns]\nserver = \"127.0.0.1:9\"\ntimeout = \"1s\"\n[queue]\nretry = [\"1h\"]\nscan_interval = \"200ms\"\n",
+    );
+    // An alias that forwards: its mail goes through the queue (and a state file after the
+    // first attempt fails: no DNS here).
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "sales = [\"alice\", \"bob\"]",
+            "sales = [\"alice\", \"bob\"]\nfwd = \"friend@elsewhere.example\"",
+        ),
+    )
+    .unwrap();
+    // The program inherits a umask that takes nothing away.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    nix::sys::stat::umask(old);
+    let mut c = connect(&p);
+    for rcpt in ["alice@example.org", "sales@example.org", "fwd@example.org"] {
+        let (r, end) = transaction(&mut c, "x@client.example", &[rcpt], "Subject: private");
+        assert!(r[0].starts_with("250"), "{rcpt}: {r:?}");
+        assert!(end.unwrap().starts_with("250"), "{rcpt}");
+    }
+    let data = dir.path().join("data");
+    let state = data.join("queue/state");
+    wait_until("the forwarded message deferred", Duration::from_secs(20), || {
+        std::fs::read_dir(&state).is_ok_and(|d| d.count() > 0)
+    });
+    assert_eq!(files(&mailbox(dir.path(), "alice@example.org"), "new").len(), 2);
+    assert!(std::fs::read_dir(data.join("queue/entries")).unwrap().count() > 0);
+    let loose = not_private(&data);
+    assert!(loose.is_empty(), "readable by others: {loose:?}");
+}

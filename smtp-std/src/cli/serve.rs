@@ -156,6 +156,9 @@ pub(crate) struct Serve {
 
 pub(crate) fn run(args: Serve) -> std::io::Result<()> {
     raise_fd_limit();
+    // Mail is private: whatever the umask we were started with, what we create is for our
+    // user alone (the library creates its files 0600 and directories 0700 anyway).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     if let Some(path) = &args.config {
         return run_config(path);
     }

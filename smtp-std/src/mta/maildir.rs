@@ -7,7 +7,7 @@
 //! Directories created on the way are made durable too (their parents `fsync`ed), so the first
 //! message of a new mailbox survives a crash with its mailbox.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +59,7 @@ impl Maildir {
         let folder = Maildir::create(self.root.join(name))?;
         let marker = folder.root.join("maildirfolder");
         if !marker.exists() {
-            File::create(&marker)?;
+            drop(crate::mta::private::create(&marker)?);
             File::open(&folder.root)?.sync_all()?;
         }
         Ok(folder)
@@ -70,7 +70,7 @@ impl Maildir {
     pub fn write_message(&self, name: &str, content: &mut dyn Read) -> io::Result<PathBuf> {
         let tmp = self.root.join("tmp").join(name);
         let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut file = crate::mta::private::create_new(&tmp)?;
             io::copy(content, &mut file)?;
             file.sync_all()
         })();
@@ -107,7 +107,7 @@ impl Maildir {
     pub fn begin(&self) -> io::Result<Delivery> {
         let name = self.unique_name();
         let tmp = self.root.join("tmp").join(&name);
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let file = crate::mta::private::create_new(&tmp)?;
         Ok(Delivery {
             file: Some(BufWriter::with_capacity(64 * 1024, file)),
             tmp,
@@ -216,7 +216,7 @@ impl Delivery {
     /// checked).
     pub fn commit_with(mut self, prefix: &[u8], content: &[u8], dir: &Path) -> io::Result<PathBuf> {
         drop(self.file.take().ok_or_else(|| io::Error::other("delivery already finished"))?);
-        let mut file = File::create(&self.tmp)?;
+        let mut file = crate::mta::private::create(&self.tmp)?;
         file.write_all(prefix)?;
         file.write_all(content)?;
         file.sync_all()?;
@@ -241,8 +241,9 @@ fn publish(tmp: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     Ok(dest)
 }
 
-/// Creates `dir` and its missing parents, then `fsync`s the parent of each one created, so
-/// that the directories survive a crash (a file inside them is only as durable as they are).
+/// Creates `dir` and its missing parents (`0700`, see [`crate::mta::private`]), then `fsync`s
+/// the parent of each one created, so that the directories survive a crash (a file inside
+/// them is only as durable as they are).
 pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
@@ -256,7 +257,14 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
             None => break,
         };
     }
-    fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        match crate::mta::private::create_dir(d) {
+            Ok(()) => {}
+            // Made meanwhile by someone else: fine.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
     for d in missing.iter().rev() {
         if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
             File::open(parent)?.sync_all()?;

@@ -79,9 +79,11 @@ pub fn shutdown_on_signals(handles: Vec<crate::ShutdownHandle>) -> io::Result<()
     Ok(())
 }
 
-/// Creates `dir` (durably) and gives it to `user` when there is one.
+/// Creates `dir` (durably, `0700`; an existing one loses group and other permissions) and gives
+/// it to `user` when there is one.
 fn own_dir(dir: &Path, user: Option<&str>) -> io::Result<()> {
     create_dir_durably(dir).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    crate::mta::private::tighten_dir(dir)?;
     if let Some(user) = user {
         privileges::chown_to(dir, user)?;
     }

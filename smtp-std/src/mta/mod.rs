@@ -17,6 +17,7 @@
 //! | [`deliver`] | delivery to the recipients' MX hosts (DNS, then the binding's client) |
 //! | [`srs`] | the Sender Rewriting Scheme for forwarded mail |
 //! | [`auth`] | SPF, DKIM, DMARC, DKIM signing, the DNS records to publish |
+//! | [`private`] | files 0600 and directories 0700 under `data_dir`, whatever the umask |
 //! | [`privileges`] | the drop to an ordinary user after binding the ports |
 //! | [`mailserver`] | all of it put together: listeners, handler, queue workers, signals |
 
@@ -28,6 +29,7 @@ pub mod inbound;
 pub mod mailbox;
 pub mod maildir;
 pub mod mailserver;
+pub mod private;
 pub mod privileges;
 pub mod queue;
 pub mod srs;

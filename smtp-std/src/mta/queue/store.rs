@@ -29,7 +29,7 @@
 //! an entry whose attempt was finished, to be tried once more at its durable next attempt time
 //! (a possible second copy, never a lost message, never a burst).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -420,7 +420,7 @@ impl Queue {
     /// `entries/`. On failure, nothing of it is left.
     fn write_entry(&self, id: &str, entry: &mut Entry, message: &[u8]) -> io::Result<()> {
         let path = self.entry_path(id);
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| with_path(&path, e))?;
+        let mut file = crate::mta::private::create_new(&path).map_err(|e| with_path(&path, e))?;
         entry.id = id.to_owned();
         let mut write = || -> io::Result<()> {
             let envelope = toml::to_string(entry).map_err(io::Error::other)?;
@@ -446,7 +446,7 @@ impl Queue {
         let tmp = path.with_extension("tmp");
         let text = toml::to_string(entry).map_err(io::Error::other)?;
         let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
+            let mut f = crate::mta::private::create(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;

@@ -1,0 +1,64 @@
+//! Everything the mail server writes under `data_dir` is private to the server's user: files
+//! are created `0600` and directories `0700`, whatever the process's umask (a umask can only
+//! take permissions away, never add them). Mail, queue entries, their states and keys are
+//! nobody else's business.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// The mode of every file the server creates under `data_dir`.
+pub const FILE_MODE: u32 = 0o600;
+/// The mode of every directory the server creates under `data_dir`.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Creates `path` for writing, failing if it exists, with [`FILE_MODE`].
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
+}
+
+/// Creates or truncates `path` for writing; a new file gets [`FILE_MODE`].
+pub fn create(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(path)
+}
+
+/// Creates the directory `path` (not its parents) with [`DIR_MODE`].
+pub fn create_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new().mode(DIR_MODE).create(path)
+}
+
+/// Takes group and other permissions away from the existing directory `dir` (made by an
+/// earlier version, or by hand with a loose umask), saying so in the log.
+pub fn tighten_dir(dir: &Path) -> io::Result<()> {
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & !0o077))
+            .map_err(|e| io::Error::new(e.kind(), format!("chmod go-rwx {}: {e}", dir.display())))?;
+        tracing::info!(dir = %dir.display(), was = format_args!("{mode:o}"), now = format_args!("{:o}", mode & !0o077), "made private");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_hold_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+        let f = dir.path().join("f");
+        drop(create_new(&f).unwrap());
+        let g = dir.path().join("g");
+        drop(create(&g).unwrap());
+        let d = dir.path().join("d");
+        create_dir(&d).unwrap();
+        nix::sys::stat::umask(old);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!((mode(&f), mode(&g), mode(&d)), (0o600, 0o600, 0o700));
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        tighten_dir(&d).unwrap();
+        assert_eq!(mode(&d), 0o700);
+    }
+}
