@@ -555,3 +555,124 @@ fn everything_under_data_dir_is_private_whatever_the_umask() {
     let loose = not_private(&data);
     assert!(loose.is_empty(), "readable by others: {loose:?}");
 }
+
+/// The reply code of AUTH PLAIN as `user` over STARTTLS (Python smtplib).
+fn auth_code(p: &Program, ca: &Path, user: &str, password: &str) -> i32 {
+    let script = format!(
+        r#"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.check_hostname = False
+s = smtplib.SMTP("127.0.0.1", {port})
+s.starttls(context=ctx)
+s.ehlo("client.example")
+try:
+    code = s.login({user:?}, {password:?})[0]
+except smtplib.SMTPAuthenticationError as e:
+    code = e.smtp_code
+print(code)
+"#,
+        port = p.addr.port()
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The documented setup for a server that drops to `nobody`: the accounts file owned by that
+/// user (group dovecot for Dovecot's auth), 0640.
+fn accounts_for_nobody(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    open_up(dir);
+    let passwd = dir.join("passwd");
+    let group = if Command::new("getent").args(["group", "dovecot"]).output().is_ok_and(|o| o.status.success()) {
+        "nobody:dovecot"
+    } else {
+        "nobody"
+    };
+    assert!(Command::new("chown").arg(group).arg(&passwd).status().unwrap().success());
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+#[test]
+fn account_changes_apply_after_the_privilege_drop_and_a_cut_file_is_not_taken() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs the tests as root");
+        eprintln!("skipped: needs root (user = \"nobody\")");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = cert(dir.path());
+    let tls = format!("[tls]\ncert = {:?}\nkey = {:?}", c.cert_pem, c.key_pem);
+    let config = setup(dir.path(), "user = \"nobody\"");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[[domain]]\nname = \"example.org\"", &format!("{tls}\n\n[[domain]]\nname = \"example.org\""));
+    std::fs::write(&config, text).unwrap();
+    accounts_for_nobody(dir.path());
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    wait_until("the privilege drop", Duration::from_secs(10), || p.log_contains("running as nobody"));
+    assert_eq!(auth_code(&p, &c.cert_pem, "bob@example.org", "builder"), 235);
+
+    let user = |args: &[&str], stdin: &[u8]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp-std"));
+        cmd.arg("user").args(args).args(["--config", config.to_str().unwrap()]);
+        let out = run(&mut cmd, stdin, Duration::from_secs(30));
+        assert_eq!(out.status, Some(0), "{}", out.stderr);
+    };
+    // A deleted account stops logging in at once (the server still reads the file).
+    user(&["del", "bob@example.org"], b"");
+    let start = std::time::Instant::now();
+    wait_until("bob's AUTH refused", Duration::from_secs(2), || {
+        auth_code(&p, &c.cert_pem, "bob@example.org", "builder") == 535
+    });
+    eprintln!("user del took effect in {:?}", start.elapsed());
+    // A new account receives mail at once.
+    user(&["add", "dave@example.org"], b"d4ve-pw\n");
+    wait_until("RCPT to dave accepted", Duration::from_secs(2), || {
+        let mut c = connect(&p);
+        let ok = c.cmd("MAIL FROM:<x@client.example>").starts_with("250")
+            && c.cmd("RCPT TO:<dave@example.org>").starts_with("250");
+        c.cmd("QUIT");
+        ok
+    });
+    // An emptied file would refuse mail to everyone, postmaster included: not taken.
+    std::fs::OpenOptions::new().write(true).truncate(true).open(dir.path().join("passwd")).unwrap();
+    // (The file is looked at when an address or a login needs it, at most once a second.)
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut client = connect(&p);
+    assert!(client.cmd("MAIL FROM:<x@client.example>").starts_with("250"));
+    let r = client.cmd("RCPT TO:<dave@example.org>");
+    assert!(r.starts_with("250"), "the last good accounts stay: {r}");
+    assert_eq!(auth_code(&p, &c.cert_pem, "alice@example.org", "wonderland"), 235);
+    wait_until("the refusal logged", Duration::from_secs(5), || p.log_contains("accounts not reloaded"));
+    let log = p.log.lock().unwrap().join("\n");
+    assert!(log.contains("postmaster@example.org, postmaster@example.net would reach no account"), "{log}");
+    assert_eq!(log.matches("accounts not reloaded").count(), 1, "logged once per change: {log}");
+}
+
+#[test]
+fn an_accounts_file_the_user_cannot_read_stops_serve_at_start() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs the tests as root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "user = \"nobody\"");
+    open_up(dir.path());
+    let passwd = dir.path().join("passwd");
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp-std"));
+    cmd.current_dir(dir.path()).args(["serve", "--config", config.to_str().unwrap()]);
+    let out = run(&mut cmd, b"", Duration::from_secs(30));
+    assert_ne!(out.status, Some(0));
+    let err = &out.stderr;
+    assert!(
+        err.contains(&format!("the accounts file {}", passwd.display()))
+            && err.contains("owned by 0:0 mode=600")
+            && err.contains("as user nobody")
+            && err.contains("chown nobody:dovecot"),
+        "{err}"
+    );
+}

@@ -128,6 +128,9 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
     passwd::add_user(&accounts, &address, &hash::hash_password(&password))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     write_new(&config_path, &config, 0o644)?;
+    if let Some(user) = &args.user {
+        give_accounts_to(&accounts, user)?;
+    }
 
     let records = smtp_std::mta::auth::records::Records {
         domain: domain.to_owned(),
@@ -149,4 +152,20 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
     println!("  smtp-std serve --config {}", config_path.display());
     println!("Then check the records: smtp-std check --domain {domain} --selector {}", args.selector);
     Ok(())
+}
+
+/// The accounts file for the server's `user` (which re-reads it after dropping privileges)
+/// and Dovecot's auth (group `dovecot`, when that group exists): `user:dovecot`, 0640.
+fn give_accounts_to(path: &std::path::Path, user: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    let u = nix::unistd::User::from_name(user).ok().flatten().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--user {user}: no such user on this system"))
+    })?;
+    let group = nix::unistd::Group::from_name("dovecot").ok().flatten().map_or(u.gid, |g| g.gid);
+    nix::unistd::chown(path, Some(u.uid), Some(group))
+        .map_err(|e| std::io::Error::other(format!("chown {user} {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640))
 }

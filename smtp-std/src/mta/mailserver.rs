@@ -303,6 +303,13 @@ impl MailServer {
         if let Some(user) = &config.user {
             privileges::drop_to(user)?;
             tracing::info!(user, "running as {user}");
+            // It re-reads the accounts file when it changes (user add, del, passwd): as `user`.
+            privileges::check_readable(
+                &config.accounts,
+                user,
+                "the accounts file",
+                "chown {user}:dovecot {path}; chmod 640 {path}",
+            )?;
         }
         let _workers = match self.workers.take() {
             Some((ctx, n, scan)) => {

@@ -50,3 +50,23 @@ pub fn drop_to(name: &str) -> io::Result<()> {
         Err(io::Error::other(format!("dropping privileges to {name}: root could be taken back")))
     }
 }
+
+/// After the drop to `user`: `path` (when it exists) must be readable, or the server stops
+/// here with the file, its owner and mode, and `fix` (`{user}` and `{path}` filled in).
+pub fn check_readable(path: &Path, user: &str, what: &str, fix: &str) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::File::open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            let owner = std::fs::metadata(path)
+                .map(|m| format!("owned by {}:{} mode={:o}", m.uid(), m.gid(), m.mode() & 0o7777))
+                .unwrap_or_else(|_| "whose directory cannot be searched".to_owned());
+            let fix = fix.replace("{user}", user).replace("{path}", &path.display().to_string());
+            Err(io::Error::new(
+                e.kind(),
+                format!("{what} {} ({owner}) cannot be read as user {user}: {e}; fix: {fix}", path.display()),
+            ))
+        }
+    }
+}

@@ -83,10 +83,20 @@ const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 /// The accounts file, reloaded when it changes on disk (so `smtp-std user add` takes effect
 /// without a restart). A file that cannot be read again keeps the last good version.
-#[derive(Debug)]
 pub struct AccountsFile {
     path: Option<PathBuf>,
     state: Mutex<Loaded>,
+    /// What a reloaded file must pass to be taken ([`AccountsFile::check_reloads_with`]).
+    check: std::sync::OnceLock<ReloadCheck>,
+}
+
+/// A test of a reloaded accounts file: `Err(why)` keeps the last good version.
+type ReloadCheck = Box<dyn Fn(&PasswdFile) -> Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for AccountsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountsFile").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -106,13 +116,19 @@ impl AccountsFile {
     pub fn load(path: &Path) -> Result<Self, passwd::PasswdError> {
         let file = if path.exists() { PasswdFile::load(path)? } else { PasswdFile::default() };
         let loaded = Loaded { file: Arc::new(file), stamp: stamp(path), checked: Instant::now() };
-        Ok(Self { path: Some(path.to_owned()), state: Mutex::new(loaded) })
+        Ok(Self { path: Some(path.to_owned()), state: Mutex::new(loaded), check: Default::default() })
     }
 
     /// Fixed accounts, never reloaded.
     pub fn fixed(file: PasswdFile) -> Self {
         let loaded = Loaded { file: Arc::new(file), stamp: None, checked: Instant::now() };
-        Self { path: None, state: Mutex::new(loaded) }
+        Self { path: None, state: Mutex::new(loaded), check: Default::default() }
+    }
+
+    /// Takes a changed file only when `check` passes it; otherwise the last good version stays
+    /// and the log says why (once per change of the file). The first check set stays.
+    pub fn check_reloads_with(&self, check: impl Fn(&PasswdFile) -> Result<(), String> + Send + Sync + 'static) {
+        let _ = self.check.set(Box::new(check));
     }
 
     /// The current accounts (looked at on disk at most once a second).
@@ -123,11 +139,19 @@ impl AccountsFile {
                 state.checked = Instant::now();
                 let now = stamp(path);
                 if now != state.stamp {
-                    match PasswdFile::load(path) {
+                    // Looked at once per change: a refused or unreadable version is not read
+                    // (nor logged) again until the file changes once more.
+                    state.stamp = now;
+                    let loaded = PasswdFile::load(path).map_err(|e| e.to_string()).and_then(|file| {
+                        match self.check.get().map_or(Ok(()), |check| check(&file)) {
+                            Ok(()) => Ok(file),
+                            Err(why) => Err(format!("{}: {why}", path.display())),
+                        }
+                    });
+                    match loaded {
                         Ok(file) => {
                             tracing::info!(file = %path.display(), users = file.len(), "accounts reloaded");
                             state.file = Arc::new(file);
-                            state.stamp = now;
                         }
                         Err(e) => tracing::warn!("accounts not reloaded, keeping the last good version: {e}"),
                     }
@@ -162,9 +186,26 @@ fn split(address: &str) -> Option<(String, String)> {
 }
 
 impl Directory {
-    /// The directory of `domains` with these accounts.
+    /// The directory of `domains` with these accounts. From now on a changed accounts file is
+    /// taken only if `postmaster@` every domain still reaches someone (an emptied or cut file
+    /// would refuse all mail, postmaster's included): see [`Directory::unreachable_postmasters`].
     pub fn new(domains: Vec<DomainConfig>, accounts: Arc<AccountsFile>) -> Self {
+        let check =
+            Directory { domains: domains.clone(), accounts: Arc::new(AccountsFile::fixed(PasswdFile::default())) };
+        accounts.check_reloads_with(move |file| match check.unreachable_postmasters(file).as_slice() {
+            [] => Ok(()),
+            lost => Err(format!("{} would reach no account", lost.join(", "))),
+        });
         Self { domains, accounts }
+    }
+
+    /// `postmaster@` each domain that reaches no account with the accounts of `file`.
+    pub fn unreachable_postmasters(&self, file: &PasswdFile) -> Vec<String> {
+        self.domains
+            .iter()
+            .map(|d| format!("postmaster@{}", d.name))
+            .filter(|p| !self.resolve_in(file, p, true).is_deliverable())
+            .collect()
     }
 
     /// A directory with fixed account names and no passwords (for tests and examples).
@@ -209,13 +250,17 @@ impl Directory {
 
     /// The resolution, with or without the domain's catch-all.
     fn resolve_with(&self, address: &str, catch_all: bool) -> Resolution {
+        self.resolve_in(&self.accounts.current(), address, catch_all)
+    }
+
+    /// [`Directory::resolve_with`] with the accounts of `accounts`.
+    fn resolve_in(&self, accounts: &PasswdFile, address: &str, catch_all: bool) -> Resolution {
         let Some((local, domain)) = split(address) else {
             return Resolution::Unknown;
         };
         let Some(d) = self.domains.iter().find(|d| d.name == domain) else {
             return Resolution::Foreign;
         };
-        let accounts = self.accounts.current();
         let mut found = Found::default();
         let mut candidates = vec![local.as_str()];
         if let Some((base, _tag)) = local.split_once('+') {
@@ -224,13 +269,13 @@ impl Directory {
             }
         }
         for l in candidates {
-            if self.expand(&accounts, &format!("{l}@{domain}"), 0, &mut found) {
+            if self.expand(accounts, &format!("{l}@{domain}"), 0, &mut found) {
                 return found.resolution();
             }
         }
         if let Some(members) = d.catch_all.as_ref().filter(|_| catch_all) {
             for m in members {
-                self.expand(&accounts, m, 1, &mut found);
+                self.expand(accounts, m, 1, &mut found);
             }
             if !found.is_empty() {
                 return found.resolution();
