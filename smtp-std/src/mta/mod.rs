@@ -15,6 +15,7 @@
 //! | [`inbound`] | the SMTP decisions for mail from outside and from our accounts |
 //! | [`queue`] | the durable outbound queue: store, schedule, workers, delivery status reports |
 //! | [`deliver`] | delivery to the recipients' MX hosts (DNS, then the binding's client) |
+//! | [`stream`] | a spooled message read without holding it: its header block, CRLF lines |
 //! | [`srs`] | the Sender Rewriting Scheme for forwarded mail |
 //! | [`auth`] | SPF, DKIM, DMARC, DKIM signing, the DNS records to publish |
 //! | [`private`] | files 0600 and directories 0700 under `data_dir`, whatever the umask |
@@ -33,3 +34,4 @@ pub mod private;
 pub mod privileges;
 pub mod queue;
 pub mod srs;
+pub mod stream;

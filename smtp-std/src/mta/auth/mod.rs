@@ -29,6 +29,6 @@ pub mod dns;
 pub mod records;
 pub mod verify;
 
-pub use dkim::{sign, DkimAlgorithm, DkimKey};
+pub use dkim::{sign, sign_stream, DkimAlgorithm, DkimKey};
 pub use dns::{resolve_mx, Dns, DnsError, MxError, MxHost};
 pub use verify::{Action, Lookup, MailAuthPolicy, SpfCheck, Verdict, Verifier};

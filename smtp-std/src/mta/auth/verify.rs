@@ -2,8 +2,12 @@
 //! `Authentication-Results:` header (RFC 8601) and what to do with the message.
 
 use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::IpAddr;
 use std::time::Duration;
+
+use mail_auth::common::crypto::{HashAlgorithm, HashContext, HashImpl, Sha1, Sha256};
+use mail_auth::dkim::canonicalize::BodyHasher;
 
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy;
@@ -16,6 +20,7 @@ use mail_auth::{
 
 use super::dns::{Dns, DnsError};
 use crate::handler::Session;
+use crate::mta::stream::{read_header_block, MAX_HEADER_BLOCK};
 
 /// Bound on all the lookups for one check (SPF at MAIL, or DKIM + DMARC at the end of DATA);
 /// past it the check is a temporary failure.
@@ -268,6 +273,38 @@ impl Verifier {
     /// Alignment in relaxed mode compares domains exactly (no public suffix list): a
     /// subdomain's signature does not align with its parent domain (stricter, never laxer).
     pub fn verify(&self, spf: &SpfCheck, message: &[u8]) -> Verdict {
+        let mut reader = message;
+        self.verify_spooled(spf, &mut reader).unwrap_or_else(|e| Verdict {
+            action: Action::Junk,
+            header: String::new(),
+            reason: format!("message not readable: {e}"),
+        })
+    }
+
+    /// [`Verifier::verify`] of the message `content` reads (a spooled file), without holding
+    /// it: the header block is read into memory (at most [`MAX_HEADER_BLOCK`]), the body is
+    /// streamed through the hashes its DKIM (and ARC) signatures need. A header block past the
+    /// limit is checked as far as it was read, and its signatures' body hashes are not
+    /// computed (they fail). Errors: reading `content` failed.
+    pub fn verify_spooled(&self, spf: &SpfCheck, content: &mut dyn Read) -> io::Result<Verdict> {
+        let mut reader = BufReader::with_capacity(64 * 1024, content);
+        let block = read_header_block(&mut reader, MAX_HEADER_BLOCK)?;
+        let mut msg = AuthenticatedMessage::parse(&block.bytes);
+        if let Some(msg) = msg.as_mut() {
+            if block.cut {
+                tracing::warn!(limit = MAX_HEADER_BLOCK, "header block too long: its DKIM signatures cannot pass");
+                for (_, _, _, bh) in &mut msg.body_hashes {
+                    bh.clear();
+                }
+            } else {
+                body_hashes(msg, &mut reader)?;
+            }
+        }
+        Ok(self.verify_parsed(spf, msg))
+    }
+
+    /// The checks on a parsed message (`None`: its header could not be parsed).
+    fn verify_parsed(&self, spf: &SpfCheck, msg: Option<AuthenticatedMessage<'_>>) -> Verdict {
         let helo_domain = spf.helo.trim_end_matches('.');
         let results = AuthenticationResults::new(&self.hostname);
         // RFC 8601 §2.7.2: the property names the identity SPF checked, the HELO name for a
@@ -281,7 +318,7 @@ impl Verifier {
         if let Some(t) = &spf.temporary {
             return Verdict { action: Action::TempFail(Lookup::Spf), header: String::new(), reason: t.clone() };
         }
-        let Some(msg) = AuthenticatedMessage::parse(message) else {
+        let Some(msg) = msg else {
             head.push_str(";\r\n\tdkim=none;\r\n\tdmarc=permerror (message header not parsable)");
             return Verdict {
                 action: Action::Junk,
@@ -357,5 +394,96 @@ impl Verifier {
             Err(DnsError::Temporary(e)) => Some(format!("DMARC lookup for {}: {e}", dmarc.domain())),
             _ => None,
         }
+    }
+}
+
+/// The body hash of one DKIM or ARC signature, computed as the body streams.
+enum Hasher {
+    Sha1(BodyHasher<<Sha1 as HashImpl>::Context>),
+    Sha256(BodyHasher<<Sha256 as HashImpl>::Context>),
+}
+
+/// Computes the body hashes `msg` (parsed from the header block alone) asks for over the
+/// body `reader` gives, one read of it for all of them.
+fn body_hashes(msg: &mut AuthenticatedMessage<'_>, reader: &mut impl BufRead) -> io::Result<()> {
+    if msg.body_hashes.is_empty() {
+        return Ok(());
+    }
+    let mut hashers: Vec<Hasher> = msg
+        .body_hashes
+        .iter()
+        .map(|(cb, ha, l, _)| match ha {
+            HashAlgorithm::Sha1 => Hasher::Sha1(BodyHasher::new(Sha1::hasher(), *cb, *l)),
+            HashAlgorithm::Sha256 => Hasher::Sha256(BodyHasher::new(Sha256::hasher(), *cb, *l)),
+        })
+        .collect();
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        for h in &mut hashers {
+            match h {
+                Hasher::Sha1(h) => h.write(chunk),
+                Hasher::Sha256(h) => h.write(chunk),
+            }
+        }
+        let n = chunk.len();
+        reader.consume(n);
+    }
+    for ((_, _, _, bh), h) in msg.body_hashes.iter_mut().zip(hashers) {
+        *bh = match h {
+            Hasher::Sha1(h) => h.finish().0.complete().as_ref().to_vec(),
+            Hasher::Sha256(h) => h.finish().0.complete().as_ref().to_vec(),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body hashes of `message` as mail-auth computes them over the whole message, and as
+    /// [`verify_spooled`](Verifier::verify_spooled) computes them from the header block and
+    /// the streamed body.
+    fn both(message: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let whole = AuthenticatedMessage::parse(message).unwrap();
+        let mut reader = BufReader::with_capacity(7, message);
+        let block = read_header_block(&mut reader, MAX_HEADER_BLOCK).unwrap();
+        let mut streamed = AuthenticatedMessage::parse(&block.bytes).unwrap();
+        body_hashes(&mut streamed, &mut reader).unwrap();
+        let hashes = |m: &AuthenticatedMessage<'_>| m.body_hashes.iter().map(|h| h.3.clone()).collect();
+        (hashes(&whole), hashes(&streamed))
+    }
+
+    #[test]
+    fn streamed_body_hashes_are_mail_auths() {
+        let signatures =
+            "DKIM-Signature: v=1; a=rsa-sha256; c=simple/simple; d=a.test; s=s; h=from; bh=AAAA; b=AAAA\r\n\
+             DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=a.test; s=s; h=from; bh=AAAA; b=AAAA\r\n\
+             DKIM-Signature: v=1; a=rsa-sha1; c=relaxed/simple; d=a.test; s=s; h=from; bh=AAAA; b=AAAA\r\n\
+             DKIM-Signature: v=1; a=rsa-sha1; c=simple/relaxed; d=a.test; s=s; h=from; bh=AAAA; b=AAAA\r\n";
+        let bodies: [&[u8]; 7] = [
+            b"",
+            b"\r\n",
+            b"hello\r\n",
+            b"a  b \t\r\n\r\n\r\n",
+            b" lead\r\ntrail \r\n\r\nx\r\n\r\n",
+            b"no final line end",
+            b"bare\nlf\r\n",
+        ];
+        for body in bodies {
+            let message = [signatures.as_bytes(), b"From: a@a.test\r\n\r\n", body].concat();
+            let (whole, streamed) = both(&message);
+            assert_eq!(whole.len(), 4);
+            assert_eq!(whole, streamed, "{:?}", String::from_utf8_lossy(body));
+        }
+        // A long body, in many reads.
+        let body: Vec<u8> =
+            (0..200_000u32).map(|i| if i % 77 == 76 { b'\n' } else { b"a \t"[(i % 3) as usize] }).collect();
+        let message = [signatures.as_bytes(), b"From: a@a.test\r\n\r\n", &body].concat();
+        let (whole, streamed) = both(&message);
+        assert_eq!(whole, streamed);
     }
 }

@@ -405,10 +405,16 @@ impl Queue {
     /// Queues `message` for `entry` (its id is set): one file, fsynced, then its directory.
     /// When this returns `Ok`, the entry survives a crash.
     pub fn submit(&self, entry: &mut Entry, message: &[u8]) -> io::Result<String> {
+        self.submit_from(entry, message.len() as u64, &mut &message[..])
+    }
+
+    /// [`Queue::submit`] of a message that streams from `message`: exactly `len` octets of
+    /// it (fewer is an error, and nothing is queued). Only a buffer is held in memory.
+    pub fn submit_from(&self, entry: &mut Entry, len: u64, message: &mut dyn Read) -> io::Result<String> {
         let mut tries = 0;
         loop {
             let id = Self::new_id(SystemTime::now());
-            match self.write_entry(&id, entry, message) {
+            match self.write_entry(&id, entry, len, message) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
                 Err(e) => return Err(e),
                 Ok(()) => return Ok(id),
@@ -418,18 +424,18 @@ impl Queue {
 
     /// Writes entry `id` (a new file; the entry's id is set to `id`) and flushes it and
     /// `entries/`. On failure, nothing of it is left.
-    fn write_entry(&self, id: &str, entry: &mut Entry, message: &[u8]) -> io::Result<()> {
+    fn write_entry(&self, id: &str, entry: &mut Entry, len: u64, message: &mut dyn Read) -> io::Result<()> {
         let path = self.entry_path(id);
         let mut file = crate::mta::private::create_new(&path).map_err(|e| with_path(&path, e))?;
         entry.id = id.to_owned();
         let mut write = || -> io::Result<()> {
             let envelope = toml::to_string(entry).map_err(io::Error::other)?;
-            let first = format!("{MAGIC} {} {}\n", envelope.len(), message.len());
+            let first = format!("{MAGIC} {} {len}\n", envelope.len());
             let mut head = Vec::with_capacity(first.len() + envelope.len());
             head.extend_from_slice(first.as_bytes());
             head.extend_from_slice(envelope.as_bytes());
             file.write_all(&head)?;
-            file.write_all(message)?;
+            copy_exactly(message, &mut file, len)?;
             file.sync_all()?;
             self.entries_sync.sync(&self.root.join("entries"))
         };
@@ -583,7 +589,7 @@ impl Queue {
             // A conversion a crash cut short is done again.
             let _ = fs::remove_file(self.entry_path(&name));
             let _ = fs::remove_file(self.state_path(&name));
-            self.write_entry(&name, &mut entry, &message)?;
+            self.write_entry(&name, &mut entry, message.len() as u64, &mut &message[..])?;
             tracing::info!(id = name, "queue entry converted to the one-file layout");
             fs::remove_file(&env_path).map_err(|e| with_path(&env_path, e))?;
             let _ = fs::remove_file(&msg_path);
@@ -598,6 +604,33 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// Copies exactly `len` octets of `from` into `to`, in large writes (a small message in one).
+fn copy_exactly(from: &mut dyn Read, to: &mut File, len: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; len.clamp(1, 256 * 1024) as usize];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let mut filled = 0;
+        while filled < want {
+            match from.read(&mut buf[filled..want]) {
+                Ok(0) => {
+                    let got = len - left + filled as u64;
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the message ended after {got} of {len} octets"),
+                    ));
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        to.write_all(&buf[..filled])?;
+        left -= filled as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
