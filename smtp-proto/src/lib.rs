@@ -91,7 +91,9 @@
 //! - **SMTP smuggling**: only `CRLF . CRLF` ends a message, at any split of the input. A bare
 //!   CR or LF in content is rejected by default (`550 5.5.2` once, after the real end; the
 //!   session never goes back to commands mid-message), or passed through unchanged by policy.
-//!   See [`data`].
+//!   See [`data`]. BDAT content is held to the same policy, at any chunking (`550 5.5.2` to the
+//!   chunk where the bare CR or LF shows; the rest of the transaction's chunks are consumed and
+//!   answered `503 5.5.1`).
 //! - **STARTTLS command injection** (CVE-2011-0411): plaintext after the STARTTLS line is
 //!   discarded and reported ([`server::Event::PlaintextDiscarded`]), never executed; after the
 //!   handshake the session starts over before EHLO.

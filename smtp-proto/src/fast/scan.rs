@@ -1,4 +1,5 @@
-//! The block scan shared by both directions: skips canonical text, a block at a time.
+//! The block scan shared by both directions (and the BDAT bare CR/LF check,
+//! `data::BareCheck`): skips canonical text, a block at a time.
 //!
 //! Canonical text is what neither side has to touch: every CR is followed by LF, every LF is
 //! preceded by CR, and no line starts with `.`. Each of these is a property of a *pair* of

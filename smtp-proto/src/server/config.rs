@@ -94,7 +94,7 @@ pub struct Config {
     pub max_errors: u32,
     /// NOOP, RSET, VRFY, EXPN, HELP, HELO/EHLO beyond this many count as errors.
     pub max_junk_commands: u32,
-    /// Bare CR / bare LF in message content and in command lines.
+    /// Bare CR / bare LF in message content (DATA and BDAT alike) and in command lines.
     pub bare_line_endings: BarePolicy,
     /// Bytes fed before the greeting is a synchronisation error (`554 5.5.0`, close).
     pub reject_early_talkers: bool,

@@ -45,7 +45,9 @@ pub enum Event<'b> {
         /// `true` for BDAT (CHUNKING).
         chunked: bool,
     },
-    /// Message content, dot-unstuffed (DATA) or raw (BDAT), borrowed from the input.
+    /// Message content, dot-unstuffed (DATA) or raw (BDAT), borrowed from the input. Content
+    /// of a message that is then refused is followed by [`Event::DataAborted`] instead of
+    /// [`Event::DataEnd`].
     Data(&'b [u8]),
     /// The message ended. **Decision**: accept only once the message is safely stored (`250`);
     /// with LMTP, one decision per accepted recipient, in RCPT order.
@@ -53,7 +55,12 @@ pub enum Event<'b> {
         /// Octets of content.
         size: u64,
     },
-    /// The message was refused after its real end; the core already replied.
+    /// The message was refused (size limit, text line limit, or a bare CR or LF under
+    /// [`BarePolicy::Reject`](crate::data::BarePolicy::Reject)) and the core already replied;
+    /// discard the content received so far. DATA: after the real end of the content, which
+    /// the core reads on to. BDAT: at the end of the chunk where the problem showed (that
+    /// BDAT's reply); the transaction is over, and the BDATs of it that the client already
+    /// sent are consumed and answered `503 5.5.1`.
     DataAborted {
         /// Why.
         error: DataError,

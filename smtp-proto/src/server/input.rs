@@ -105,20 +105,36 @@ impl<B: Buffers> Server<B> {
         self.state = State::Bdat { remaining: size, last, discard };
     }
 
+    /// BDAT content: passed through raw, counted against the size limit and, under
+    /// [`BarePolicy::Reject`], checked for bare CR and LF as DATA content is. A chunk is always
+    /// consumed whole (its octet count keeps the session in sync); after a violation nothing
+    /// more of it is passed on, and the chunk's reply, at its end, refuses the message
+    /// ([`Event::DataAborted`], the transaction dropped: the BDATs that follow get `503`).
+    /// Under `Reject`, a CR at the end of the input inside a chunk is left unconsumed until
+    /// the octet after it arrives.
     pub(super) fn bdat<'b>(&mut self, input: &'b [u8]) -> (usize, Step<'b>) {
         let State::Bdat { remaining, last, discard } = &mut self.state else {
             return (0, Step::Again);
         };
         if *remaining == 0 {
-            let (last, discard) = (*last, *discard);
+            let (last, mut discard) = (*last, *discard);
             self.state = State::Command;
             self.hold = None;
+            if discard == Discard::No && last && self.tx.is_some_and(|t| t.bare.holds_cr()) {
+                // The content ends with a CR: no LF can follow it any more.
+                discard = Discard::Bare;
+            }
             let step = match discard {
                 Discard::Refused => Step::Again,
                 Discard::TooBig => {
                     self.tx = None;
                     self.fail(Reply::TOO_BIG.with_text("Chunk exceeds message size limit"));
                     Step::Done(Progress::Event(Event::DataAborted { error: DataError::TooBig }))
+                }
+                Discard::Bare => {
+                    self.tx = None;
+                    self.fail(Reply::BARE_LINE_ENDING);
+                    Step::Done(Progress::Event(Event::DataAborted { error: DataError::BareLineEnding }))
                 }
                 Discard::No if last => Step::Done(self.data_end(self.tx.map_or(0, |t| t.size))),
                 Discard::No => {
@@ -130,7 +146,17 @@ impl<B: Buffers> Server<B> {
             };
             return (0, step);
         }
-        let n = (*remaining).min(input.len() as u64) as usize;
+        // This call's part of the chunk.
+        let full = (*remaining).min(input.len() as u64) as usize;
+        let reject = self.config.bare_line_endings == BarePolicy::Reject;
+        let mut n = full;
+        if reject && *discard == Discard::No && (full as u64) < *remaining && input.last() == Some(&b'\r') {
+            // A CR that ends the input but not the chunk: whether it is bare shows at the next
+            // octet. It stays unconsumed until that arrives, so that what is passed on does not
+            // depend on how the input was split (a bare CR is never passed on; a CR ending a
+            // chunk is, with its chunk, and judged by the next chunk's first octet).
+            n -= 1;
+        }
         if n == 0 {
             return (0, Step::Done(Progress::NeedInput));
         }
@@ -144,6 +170,21 @@ impl<B: Buffers> Server<B> {
                 if n as u64 > room {
                     keep = room as usize;
                     *discard = Discard::TooBig;
+                }
+                if reject {
+                    // Up to one octet past the limit: a bare LF there, or a bare CR just
+                    // before it, is found first, as the DATA decoder finds it. (A CR that is
+                    // itself past the limit is refused as too big: whether it is bare shows
+                    // only at the next octet, maybe in the next chunk, after this chunk's
+                    // reply.) The window may end with the CR left unconsumed: it tells whether
+                    // a CR before it is bare, and is checked again with what follows it.
+                    let window = &input[..full.min(keep + 1)];
+                    if let Some(p) = tx.bare.check(window) {
+                        keep = p;
+                        *discard = Discard::Bare;
+                    } else if window.len() > n {
+                        tx.bare = BareCheck::default();
+                    }
                 }
                 tx.size += keep as u64;
             }

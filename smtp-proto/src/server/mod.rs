@@ -50,7 +50,7 @@ pub use events::{ApiMisuse, Event, HeloKind, Input, Progress};
 use core::fmt::Write as _;
 use core::time::Duration;
 
-use crate::data::{BarePolicy, DataDecoder, DataError};
+use crate::data::{BareCheck, BarePolicy, DataDecoder, DataError};
 use crate::parse::{parse_command_line, Body, Command, CommandError, ForwardPath, MailParams, RcptParams, ReversePath};
 use crate::reply::{BufferTooSmall, Reply};
 use crate::sasl::{self, Credentials, Mechanism};
@@ -96,6 +96,8 @@ struct Transaction {
     chunked: bool,
     /// Octets received so far (BDAT).
     size: u64,
+    /// BDAT content under [`BarePolicy::Reject`]: the bare CR/LF check, carried across chunks.
+    bare: BareCheck,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +128,9 @@ enum Discard {
     Refused,
     /// Drop it: over the size limit.
     TooBig,
+    /// Drop it: a bare CR or LF under [`BarePolicy::Reject`] (in this chunk, or the CR that
+    /// ended the chunk before).
+    Bare,
 }
 
 /// A server session. See the [module docs](self) for the run loop, and [`Buffers`] for where
@@ -514,7 +519,14 @@ impl<B: Buffers> Server<B> {
             }
             Pending::Mail { smtputf8, body } => {
                 self.write(reply)?;
-                self.tx = Some(Transaction { smtputf8, body, recipients: 0, chunked: false, size: 0 });
+                self.tx = Some(Transaction {
+                    smtputf8,
+                    body,
+                    recipients: 0,
+                    chunked: false,
+                    size: 0,
+                    bare: BareCheck::default(),
+                });
             }
             Pending::Rcpt => {
                 self.write(reply)?;
