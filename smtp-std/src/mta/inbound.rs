@@ -194,22 +194,19 @@ impl InboundHandler {
     fn end(&mut self, session: &Session, mut d: Delivery, copies: Vec<Copy>) -> Decision {
         let name = d.name().to_owned();
         let mut header = String::new();
-        let mut content: Option<Vec<u8>> = None;
+        let content: Option<Vec<u8>> = None;
         let mut folder = None;
         let mut reason = String::new();
         if let (Some(auth), Some(spf)) = (self.mail_auth.clone(), self.spf.take()) {
             use crate::mta::auth::Action;
-            let c = match d.read_back(auth.max_message_size) {
-                Ok(c) => c,
-                Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-                    return Decision::reply(552, Some((5, 3, 4)), "Message too big to authenticate");
-                }
+            // The spooled message streams through the checks: only its header block is held.
+            let verdict = match d.content().and_then(|mut f| auth.verifier.verify_spooled(&spf, &mut f)) {
+                Ok(v) => v,
                 Err(e) => {
-                    tracing::error!("cannot read the message back: {e}");
+                    tracing::error!(id = name, "cannot read the spooled message back: {e}");
                     return Reply::LOCAL_ERROR.into();
                 }
             };
-            let verdict = auth.verifier.verify(&spf, &c);
             match verdict.action {
                 Action::TempFail(lookup) => {
                     tracing::warn!(id = name, reason = verdict.reason, ?lookup, "DNS failure: message deferred");
@@ -224,7 +221,6 @@ impl InboundHandler {
             }
             header = verdict.header;
             reason = verdict.reason;
-            content = Some(c);
         }
         if let Route::Accounts { store, .. } = &self.policy.route {
             if let Store::Lmtp { target, options, .. } = &**store {

@@ -148,14 +148,25 @@ fn store_into(
         let mut dirs = copy.maildirs.iter();
         let Some(dir) = dirs.next() else { continue };
         let dest = target(dir)?;
-        let name = name.get_or_insert_with(|| dest.unique_name()).clone();
-        let path = if let Some(d) = spool.take() {
+        let mut name = name.get_or_insert_with(|| dest.unique_name()).clone();
+        let path = if let Some(mut d) = spool.take() {
             let p = match content {
                 Some(c) => d.commit_with(prefix.as_bytes(), c, dest.path())?,
                 None if header.is_empty() => d.commit_into(dest.path())?,
-                None => return Err(io::Error::other("a header to add needs the content read back")),
+                None => {
+                    // Header fields to add: a new file of the prefix, those fields and the
+                    // spooled content as it streams; the spool file goes when `d` does.
+                    let fresh = dest.unique_name();
+                    let p = dest.write_message(&fresh, &mut prefix.as_bytes().chain(d.content()?))?;
+                    name = fresh;
+                    p
+                }
             };
-            let offset = if content.is_some() { prefix.len() as u64 } else { first.as_ref().map_or(0, |f| f.1) };
+            let offset = if content.is_some() || !header.is_empty() {
+                prefix.len() as u64
+            } else {
+                first.as_ref().map_or(0, |f| f.1)
+            };
             first = Some((p.clone(), offset));
             p
         } else {
