@@ -428,7 +428,7 @@ try:
 except smtplib.SMTPAuthenticationError as e:
     assert e.smtp_code == 535, e
 s.login("alice@example.org", "wonderland")
-s.sendmail("alice@example.org", ["bob@example.org"], b"Subject: from alice\r\n\r\nhi bob\r\n")
+s.sendmail("alice@example.org", ["bob@example.org"], b"From: alice@example.org\r\nSubject: from alice\r\n\r\nhi bob\r\n")
 s.quit()
 "#,
         ca = c.cert_pem,

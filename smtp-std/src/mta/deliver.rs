@@ -506,36 +506,14 @@ fn set_status(
 
 pub use crate::client::to_crlf;
 
-/// The domain of the first address in the message's `From:` header field, if it has one.
+/// The domain of the first mailbox of the message's first `From:` header field, if it has one
+/// ([`crate::mta::address`]: a comment or a display name is never taken for it).
 pub fn from_header_domain(message: &[u8]) -> Option<String> {
-    let end = find(message, b"\r\n\r\n").map_or(message.len(), |e| e + 2);
-    let head = String::from_utf8_lossy(&message[..end]);
-    let mut value: Option<String> = None;
-    for line in head.split("\r\n") {
-        if let Some(v) = value.as_mut() {
-            if line.starts_with([' ', '\t']) {
-                v.push_str(line);
-                continue;
-            }
-            break;
-        }
-        if let Some((name, rest)) = line.split_once(':') {
-            if name.trim_end().eq_ignore_ascii_case("from") {
-                value = Some(rest.to_owned());
-            }
-        }
-    }
-    let value = value?;
-    // `Name <a@b>` or a bare `a@b`; the first address of a list.
-    let addr = match value.find('<') {
-        Some(s) => value[s + 1..].split('>').next().unwrap_or_default().to_owned(),
-        None => value.split(',').next().unwrap_or_default().trim().to_owned(),
-    };
-    domain_of(addr.trim())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    use crate::mta::header::{read_fields, MAX_HEADER_SECTION};
+    let fields = read_fields(message, &["From"], MAX_HEADER_SECTION).ok()?;
+    let value = std::str::from_utf8(&fields.first()?.value).ok()?;
+    let mailboxes = crate::mta::address::parse_address_list(value).ok()?;
+    Some(mailboxes.first()?.domain.clone())
 }
 
 /// Normalises the line ends of `message` ([`to_crlf`]) and prepends a DKIM signature made with
@@ -559,6 +537,8 @@ mod tests {
         assert_eq!(from_header_domain(m).as_deref(), Some("example.org"));
         assert_eq!(from_header_domain(b"FROM :\r\n a@b.test\r\n\r\n").as_deref(), Some("b.test"));
         assert_eq!(from_header_domain(b"To: a@b\r\n\r\nFrom: c@d\r\n"), None);
+        let tricky = b"From: \"x <y@b.test>\" (<z@c.test>) <me@A.test>\nTo: t@t.test\n\n";
+        assert_eq!(from_header_domain(tricky).as_deref(), Some("a.test"));
         assert_eq!(domain_of("a@b@C.test."), Some("c.test".into()));
         assert_eq!(domain_of("postmaster"), None);
     }

@@ -5,7 +5,10 @@
 //! content streams into a spool file (never whole in memory), with our `Received:` on top.
 //! At the end of DATA, for mail from outside, SPF (checked at MAIL), DKIM and DMARC give the
 //! `Authentication-Results:` header and the folder (`.Junk` for DMARC `p=quarantine`), or a
-//! refusal. Then every mailbox gets its copy, each fsynced, before the `250`:
+//! refusal. For an authenticated session (submission), the end of data first checks that every
+//! sender the message names (every mailbox of every `From:`, `Sender:`) is the user's
+//! ([`crate::mta::sender`]; MAIL FROM is checked at MAIL): if not, nothing is stored, queued or
+//! signed. Then every mailbox gets its copy, each fsynced, before the `250`:
 //!
 //! - **Maildir** ([`Store::Maildirs`]): `<root>/<domain>/<local>/`, created on first delivery.
 //!   Final delivery puts `Return-Path: <sender>` (RFC 5321 §4.4) and one `Delivered-To:` per
@@ -255,6 +258,31 @@ impl InboundHandler {
 }
 
 impl InboundHandler {
+    /// For an authenticated session: the refusal when the `From:` and `Sender:` fields of the
+    /// spooled message name anyone but the user ([`crate::mta::sender`]; the envelope sender
+    /// was checked at MAIL). `None`: it may go on (or there are no accounts to check against).
+    fn sender_refused(&self, session: &Session, d: &mut Delivery) -> Option<Decision> {
+        let (Some(user), Route::Accounts { directory, .. }) = (&session.user, &self.policy.route) else {
+            return None;
+        };
+        let refusal = match d.content() {
+            Ok(content) => crate::mta::sender::check(directory, user, content).err()?,
+            Err(e) => crate::mta::sender::Refusal::Header(e.into()),
+        };
+        match &refusal {
+            crate::mta::sender::Refusal::Header(crate::mta::header::HeaderError::Io(e)) => {
+                tracing::error!(id = d.name(), user, "cannot read the spooled message: {e}");
+            }
+            r => tracing::info!(
+                id = d.name(),
+                user,
+                from = session.envelope.mail_from.as_deref().unwrap_or(""),
+                "submission refused: {r}"
+            ),
+        }
+        Some(refusal.reply())
+    }
+
     /// `RCPT TO:<SRS0=...@ours>`: a bounce (or reply) to mail we forwarded goes back to the
     /// original sender, if the address is ours, intact and not too old.
     fn srs_bounce(&mut self, directory: &Directory, out: &Outgoing, address: &str) -> Decision {
@@ -299,14 +327,8 @@ impl InboundHandler {
         let mut entries: Vec<(crate::mta::queue::Entry, Option<Vec<u8>>)> = Vec::new();
         if !self.remote.is_empty() {
             let mut signed = None;
-            if let (Some(user), Route::Accounts { directory, .. }) = (&session.user, &self.policy.route) {
-                if let Some(header) = header_from(&content) {
-                    if !directory.owns(user, &header) {
-                        tracing::info!(user, from = header, "From: not owned");
-                        let text = format!("From: <{}> rejected: not owned by user {}", clean(&header), clean(user));
-                        return Err(Decision::reply(553, Some((5, 7, 1)), text));
-                    }
-                }
+            if let (Some(_), Route::Accounts { .. }) = (&session.user, &self.policy.route) {
+                // Its senders were checked in `data_end` (`sender_refused`).
                 signed = (out.sign)(&content);
             }
             let mut entry = crate::mta::queue::Entry::new(from, self.remote.clone(), now);
@@ -433,33 +455,6 @@ fn temp_fail_reply(lookup: crate::mta::auth::Lookup) -> Decision {
         Lookup::Dmarc => "DMARC policy not available: temporary DNS failure, try again later",
     };
     Decision::reply(451, Some(lookup.status()), text)
-}
-
-/// The address in the `From:` header field of `message` (the first one; lower-cased domain
-/// kept as written), if there is one.
-pub fn header_from(message: &[u8]) -> Option<String> {
-    let end = message.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(message.len().min(1 << 20));
-    let head = String::from_utf8_lossy(&message[..end]);
-    let mut value: Option<String> = None;
-    for line in head.split("\r\n") {
-        match &mut value {
-            Some(v) if line.starts_with([' ', '\t']) => v.push_str(line),
-            Some(_) => break,
-            None => {
-                if let Some((name, rest)) = line.split_once(':') {
-                    if name.trim().eq_ignore_ascii_case("from") {
-                        value = Some(rest.to_owned());
-                    }
-                }
-            }
-        }
-    }
-    let v = value?;
-    let addr = match (v.rfind('<'), v.rfind('>')) {
-        (Some(a), Some(b)) if a < b => v[a + 1..b].to_owned(),
-        _ => v.split(',').next().unwrap_or("").trim().to_owned(),
-    };
-    addr.contains('@').then(|| addr.trim().to_owned())
 }
 
 /// NOTIFY flags as the words the queue stores.
@@ -622,6 +617,11 @@ impl Handler for InboundHandler {
         let Some((mut d, copies)) = self.current.take() else {
             return Reply::LOCAL_ERROR.into();
         };
+        // Submission: every sender the message names must be the user's, before any copy,
+        // queue entry or signature is made (the spool file goes with `d`).
+        if let Some(refusal) = self.sender_refused(session, &mut d) {
+            return refusal;
+        }
         // Recipients elsewhere: the message (signed) into the queue first; if the local copies
         // then fail, the entry is taken out again and the client tries later.
         let queued = match self.enqueue(session, &mut d) {

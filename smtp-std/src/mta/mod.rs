@@ -13,6 +13,8 @@
 //! | [`accounts`] | users (Dovecot passwd-file, hashed), aliases, subaddressing, catch-all: [`accounts::Directory::resolve`] |
 //! | [`mailbox`], [`maildir`] | local delivery: a Maildir per account, or LMTP to Dovecot |
 //! | [`inbound`] | the SMTP decisions for mail from outside and from our accounts |
+//! | [`sender`] | sender ownership of submitted mail: MAIL FROM, every `From:`, `Sender:` |
+//! | [`header`], [`address`] | a message's header fields from its spool file; RFC 5322 address lists |
 //! | [`queue`] | the durable outbound queue: store, schedule, workers, delivery status reports |
 //! | [`deliver`] | delivery to the recipients' MX hosts (DNS, then the binding's client) |
 //! | [`stream`] | a spooled message read without holding it: its header block, CRLF lines |
@@ -23,9 +25,11 @@
 //! | [`mailserver`] | all of it put together: listeners, handler, queue workers, signals |
 
 pub mod accounts;
+pub mod address;
 pub mod auth;
 pub mod config;
 pub mod deliver;
+pub mod header;
 pub mod inbound;
 pub mod mailbox;
 pub mod maildir;
@@ -33,5 +37,6 @@ pub mod mailserver;
 pub mod private;
 pub mod privileges;
 pub mod queue;
+pub mod sender;
 pub mod srs;
 pub mod stream;
