@@ -82,14 +82,14 @@ impl Options {
     }
 
     /// TLS certificate and key: offers STARTTLS on plain listeners and allows
-    /// [`Server::listen_tls`] (implicit TLS).
+    /// [`Server::listen_tls`](crate::Server::listen_tls) (implicit TLS).
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
         self.config.capabilities.starttls = true;
         self
     }
 
-    /// Every listener added with [`Server::listen`] speaks implicit TLS (smtp-server `secure`,
+    /// Every listener added with [`Server::listen`](crate::Server::listen) speaks implicit TLS (smtp-server `secure`,
     /// RFC 8314 port 465). Needs [`Options::tls`].
     pub fn secure(mut self, secure: bool) -> Self {
         self.secure = secure;
@@ -97,7 +97,7 @@ impl Options {
     }
 
     /// SASL mechanisms to offer (AUTH); the core runs PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER and
-    /// passes the credentials to [`Handler::auth`].
+    /// passes the credentials to [`Handler::auth`](crate::Handler::auth).
     pub fn auth_mechanisms(mut self, mechanisms: AuthMechanisms) -> Self {
         self.config.capabilities.auth = mechanisms;
         self
@@ -176,7 +176,7 @@ impl Options {
     /// Stack size of each session thread, in bytes (at least 64 KiB). Default
     /// [`DEFAULT_SESSION_STACK`] (512 KiB). A stack costs memory only where it is touched, but
     /// its whole size is reserved: 10,000 sessions at the platform's 2 MiB are 20 GB of address
-    /// space (and of commit charge where overcommit is strict). Raise it if your [`Handler`]
+    /// space (and of commit charge where overcommit is strict). Raise it if your [`Handler`](crate::Handler)
     /// recurses deeply or keeps large values on the stack: a stack overflow aborts the process.
     pub fn session_stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes.max(64 * 1024);
@@ -195,7 +195,7 @@ impl Options {
     /// wakes up for a round trip when a busy server's threads find input waiting). A delay
     /// keeps a session on its thread for that long first: a thread per talking session, each
     /// woken by its own client. `None`: every session keeps its thread to its end, and one
-    /// thread per listener accepts. Sessions are never parked in a [`Handler`] call: a handler
+    /// thread per listener accepts. Sessions are never parked in a [`Handler`](crate::Handler) call: a handler
     /// may block as long as it needs, and the others are served meanwhile on other threads.
     pub fn park_idle_sessions_after(mut self, after: Option<Duration>) -> Self {
         self.park_after = after;

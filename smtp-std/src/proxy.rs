@@ -1,8 +1,8 @@
 //! The PROXY protocol (HAProxy's `send-proxy` / `send-proxy-v2`) in front of the server.
 //!
-//! A connection from one of the networks given to [`Options::proxy_from`] must start with a
+//! A connection from one of the networks given to [`Options::proxy_from`](crate::Options::proxy_from) must start with a
 //! PROXY header, v1 or v2 ([`smtp_proto::proxy`] parses it), within the
-//! [`Options::proxy_timeout`] deadline, before the greeting. The session then sees the client
+//! [`Options::proxy_timeout`](crate::Options::proxy_timeout) deadline, before the greeting. The session then sees the client
 //! address it carries as [`Session::peer`](crate::Session::peer) (and the address the client
 //! connected to as `local`): the `Received:` header, SPF, the handler's hooks and the logs
 //! name the real client. A LOCAL (health check) or UNKNOWN header keeps the connection's own
