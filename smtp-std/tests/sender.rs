@@ -54,11 +54,10 @@ impl Submission {
             queue: Queue::open(dir.path().join("queue")).unwrap(),
             notify: Box::new(|_| {}),
             first_attempt_after: std::time::Duration::ZERO,
-            sign: Box::new(move |_| {
+            sign: Box::new(move |_, _| {
                 count.fetch_add(1, Ordering::SeqCst);
                 None
             }),
-            max_message_size: 1 << 20,
             srs_secret: vec![7; 32],
         };
         let route = Route::Accounts { directory, store: Arc::new(Store::Maildirs(dir.path().join("mailboxes"))) };

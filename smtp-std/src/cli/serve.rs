@@ -243,14 +243,9 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--dns-timeout must be > 0"));
         }
         let timeout = Duration::from_secs_f64(args.dns_timeout);
-        let policy = smtp_std::mta::mailserver::mail_auth_policy(
-            &hostname,
-            args.dns,
-            timeout,
-            &args.trusted_network,
-            args.max_message_size,
-        )
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--trusted-network {e}")))?;
+        let policy =
+            smtp_std::mta::mailserver::mail_auth_policy(&hostname, args.dns, timeout, &args.trusted_network)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--trusted-network {e}")))?;
         handler = handler.with_mail_auth(policy);
     }
 

@@ -34,6 +34,7 @@ use crate::lmtp::{LmtpOptions, LmtpTarget};
 use crate::mta::accounts::{AccountsFile, Directory, Resolution};
 use crate::mta::mailbox::{clean, group_copies, store_copies, trace_prefix, unique_accounts, Copy, Store};
 use crate::mta::maildir::{Delivery, Maildir};
+use crate::mta::stream::{read_header_block, CrlfReader, MAX_HEADER_BLOCK};
 use crate::received::received_header;
 
 /// Where accepted recipients go.
@@ -69,8 +70,11 @@ pub struct InboundPolicy {
     pub outgoing: Option<Outgoing>,
 }
 
-/// Signs a message of ours (DKIM): the signed message, or `None` to leave it as it is.
-pub type Signer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+/// Signs a message of ours (DKIM) as it streams: given its header block (CRLF line ends and
+/// the empty line, as [`crate::mta::stream::read_header_block`] gives it) and a reader of its
+/// body (CRLF line ends), the `DKIM-Signature:` field to put on top, or `None` to leave the
+/// message unsigned.
+pub type Signer = Box<dyn Fn(&[u8], &mut dyn io::BufRead) -> Option<Vec<u8>> + Send + Sync>;
 
 /// Mail of our accounts for other domains: into the outbound queue.
 pub struct Outgoing {
@@ -83,11 +87,8 @@ pub struct Outgoing {
     /// crash during its first attempt leaves (the first retry wait; see
     /// [`crate::mta::queue::worker`]). Zero: due at once (the next scan of the queue finds it).
     pub first_attempt_after: std::time::Duration,
-    /// Signs a message of ours before it is queued (DKIM, by its From: domain): the signed
-    /// message, or `None` to queue it as it is.
+    /// Signs a message of ours before it is queued (DKIM, by its From: domain).
     pub sign: Signer,
-    /// Largest message read into memory to be signed.
-    pub max_message_size: u64,
     /// The key of the Sender Rewriting Scheme: forwarded mail leaves with an SRS sender in
     /// the forwarding alias's domain, and bounces to such addresses go back to the sender.
     pub srs_secret: Vec<u8>,
@@ -197,7 +198,6 @@ impl InboundHandler {
     fn end(&mut self, session: &Session, mut d: Delivery, copies: Vec<Copy>) -> Decision {
         let name = d.name().to_owned();
         let mut header = String::new();
-        let content: Option<Vec<u8>> = None;
         let mut folder = None;
         let mut reason = String::new();
         if let (Some(auth), Some(spf)) = (self.mail_auth.clone(), self.spf.take()) {
@@ -231,18 +231,11 @@ impl InboundHandler {
                 if folder.is_some() {
                     prefix.push_str("X-Spam-Flag: YES\r\n");
                 }
-                return self.deliver_lmtp(session, target, options, d, &prefix, content.as_deref());
+                return self.deliver_lmtp(session, target, options, d, &prefix);
             }
         }
-        match store_copies(
-            Some(d),
-            None,
-            &copies,
-            session.envelope.mail_from.as_deref().unwrap_or(""),
-            &header,
-            content.as_deref(),
-            folder,
-        ) {
+        match store_copies(Some(d), None, &copies, session.envelope.mail_from.as_deref().unwrap_or(""), &header, folder)
+        {
             Ok(paths) => {
                 for p in &paths {
                     tracing::info!(path = %p.display(), reason, junk = folder.is_some(), "stored message");
@@ -312,30 +305,40 @@ impl InboundHandler {
         if self.remote.is_empty() && self.forward.is_empty() {
             return Ok(Vec::new());
         }
-        let content = match d.read_back(out.max_message_size) {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-                return Err(Decision::reply(552, Some((5, 3, 4)), "Message too big"));
-            }
-            Err(e) => {
-                tracing::error!("cannot read the message back: {e}");
-                return Err(Reply::LOCAL_ERROR.into());
-            }
-        };
         let from = session.envelope.mail_from.as_deref().unwrap_or("");
         let now = SystemTime::now();
+        let name = d.name().to_owned();
+        let failed = |what: &str, e: io::Error| -> Decision {
+            tracing::error!(id = name, "cannot {what}: {e}");
+            Reply::LOCAL_ERROR.into()
+        };
+        // What is queued (and signed) is the message as the outbound client sends it, with
+        // CRLF line ends; it streams from the spool file, never held whole.
+        let crlf = |d: &mut Delivery| d.content().map(|f| CrlfReader::new(io::BufReader::with_capacity(64 * 1024, f)));
+        let len = match crlf(d).and_then(|mut r| io::copy(&mut r, &mut io::sink())) {
+            Ok(n) => n,
+            Err(e) => return Err(failed("read the spooled message", e)),
+        };
         let mut entries: Vec<(crate::mta::queue::Entry, Option<Vec<u8>>)> = Vec::new();
         if !self.remote.is_empty() {
-            let mut signed = None;
+            let mut signature = None;
             if let (Some(_), Route::Accounts { .. }) = (&session.user, &self.policy.route) {
                 // Its senders were checked in `data_end` (`sender_refused`).
-                signed = (out.sign)(&content);
+                let mut reader = match crlf(d) {
+                    Ok(r) => io::BufReader::with_capacity(64 * 1024, r),
+                    Err(e) => return Err(failed("read the spooled message", e)),
+                };
+                match read_header_block(&mut reader, MAX_HEADER_BLOCK) {
+                    Ok(block) if !block.cut => signature = (out.sign)(&block.bytes, &mut reader),
+                    Ok(_) => tracing::warn!(id = name, "header block too long to sign: queued unsigned"),
+                    Err(e) => return Err(failed("read the spooled message", e)),
+                }
             }
             let mut entry = crate::mta::queue::Entry::new(from, self.remote.clone(), now);
             entry.envid = self.envid.clone();
             entry.ret_full = self.ret_full;
             entry.smtputf8 = session.envelope.smtputf8;
-            entries.push((entry, signed));
+            entries.push((entry, signature));
         }
         if let (false, Some(domain)) = (self.forward.is_empty(), &self.forward_domain) {
             let sender = if from.is_empty() {
@@ -349,30 +352,24 @@ impl InboundHandler {
             entries.push((entry, None));
         }
         let mut ids = Vec::new();
-        for (mut entry, signed) in entries {
-            let message = signed.as_deref().unwrap_or(&content);
+        for (mut entry, signature) in entries {
+            let prefix = signature.as_deref().unwrap_or_default();
             if !out.first_attempt_after.is_zero() {
                 entry.next_attempt = crate::mta::queue::store::unix(now) + out.first_attempt_after.as_secs().max(1);
             }
-            match out.queue.submit(&mut entry, message) {
+            let size = prefix.len() as u64 + len;
+            let submitted = crlf(d).and_then(|body| out.queue.submit_from(&mut entry, size, &mut prefix.chain(body)));
+            match submitted {
                 Ok(id) => {
                     let to: Vec<&str> = entry.recipients.iter().map(|r| r.address.as_str()).collect();
-                    tracing::info!(
-                        id,
-                        from = entry.from,
-                        ?to,
-                        size = message.len(),
-                        signed = signed.is_some(),
-                        "queued"
-                    );
+                    tracing::info!(id, from = entry.from, ?to, size, signed = signature.is_some(), "queued");
                     ids.push(id);
                 }
                 Err(e) => {
-                    tracing::error!("cannot queue the message: {e}");
                     for id in &ids {
                         let _ = out.queue.remove(id);
                     }
-                    return Err(Reply::LOCAL_ERROR.into());
+                    return Err(failed("queue the message", e));
                 }
             }
         }
@@ -388,18 +385,13 @@ impl InboundHandler {
         options: &LmtpOptions,
         mut d: Delivery,
         prefix: &str,
-        content: Option<&[u8]>,
     ) -> Decision {
         let name = d.name().to_owned();
         let from = session.envelope.mail_from.as_deref().unwrap_or("");
         let accounts = unique_accounts(&self.rcpts);
         let mut refused: Vec<(String, crate::OwnedReply)> = Vec::new();
         for group in accounts.chunks(crate::lmtp::MAX_RECIPIENTS) {
-            let body: io::Result<Box<dyn Read + '_>> = match content {
-                Some(c) => Ok(Box::new(c)),
-                None => d.content().map(|f| Box::new(f) as Box<dyn Read>),
-            };
-            let mut body = match body {
+            let mut body = match d.content() {
                 Ok(b) => prefix.as_bytes().chain(b),
                 Err(e) => {
                     tracing::error!(id = name, "cannot read the spooled message: {e}");

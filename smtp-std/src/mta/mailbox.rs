@@ -95,10 +95,10 @@ pub(crate) fn group_copies(root: &Path, rcpts: &[(String, Vec<String>)]) -> io::
 }
 
 /// Stores `copies` of a message (see the module notes). The first copy is the spool file
-/// `spool` when given (rewritten with `header` on top when `content`, the message read back,
-/// is given; else renamed into place as it is); otherwise, and for every other copy, a new
-/// file from `content`, or from the file `source` (path, offset of the content). On failure
-/// the copies already stored are removed.
+/// `spool` when given (renamed into place as it is; with `header` fields to add, a new file
+/// of them and the spooled content as it streams); otherwise, and for every other copy, a new
+/// file from the file `source` (path, offset of the content) or the first copy. The message
+/// is never held in memory. On failure the copies already stored are removed.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn store_copies(
     spool: Option<Delivery>,
@@ -106,11 +106,10 @@ pub(crate) fn store_copies(
     copies: &[Copy],
     from: &str,
     header: &str,
-    content: Option<&[u8]>,
     folder: Option<&str>,
 ) -> io::Result<Vec<PathBuf>> {
     let mut stored = Vec::new();
-    let result = store_into(spool, source, copies, from, header, content, folder, &mut stored);
+    let result = store_into(spool, source, copies, from, header, folder, &mut stored);
     if result.is_err() {
         for p in &stored {
             let _ = std::fs::remove_file(p);
@@ -126,7 +125,6 @@ fn store_into(
     copies: &[Copy],
     from: &str,
     header: &str,
-    content: Option<&[u8]>,
     folder: Option<&str>,
     stored: &mut Vec<PathBuf>,
 ) -> io::Result<()> {
@@ -150,10 +148,9 @@ fn store_into(
         let dest = target(dir)?;
         let mut name = name.get_or_insert_with(|| dest.unique_name()).clone();
         let path = if let Some(mut d) = spool.take() {
-            let p = match content {
-                Some(c) => d.commit_with(prefix.as_bytes(), c, dest.path())?,
-                None if header.is_empty() => d.commit_into(dest.path())?,
-                None => {
+            let p = match header.is_empty() {
+                true => d.commit_into(dest.path())?,
+                false => {
                     // Header fields to add: a new file of the prefix, those fields and the
                     // spooled content as it streams; the spool file goes when `d` does.
                     let fresh = dest.unique_name();
@@ -162,22 +159,17 @@ fn store_into(
                     p
                 }
             };
-            let offset = if content.is_some() || !header.is_empty() {
-                prefix.len() as u64
-            } else {
-                first.as_ref().map_or(0, |f| f.1)
-            };
+            let offset = if !header.is_empty() { prefix.len() as u64 } else { first.as_ref().map_or(0, |f| f.1) };
             first = Some((p.clone(), offset));
             p
         } else {
-            let mut body: Box<dyn Read> = match (content, &first) {
-                (Some(c), _) => Box::new(c),
-                (None, Some((p, offset))) => {
+            let mut body: Box<dyn Read> = match &first {
+                Some((p, offset)) => {
                     let mut f = std::fs::File::open(p)?;
                     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(*offset))?;
                     Box::new(f)
                 }
-                (None, None) => return Err(io::Error::other("no content to store")),
+                None => return Err(io::Error::other("no content to store")),
             };
             dest.write_message(&name, &mut prefix.as_bytes().chain(&mut body))?
         };
@@ -225,7 +217,7 @@ pub fn deliver_file(
     match store {
         Store::Maildirs(root) => {
             let copies = group_copies(root, rcpts).map_err(|e| LocalError { temporary: false, text: e.to_string() })?;
-            store_copies(None, Some((path, offset)), &copies, from, "", None, None).map(|_| ()).map_err(io_err)
+            store_copies(None, Some((path, offset)), &copies, from, "", None).map(|_| ()).map_err(io_err)
         }
         Store::Lmtp { target, options, .. } => {
             let accounts = unique_accounts(rcpts);

@@ -133,7 +133,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// What was written so far is a prefix (trace fields of the final delivery): the content,
-    /// which [`Delivery::read_back`] and [`Delivery::content`] give, starts here.
+    /// which [`Delivery::content`] gives, starts here.
     pub fn mark_content_start(&mut self) {
         self.content_start = self.size;
     }
@@ -187,38 +187,6 @@ impl Delivery {
     pub fn commit_into(mut self, dir: &Path) -> io::Result<PathBuf> {
         let f = self.file.take().ok_or_else(|| io::Error::other("delivery already finished"))?;
         let file = f.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        self.publish(dir)
-    }
-
-    /// Reads the message written so far back from `tmp/` (after a flush), refusing one larger
-    /// than `limit` octets with [`io::ErrorKind::FileTooLarge`].
-    pub fn read_back(&mut self, limit: u64) -> io::Result<Vec<u8>> {
-        let f = self.file.as_mut().ok_or_else(|| io::Error::other("delivery already finished"))?;
-        f.flush()?;
-        let size = self.size - self.content_start;
-        if size > limit {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "message too large to read back"));
-        }
-        let mut content = Vec::with_capacity(size as usize);
-        let mut file = File::open(&self.tmp)?;
-        file.seek(SeekFrom::Start(self.content_start))?;
-        file.take(limit.saturating_add(1)).read_to_end(&mut content)?;
-        if content.len() as u64 > limit {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "message too large to read back"));
-        }
-        Ok(content)
-    }
-
-    /// Like [`Delivery::commit_into`], but the stored message is `prefix` followed by
-    /// `content` (what [`Delivery::read_back`] gave, with header fields added after it was
-    /// checked).
-    pub fn commit_with(mut self, prefix: &[u8], content: &[u8], dir: &Path) -> io::Result<PathBuf> {
-        drop(self.file.take().ok_or_else(|| io::Error::other("delivery already finished"))?);
-        let mut file = crate::mta::private::create(&self.tmp)?;
-        file.write_all(prefix)?;
-        file.write_all(content)?;
         file.sync_all()?;
         drop(file);
         self.publish(dir)

@@ -43,14 +43,13 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
-/// The SPF/DKIM/DMARC policy: DNS (`dns`, or the system's resolvers), the networks not
-/// checked, and the largest message read back (our `Received:` on top of `max_message_size`).
+/// The SPF/DKIM/DMARC policy: DNS (`dns`, or the system's resolvers) and the networks not
+/// checked.
 pub fn mail_auth_policy(
     hostname: &str,
     dns: Option<std::net::SocketAddr>,
     timeout: std::time::Duration,
     trusted_networks: &[String],
-    max_message_size: u64,
 ) -> Result<crate::mta::auth::MailAuthPolicy, String> {
     let trusted =
         trusted_networks.iter().map(|n| crate::mta::auth::verify::parse_network(n)).collect::<Result<Vec<_>, _>>()?;
@@ -59,7 +58,6 @@ pub fn mail_auth_policy(
     Ok(crate::mta::auth::MailAuthPolicy {
         verifier: crate::mta::auth::Verifier::new(resolver, hostname.to_owned()),
         trusted,
-        max_message_size: if max_message_size > 0 { max_message_size + 65536 } else { 64 << 20 },
     })
 }
 
@@ -110,10 +108,10 @@ fn signer(config: &Config) -> io::Result<crate::mta::inbound::Signer> {
             keys.push((d.name.clone(), selector.clone(), key));
         }
     }
-    Ok(Box::new(move |message: &[u8]| {
-        let domain = crate::mta::deliver::from_header_domain(message)?;
+    Ok(Box::new(move |header_block: &[u8], body: &mut dyn std::io::BufRead| {
+        let domain = crate::mta::deliver::from_header_domain(header_block)?;
         let (d, selector, key) = keys.iter().find(|(d, _, _)| d.eq_ignore_ascii_case(&domain))?;
-        match crate::mta::deliver::dkim_sign(message, key, d, selector) {
+        match crate::mta::auth::sign_stream(header_block, body, key, d, selector) {
             Ok(signed) => Some(signed),
             Err(e) => {
                 tracing::error!(domain = d, "DKIM signing failed: {e}");
@@ -251,7 +249,6 @@ impl MailServer {
                 first_attempt_after: q.retry.first().copied().unwrap_or(std::time::Duration::from_secs(300)),
                 sign: signer(config)?,
                 srs_secret: crate::mta::srs::load_or_create_secret(&config.data_dir.join("srs.key"))?,
-                max_message_size: if limits.max_message_size > 0 { limits.max_message_size + 65536 } else { 64 << 20 },
             };
             (Some(outgoing), Some((ctx, q.workers, q.scan_interval)))
         };
@@ -266,14 +263,8 @@ impl MailServer {
         });
         if config.mail_auth {
             let timeout = config.dns.timeout.unwrap_or(std::time::Duration::from_secs(3));
-            let policy = mail_auth_policy(
-                &config.hostname,
-                config.dns.server,
-                timeout,
-                &config.trusted_networks,
-                limits.max_message_size,
-            )
-            .map_err(invalid)?;
+            let policy = mail_auth_policy(&config.hostname, config.dns.server, timeout, &config.trusted_networks)
+                .map_err(invalid)?;
             handler = handler.with_mail_auth(policy);
         } else {
             tracing::info!("SPF, DKIM and DMARC checks off (mail_auth = false)");

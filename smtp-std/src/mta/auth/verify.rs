@@ -134,8 +134,6 @@ pub struct MailAuthPolicy {
     pub verifier: Verifier,
     /// Networks whose clients are not checked, as `(address, prefix length)`.
     pub trusted: Vec<(IpAddr, u8)>,
-    /// Largest message read back for DKIM/DMARC (larger ones get `552 5.3.4`).
-    pub max_message_size: u64,
 }
 
 impl MailAuthPolicy {
