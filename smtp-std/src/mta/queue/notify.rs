@@ -74,13 +74,15 @@ pub(super) fn report(
         ret: if entry.ret_full { dsn::Ret::Full } else { dsn::Ret::Headers },
         smtputf8: entry.smtputf8,
     };
+    // The original is attached as it streams from its entry, never held whole.
     let mut original = queue.message(&entry.id)?;
-    let message = dsn::build(&report, &mut original.reader()?, now)?;
+    let built = dsn::build_streamed(&report, &mut original, now, dsn::DEFAULT_MAX_ORIGINAL as u64)?;
     let mut bounce = Entry::new("", vec![Recipient::new(&entry.from)], now);
     if let Some((_, schedule)) = handoff {
         bounce.next_attempt = Handoff::first_attempt_due(schedule, now);
     }
-    let id = queue.submit(&mut bounce, &message)?;
+    let len = built.len();
+    let id = queue.submit_from(&mut bounce, len, &mut built.reader(original.reader()?))?;
     if let Some((h, _)) = handoff {
         h.attempt_now(&id);
     }

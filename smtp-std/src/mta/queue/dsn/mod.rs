@@ -204,22 +204,128 @@ pub fn build_with_limit(
     now: SystemTime,
     max_original: usize,
 ) -> io::Result<Vec<u8>> {
+    check(report)?;
+    let attached = read_original(original, report.ret, max_original)?;
+    let built = compose(report, &attached, now, &|_| false);
+    let mut out = built.head;
+    out.extend_from_slice(&built.tail);
+    Ok(out)
+}
+
+/// A report whose attached original streams ([`build_streamed`]): `head`, then the original
+/// with CRLF line ends ([`crate::mta::stream::CrlfReader`], `original` octets), then `tail`.
+#[derive(Debug)]
+pub struct Built {
+    /// Everything before the attached original (the whole report when nothing streams).
+    pub head: Vec<u8>,
+    /// The octets of the original that go between `head` and `tail` (CRLF line ends).
+    pub original: u64,
+    /// Everything after it.
+    pub tail: Vec<u8>,
+}
+
+impl Built {
+    /// The report's size in octets.
+    pub fn len(&self) -> u64 {
+        self.head.len() as u64 + self.original + self.tail.len() as u64
+    }
+
+    /// Whether the report is empty (never: a report has a header).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The report, given a reader of the original from its start.
+    pub fn reader<'a>(&'a self, original: impl Read + 'a) -> impl Read + 'a {
+        let body = crate::mta::stream::CrlfReader::new(original).take(self.original);
+        (&self.head[..]).chain(body).chain(&self.tail[..])
+    }
+}
+
+/// An original a report is built on, read from its start as often as needed (once to measure
+/// it, once to attach it).
+pub trait Original {
+    /// A reader of the whole original, from its start.
+    fn open(&mut self) -> io::Result<Box<dyn Read + '_>>;
+}
+
+impl Original for &[u8] {
+    fn open(&mut self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(*self))
+    }
+}
+
+impl Original for crate::mta::queue::store::Message {
+    fn open(&mut self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.reader()?))
+    }
+}
+
+/// [`build`] without holding the original: with RET=FULL (and the original within
+/// `max_original` octets) it is measured in one read and attached as [`Built::reader`]
+/// streams it; otherwise its header block (at most [`MAX_HEADER_BLOCK`]) is all that is read.
+pub fn build_streamed(
+    report: &Report<'_>,
+    original: &mut dyn Original,
+    now: SystemTime,
+    max_original: u64,
+) -> io::Result<Built> {
+    check(report)?;
+    let attached = match report.ret {
+        Ret::Full => {
+            let scanned = scan_original(&mut *original.open()?, max_original)?;
+            match scanned {
+                Some(scan) if scan.len > 0 => {
+                    let headers = read_original(&mut *original.open()?, Ret::Headers, 0)?;
+                    Attached { full: true, streamed: Some(scan), ..headers }
+                }
+                Some(_) => read_original(&mut &b""[..], Ret::Full, 0)?,
+                None => {
+                    let mut headers = read_original(&mut *original.open()?, Ret::Headers, 0)?;
+                    headers.too_big = Some(max_original as usize);
+                    headers
+                }
+            }
+        }
+        Ret::Headers => read_original(&mut *original.open()?, Ret::Headers, 0)?,
+    };
+    // A boundary must not occur in the original: looked for as it streams (a candidate is
+    // random, so the first one nearly always does).
+    let original = std::cell::RefCell::new(original);
+    let in_original = |b: &str| {
+        let mut o = original.borrow_mut();
+        o.open().and_then(|mut r| contains(&mut r, b.as_bytes())).unwrap_or(false)
+    };
+    let streams = attached.streamed.is_some();
+    Ok(compose(report, &attached, now, if streams { &in_original } else { &|_| false }))
+}
+
+/// The checks every report passes first.
+fn check(report: &Report<'_>) -> io::Result<()> {
     if report.recipients.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "a delivery report needs a recipient"));
     }
-    let to: String = report.to.chars().filter(|c| !matches!(c, '<' | '>')).collect();
-    let to = to.trim();
-    if to.is_empty() {
+    if report.to.chars().all(|c| matches!(c, '<' | '>') || c.is_whitespace()) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no delivery report to the null sender"));
     }
-    let utf8 = report.smtputf8;
-    let attached = read_original(original, report.ret, max_original)?;
-    let text = human_text(report, &attached);
-    let status = delivery_status(report);
-    let (third_headers, third_body) = third_part(&attached, utf8);
-    let boundary = choose_boundary(&[text.as_bytes(), status.as_bytes(), &third_body], random_hex);
+    Ok(())
+}
 
-    let any_8bit = [text.as_bytes(), status.as_bytes(), &third_body].iter().any(|p| !p.is_ascii());
+/// The report on `report` with `attached`, dated `now`; `in_original` says whether a boundary
+/// occurs in a streamed original.
+fn compose(report: &Report<'_>, attached: &Attached, now: SystemTime, in_original: &dyn Fn(&str) -> bool) -> Built {
+    let to: String = report.to.chars().filter(|c| !matches!(c, '<' | '>')).collect();
+    let to = to.trim();
+    let utf8 = report.smtputf8;
+    let text = human_text(report, attached);
+    let status = delivery_status(report);
+    let (third_headers, third_body) = third_part(attached, utf8);
+    let streamed = attached.streamed.as_ref();
+    let boundary = choose_boundary(&[text.as_bytes(), status.as_bytes(), &third_body], random_hex, in_original);
+
+    let any_8bit = [text.as_bytes(), status.as_bytes(), &third_body].iter().any(|p| !p.is_ascii())
+        || streamed.is_some_and(|s| !s.ascii);
+
     let host = host_token(report.reporting_mta);
     let mut head = String::new();
     head.push_str("From: Mail Delivery System <MAILER-DAEMON@");
@@ -264,16 +370,26 @@ pub fn build_with_limit(
         ),
         status.as_bytes(),
     );
-    if !third_body.is_empty() {
-        part(&third_headers, &third_body);
+    let mut tail = Vec::new();
+    let mut original = 0;
+    match streamed {
+        Some(s) => {
+            part(&third_headers, b"");
+            original = s.len;
+            if !s.ends_in_line_end {
+                tail.extend_from_slice(b"\r\n");
+            }
+        }
+        None if !third_body.is_empty() => part(&third_headers, &third_body),
+        None => {}
     }
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    Ok(out)
+    tail.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Built { head: out, original, tail }
 }
 
 /// A boundary that occurs in none of `parts`, from candidates made by `random`. After a few
 /// collisions (a broken random source) a counter is appended, so it always ends.
-fn choose_boundary(parts: &[&[u8]], mut random: impl FnMut() -> String) -> String {
+fn choose_boundary(parts: &[&[u8]], mut random: impl FnMut() -> String, in_original: impl Fn(&str) -> bool) -> String {
     let mut n = 0u64;
     loop {
         n += 1;
@@ -282,7 +398,7 @@ fn choose_boundary(parts: &[&[u8]], mut random: impl FnMut() -> String) -> Strin
             let _ = write!(candidate, "_{n}");
         }
         let b = candidate.as_bytes();
-        if !parts.iter().any(|p| p.windows(b.len()).any(|w| w == b)) {
+        if !parts.iter().any(|p| p.windows(b.len()).any(|w| w == b)) && !in_original(&candidate) {
             return candidate;
         }
     }
@@ -758,10 +874,10 @@ mod tests {
     #[test]
     fn boundary_never_in_the_parts() {
         let mut seq = ["aaa", "bbb"].into_iter();
-        let b = choose_boundary(&[b"x", b"--=_dsn_aaa--"], || seq.next().unwrap_or("zzz").to_string());
+        let b = choose_boundary(&[b"x", b"--=_dsn_aaa--"], || seq.next().unwrap_or("zzz").to_string(), |_| false);
         assert_eq!(b, "=_dsn_bbb");
         // A random source stuck on one value still ends.
-        let b = choose_boundary(&[b"=_dsn_aaa"], || "aaa".to_string());
+        let b = choose_boundary(&[b"=_dsn_aaa"], || "aaa".to_string(), |_| false);
         assert_eq!(b, "=_dsn_aaa_5");
         assert_ne!(random_hex(), random_hex());
         assert_eq!(random_hex().len(), 24);
@@ -879,5 +995,57 @@ mod tests {
                 assert!(out[..original_at].is_ascii());
             }
         }
+    }
+
+    /// The report [`build_streamed`] makes, read whole.
+    fn make_streamed(r: &Report<'_>, original: &[u8], max: u64) -> String {
+        let mut o: &[u8] = original;
+        let built = build_streamed(r, &mut o, at(1_700_000_200), max).unwrap();
+        let mut out = Vec::new();
+        built.reader(original).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len() as u64, built.len());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn streamed_reports_have_the_same_parts() {
+        let rs = [failed("bob@example.net")];
+        let big: Vec<u8> = [&b"Subject: big\nX: \xc3\xa9\n\n"[..], &b"line =_dsn_ of text\n".repeat(60_000)].concat();
+        let cases: [(&[u8], Ret); 7] = [
+            (ORIGINAL, Ret::Full),
+            (ORIGINAL, Ret::Headers),
+            (b"Subject: hi\nX: y\r\n\nline 1\nline 2\rline 3", Ret::Full),
+            (b"Subject: no end", Ret::Full),
+            (b"", Ret::Full),
+            (b"Subject: \xc3\xa9\r\n\r\n8-bit \xc3\xa9\r\n", Ret::Full),
+            (&big, Ret::Full),
+        ];
+        for (original, ret) in cases {
+            let mut rep = report(&rs);
+            rep.ret = ret;
+            let whole = build_with_limit(&rep, &mut &original[..], at(1_700_000_200), 2 << 20).unwrap();
+            let whole = String::from_utf8(whole).unwrap();
+            let streamed = make_streamed(&rep, original, 2 << 20);
+            well_formed(streamed.as_bytes(), usize::MAX);
+            // Boundaries and Message-IDs are random: the parts are the same.
+            assert_eq!(
+                parts(&whole),
+                parts(&streamed),
+                "{:?}",
+                String::from_utf8_lossy(&original[..original.len().min(40)])
+            );
+            assert_eq!(
+                whole.contains("Content-Transfer-Encoding: 8bit\r\n\r\nThis"),
+                streamed.contains("Content-Transfer-Encoding: 8bit\r\n\r\nThis")
+            );
+        }
+        // Past the limit: the headers, and the note, without reading the whole original twice.
+        let mut rep = report(&rs);
+        rep.ret = Ret::Full;
+        let m = make_streamed(&rep, &big, 1000);
+        assert!(
+            unfold(&parts(&m)[0]).contains("Your message is larger than 1000 bytes, so only its headers are attached.")
+        );
+        assert!(parts(&m)[2].contains("Content-Type: text/rfc822-headers"));
     }
 }

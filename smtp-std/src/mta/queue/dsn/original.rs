@@ -14,6 +14,66 @@ pub(super) struct Attached {
     pub(super) headers_cut: bool,
     /// Nothing could be read.
     pub(super) empty: bool,
+    /// The whole original is attached as it streams ([`super::build_streamed`]); `bytes` is
+    /// then its header block only.
+    pub(super) streamed: Option<Scan>,
+}
+
+/// What one read of an original attached as it streams found.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scan {
+    /// Its size with CRLF line ends.
+    pub(super) len: u64,
+    /// All of it is ASCII.
+    pub(super) ascii: bool,
+    /// It ends in a line end (else one is added after it).
+    pub(super) ends_in_line_end: bool,
+}
+
+/// Measures `original` as [`crate::mta::stream::CrlfReader`] gives it; `None` past `max`
+/// octets (it is then not read further).
+pub(super) fn scan_original(original: &mut dyn Read, max: u64) -> io::Result<Option<Scan>> {
+    let mut reader = crate::mta::stream::CrlfReader::new(original);
+    let mut scan = Scan { len: 0, ascii: true, ends_in_line_end: true };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(Some(scan)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        scan.len += n as u64;
+        if scan.len > max {
+            return Ok(None);
+        }
+        scan.ascii &= buf[..n].is_ascii();
+        scan.ends_in_line_end = buf[n - 1] == b'\n';
+    }
+}
+
+/// Whether `needle` occurs in what `input` reads (CRLF line ends, as attached), at any split.
+pub(super) fn contains(input: &mut dyn Read, needle: &[u8]) -> io::Result<bool> {
+    let mut reader = crate::mta::stream::CrlfReader::new(input);
+    let keep = needle.len().saturating_sub(1);
+    let mut buf = vec![0u8; 64 * 1024 + keep];
+    let mut have = 0;
+    loop {
+        let n = match reader.read(&mut buf[have..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        have += n;
+        if buf[..have].windows(needle.len()).any(|w| w == needle) {
+            return Ok(true);
+        }
+        // Keep the last `keep` octets: an occurrence may straddle two reads.
+        let from = have.saturating_sub(keep);
+        buf.copy_within(from..have, 0);
+        have -= from;
+    }
 }
 
 /// Reads what [`Ret`] asks for, within the limits.
@@ -24,7 +84,14 @@ pub(super) fn read_original(original: &mut dyn Read, ret: Ret, max_original: usi
             original.take(max_original as u64 + 1).read_to_end(&mut buf)?;
             if buf.len() <= max_original {
                 let empty = buf.is_empty();
-                return Ok(Attached { bytes: to_crlf(&buf), full: true, too_big: None, headers_cut: false, empty });
+                return Ok(Attached {
+                    bytes: to_crlf(&buf),
+                    full: true,
+                    too_big: None,
+                    headers_cut: false,
+                    empty,
+                    streamed: None,
+                });
             }
             let (headers, cut) = header_block(&buf[..buf.len().min(MAX_HEADER_BLOCK)], false);
             Ok(Attached {
@@ -33,6 +100,7 @@ pub(super) fn read_original(original: &mut dyn Read, ret: Ret, max_original: usi
                 too_big: Some(max_original),
                 headers_cut: cut,
                 empty: false,
+                streamed: None,
             })
         }
         Ret::Headers => {
@@ -45,6 +113,7 @@ pub(super) fn read_original(original: &mut dyn Read, ret: Ret, max_original: usi
                 too_big: None,
                 headers_cut: cut,
                 empty: buf.is_empty(),
+                streamed: None,
             })
         }
     }
@@ -83,7 +152,10 @@ pub(super) fn to_crlf(bytes: &[u8]) -> Vec<u8> {
 
 /// The MIME header and body of the third part.
 pub(super) fn third_part(attached: &Attached, utf8: bool) -> (String, Vec<u8>) {
-    let eight = !attached.bytes.is_ascii();
+    let eight = match &attached.streamed {
+        Some(scan) => !scan.ascii,
+        None => !attached.bytes.is_ascii(),
+    };
     let (description, ctype) = match (attached.full, utf8) {
         (true, true) => ("Undelivered Message", "message/global"),
         (true, false) => ("Undelivered Message", "message/rfc822"),
@@ -103,5 +175,9 @@ pub(super) fn third_part(attached: &Attached, utf8: bool) -> (String, Vec<u8>) {
         return (headers, body);
     }
     let _ = write!(headers, "\r\nContent-Transfer-Encoding: {}\r\n", if eight { "8bit" } else { "7bit" });
+    if attached.streamed.is_some() {
+        // The body streams after the headers ([`super::Built`]).
+        return (headers, Vec::new());
+    }
     (headers, attached.bytes.clone())
 }
