@@ -1224,3 +1224,65 @@ fn a_unicode_sender_needs_smtputf8() {
     );
     assert!(!t.output_str().contains("250-SMTPUTF8\r\n") && !t.output_str().contains("250 SMTPUTF8\r\n"));
 }
+
+#[test]
+fn what_a_caller_needs_for_deadlines_discarded_lines_and_messages_in_progress() {
+    let mut c = config();
+    c.max_command_line = 32;
+    let mut s = Server::new(c);
+    s.greet("hi").unwrap();
+    assert!(!s.is_discarding_line() && !s.is_receiving_message());
+    // An unfinished line stays unconsumed: the caller sees it in its buffer.
+    let r = s.handle_input(b"EHLO c").unwrap();
+    assert_eq!((r.consumed, r.progress), (0, Progress::NeedInput));
+    assert!(!s.is_discarding_line());
+    // An over-long one is consumed as it comes: only the core knows it goes on.
+    let long = [b'x'; 40];
+    let r = s.handle_input(&long).unwrap();
+    assert_eq!((r.consumed, r.progress), (40, Progress::NeedInput));
+    assert!(s.is_discarding_line());
+    assert_eq!(feed_one(&mut s, b"xx"), Progress::NeedInput);
+    assert!(s.is_discarding_line());
+    assert_eq!(feed_one(&mut s, b"\r\n"), Progress::NeedInput);
+    assert!(!s.is_discarding_line());
+    assert!(drain_str(&mut s).ends_with("500 5.5.2 Error: command line too long\r\n"));
+
+    // DATA: from the 354 to the end of the content.
+    for line in [&b"EHLO c\r\n"[..], b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n", b"DATA\r\n"] {
+        assert!(!s.is_receiving_message());
+        let _ = feed_one(&mut s, line);
+        s.accept().unwrap();
+    }
+    assert!(s.is_receiving_message());
+    assert_eq!(feed_one(&mut s, b"x\r\n"), Progress::Event(Event::Data(b"x\r\n")));
+    assert!(s.is_receiving_message());
+    assert_eq!(feed_one(&mut s, b".\r\n"), Progress::Event(Event::DataEnd { size: 3 }));
+    s.accept().unwrap();
+    assert!(!s.is_receiving_message());
+
+    // BDAT: from the first chunk to the decision on the LAST one, pauses between chunks too.
+    for line in [&b"MAIL FROM:<a@x.example>\r\n"[..], b"RCPT TO:<b@y.example>\r\n", b"BDAT 3\r\n"] {
+        assert!(!s.is_receiving_message());
+        let _ = feed_one(&mut s, line);
+        s.accept().unwrap();
+    }
+    assert!(s.is_receiving_message());
+    assert_eq!(feed_one(&mut s, b"abc"), Progress::Event(Event::Data(b"abc")));
+    assert_eq!(feed_one(&mut s, b""), Progress::NeedInput);
+    assert!(s.is_receiving_message(), "between chunks");
+    assert_eq!(feed_one(&mut s, b"BDAT 2 LAST\r\n"), Progress::NeedInput);
+    assert!(s.is_receiving_message());
+    assert_eq!(feed_one(&mut s, b"de"), Progress::Event(Event::Data(b"de")));
+    assert_eq!(feed_one(&mut s, b""), Progress::Event(Event::DataEnd { size: 5 }));
+    s.accept().unwrap();
+    assert!(!s.is_receiving_message());
+    // RSET between chunks ends the message.
+    for line in [&b"MAIL FROM:<a@x.example>\r\n"[..], b"RCPT TO:<b@y.example>\r\n", b"BDAT 1\r\n"] {
+        let _ = feed_one(&mut s, line);
+        s.accept().unwrap();
+    }
+    assert_eq!(feed_one(&mut s, b"a"), Progress::Event(Event::Data(b"a")));
+    assert!(s.is_receiving_message());
+    assert!(matches!(feed_one(&mut s, b"RSET\r\n"), Progress::Event(Event::Reset)));
+    assert!(!s.is_receiving_message());
+}

@@ -81,8 +81,13 @@
 //!   and never executes it; only then does the handshake start.
 //! - **AUTH in clear text** is refused (`538 5.7.11`) unless
 //!   [`Options::allow_insecure_auth`]; passwords are never logged.
-//! - **Timeouts**: every read is bounded by the core's timeout for the current state; when it
-//!   fires the client gets `421 4.4.2` and the connection closes.
+//! - **Timeouts and deadlines**: every wait for input is bounded by the core's timeout for the
+//!   current state, and more, since an idle timeout alone lets a client drip a byte at a time
+//!   forever: a command line must be complete within the command timeout of its first byte,
+//!   and message data must arrive at [`Options::min_data_rate`] on average (1,024 octets/s)
+//!   once the data timeout has passed since DATA/BDAT. They hold for parked sessions too (the
+//!   poller wakes a session at the earliest of them). Past any of them the client gets
+//!   `421 4.4.2`, the connection closes and a message in progress is dropped.
 //! - **Concurrency cap**: past [`Options::max_clients`], `421 4.7.0` and close, no thread.
 //! - **Per-client limits** ([`limits`]): connections at once and per minute, AUTH failures
 //!   per hour (then a lockout), per client address (IPv6 by /64): `421 4.7.0` and close,
@@ -111,6 +116,6 @@ pub mod tls;
 
 pub use client::{send, Delivery, SendError, SendOptions, SmtpClient, TlsMode};
 pub use handler::{AuthRequest, Decision, Envelope, Handler, OwnedReply, Session, Sink};
-pub use options::{Options, DEFAULT_PARK_AFTER, DEFAULT_SESSION_STACK};
+pub use options::{Options, DEFAULT_MIN_DATA_RATE, DEFAULT_PARK_AFTER, DEFAULT_SESSION_STACK};
 pub use server::{Running, Server, ShutdownHandle};
 pub use smtp_proto as proto;

@@ -39,11 +39,18 @@ pub struct Options {
     /// After how long without input a session gives its thread back
     /// ([`Options::park_idle_sessions_after`]).
     pub(crate) park_after: Option<Duration>,
+    /// Least average rate of message data in octets/s once the data timeout has passed since
+    /// the message began; 0: none ([`Options::min_data_rate`]).
+    pub(crate) min_data_rate: u64,
 }
 
 /// How long a session waits for its client on its own thread before it parks, by default:
 /// not at all, a read that finds nothing parks it ([`Options::park_idle_sessions_after`]).
 pub const DEFAULT_PARK_AFTER: Duration = Duration::ZERO;
+
+/// The least average rate of message data by default, in octets per second
+/// ([`Options::min_data_rate`]).
+pub const DEFAULT_MIN_DATA_RATE: u64 = 1024;
 
 impl Options {
     /// Defaults for a server called `hostname`: the core's defaults (RFC 5321 limits and
@@ -62,6 +69,7 @@ impl Options {
             stack_size: DEFAULT_SESSION_STACK,
             proxy: ProxyPolicy::default(),
             park_after: Some(DEFAULT_PARK_AFTER),
+            min_data_rate: DEFAULT_MIN_DATA_RATE,
         }
     }
 
@@ -89,8 +97,8 @@ impl Options {
         self
     }
 
-    /// Every listener added with [`Server::listen`](crate::Server::listen) speaks implicit TLS (smtp-server `secure`,
-    /// RFC 8314 port 465). Needs [`Options::tls`].
+    /// Every listener added with [`Server::listen`](crate::Server::listen) speaks implicit TLS
+    /// (smtp-server `secure`, RFC 8314 port 465). Needs [`Options::tls`].
     pub fn secure(mut self, secure: bool) -> Self {
         self.secure = secure;
         self
@@ -155,14 +163,39 @@ impl Options {
         self
     }
 
-    /// One inactivity timeout for every state (smtp-server `socketTimeout`): waiting for a
-    /// command, for message content and for the TLS handshake. Default: the core's RFC 5321
-    /// values (5 min for commands, 3 min for content).
+    /// One timeout for every state (smtp-server `socketTimeout`): waiting for a command, for
+    /// message content and for the TLS handshake. Default: the core's RFC 5321 values (5 min
+    /// each).
+    ///
+    /// Each is an inactivity timeout, and more (the deadlines; past any of them the client gets
+    /// `421 4.4.2` and the connection closes, a message in progress is dropped through
+    /// [`Handler::data_abort`](crate::Handler::data_abort)):
+    /// - a command line (or SASL response) must be complete within the command timeout of its
+    ///   first byte: a client that drips a line a byte at a time is cut off, however often it
+    ///   sends;
+    /// - message data must arrive at [`Options::min_data_rate`] on average, once the data
+    ///   timeout has passed since the message began (the `354` to DATA, the first BDAT chunk).
     pub fn socket_timeout(mut self, timeout: Duration) -> Self {
         let t = &mut self.config.timeouts;
         t.command = timeout;
         t.data = timeout;
         t.tls_handshake = timeout;
+        self
+    }
+
+    /// The least average rate of message data, in octets per second; 0: none. Default
+    /// [`DEFAULT_MIN_DATA_RATE`] (1,024).
+    ///
+    /// A message begins with the `354` to DATA, or with the first BDAT chunk (and goes on
+    /// through the pauses between chunks, their BDAT command lines counted as data). Once the
+    /// data timeout (see [`Options::socket_timeout`]) has passed since then, the octets
+    /// received so far must be at least this rate times the time since then; otherwise the
+    /// client gets `421 4.4.2`, the connection closes and the message is dropped
+    /// ([`Handler::data_abort`](crate::Handler::data_abort): nothing stored). Without it the
+    /// idle timeout alone would let a client hold a session forever with one byte a minute.
+    /// A client that sends fast at first may pause: the rate is an average.
+    pub fn min_data_rate(mut self, octets_per_sec: u64) -> Self {
+        self.min_data_rate = octets_per_sec;
         self
     }
 
@@ -176,8 +209,9 @@ impl Options {
     /// Stack size of each session thread, in bytes (at least 64 KiB). Default
     /// [`DEFAULT_SESSION_STACK`] (512 KiB). A stack costs memory only where it is touched, but
     /// its whole size is reserved: 10,000 sessions at the platform's 2 MiB are 20 GB of address
-    /// space (and of commit charge where overcommit is strict). Raise it if your [`Handler`](crate::Handler)
-    /// recurses deeply or keeps large values on the stack: a stack overflow aborts the process.
+    /// space (and of commit charge where overcommit is strict). Raise it if your
+    /// [`Handler`](crate::Handler) recurses deeply or keeps large values on the stack: a stack
+    /// overflow aborts the process.
     pub fn session_stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes.max(64 * 1024);
         self
@@ -195,8 +229,9 @@ impl Options {
     /// wakes up for a round trip when a busy server's threads find input waiting). A delay
     /// keeps a session on its thread for that long first: a thread per talking session, each
     /// woken by its own client. `None`: every session keeps its thread to its end, and one
-    /// thread per listener accepts. Sessions are never parked in a [`Handler`](crate::Handler) call: a handler
-    /// may block as long as it needs, and the others are served meanwhile on other threads.
+    /// thread per listener accepts. Sessions are never parked in a [`Handler`](crate::Handler)
+    /// call: a handler may block as long as it needs, and the others are served meanwhile on
+    /// other threads.
     pub fn park_idle_sessions_after(mut self, after: Option<Duration>) -> Self {
         self.park_after = after;
         self

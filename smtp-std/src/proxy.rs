@@ -1,13 +1,14 @@
 //! The PROXY protocol (HAProxy's `send-proxy` / `send-proxy-v2`) in front of the server.
 //!
-//! A connection from one of the networks given to [`Options::proxy_from`](crate::Options::proxy_from) must start with a
-//! PROXY header, v1 or v2 ([`smtp_proto::proxy`] parses it), within the
-//! [`Options::proxy_timeout`](crate::Options::proxy_timeout) deadline, before the greeting. The session then sees the client
-//! address it carries as [`Session::peer`](crate::Session::peer) (and the address the client
-//! connected to as `local`): the `Received:` header, SPF, the handler's hooks and the logs
-//! name the real client. A LOCAL (health check) or UNKNOWN header keeps the connection's own
-//! addresses. A listed proxy that sends anything else, closes, or stays silent past the
-//! deadline is disconnected without a greeting (and logged).
+//! A connection from one of the networks given to
+//! [`Options::proxy_from`](crate::Options::proxy_from) must start with a PROXY header, v1 or v2
+//! ([`smtp_proto::proxy`] parses it), within the
+//! [`Options::proxy_timeout`](crate::Options::proxy_timeout) deadline, before the greeting. The
+//! session then sees the client address it carries as [`Session::peer`](crate::Session::peer)
+//! (and the address the client connected to as `local`): the `Received:` header, SPF, the
+//! handler's hooks and the logs name the real client. A LOCAL (health check) or UNKNOWN
+//! header keeps the connection's own addresses. A listed proxy that sends anything else,
+//! closes, or stays silent past the deadline is disconnected without a greeting (and logged).
 //!
 //! From any other address a PROXY header is never interpreted: it is the client's first SMTP
 //! line, and a bad one. Only the header's bytes are taken from the socket (it is peeked at,

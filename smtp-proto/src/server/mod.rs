@@ -319,7 +319,28 @@ impl<B: Buffers> Server<B> {
         }
     }
 
-    /// The timeout fired: queues `421 4.4.2` and closes the session.
+    /// Whether a message is being received: DATA content up to its end, a BDAT chunk (a
+    /// refused one too, which the core reads and drops), or the pause between the chunks of a
+    /// BDAT message (a chunk accepted, the `LAST` one not yet). The core keeps no clock: a
+    /// caller that holds its client to a minimum data rate measures the rate while this holds.
+    pub fn is_receiving_message(&self) -> bool {
+        match self.state {
+            State::Data(_) | State::DataDone(_) | State::Bdat { .. } => true,
+            State::Command | State::AuthExchange(_) => self.tx.is_some_and(|t| t.chunked),
+            State::Start | State::TlsPending | State::Closed => false,
+        }
+    }
+
+    /// Whether an over-long command or SASL line is being discarded up to its line ending.
+    /// Every other unfinished line stays unconsumed in the caller's buffer, where the caller
+    /// sees it; this one was consumed as it came, yet it has begun and is not complete. For a
+    /// caller that gives each line a deadline from its first byte.
+    pub fn is_discarding_line(&self) -> bool {
+        self.skipping.is_some()
+    }
+
+    /// The timeout fired (or a deadline of the caller's passed): queues `421 4.4.2` and closes
+    /// the session.
     pub fn handle_timeout(&mut self) {
         self.close_with(Reply::TIMEOUT);
     }

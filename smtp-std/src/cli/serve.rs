@@ -49,7 +49,8 @@ NOTES:
   denied` unless the client authenticated. With --users, AUTH is required before MAIL
   unless --auth-optional; AUTH is offered only under TLS unless --allow-insecure-auth.
   Limits reply with the RFC codes: 552 5.3.4 (size), 452 4.5.3 (recipients),
-  421 4.7.0 (errors, too many clients), 421 4.4.2 (timeout).";
+  421 4.7.0 (errors, too many clients), 421 4.4.2 (timeout, a command line not complete
+  within the timeout of its first byte, message data under --min-data-rate).";
 
 /// Command line.
 
@@ -115,9 +116,14 @@ pub(crate) struct Serve {
     #[arg(long, value_name = "N", default_value_t = 10)]
     max_auth_failures: u32,
     /// Inactivity timeout in seconds, for commands, message content and the TLS handshake
-    /// (then 421 4.4.2). Default: RFC 5321 (300 s for commands and for content).
+    /// (then 421 4.4.2). Default: RFC 5321 (300 s for commands and for content). Also a
+    /// deadline: a command line must be complete within it of its first byte.
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Least average rate of message data in octets per second, once the timeout has passed
+    /// since DATA/BDAT (then 421 4.4.2, nothing stored). 0: off.
+    #[arg(long, value_name = "OCTETS", default_value_t = smtp_std::DEFAULT_MIN_DATA_RATE)]
+    min_data_rate: u64,
     /// Errors before the client is disconnected with 421 4.7.0.
     #[arg(long, value_name = "N", default_value_t = 20)]
     max_errors: u32,
@@ -169,6 +175,7 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
         .max_connection_rate(args.max_connection_rate)
         .max_auth_failures(args.max_auth_failures)
         .size((args.max_message_size > 0).then_some(args.max_message_size))
+        .min_data_rate(args.min_data_rate)
         .allow_insecure_auth(args.allow_insecure_auth);
     if let Some(secs) = args.timeout {
         if !(secs.is_finite() && secs > 0.0) {

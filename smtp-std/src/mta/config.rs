@@ -226,9 +226,13 @@ pub struct Limits {
     pub max_auth_failures: u32,
     /// Errors before a client is disconnected.
     pub max_errors: u32,
-    /// Inactivity timeout (`"5m"`); default RFC 5321's.
+    /// Inactivity timeout (`"5m"`); default RFC 5321's. Also a deadline: a command line must
+    /// be complete within it of its first byte.
     #[serde(deserialize_with = "duration_opt")]
     pub timeout: Option<Duration>,
+    /// Least average rate of message data in octets/s, once `timeout` has passed since
+    /// DATA/BDAT (then `421 4.4.2`, nothing stored); 0: off. Default 1024.
+    pub min_data_rate: u64,
 }
 
 impl Default for Limits {
@@ -242,6 +246,7 @@ impl Default for Limits {
             max_auth_failures: 10,
             max_errors: 20,
             timeout: None,
+            min_data_rate: crate::DEFAULT_MIN_DATA_RATE,
         }
     }
 }
@@ -651,6 +656,12 @@ sales = ["alice", "bob"]
         assert_eq!((line, key.as_deref()), (Some(18), Some("limits.timeout")));
         assert!(msg.contains("unknown unit"), "{msg}");
 
+        let bad = format!("{EXAMPLE}[limits]\ntimeout = \"20s\"\nmin_data_rate = -1\n");
+        let (line, key, _) = error(&bad);
+        assert_eq!((line, key.as_deref()), (Some(19), Some("limits.min_data_rate")));
+        let bad = format!("{EXAMPLE}[limits]\nmin_data_rate = \"1k\"\n");
+        assert_eq!(error(&bad).1.as_deref(), Some("limits.min_data_rate"));
+
         let with_proxy = EXAMPLE.replace("[tls]", "proxy = [\"127.0.0.1/32\", \"::1\"]\n[tls]");
         assert_eq!(
             parse(&with_proxy).unwrap().listen.proxy,
@@ -684,9 +695,11 @@ sales = ["alice", "bob"]
         assert_eq!(c.domains[0].name, "a.test");
         assert_eq!(c.limits.max_clients, 1000);
         assert_eq!(c.limits.max_connections_per_client, 50);
+        assert_eq!(c.limits.min_data_rate, 1024);
         let keys = "[limits]\nmax_connections_per_client = 5\nmax_connection_rate = 0\nmax_auth_failures = 3\n";
-        let l = parse(&format!("{EXAMPLE}{keys}")).unwrap().limits;
+        let l = parse(&format!("{EXAMPLE}{keys}min_data_rate = 0\n")).unwrap().limits;
         assert_eq!((l.max_connections_per_client, l.max_connection_rate, l.max_auth_failures), (5, 0, 3));
+        assert_eq!(l.min_data_rate, 0);
     }
 
     #[test]

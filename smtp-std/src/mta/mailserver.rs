@@ -157,7 +157,8 @@ impl MailServer {
             .size((limits.max_message_size > 0).then_some(limits.max_message_size))
             .auth_mechanisms(AuthMechanisms::none().with(AuthMechanisms::PLAIN).with(AuthMechanisms::LOGIN))
             .auth_optional(true)
-            .proxy_from(config.listen.proxy.iter().copied());
+            .proxy_from(config.listen.proxy.iter().copied())
+            .min_data_rate(limits.min_data_rate);
         if let Some(t) = limits.timeout {
             options = options.socket_timeout(t);
         }

@@ -56,18 +56,103 @@ impl<H: Handler> Conn<H> {
         log!(info, self.session, "close");
     }
 
-    /// When the core's timeout fires for the input awaited now (`None`: never).
+    /// When the wait for input now ends (`None`: never): the earliest of the core's timeout
+    /// and the deadlines ([`Conn::limit`]). A parked session's poller wakes it then.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        let since = self.waiting_since?;
-        self.core.timeout().and_then(|t| since.checked_add(t))
+        self.limit().map(|(at, _)| at)
     }
 
-    /// Reads with the core's timeout. An idle session sleeps in `read` (shutdown wakes it by
-    /// shutting down the socket's reading side: the read returns 0), for
-    /// [`Options::park_idle_sessions_after`] when it may park, for the whole timeout otherwise.
-    pub(super) fn read(&mut self, stream: &mut Stream, buf: &mut [u8]) -> io::Result<Read_> {
+    /// Stamps the command line and the message being received, at the start of the wait at
+    /// `since` (`partial`: the input buffer holds the start of a line). A line is new when the
+    /// core consumed input since the last one began, unless it is discarding the rest of an
+    /// over-long line (which then is the same line, or one that began in the same read as the
+    /// end of the last: that one keeps the earlier stamp, the stricter).
+    fn stamp(&mut self, since: Instant, partial: bool) {
+        let discarding = self.core.is_discarding_line();
+        self.line = match self.line {
+            _ if !partial && !discarding => None,
+            Some((at, mark)) if discarding || mark == self.consumed => Some((at, mark)),
+            _ => Some((since, self.consumed)),
+        };
+        if !self.core.is_receiving_message() {
+            self.message = None;
+        } else if self.message.is_none() {
+            self.message = Some((since, self.consumed));
+        }
+    }
+
+    /// When the wait for input now ends, and why: the core's timeout from `waiting_since`, a
+    /// command line's deadline (the command timeout from its first byte), or the message data
+    /// rate's (the time by which the octets received so far fall under
+    /// [`Options::min_data_rate`](crate::Options::min_data_rate), never before the data
+    /// timeout has passed since the message began). Arithmetic only: no clock is read.
+    pub(super) fn limit(&self) -> Option<(Instant, Limit)> {
+        let since = self.waiting_since?;
+        let timeout = self.core.timeout()?;
+        let timeouts = &self.core.config().timeouts;
+        let mut limit = since.checked_add(timeout).map(|at| (at, Limit::Idle));
+        let mut earlier = |at: Option<Instant>, why: Limit| {
+            if let Some(at) = at {
+                if limit.is_none_or(|(l, _)| at < l) {
+                    limit = Some((at, why));
+                }
+            }
+        };
+        if let Some((began, _)) = self.line {
+            earlier(began.checked_add(timeouts.command), Limit::Line);
+        }
+        let rate = self.shared.options.min_data_rate;
+        if let (Some((began, mark)), true) = (self.message, rate > 0) {
+            let octets = self.consumed - mark;
+            // The time those octets buy at the least rate: octets / rate seconds.
+            let nanos = u128::from(octets % rate) * 1_000_000_000 / u128::from(rate);
+            let bought = Duration::new(octets / rate, nanos as u32);
+            earlier(began.checked_add(bought.max(timeouts.data)), Limit::Rate);
+        }
+        limit
+    }
+
+    /// A limit passed: logs which, and tells the core (`421 4.4.2`, closed).
+    fn expired(&mut self, why: Limit) {
+        let timeouts = self.core.config().timeouts;
+        match why {
+            Limit::Idle => {
+                log!(info, self.session, timeout = ?self.core.timeout().unwrap_or_default(), "timeout");
+            }
+            Limit::Line => {
+                log!(
+                    info,
+                    self.session,
+                    timeout = ?timeouts.command,
+                    "timeout: command line deadline (not complete within the timeout of its first byte)"
+                );
+            }
+            Limit::Rate => {
+                let (began, mark) = self.message.unwrap_or((Instant::now(), self.consumed));
+                log!(
+                    info,
+                    self.session,
+                    octets = self.consumed - mark,
+                    elapsed = ?began.elapsed(),
+                    min_data_rate = self.shared.options.min_data_rate,
+                    "timeout: message data deadline (slower than min_data_rate on average)"
+                );
+            }
+        }
+        self.core.handle_timeout();
+    }
+
+    /// Reads with the core's timeout and the deadlines ([`Conn::limit`]; `partial`: the
+    /// input buffer holds the start of a line). An idle session sleeps in `read` (shutdown
+    /// wakes it by shutting down the socket's reading side: the read returns 0), for
+    /// [`Options::park_idle_sessions_after`] when it may park, up to the limit otherwise.
+    pub(super) fn read(&mut self, stream: &mut Stream, buf: &mut [u8], partial: bool) -> io::Result<Read_> {
         let timeout = self.core.timeout();
         let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        self.stamp(since, partial);
+        let limit = self.limit();
+        // Only the core's timeout applies now (no deadline comes earlier).
+        let idle = matches!(limit, Some((_, Limit::Idle)));
         let park_after = if self.park { self.shared.options.park_after } else { None };
         // Parking at once: a read that finds nothing returns (and the session parks).
         let nowait = park_after == Some(Duration::ZERO);
@@ -77,20 +162,19 @@ impl<H: Handler> Conn<H> {
                 self.waiting_since = None;
                 return Ok(Read_::Stop);
             }
-            let left = timeout.map(|t| t.saturating_sub(since.elapsed()));
-            if left == Some(Duration::ZERO) {
-                log!(info, self.session, timeout = ?timeout.unwrap_or_default(), "timeout");
-                self.core.handle_timeout();
+            let left = limit.map(|(at, _)| at.saturating_duration_since(Instant::now()));
+            if let (Some(Duration::ZERO), Some((_, why))) = (left, limit) {
+                self.expired(why);
                 self.waiting_since = None;
                 return Ok(Read_::Stop);
             }
             // The same value every time while it can be (no syscall to set it again): the park
             // delay, or the whole timeout at first; what is left of the timeout near its end,
-            // or after an early wake-up.
+            // after an early wake-up, or when a deadline comes first.
             let wait = match (park_after, left) {
                 (Some(p), Some(l)) if l <= p => Some(l),
                 (Some(p), _) => Some(p),
-                (None, _) if first => timeout,
+                (None, _) if first && idle => timeout,
                 (None, l) => l,
             };
             first = false;
@@ -128,7 +212,7 @@ impl<H: Handler> Conn<H> {
                 {
                     if park_after.is_some() && e.kind() != io::ErrorKind::Interrupted {
                         // Silent for the park delay: the poller waits for it (or its deadline).
-                        let left = timeout.map(|t| t.saturating_sub(since.elapsed()));
+                        let left = limit.map(|(at, _)| at.saturating_duration_since(Instant::now()));
                         if left != Some(Duration::ZERO) {
                             return Ok(Read_::Idle);
                         }

@@ -116,6 +116,9 @@ impl<H: Handler> Conn<H> {
                 }
             }
             Event::DataStart { chunked } => {
+                // A new message: its data rate is measured from the first wait for its data
+                // (not from a message that ended earlier in the same read).
+                self.message = None;
                 let d = self.handler.data_start(s);
                 let ok = self.decide(&d);
                 log!(debug, self.session, chunked, ok, "data");

@@ -1,6 +1,15 @@
 //! One connection: moves bytes between the socket (plain or rustls) and the core, turns the
 //! core's timeouts into socket read timeouts and calls the handler. No SMTP logic lives here.
 //!
+//! Besides the core's idle timeout a wait for input has two deadlines (`conn.rs`,
+//! [`Conn::limit`]), since an idle timeout alone lets a client drip a byte at a time forever:
+//! a command line must be complete within the command timeout of its first byte, and message
+//! data must arrive at [`Options::min_data_rate`](crate::Options::min_data_rate) on average
+//! once the data timeout has passed since the message began. A session parks with the
+//! earliest of the three as its deadline. No clock is read for them: a line or a message is
+//! stamped with the start of the wait that follows the read that began it (the instant the
+//! idle timeout already takes), and the input is measured as the core consumes it.
+//!
 //! This file holds the session's life: the accepted socket, [`serve`] up to the greeting, and
 //! the read/park loop ([`Live`]); `conn.rs` its I/O (greeting, reads with the core's timeouts,
 //! writes, STARTTLS, the end); `dispatch.rs` what each event of the core asks of the handler.
@@ -176,6 +185,9 @@ pub(crate) fn serve<H: Handler>(
         content_error: None,
         read_timeout: None,
         waiting_since: None,
+        consumed: 0,
+        line: None,
+        message: None,
         park: false,
     };
     // What the socket inherited from the listener, unless a PROXY header was read (with its
@@ -290,6 +302,7 @@ impl<H: Handler> Live<H> {
             let closed = loop {
                 let r = conn.core.handle_input(&buf[self.start..self.end]).map_err(io::Error::other)?;
                 self.start += r.consumed;
+                conn.consumed += r.consumed as u64;
                 match r.progress {
                     Progress::Event(ev) => conn.event(ev),
                     Progress::Flush => conn.drain(&mut self.stream)?,
@@ -326,7 +339,10 @@ impl<H: Handler> Live<H> {
                 continue;
             }
             let free = buf.len() - self.end;
-            match conn.read(&mut self.stream, &mut buf[self.end..])? {
+            // What is left unconsumed is the start of a line (the core consumes lines whole and
+            // content as it comes).
+            let partial = self.start < self.end;
+            match conn.read(&mut self.stream, &mut buf[self.end..], partial)? {
                 Read_::Bytes(0) => {
                     log!(info, conn.session, "client closed the connection");
                     return Ok(Stop::Done);
@@ -373,13 +389,26 @@ fn grow(heap: &mut Vec<u8>, stack: &[u8], (start, end): (usize, usize), len: usi
     }
 }
 
+/// What ends a wait for input ([`Conn::limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// The core's timeout for the state, from the start of the wait.
+    Idle,
+    /// The command timeout from the first byte of an unfinished command line.
+    Line,
+    /// Message data under the least average rate, once the data timeout has passed since the
+    /// message began.
+    Rate,
+}
+
 /// What [`Conn::read`] got.
 enum Read_ {
     /// Bytes (0: the client closed).
     Bytes(usize),
     /// Nothing for a while: park the session (only when it can).
     Idle,
-    /// The timeout fired or the server shuts down: the core was told and queued its `421`.
+    /// A timeout or deadline passed, or the server shuts down: the core was told and queued
+    /// its `421`.
     Stop,
 }
 
@@ -398,6 +427,15 @@ struct Conn<H: Handler> {
     /// Since when the session waits for input (the core's timeout runs from there; a parked
     /// session keeps it).
     waiting_since: Option<Instant>,
+    /// Input the core consumed, in all.
+    consumed: u64,
+    /// The command line being received, unfinished: when it began (the start of the wait
+    /// after the read that brought its first byte) and `consumed` then. It is the same line
+    /// while the core consumes nothing more (or discards the rest of an over-long line).
+    line: Option<(Instant, u64)>,
+    /// The message being received ([`smtp_proto::Server::is_receiving_message`]): when it
+    /// began (the start of the first wait for its data) and `consumed` then.
+    message: Option<(Instant, u64)>,
     /// Whether the session may park when idle.
     park: bool,
 }
