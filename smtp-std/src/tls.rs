@@ -11,30 +11,63 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// A rustls server configuration (TLS 1.2 and 1.3, *ring*) from PEM data: the certificate
 /// chain (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1).
 pub fn server_config_from_pem(cert_chain: &[u8], key: &[u8]) -> io::Result<Arc<rustls::ServerConfig>> {
+    config_from_pem(cert_chain, key, "the certificate", "the private key")
+}
+
+/// [`server_config_from_pem`] with the names of the two PEM sources for its errors.
+fn config_from_pem(
+    cert_chain: &[u8],
+    key: &[u8],
+    cert_name: &str,
+    key_name: &str,
+) -> io::Result<Arc<rustls::ServerConfig>> {
+    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let certs = CertificateDer::pem_slice_iter(cert_chain)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("certificate: {e}")))?;
+        .map_err(|e| invalid(format!("{cert_name}: not a PEM certificate chain: {e}")))?;
     if certs.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "no certificate in the PEM data"));
+        let hint = if key.starts_with(b"-----BEGIN CERT") || cert_chain.windows(11).any(|w| w == b"PRIVATE KEY") {
+            " (it holds a private key: are cert and key swapped?)"
+        } else {
+            ""
+        };
+        return Err(invalid(format!("{cert_name}: no certificate in it (-----BEGIN CERTIFICATE-----){hint}")));
     }
-    let key = PrivateKeyDer::from_pem_slice(key)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| {
+        let hint = if key.windows(11).any(|w| w == b"CERTIFICATE") {
+            ": it holds a certificate, not a key (are cert and key swapped?)"
+        } else {
+            ""
+        };
+        invalid(format!("{key_name}: no private key in it (-----BEGIN PRIVATE KEY-----): {e}{hint}"))
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("certificate and key: {e}")))?;
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("KeyMismatch") || text.contains("consistent") {
+                invalid(format!("{key_name} is not the key of {cert_name}: they do not match ({text})"))
+            } else {
+                invalid(format!("{cert_name} and {key_name}: {text}"))
+            }
+        })?;
     Ok(Arc::new(config))
 }
 
-/// Like [`server_config_from_pem`], reading the two PEM files.
+/// Like [`server_config_from_pem`], reading the two PEM files; every error names its file.
 pub fn server_config_from_files(cert_path: &Path, key_path: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
-    let cert =
-        std::fs::read(cert_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cert_path.display())))?;
-    let key = std::fs::read(key_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", key_path.display())))?;
-    server_config_from_pem(&cert, &key)
+    let read = |what: &str, p: &Path| {
+        std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{what} file {}: {e}", p.display())))
+    };
+    let cert = read("certificate", cert_path)?;
+    let key = read("private key", key_path)?;
+    let cert_name = format!("certificate file {}", cert_path.display());
+    let key_name = format!("private key file {}", key_path.display());
+    config_from_pem(&cert, &key, &cert_name, &key_name)
 }
 
 /// A connection, plain or under TLS (the server's and the client's, by `C`), over a TCP
@@ -83,5 +116,41 @@ where
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(name: &str) -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        (c.cert.pem(), c.key_pair.serialize_pem())
+    }
+
+    #[test]
+    fn errors_name_the_file_and_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair("a.test");
+        let (_, other_key) = pair("b.test");
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let (c, k, k2, junk) =
+            (write("cert.pem", &cert), write("key.pem", &key), write("k2.pem", &other_key), write("junk.pem", "hello"));
+        assert!(server_config_from_files(&c, &k).is_ok());
+        let err = |c: &Path, k: &Path| server_config_from_files(c, k).unwrap_err().to_string();
+        let e = err(&k, &c);
+        assert!(e.contains(&format!("certificate file {}", k.display())) && e.contains("swapped"), "{e}");
+        let e = err(&c, &c);
+        assert!(e.contains(&format!("private key file {}", c.display())) && e.contains("swapped"), "{e}");
+        let e = err(&c, &k2);
+        assert!(e.contains(&format!("private key file {}", k2.display())) && e.contains("do not match"), "{e}");
+        let e = err(&junk, &k);
+        assert!(e.contains(&format!("certificate file {}", junk.display())) && e.contains("no certificate"), "{e}");
+        let e = err(&dir.path().join("missing.pem"), &k);
+        assert!(e.contains("missing.pem") && e.contains("No such file"), "{e}");
     }
 }

@@ -220,7 +220,7 @@ fn bad_config_is_refused_with_file_line_and_key() {
     assert!(err.contains(":5: ") && err.contains("unknown field `colour`"), "{err}");
 }
 
-/// Makes the path to `dir` traversable by others (tempdirs are 0700).
+/// Makes the path to `dir` traversable by others (tempdirs follow the umask; make sure).
 fn open_up(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -670,9 +670,117 @@ fn an_accounts_file_the_user_cannot_read_stops_serve_at_start() {
     let err = &out.stderr;
     assert!(
         err.contains(&format!("the accounts file {}", passwd.display()))
-            && err.contains("owned by 0:0 mode=600")
-            && err.contains("as user nobody")
+            && err.contains("file owned by 0:0 mode=0600")
+            && err.contains("user nobody")
             && err.contains("chown nobody:dovecot"),
         "{err}"
     );
+    assert!(!dir.path().join("data").exists(), "nothing made before the refusal");
+    assert_eq!(err.matches("cannot be read").count() + err.matches("would not be able").count(), 1, "said once: {err}");
+}
+
+#[test]
+fn a_data_dir_the_user_cannot_reach_is_refused_before_anything_is_made() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs the tests as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The temp dir is made 0700 root: nobody cannot reach `data` inside it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let config = setup(dir.path(), "user = \"nobody\"");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp-std"));
+    cmd.current_dir(dir.path()).args(["serve", "--config", config.to_str().unwrap()]);
+    let out = run(&mut cmd, b"", Duration::from_secs(30));
+    assert_ne!(out.status, Some(0));
+    let want = format!("missing +x perm: {}, dir owned by 0:0 mode=0700", dir.path().display());
+    assert!(
+        out.stderr.contains(&want) && out.stderr.contains("user nobody") && out.stderr.contains("chmod o+x"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.path().join("data").exists(), "nothing half-made");
+}
+
+#[test]
+fn a_new_user_gets_the_mailboxes_of_the_one_before() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs the tests as root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    open_up(dir.path());
+    let config = setup(dir.path(), "user = \"daemon\"");
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let mut c = connect(&p);
+    let (_, end) = transaction(&mut c, "x@client.example", &["alice@example.org"], "Subject: one");
+    assert!(end.unwrap().starts_with("250"));
+    drop(c);
+    drop(p);
+    let alice = mailbox(dir.path(), "alice@example.org");
+    let daemon = nix::unistd::User::from_name("daemon").unwrap().unwrap().uid.as_raw();
+    assert!(files(&alice, "new").iter().all(|f| std::fs::metadata(f).unwrap().uid() == daemon));
+    // The same data_dir, another user: its files become the new user's, mail goes on.
+    let text = std::fs::read_to_string(&config).unwrap().replace("user = \"daemon\"", "user = \"nobody\"");
+    std::fs::write(&config, text).unwrap();
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let mut c = connect(&p);
+    let (_, end) = transaction(&mut c, "x@client.example", &["alice@example.org"], "Subject: two");
+    let end = end.unwrap();
+    assert!(end.starts_with("250"), "{end}");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+    let stored = files(&alice, "new");
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|f| std::fs::metadata(f).unwrap().uid() == nobody));
+    assert!(p.log_contains("gave the files of an earlier user to this one"));
+}
+
+#[test]
+fn start_errors_name_their_object_once() {
+    let serve = |dir: &Path, config: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp-std"));
+        cmd.current_dir(dir).args(["serve", "--config", config.to_str().unwrap()]);
+        let out = run(&mut cmd, b"", Duration::from_secs(30));
+        assert_ne!(out.status, Some(0), "{}", out.stderr);
+        assert_eq!(out.stderr.matches("smtp-std: ").count(), 1, "said once: {}", out.stderr);
+        out.stderr
+    };
+    // No accounts file: said as such, not as a postmaster without an account.
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "");
+    std::fs::remove_file(dir.path().join("passwd")).unwrap();
+    let err = serve(dir.path(), &config);
+    let want = format!("the accounts file {} does not exist", dir.path().join("passwd").display());
+    assert!(err.contains(&want) && err.contains("smtp-std user add"), "{err}");
+
+    // A listener's address in use: which one.
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let config = setup(dir.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("smtp = [\"127.0.0.1:0\"]", &format!("smtp = [\"127.0.0.1:0\", \"127.0.0.1:{port}\"]"));
+    std::fs::write(&config, text).unwrap();
+    let err = serve(dir.path(), &config);
+    assert!(
+        err.contains(&format!("listen.smtp: cannot listen on 127.0.0.1:{port}")) && err.contains("in use"),
+        "{err}"
+    );
+
+    // Certificate and key swapped: which file, and what is wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let c = cert(dir.path());
+    let config = setup(dir.path(), "");
+    let tls = format!("[tls]\ncert = {:?}\nkey = {:?}", c.key_pem, c.cert_pem);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[[domain]]\nname = \"example.org\"", &format!("{tls}\n\n[[domain]]\nname = \"example.org\""));
+    std::fs::write(&config, text).unwrap();
+    let err = serve(dir.path(), &config);
+    assert!(err.contains(&format!("certificate file {}", c.key_pem.display())) && err.contains("swapped"), "{err}");
 }

@@ -282,11 +282,12 @@ fn run_config(path: &std::path::Path) -> std::io::Result<()> {
 
 fn listen_and_run<H: smtp_std::Handler>(mut server: Server<H>, args: &Serve, hostname: &str) -> std::io::Result<()> {
     for addr in &args.listen {
-        let bound = server.listen(addr)?;
+        let bound = server.listen(addr).map_err(|e| std::io::Error::new(e.kind(), format!("--listen {addr}: {e}")))?;
         tracing::info!(%bound, hostname, maildir = %args.maildir.display(), discard = args.discard, "listening for SMTP");
     }
     for addr in &args.tls_listen {
-        let bound = server.listen_tls(addr)?;
+        let bound =
+            server.listen_tls(addr).map_err(|e| std::io::Error::new(e.kind(), format!("--tls-listen {addr}: {e}")))?;
         tracing::info!(%bound, "listening for SMTP over implicit TLS");
     }
     smtp_std::mta::mailserver::shutdown_on_signals(vec![server.shutdown_handle()])?;

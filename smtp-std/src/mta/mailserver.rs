@@ -77,6 +77,52 @@ pub fn shutdown_on_signals(handles: Vec<crate::ShutdownHandle>) -> io::Result<()
     Ok(())
 }
 
+/// A listener that could not be bound, with its address and the key that names it.
+fn bind_error(config: &Config, key: &str, addr: &impl std::fmt::Display, e: io::Error) -> io::Error {
+    let hint = match e.kind() {
+        io::ErrorKind::AddrInUse => " (another server listens there: stop it, or change the address)",
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need root: start as root with `user` set)",
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("{}: listen.{key}: cannot listen on {addr}: {e}{hint}", config.file.display()))
+}
+
+/// Before anything is created: the paths `user` will need after the privilege drop (to
+/// write `data_dir`, to re-read the config, accounts, certificates and keys) are within its
+/// reach, or the start is refused naming the path, its owner and mode, and the fix; the files
+/// of an earlier `user` under `data_dir` are given to this one.
+fn check_user_access(config: &Config, user: &str) -> io::Result<()> {
+    use privileges::{check_access, Need};
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    check_access(&config.data_dir, user, Need::Write, "data_dir", None)?;
+    check_access(&config.file, user, Need::Read, "the config file", None)?;
+    let fix = "chown {user}:dovecot {path}; chmod 640 {path}";
+    check_access(&config.accounts, user, Need::Read, "the accounts file", Some(fix))?;
+    if let Some(t) = &config.tls {
+        check_access(&t.cert, user, Need::Read, "[tls] cert", None)?;
+        check_access(&t.key, user, Need::Read, "[tls] key", None)?;
+    }
+    for d in &config.domains {
+        if let Some((_, key)) = &d.dkim {
+            check_access(key, user, Need::Read, &format!("the dkim_key of {}", d.name), None)?;
+        }
+    }
+    // After a change of `user`: what the earlier one made becomes this one's (only where a
+    // top directory shows it, so that a start does not walk every mailbox each time).
+    let (uid, _) = privileges::lookup(user)?;
+    let tops =
+        [config.data_dir.clone(), config.mailboxes_dir(), config.data_dir.join("queue"), config.data_dir.join("spool")];
+    for top in tops {
+        let owner = std::fs::metadata(&top).map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+        if owner.is_ok_and(|o| o != uid.as_raw()) {
+            privileges::give_tree_to(&top, user)?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates `dir` (durably, `0700`; an existing one loses group and other permissions) and gives
 /// it to `user` when there is one.
 fn own_dir(dir: &Path, user: Option<&str>) -> io::Result<()> {
@@ -126,6 +172,19 @@ impl MailServer {
     /// and `queue/` (owned by `user`), loads the TLS files and DKIM keys, checks that
     /// `postmaster@` every domain reaches someone (RFC 5321 §4.5.1).
     pub fn new(config: &Config) -> io::Result<Self> {
+        if !config.accounts.exists() {
+            return Err(invalid(format!(
+                "{}: accounts: the accounts file {} does not exist; add the first account with \
+                 `smtp-std user add you@{} --config {}` (it creates the file)",
+                config.file.display(),
+                config.accounts.display(),
+                config.domains.first().map_or("example.org", |d| d.name.as_str()),
+                config.file.display()
+            )));
+        }
+        if let Some(user) = config.user.as_deref() {
+            check_user_access(config, user)?;
+        }
         let accounts = Arc::new(AccountsFile::load(&config.accounts).map_err(|e| invalid(e.to_string()))?);
         let directory = Arc::new(Directory::new(config.domains.clone(), accounts.clone()));
         for d in &config.domains {
@@ -279,16 +338,16 @@ impl MailServer {
     /// serves until shut down.
     pub fn bind_and_run(mut self, config: &Config) -> io::Result<()> {
         for addr in &config.listen.smtp {
-            let bound = self.smtp.listen(addr)?;
+            let bound = self.smtp.listen(addr).map_err(|e| bind_error(config, "smtp", addr, e))?;
             tracing::info!(%bound, hostname = config.hostname, "listening for SMTP");
         }
         if let Some(sub) = &mut self.submission {
             for addr in &config.listen.submission {
-                let bound = sub.listen(addr)?;
+                let bound = sub.listen(addr).map_err(|e| bind_error(config, "submission", addr, e))?;
                 tracing::info!(%bound, "listening for submission (STARTTLS, AUTH required)");
             }
             for addr in &config.listen.submissions {
-                let bound = sub.listen_tls(addr)?;
+                let bound = sub.listen_tls(addr).map_err(|e| bind_error(config, "submissions", addr, e))?;
                 tracing::info!(%bound, "listening for submission over implicit TLS (AUTH required)");
             }
         }
