@@ -1011,12 +1011,13 @@ mod tests {
     fn streamed_reports_have_the_same_parts() {
         let rs = [failed("bob@example.net")];
         let big: Vec<u8> = [&b"Subject: big\nX: \xc3\xa9\n\n"[..], &b"line =_dsn_ of text\n".repeat(60_000)].concat();
-        let cases: [(&[u8], Ret); 7] = [
+        let cases: [(&[u8], Ret); 8] = [
             (ORIGINAL, Ret::Full),
             (ORIGINAL, Ret::Headers),
             (b"Subject: hi\nX: y\r\n\nline 1\nline 2\rline 3", Ret::Full),
             (b"Subject: no end", Ret::Full),
             (b"", Ret::Full),
+            (b"\r\nno header block\r\n", Ret::Full),
             (b"Subject: \xc3\xa9\r\n\r\n8-bit \xc3\xa9\r\n", Ret::Full),
             (&big, Ret::Full),
         ];

@@ -109,10 +109,10 @@ pub(super) fn human_text(report: &Report<'_>, attached: &Attached) -> String {
     t.push_str("\r\n");
     let note = if attached.empty {
         "Your message was empty, so it is not attached.".to_string()
-    } else if attached.bytes.is_empty() {
-        "Your message has no header block, so nothing of it is attached.".to_string()
     } else if attached.full {
         "Your message is attached.".to_string()
+    } else if attached.bytes.is_empty() {
+        "Your message has no header block, so nothing of it is attached.".to_string()
     } else if let Some(limit) = attached.too_big {
         format!("Your message is larger than {limit} bytes, so only its headers are attached.")
     } else {
