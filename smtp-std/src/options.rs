@@ -83,6 +83,8 @@ impl Options {
 
     /// TLS certificate and key: offers STARTTLS on plain listeners and allows
     /// [`Server::listen_tls`] (implicit TLS).
+    ///
+    /// [`Server::listen_tls`]: crate::Server::listen_tls
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
         self.config.capabilities.starttls = true;
@@ -91,6 +93,8 @@ impl Options {
 
     /// Every listener added with [`Server::listen`] speaks implicit TLS (smtp-server `secure`,
     /// RFC 8314 port 465). Needs [`Options::tls`].
+    ///
+    /// [`Server::listen`]: crate::Server::listen
     pub fn secure(mut self, secure: bool) -> Self {
         self.secure = secure;
         self
@@ -98,6 +102,8 @@ impl Options {
 
     /// SASL mechanisms to offer (AUTH); the core runs PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER and
     /// passes the credentials to [`Handler::auth`].
+    ///
+    /// [`Handler::auth`]: crate::Handler::auth
     pub fn auth_mechanisms(mut self, mechanisms: AuthMechanisms) -> Self {
         self.config.capabilities.auth = mechanisms;
         self
@@ -178,6 +184,8 @@ impl Options {
     /// its whole size is reserved: 10,000 sessions at the platform's 2 MiB are 20 GB of address
     /// space (and of commit charge where overcommit is strict). Raise it if your [`Handler`]
     /// recurses deeply or keeps large values on the stack: a stack overflow aborts the process.
+    ///
+    /// [`Handler`]: crate::Handler
     pub fn session_stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes.max(64 * 1024);
         self
@@ -197,6 +205,8 @@ impl Options {
     /// woken by its own client. `None`: every session keeps its thread to its end, and one
     /// thread per listener accepts. Sessions are never parked in a [`Handler`] call: a handler
     /// may block as long as it needs, and the others are served meanwhile on other threads.
+    ///
+    /// [`Handler`]: crate::Handler
     pub fn park_idle_sessions_after(mut self, after: Option<Duration>) -> Self {
         self.park_after = after;
         self
