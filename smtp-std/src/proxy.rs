@@ -14,6 +14,9 @@
 //! line, and a bad one. Only the header's bytes are taken from the socket (it is peeked at,
 //! then exactly its length is read), so what follows it — SMTP, or a TLS ClientHello on an
 //! implicit-TLS listener — is read by the session as usual.
+//!
+//! [`Options::proxy_from`]: crate::Options::proxy_from
+//! [`Options::proxy_timeout`]: crate::Options::proxy_timeout
 
 use std::fmt;
 use std::io::{self, Read};
