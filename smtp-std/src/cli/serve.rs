@@ -49,7 +49,8 @@ NOTES:
   denied` unless the client authenticated. With --users, AUTH is required before MAIL
   unless --auth-optional; AUTH is offered only under TLS unless --allow-insecure-auth.
   Limits reply with the RFC codes: 552 5.3.4 (size), 452 4.5.3 (recipients),
-  421 4.7.0 (errors, too many clients), 421 4.4.2 (timeout).";
+  421 4.7.0 (errors, too many clients), 421 4.4.2 (timeout), 452 4.3.1 (disk full or
+  below --min-free-space).";
 
 /// Command line.
 
@@ -118,6 +119,10 @@ pub(crate) struct Serve {
     /// (then 421 4.4.2). Default: RFC 5321 (300 s for commands and for content).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Octets that must stay free on the file system of --maildir: below it (or with no
+    /// inode free), MAIL gets 452 4.3.1, as does a write that finds the disk full. 0: no check.
+    #[arg(long, value_name = "BYTES", default_value_t = 100 << 20)]
+    min_free_space: u64,
     /// Errors before the client is disconnected with 421 4.7.0.
     #[arg(long, value_name = "N", default_value_t = 20)]
     max_errors: u32,
@@ -226,13 +231,13 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
     }
     let maildir = Maildir::create(&args.maildir)?;
     let domains = args.domain.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
-    #[allow(unused_mut)]
     let mut handler = InboundHandler::new(InboundPolicy {
         hostname: hostname.clone(),
         route: Route::Maildir { maildir, domains },
         logins,
         outgoing: None,
-    });
+    })
+    .with_min_free_space(&args.maildir, args.min_free_space);
     if args.no_mail_auth {
         tracing::info!("SPF, DKIM and DMARC checks off (--no-mail-auth)");
     } else {

@@ -229,6 +229,10 @@ pub struct Limits {
     /// Inactivity timeout (`"5m"`); default RFC 5321's.
     #[serde(deserialize_with = "duration_opt")]
     pub timeout: Option<Duration>,
+    /// Octets that must stay free on the file system of `data_dir`: below it, MAIL gets
+    /// `452 4.3.1 Insufficient system storage` (so does a write that finds the disk full);
+    /// 0: no check. Default 100 MiB.
+    pub min_free_space: u64,
 }
 
 impl Default for Limits {
@@ -242,6 +246,7 @@ impl Default for Limits {
             max_auth_failures: 10,
             max_errors: 20,
             timeout: None,
+            min_free_space: 100 << 20,
         }
     }
 }
@@ -687,6 +692,15 @@ sales = ["alice", "bob"]
         let keys = "[limits]\nmax_connections_per_client = 5\nmax_connection_rate = 0\nmax_auth_failures = 3\n";
         let l = parse(&format!("{EXAMPLE}{keys}")).unwrap().limits;
         assert_eq!((l.max_connections_per_client, l.max_connection_rate, l.max_auth_failures), (5, 0, 3));
+        assert_eq!(c.limits.min_free_space, 100 << 20);
+        let l = parse(&format!("{EXAMPLE}[limits]\nmin_free_space = 0\n")).unwrap().limits;
+        assert_eq!(l.min_free_space, 0, "0 turns the check off");
+        let l = parse(&format!("{EXAMPLE}[limits]\nmin_free_space = 5_000_000_000\n")).unwrap().limits;
+        assert_eq!(l.min_free_space, 5_000_000_000);
+        for bad in ["-1", "\"100M\"", "1.5"] {
+            let (line, key, msg) = error(&format!("{EXAMPLE}[limits]\nmin_free_space = {bad}\n"));
+            assert_eq!((line, key.as_deref()), (Some(18), Some("limits.min_free_space")), "{bad}: {msg}");
+        }
     }
 
     #[test]

@@ -17,8 +17,14 @@
 //!
 //! Without a config file (`smtp-std serve --maildir DIR`), [`Route::Maildir`] keeps the
 //! behaviour of a simple receiver: every accepted recipient into one Maildir.
+//!
+//! Storage: with less free than [`InboundHandler::with_min_free_space`] asks, MAIL gets `452
+//! 4.3.1 Insufficient system storage`; so does any write of a message (spool, mailbox, queue)
+//! that fails with no space left or a quota exceeded ([`Decision::io_error`]); other local
+//! errors get `451 4.3.0`.
 
 use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -118,6 +124,7 @@ pub struct InboundHandler {
     mail_auth: Option<Arc<crate::mta::auth::MailAuthPolicy>>,
     /// SPF of the current transaction, when the checks apply to it.
     spf: Option<crate::mta::auth::SpfCheck>,
+    free_space: Option<Arc<crate::mta::space::MinFreeSpace>>,
 }
 
 impl InboundHandler {
@@ -134,7 +141,16 @@ impl InboundHandler {
             current: None,
             mail_auth: None,
             spf: None,
+            free_space: None,
         }
+    }
+
+    /// Refuses MAIL with `452 4.3.1 Insufficient system storage` while fewer than `min`
+    /// octets (or no inode) are free on the file system of `dir` (the data directory, where
+    /// messages are spooled and stored). `min == 0`: no check.
+    pub fn with_min_free_space(mut self, dir: impl Into<PathBuf>, min: u64) -> Self {
+        self.free_space = (min > 0).then(|| Arc::new(crate::mta::space::MinFreeSpace::new(dir.into(), min)));
+        self
     }
 
     /// Checks SPF, DKIM and DMARC on mail from the clients `auth` applies to.
@@ -206,7 +222,7 @@ impl InboundHandler {
                 }
                 Err(e) => {
                     tracing::error!("cannot read the message back: {e}");
-                    return Reply::LOCAL_ERROR.into();
+                    return Decision::io_error(&e);
                 }
             };
             let verdict = auth.verifier.verify(&spf, &c);
@@ -252,7 +268,7 @@ impl InboundHandler {
             }
             Err(e) => {
                 tracing::error!(id = name, "cannot store the message: {e}");
-                Reply::LOCAL_ERROR.into()
+                Decision::io_error(&e)
             }
         }
     }
@@ -295,7 +311,7 @@ impl InboundHandler {
             }
             Err(e) => {
                 tracing::error!("cannot read the message back: {e}");
-                return Err(Reply::LOCAL_ERROR.into());
+                return Err(Decision::io_error(&e));
             }
         };
         let from = session.envelope.mail_from.as_deref().unwrap_or("");
@@ -354,7 +370,7 @@ impl InboundHandler {
                     for id in &ids {
                         let _ = out.queue.remove(id);
                     }
-                    return Err(Reply::LOCAL_ERROR.into());
+                    return Err(Decision::io_error(&e));
                 }
             }
         }
@@ -385,7 +401,7 @@ impl InboundHandler {
                 Ok(b) => prefix.as_bytes().chain(b),
                 Err(e) => {
                     tracing::error!(id = name, "cannot read the spooled message: {e}");
-                    return Reply::LOCAL_ERROR.into();
+                    return Decision::io_error(&e);
                 }
             };
             match crate::lmtp::deliver(target, options, from, group, &mut body) {
@@ -509,6 +525,9 @@ impl Handler for InboundHandler {
         self.remote.clear();
         self.forward.clear();
         self.forward_domain = None;
+        if let Some(refusal) = self.free_space.as_ref().and_then(|space| space.check()) {
+            return refusal;
+        }
         self.envid = params.envid.map(|x| String::from_utf8_lossy(&x.decoded().collect::<Vec<u8>>()).into_owned());
         self.ret_full = params.ret == Some(smtp_proto::parse::params::Ret::Full);
         if let (Some(user), Route::Accounts { directory, .. }) = (&session.user, &self.policy.route) {
@@ -606,7 +625,7 @@ impl Handler for InboundHandler {
             Ok(()) => Decision::Accept,
             Err(e) => {
                 tracing::error!("cannot start a message: {e}");
-                Reply::LOCAL_ERROR.into()
+                Decision::io_error(&e)
             }
         }
     }

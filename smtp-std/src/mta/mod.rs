@@ -16,6 +16,7 @@
 //! | [`queue`] | the durable outbound queue: store, schedule, workers, delivery status reports |
 //! | [`deliver`] | delivery to the recipients' MX hosts (DNS, then the binding's client) |
 //! | [`srs`] | the Sender Rewriting Scheme for forwarded mail |
+//! | [`space`] | room on the disk: `452 4.3.1` at MAIL below `[limits] min_free_space` |
 //! | [`auth`] | SPF, DKIM, DMARC, DKIM signing, the DNS records to publish |
 //! | [`privileges`] | the drop to an ordinary user after binding the ports |
 //! | [`mailserver`] | all of it put together: listeners, handler, queue workers, signals |
@@ -30,4 +31,5 @@ pub mod maildir;
 pub mod mailserver;
 pub mod privileges;
 pub mod queue;
+pub mod space;
 pub mod srs;
