@@ -58,6 +58,25 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// The refusal for a local I/O error while a message is received or stored: `452 4.3.1
+    /// Insufficient system storage` when storage ran out ([`is_storage_full`]), else `451
+    /// 4.3.0`. The client keeps the message and tries again later either way.
+    pub fn io_error(e: &io::Error) -> Self {
+        if is_storage_full(e) {
+            Reply::INSUFFICIENT_STORAGE.into()
+        } else {
+            Reply::LOCAL_ERROR.into()
+        }
+    }
+}
+
+/// Whether `e` says storage ran out: no space left on the device (`ENOSPC`, also when the
+/// file system has no inode left) or a quota exceeded (`EDQUOT`).
+pub fn is_storage_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
 impl From<Reply<'_>> for Decision {
     fn from(r: Reply<'_>) -> Self {
         Decision::Reply(r.into())
@@ -233,7 +252,8 @@ pub trait Handler: Clone + Send + 'static {
 
     /// A piece of message content, dot-unstuffed, as it streams in. An error here is
     /// remembered: the rest of the content is skipped and the end of data is answered
-    /// `451 4.3.0` (the client keeps the message and retries).
+    /// [`Decision::io_error`]: `452 4.3.1` when storage ran out, else `451 4.3.0` (the client
+    /// keeps the message and retries).
     fn data_chunk(&mut self, session: &Session, chunk: &[u8]) -> io::Result<()> {
         let _ = (session, chunk);
         Ok(())

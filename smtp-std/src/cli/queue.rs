@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 use smtp_std::mta::config::Config;
-use smtp_std::mta::queue::store::unix;
+use smtp_std::mta::queue::corrupt::Corrupt;
+use smtp_std::mta::queue::store::{is_damage, unix};
 use smtp_std::mta::queue::{Entry, Queue, State};
 
 pub(crate) const QUEUE_AFTER: &str = "\
@@ -22,6 +23,12 @@ EXAMPLES:
 
 The running server picks changes up at its next look at the queue ([queue] scan_interval).
 
+A damaged entry (cut short, a bad first line, an envelope or state that does not parse) is
+never deleted for it: the server moves it into <data_dir>/queue/corrupt/ with one log line.
+`list` shows it as corrupt, `show` prints what can be read of it, `bounce` tells the sender
+(when its envelope can be read), `delete` drops it. A damaged state alone is kept there too;
+the entry goes on from its envelope at submission.
+
 EXIT STATUS: 0 done, 1 error, 67 no such entry.";
 
 #[derive(Debug, Args)]
@@ -35,9 +42,11 @@ pub(crate) struct QueueArgs {
 
 #[derive(Debug, Subcommand)]
 enum QueueCommand {
-    /// Every entry: id, age, sender, recipients with their state, next attempt, last reply.
+    /// Every entry: id, age, sender, recipients with their state, next attempt, last reply;
+    /// damaged ones as corrupt, with what is wrong.
     List,
-    /// One entry: its envelope and state, and its message's header.
+    /// One entry: its envelope and state, and its message's header (of a damaged one, what
+    /// can be read).
     Show { id: String },
     /// Try now: one entry, or all.
     Retry { id: Option<String> },
@@ -45,9 +54,10 @@ enum QueueCommand {
     Hold { id: String },
     /// Undo hold.
     Release { id: String },
-    /// Remove without telling the sender.
+    /// Remove without telling the sender (a damaged entry too).
     Delete { id: String },
-    /// Fail every pending recipient now: the sender gets a bounce; the entry is removed.
+    /// Fail every pending recipient now: the sender gets a bounce; the entry is removed (a
+    /// damaged one too, when its envelope can be read).
     Bounce { id: String },
 }
 
@@ -95,6 +105,82 @@ fn print_entry(e: &Entry, now: u64) {
     }
 }
 
+/// One damaged entry in `list`: its id, what is wrong, and what can be read of it.
+fn print_corrupt(c: &Corrupt, now: u64) {
+    let what = if c.state_only() { "corrupt state (the entry goes on from its envelope)" } else { "corrupt" };
+    println!("{}  {what}: {}", c.id, c.reason());
+    match &c.envelope {
+        Some(e) if !c.state_only() => {
+            let from = if e.from.is_empty() { "<>" } else { &e.from };
+            println!("    from {from}  age {}", human(Duration::from_secs(now.saturating_sub(e.arrival))));
+            for r in &e.recipients {
+                println!("    {} {}", r.address, state_word(r.state));
+            }
+        }
+        Some(_) => {}
+        None => println!("    (no envelope can be read: the sender is unknown)"),
+    }
+}
+
+/// The first `max` bytes of `path`, as text.
+fn head_of(path: &std::path::Path, max: u64) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, max), &mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Up to the empty line, in the first 64 KiB of `r`.
+fn print_header(r: impl std::io::Read, size: u64) {
+    let mut head = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::Read::take(r, 64 << 10), &mut head);
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |p| p + 2);
+    println!("\n# message: {size} bytes; header:");
+    print!("{}", String::from_utf8_lossy(&head[..end.min(head.len())]));
+}
+
+/// `show` of a damaged entry: what is wrong, then everything that can be read.
+fn show_corrupt(c: &Corrupt, now: u64) {
+    println!("{}  CORRUPT", c.id);
+    for p in &c.problems {
+        println!("    {p}");
+    }
+    for p in c.path.iter().chain(&c.states) {
+        println!("    kept: {}", p.display());
+    }
+    match &c.envelope {
+        Some(e) => {
+            println!();
+            print_entry(e, now);
+            println!();
+            print!("{}", toml::to_string(e).unwrap_or_default());
+        }
+        None if c.state_only() => println!("\n# the entry goes on from its envelope at submission"),
+        None => {
+            println!("\n# no envelope can be read; the entry's first 4 KiB:");
+            if let Some(p) = &c.path {
+                println!("{}", head_of(p, 4096));
+            }
+        }
+    }
+    for s in c.states.iter().filter(|s| c.problems.iter().any(|p| p.starts_with(&s.display().to_string()))) {
+        println!("\n# {} (damaged), its first 4 KiB:\n{}", s.display(), head_of(s, 4096));
+    }
+    match (c.message_reader(), c.message) {
+        (Ok(Some(m)), Some((_, present))) => {
+            let of = c.message_len.filter(|&l| l != present).map(|l| format!(" of {l}")).unwrap_or_default();
+            print_header(m, present);
+            if !of.is_empty() {
+                println!("# ({present}{of} bytes of the message are there)");
+            }
+        }
+        (Err(e), _) => println!("\n# message: {e}"),
+        _ if c.state_only() => {}
+        _ => println!("\n# message: where it starts cannot be read"),
+    }
+}
+
 pub(crate) fn run(args: QueueArgs) -> ExitCode {
     let Some(path) = &args.config else {
         return fail(64, "--config FILE is required");
@@ -109,6 +195,16 @@ pub(crate) fn run(args: QueueArgs) -> ExitCode {
     };
     let now = SystemTime::now();
     let t = unix(now);
+    let not_found = |id: &str| match queue.corrupt(id).filter(|c| !c.state_only()) {
+        Some(c) => fail(
+            1,
+            format!(
+                "queue entry {id} is corrupt ({}): `smtp-std queue show {id}`, then `queue bounce` or `queue delete`",
+                c.reason()
+            ),
+        ),
+        None => fail(EX_NOUSER, format!("no queue entry {id}")),
+    };
     let update = |id: &str, change: &dyn Fn(&mut Entry)| -> ExitCode {
         let result = (|| {
             let _lock = queue.lock(id, true)?;
@@ -118,18 +214,32 @@ pub(crate) fn run(args: QueueArgs) -> ExitCode {
         })();
         match result {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fail(EX_NOUSER, format!("no queue entry {id}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => not_found(id),
+            Err(e) if is_damage(&e) => fail(
+                1,
+                format!("{e}: queue entry {id} is damaged; `smtp-std queue show {id}`, then `queue bounce` or `queue delete`"),
+            ),
             Err(e) => fail(1, e),
         }
     };
     match &args.command {
-        QueueCommand::List => match queue.list() {
-            Ok(entries) => {
-                for e in &entries {
+        QueueCommand::List => match queue.survey(false) {
+            Ok(survey) => {
+                for e in &survey.entries {
                     print_entry(e, t);
                 }
-                let pending: usize = entries.iter().map(|e| e.pending().count()).sum();
-                println!("{} entries, {pending} recipients pending", entries.len());
+                for (id, e) in &survey.unreadable {
+                    println!("{id}  unreadable: {e}");
+                }
+                for c in &survey.corrupt {
+                    print_corrupt(c, t);
+                }
+                let pending: usize = survey.entries.iter().map(|e| e.pending().count()).sum();
+                let corrupt = match survey.corrupt.len() {
+                    0 => String::new(),
+                    n => format!(", {n} corrupt (see `smtp-std queue show ID`)"),
+                };
+                println!("{} entries, {pending} recipients pending{corrupt}", survey.entries.len());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(1, e),
@@ -139,20 +249,30 @@ pub(crate) fn run(args: QueueArgs) -> ExitCode {
                 print_entry(&e, t);
                 println!();
                 print!("{}", toml::to_string(&e).unwrap_or_default());
-                // The header: up to the empty line, in the first 64 KiB.
-                let (mut head, mut size) = (Vec::new(), 0);
-                if let Ok(mut m) = queue.message(id) {
-                    size = m.len();
-                    let _ = m
-                        .reader()
-                        .and_then(|r| std::io::Read::read_to_end(&mut std::io::Read::take(r, 64 << 10), &mut head));
+                match queue.message(id) {
+                    Ok(mut m) => {
+                        let size = m.len();
+                        match m.reader() {
+                            Ok(r) => print_header(r, size),
+                            Err(e) => println!("\n# message: {e}"),
+                        }
+                    }
+                    Err(e) => println!("\n# message: {e}"),
                 }
-                let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |p| p + 2);
-                println!("\n# message: {size} bytes; header:");
-                print!("{}", String::from_utf8_lossy(&head[..end.min(head.len())]));
+                // A damaged state of it kept aside.
+                if let Some(c) = queue.corrupt(id) {
+                    println!();
+                    show_corrupt(&c, t);
+                }
                 ExitCode::SUCCESS
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fail(EX_NOUSER, format!("no queue entry {id}")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || is_damage(&e) => match queue.inspect(id) {
+                Some(c) => {
+                    show_corrupt(&c, t);
+                    ExitCode::SUCCESS
+                }
+                None => fail(EX_NOUSER, format!("no queue entry {id}")),
+            },
             Err(e) => fail(1, e),
         },
         QueueCommand::Retry { id: Some(id) } => update(id, &|e| e.next_attempt = t),
@@ -171,10 +291,14 @@ pub(crate) fn run(args: QueueArgs) -> ExitCode {
         QueueCommand::Hold { id } => update(id, &|e| e.held = true),
         QueueCommand::Release { id } => update(id, &|e| e.held = false),
         QueueCommand::Delete { id } => {
-            let result = queue.lock(id, true).and_then(|_lock| queue.remove(id));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => fail(EX_NOUSER, format!("no queue entry {id}")),
+            let live = match queue.lock(id, true).and_then(|_lock| queue.remove(id)) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return fail(1, e),
+            };
+            match queue.remove_corrupt(id) {
+                Ok(kept) if live || kept => ExitCode::SUCCESS,
+                Ok(_) => fail(EX_NOUSER, format!("no queue entry {id}")),
                 Err(e) => fail(1, e),
             }
         }

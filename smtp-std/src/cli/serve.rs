@@ -50,7 +50,8 @@ NOTES:
   unless --auth-optional; AUTH is offered only under TLS unless --allow-insecure-auth.
   Limits reply with the RFC codes: 552 5.3.4 (size), 452 4.5.3 (recipients),
   421 4.7.0 (errors, too many clients), 421 4.4.2 (timeout, a command line not complete
-  within the timeout of its first byte, message data under --min-data-rate).";
+  within the timeout of its first byte, message data under --min-data-rate), 452 4.3.1 (disk
+  full or below --min-free-space).";
 
 /// Command line.
 
@@ -124,6 +125,10 @@ pub(crate) struct Serve {
     /// since DATA/BDAT (then 421 4.4.2, nothing stored). 0: off.
     #[arg(long, value_name = "OCTETS", default_value_t = smtp_std::DEFAULT_MIN_DATA_RATE)]
     min_data_rate: u64,
+    /// Octets that must stay free on the file system of --maildir: below it (or with no
+    /// inode free), MAIL gets 452 4.3.1, as does a write that finds the disk full. 0: no check.
+    #[arg(long, value_name = "BYTES", default_value_t = 100 << 20)]
+    min_free_space: u64,
     /// Errors before the client is disconnected with 421 4.7.0.
     #[arg(long, value_name = "N", default_value_t = 20)]
     max_errors: u32,
@@ -236,13 +241,13 @@ pub(crate) fn run(args: Serve) -> std::io::Result<()> {
     }
     let maildir = Maildir::create(&args.maildir)?;
     let domains = args.domain.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
-    #[allow(unused_mut)]
     let mut handler = InboundHandler::new(InboundPolicy {
         hostname: hostname.clone(),
         route: Route::Maildir { maildir, domains },
         logins,
         outgoing: None,
-    });
+    })
+    .with_min_free_space(&args.maildir, args.min_free_space);
     if args.no_mail_auth {
         tracing::info!("SPF, DKIM and DMARC checks off (--no-mail-auth)");
     } else {

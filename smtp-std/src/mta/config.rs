@@ -233,6 +233,10 @@ pub struct Limits {
     /// Least average rate of message data in octets/s, once `timeout` has passed since
     /// DATA/BDAT (then `421 4.4.2`, nothing stored); 0: off. Default 1024.
     pub min_data_rate: u64,
+    /// Octets that must stay free on the file system of `data_dir`: below it, MAIL gets
+    /// `452 4.3.1 Insufficient system storage` (so does a write that finds the disk full);
+    /// 0: no check. Default 100 MiB.
+    pub min_free_space: u64,
 }
 
 impl Default for Limits {
@@ -247,6 +251,7 @@ impl Default for Limits {
             max_errors: 20,
             timeout: None,
             min_data_rate: crate::DEFAULT_MIN_DATA_RATE,
+            min_free_space: 100 << 20,
         }
     }
 }
@@ -700,6 +705,15 @@ sales = ["alice", "bob"]
         let l = parse(&format!("{EXAMPLE}{keys}min_data_rate = 0\n")).unwrap().limits;
         assert_eq!((l.max_connections_per_client, l.max_connection_rate, l.max_auth_failures), (5, 0, 3));
         assert_eq!(l.min_data_rate, 0);
+        assert_eq!(c.limits.min_free_space, 100 << 20);
+        let l = parse(&format!("{EXAMPLE}[limits]\nmin_free_space = 0\n")).unwrap().limits;
+        assert_eq!(l.min_free_space, 0, "0 turns the check off");
+        let l = parse(&format!("{EXAMPLE}[limits]\nmin_free_space = 5_000_000_000\n")).unwrap().limits;
+        assert_eq!(l.min_free_space, 5_000_000_000);
+        for bad in ["-1", "\"100M\"", "1.5"] {
+            let (line, key, msg) = error(&format!("{EXAMPLE}[limits]\nmin_free_space = {bad}\n"));
+            assert_eq!((line, key.as_deref()), (Some(18), Some("limits.min_free_space")), "{bad}: {msg}");
+        }
     }
 
     #[test]

@@ -20,8 +20,14 @@
 //!
 //! Without a config file (`smtp-std serve --maildir DIR`), [`Route::Maildir`] keeps the
 //! behaviour of a simple receiver: every accepted recipient into one Maildir.
+//!
+//! Storage: with less free than [`InboundHandler::with_min_free_space`] asks, MAIL gets `452
+//! 4.3.1 Insufficient system storage`; so does any write of a message (spool, mailbox, queue)
+//! that fails with no space left or a quota exceeded ([`Decision::io_error`]); other local
+//! errors get `451 4.3.0`.
 
 use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -122,6 +128,7 @@ pub struct InboundHandler {
     mail_auth: Option<Arc<crate::mta::auth::MailAuthPolicy>>,
     /// SPF of the current transaction, when the checks apply to it.
     spf: Option<crate::mta::auth::SpfCheck>,
+    free_space: Option<Arc<crate::mta::space::MinFreeSpace>>,
 }
 
 impl InboundHandler {
@@ -138,7 +145,16 @@ impl InboundHandler {
             current: None,
             mail_auth: None,
             spf: None,
+            free_space: None,
         }
+    }
+
+    /// Refuses MAIL with `452 4.3.1 Insufficient system storage` while fewer than `min`
+    /// octets (or no inode) are free on the file system of `dir` (the data directory, where
+    /// messages are spooled and stored). `min == 0`: no check.
+    pub fn with_min_free_space(mut self, dir: impl Into<PathBuf>, min: u64) -> Self {
+        self.free_space = (min > 0).then(|| Arc::new(crate::mta::space::MinFreeSpace::new(dir.into(), min)));
+        self
     }
 
     /// Checks SPF, DKIM and DMARC on mail from the clients `auth` applies to.
@@ -207,7 +223,7 @@ impl InboundHandler {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(id = name, "cannot read the spooled message back: {e}");
-                    return Reply::LOCAL_ERROR.into();
+                    return Decision::io_error(&e);
                 }
             };
             match verdict.action {
@@ -244,7 +260,7 @@ impl InboundHandler {
             }
             Err(e) => {
                 tracing::error!(id = name, "cannot store the message: {e}");
-                Reply::LOCAL_ERROR.into()
+                Decision::io_error(&e)
             }
         }
     }
@@ -310,7 +326,7 @@ impl InboundHandler {
         let name = d.name().to_owned();
         let failed = |what: &str, e: io::Error| -> Decision {
             tracing::error!(id = name, "cannot {what}: {e}");
-            Reply::LOCAL_ERROR.into()
+            Decision::io_error(&e)
         };
         // What is queued (and signed) is the message as the outbound client sends it, with
         // CRLF line ends; it streams from the spool file, never held whole.
@@ -395,7 +411,7 @@ impl InboundHandler {
                 Ok(b) => prefix.as_bytes().chain(b),
                 Err(e) => {
                     tracing::error!(id = name, "cannot read the spooled message: {e}");
-                    return Reply::LOCAL_ERROR.into();
+                    return Decision::io_error(&e);
                 }
             };
             match crate::lmtp::deliver(target, options, from, group, &mut body) {
@@ -496,6 +512,9 @@ impl Handler for InboundHandler {
         self.remote.clear();
         self.forward.clear();
         self.forward_domain = None;
+        if let Some(refusal) = self.free_space.as_ref().and_then(|space| space.check()) {
+            return refusal;
+        }
         self.envid = params.envid.map(|x| String::from_utf8_lossy(&x.decoded().collect::<Vec<u8>>()).into_owned());
         self.ret_full = params.ret == Some(smtp_proto::parse::params::Ret::Full);
         if let (Some(user), Route::Accounts { directory, .. }) = (&session.user, &self.policy.route) {
@@ -593,7 +612,7 @@ impl Handler for InboundHandler {
             Ok(()) => Decision::Accept,
             Err(e) => {
                 tracing::error!("cannot start a message: {e}");
-                Reply::LOCAL_ERROR.into()
+                Decision::io_error(&e)
             }
         }
     }

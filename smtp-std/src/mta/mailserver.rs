@@ -244,8 +244,12 @@ impl MailServer {
             for sub in ["entries", "state"] {
                 own_dir(&root.join(sub), user)?;
             }
-            own_spool(&root.join("spool"), user)?;
             let queue = crate::mta::queue::Queue::open(&root)?;
+            // (On a full disk it is made later, by the first entry put there.)
+            if let (Some(user), Ok(corrupt)) = (user, queue.corrupt_dir()) {
+                privileges::chown_to(&corrupt, user)?;
+            }
+            own_spool(&root.join("spool"), user)?;
             let o = &config.outbound;
             let smarthost = match &o.smarthost {
                 Some(server) => {
@@ -301,6 +305,7 @@ impl MailServer {
                 local: Some(Local { directory: directory.clone(), store: store.clone() }),
                 pool: Default::default(),
                 handoff: Default::default(),
+                unwritten: Default::default(),
             });
             let handoff = ctx.handoff.clone();
             let outgoing = Outgoing {
@@ -314,13 +319,13 @@ impl MailServer {
         };
 
         let route = Route::Accounts { directory, store };
-        #[allow(unused_mut)]
         let mut handler = InboundHandler::new(InboundPolicy {
             hostname: config.hostname.clone(),
             route,
             logins: Some(accounts),
             outgoing,
-        });
+        })
+        .with_min_free_space(&config.data_dir, limits.min_free_space);
         if config.mail_auth {
             let timeout = config.dns.timeout.unwrap_or(std::time::Duration::from_secs(3));
             let policy = mail_auth_policy(&config.hostname, config.dns.server, timeout, &config.trusted_networks)

@@ -15,17 +15,43 @@ pub const DIR_MODE: u32 = 0o700;
 
 /// Creates `path` for writing, failing if it exists, with [`FILE_MODE`].
 pub fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
+    let file = OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)?;
+    adopt(path, Some(&file))?;
+    Ok(file)
 }
 
 /// Creates or truncates `path` for writing; a new file gets [`FILE_MODE`].
 pub fn create(path: &Path) -> io::Result<File> {
-    OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(path)
+    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(path)?;
+    adopt(path, Some(&file))?;
+    Ok(file)
 }
 
 /// Creates the directory `path` (not its parents) with [`DIR_MODE`].
 pub fn create_dir(path: &Path) -> io::Result<()> {
-    DirBuilder::new().mode(DIR_MODE).create(path)
+    DirBuilder::new().mode(DIR_MODE).create(path)?;
+    adopt(path, None)
+}
+
+/// Run as root (the `queue` and `user` commands beside a server that dropped to its `user`),
+/// what is created belongs to the owner of its directory: private files must stay readable
+/// by the server. As anyone else, nothing to do.
+fn adopt(path: &Path, file: Option<&File>) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
+    let owner = fs::metadata(dir)?;
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    let (uid, gid) = (Some(nix::unistd::Uid::from_raw(owner.uid())), Some(nix::unistd::Gid::from_raw(owner.gid())));
+    let done = match file {
+        Some(f) => std::os::unix::fs::fchown(f, uid.map(|u| u.as_raw()), gid.map(|g| g.as_raw())),
+        None => nix::unistd::chown(path, uid, gid).map_err(io::Error::from),
+    };
+    done.map_err(|e| io::Error::new(e.kind(), format!("chown {} to the owner of {}: {e}", path.display(), dir.display())))
 }
 
 /// Takes group and other permissions away from the existing directory `dir` (made by an

@@ -137,9 +137,9 @@ impl<H: Handler> Conn<H> {
             }
             Event::DataEnd { size } => {
                 self.in_message = false;
-                if self.content_error.take().is_some() {
+                if let Some(e) = self.content_error.take() {
                     self.handler.data_abort(s, None);
-                    self.decide(&Reply::LOCAL_ERROR.into());
+                    self.decide(&Decision::io_error(&e));
                 } else {
                     let d = self.handler.data_end(s, size);
                     let ok = self.decide(&d);

@@ -419,7 +419,8 @@ struct Conn<H: Handler> {
     shared: Arc<Shared>,
     /// A message was accepted with 354 and has not ended yet.
     in_message: bool,
-    /// The handler failed on a piece of content: the end of data is answered 451.
+    /// The handler failed on a piece of content: the end of data is answered 451 (452 when
+    /// storage ran out).
     content_error: Option<io::Error>,
     /// The socket's read timeout as last set (`Some(None)`: none), `None` when unknown: set
     /// again only when it changes (a syscall).

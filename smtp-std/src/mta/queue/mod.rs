@@ -7,13 +7,17 @@
 //! - [`worker`]: delivery workers (bounded in number): the next attempt time is made durable
 //!   before an attempt starts, each recipient's outcome after it; bounces (RFC 3464) when a
 //!   recipient fails for good or the lifetime runs out.
+//! - [`corrupt`]: damaged entries, kept in `corrupt/`, shown, bounced or deleted by hand.
+//! - [`unwritten`]: on a full disk, what cannot be written waits in memory; delivery goes on.
 //! - [`notify`]: which delivery status notifications are sent, to whom (and `queue bounce`).
 //! - [`dsn`]: the delivery status notifications themselves (RFC 3464's format).
 
+pub mod corrupt;
 pub mod dsn;
 pub mod notify;
 pub mod schedule;
 pub mod store;
+pub mod unwritten;
 pub mod worker;
 
 pub use schedule::Schedule;

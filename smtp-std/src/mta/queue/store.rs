@@ -7,27 +7,37 @@
 //!                        <the message>
 //! queue/state/<id>     the envelope as it is now, once it changed after submission (TOML;
 //!                      replaced atomically: state/<id>.tmp, fsync, rename, fsync state/)
+//! queue/corrupt/       entries (and states) that cannot be read, kept for the postmaster
 //! ```
 //!
-//! [`Queue::submit`] writes the entry under its final name, fsyncs it, then fsyncs `entries/`:
-//! when it returns, the entry survives a crash, and only then may the `250` leave. One file
-//! per message to flush (Postfix flushes one queue file; an entry of two files — message,
-//! envelope — cost twice that), and the directory, whose flushes the sessions submitting at
-//! the same time share (a group commit: one flush serves every entry created before it began). A file shorter than its first line says is
-//! one being written, or one a crash cut short (never acknowledged): [`Queue::load`] calls it
-//! [`io::ErrorKind::UnexpectedEof`], the dispatcher passes it by, [`Queue::sweep`] removes it
-//! at start.
+//! [`Queue::submit`] writes the entry as `entries/<id>.tmp`, fsyncs it, renames it to
+//! `entries/<id>`, then fsyncs `entries/`: when it returns, the entry survives a crash, and
+//! only then may the `250` leave. One file per message to flush (Postfix flushes one queue
+//! file; an entry of two files — message, envelope — cost twice that), and the directory,
+//! whose flushes the sessions submitting at the same time share (a group commit: one flush
+//! serves every entry created before it began).
+//!
+//! So a file under its final name was whole when it got that name: one that is short, or
+//! whose first line or envelope cannot be read, was damaged later — it may have been
+//! acknowledged, and it is never deleted for it. It is moved (with its state) into `corrupt/`
+//! with one log line naming the file and the reason (by [`Queue::survey`], or the worker that
+//! finds it so), where `smtp-std queue` lists, shows, bounces or deletes it (see
+//! [`super::corrupt`]). Only a `.tmp` file is provably unacknowledged (its rename, which comes
+//! before the `250`, never happened): [`Queue::sweep`] removes those at start. A state that
+//! cannot be read is moved into `corrupt/` alone: the entry goes on from its envelope at
+//! submission.
 //!
 //! An entry's state changes (an attempt's time, each recipient's outcome) go to `state/<id>`,
 //! which, when present, is the envelope; the message is never copied again. One writer at a
-//! time per entry: [`Queue::lock`] takes an exclusive `flock` on `entries/<id>` (never
-//! renamed, so the lock stays with the entry) — the delivery workers and the `smtp-std queue`
-//! commands both take it.
+//! time per entry: [`Queue::lock`] takes an exclusive `flock` on `entries/<id>` (renamed only
+//! into `corrupt/`, so the lock stays with the entry) — the delivery workers and the
+//! `smtp-std queue` commands both take it.
 //!
-//! [`Queue::remove`] unlinks the entry, then its state, without flushing the directories: a
-//! crash of the process cannot undo an unlink, and a power loss that undoes one brings back
-//! an entry whose attempt was finished, to be tried once more at its durable next attempt time
-//! (a possible second copy, never a lost message, never a burst).
+//! [`Queue::remove`] unlinks the entry, then its state, without flushing the directories and
+//! without writing anything (a full disk cannot stop it): a crash of the process cannot undo
+//! an unlink, and a power loss that undoes one brings back an entry whose attempt was
+//! finished, to be tried once more at its durable next attempt time (a possible second copy,
+//! never a lost message, never a burst).
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -284,60 +294,84 @@ const MAX_FIRST_LINE: u64 = 80;
 /// Largest envelope read (a thousand recipients with long replies fit many times over).
 const MAX_ENVELOPE: u64 = 16 << 20;
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn with_path(path: &Path, e: io::Error) -> io::Error {
+pub(super) fn with_path(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-fn incomplete(path: &Path, why: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        format!("{}: incomplete entry ({why}): being written, or never acknowledged", path.display()),
-    )
+fn cut_short(path: &Path, why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: cut short ({why})", path.display()))
 }
 
-fn parse_envelope(text: &[u8], path: &Path) -> io::Result<Entry> {
+fn not_an_entry(path: &Path, why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))
+}
+
+/// Whether `e` says a file is damaged (cut short, or not what it should be), rather than that
+/// it could not be read at all (gone, no permission, an I/O error).
+pub fn is_damage(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof)
+}
+
+pub(super) fn parse_envelope(text: &[u8], path: &Path) -> io::Result<Entry> {
     let text = std::str::from_utf8(text)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
-    toml::from_str(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    toml::from_str(text).map_err(|e| {
+        // toml's messages span lines (a snippet of the input): one line for the log.
+        let e = e.to_string().replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+        io::Error::new(io::ErrorKind::InvalidData, format!("{}: envelope: {e}", path.display()))
+    })
+}
+
+/// The envelope's and the message's lengths from an entry's first line (with its `\n`).
+pub(super) fn parse_first_line(line: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(line.strip_suffix(b"\n")?).ok()?;
+    let mut words = text.strip_prefix(MAGIC)?.split_ascii_whitespace().map(|w| w.parse::<u64>().ok());
+    match (words.next(), words.next(), words.next()) {
+        (Some(Some(env)), Some(Some(msg)), None) if env <= MAX_ENVELOPE => Some((env, msg)),
+        _ => None,
+    }
+}
+
+/// Whether `line` (read by [`read_first_line`]) is the start of a first line, cut short.
+pub(super) fn first_line_cut_short(line: &[u8]) -> bool {
+    line.last() != Some(&b'\n')
+        && (line.len() as u64) < MAX_FIRST_LINE
+        && MAGIC.as_bytes().starts_with(&line[..line.len().min(MAGIC.len())])
+}
+
+/// Reads an entry file's first line (at most [`MAX_FIRST_LINE`] bytes, with its `\n`).
+pub(super) fn read_first_line(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    r.take(MAX_FIRST_LINE).read_until(b'\n', &mut line)?;
+    Ok(line)
 }
 
 /// Reads an entry file's first line and envelope: the envelope, the message's offset and
-/// length. A file shorter than its first line says is [`io::ErrorKind::UnexpectedEof`].
+/// length. A file shorter than its first line says is [`io::ErrorKind::UnexpectedEof`], any
+/// other damage [`io::ErrorKind::InvalidData`] (see [`is_damage`]).
 fn read_entry(file: &File, path: &Path, with_envelope: bool) -> io::Result<(Option<Entry>, u64, u64)> {
     let size = file.metadata()?.len();
     // Only the first line when the envelope is not wanted (a deferred entry has its state
     // beside it): the dispatcher reads every entry at each scan.
     let mut r = BufReader::with_capacity(if with_envelope { 8192 } else { MAX_FIRST_LINE as usize }, file);
-    let mut line = Vec::new();
-    (&mut r).take(MAX_FIRST_LINE).read_until(b'\n', &mut line)?;
-    if line.last() != Some(&b'\n') {
-        if (line.len() as u64) < MAX_FIRST_LINE && MAGIC.as_bytes().starts_with(&line[..line.len().min(MAGIC.len())]) {
-            return Err(incomplete(path, "no first line"));
-        }
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a queue entry", path.display())));
+    let line = read_first_line(&mut r)?;
+    if first_line_cut_short(&line) {
+        return Err(cut_short(path, "in its first line"));
     }
-    let text = std::str::from_utf8(&line).unwrap_or("");
-    let lengths = text.trim_end().strip_prefix(MAGIC).and_then(|rest| {
-        let mut words = rest.split_ascii_whitespace().map(|w| w.parse::<u64>().ok());
-        match (words.next(), words.next(), words.next()) {
-            (Some(Some(env)), Some(Some(msg)), None) => Some((env, msg)),
-            _ => None,
-        }
-    });
-    let Some((env_len, msg_len)) = lengths.filter(|(env, _)| *env <= MAX_ENVELOPE) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a queue entry", path.display())));
+    let Some((env_len, msg_len)) = parse_first_line(&line) else {
+        return Err(not_an_entry(path, "not a queue entry (bad first line)"));
     };
     let offset = line.len() as u64 + env_len;
     match offset.checked_add(msg_len) {
         Some(total) if total == size => {}
-        Some(total) if total > size => return Err(incomplete(path, "shorter than its first line says")),
-        _ => {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: longer than it says", path.display())))
+        Some(total) if total > size => {
+            return Err(cut_short(path, &format!("{} of its {total} bytes are missing", total - size)))
         }
+        _ => return Err(not_an_entry(path, "longer than its first line says")),
     }
     let entry = if with_envelope {
         let mut env = vec![0; env_len as usize];
@@ -349,6 +383,21 @@ fn read_entry(file: &File, path: &Path, with_envelope: bool) -> io::Result<(Opti
     Ok((entry, offset, msg_len))
 }
 
+/// What reading an entry found.
+#[derive(Debug)]
+pub(super) enum Found {
+    /// Its state (or its envelope at submission, when it has no state yet).
+    Entry(Entry),
+    /// No such entry.
+    Gone,
+    /// The entry file is damaged (see [`is_damage`]).
+    EntryDamaged(io::Error),
+    /// The entry file is whole, its state is damaged.
+    StateDamaged(io::Error),
+    /// A file could not be read (permissions, an I/O error).
+    Failed(io::Error),
+}
+
 impl Queue {
     /// Opens (creating) the queue at `root`. A queue of the earlier layout (`msg/<id>` and
     /// `env/<id>`) is converted, entry by entry, durably.
@@ -358,6 +407,11 @@ impl Queue {
             crate::mta::maildir::create_dir_durably(&root.join(sub)).map_err(|e| with_path(&root.join(sub), e))?;
         }
         let q = Self { root, entries_sync: Arc::default() };
+        // Made now, while there is room; a full disk does not keep the queue from opening
+        // (the first entry to quarantine tries again).
+        if let Err(e) = q.corrupt_dir() {
+            tracing::warn!("{e}");
+        }
         q.convert_two_file_entries()?;
         Ok(q)
     }
@@ -372,7 +426,8 @@ impl Queue {
         self.root.join("entries").join(id)
     }
 
-    fn state_path(&self, id: &str) -> PathBuf {
+    /// The state file of entry `id` (there is one once its state changed after submission).
+    pub fn state_path(&self, id: &str) -> PathBuf {
         self.root.join("state").join(id)
     }
 
@@ -422,11 +477,15 @@ impl Queue {
         }
     }
 
-    /// Writes entry `id` (a new file; the entry's id is set to `id`) and flushes it and
-    /// `entries/`. On failure, nothing of it is left.
+    /// Writes entry `id` (a new file; the entry's id is set to `id`): as `entries/<id>.tmp`,
+    /// flushed, renamed to `entries/<id>`, then `entries/` flushed. On failure, nothing of it
+    /// is left. The message is copied from `message`, exactly `len` octets.
     fn write_entry(&self, id: &str, entry: &mut Entry, len: u64, message: &mut dyn Read) -> io::Result<()> {
         let path = self.entry_path(id);
-        let mut file = crate::mta::private::create_new(&path).map_err(|e| with_path(&path, e))?;
+        let tmp = path.with_extension("tmp");
+        // The `.tmp` name claims the id (`create_new`): ids carry the process id, so no other
+        // writer renames onto `path` meanwhile.
+        let mut file = crate::mta::private::create_new(&tmp).map_err(|e| with_path(&tmp, e))?;
         entry.id = id.to_owned();
         let mut write = || -> io::Result<()> {
             let envelope = toml::to_string(entry).map_err(io::Error::other)?;
@@ -437,10 +496,17 @@ impl Queue {
             file.write_all(&head)?;
             copy_exactly(message, &mut file, len)?;
             file.sync_all()?;
+            if path.exists() {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "an entry of that id exists"));
+            }
+            fs::rename(&tmp, &path)?;
             self.entries_sync.sync(&self.root.join("entries"))
         };
         write().map_err(|e| {
-            let _ = fs::remove_file(&path);
+            let _ = fs::remove_file(&tmp);
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                let _ = fs::remove_file(&path);
+            }
             with_path(&path, e)
         })
     }
@@ -458,27 +524,64 @@ impl Queue {
             fs::rename(&tmp, &path)?;
             sync_dir(&self.root.join("state"))
         };
-        write().map_err(|e| with_path(&path, e))
+        write().map_err(|e| {
+            // What a full disk let be written of it is given back.
+            let _ = fs::remove_file(&tmp);
+            with_path(&path, e)
+        })
     }
 
-    /// Reads entry `id`: its latest state.
+    /// Reads entry `id`: its latest state. A damaged entry or state is an error (see
+    /// [`is_damage`]) naming the file.
     pub fn load(&self, id: &str) -> io::Result<Entry> {
         Self::check_id(id)?;
+        match self.read(id) {
+            Found::Entry(e) => Ok(e),
+            Found::Gone => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: no such entry", self.entry_path(id).display()),
+            )),
+            Found::EntryDamaged(e) | Found::StateDamaged(e) | Found::Failed(e) => Err(e),
+        }
+    }
+
+    /// Reads entry `id` (a valid id) and says which file is damaged, if one is.
+    pub(super) fn read(&self, id: &str) -> Found {
         let path = self.entry_path(id);
-        let file = File::open(&path).map_err(|e| with_path(&path, e))?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Found::Gone,
+            Err(e) => return Found::Failed(with_path(&path, e)),
+        };
+        let damaged =
+            |e: io::Error| if is_damage(&e) { Found::EntryDamaged(e) } else { Found::Failed(with_path(&path, e)) };
         let state = self.state_path(id);
         match fs::read(&state) {
             Ok(text) => {
                 // The entry must be whole all the same.
-                read_entry(&file, &path, false)?;
-                parse_envelope(&text, &state)
+                if let Err(e) = read_entry(&file, &path, false) {
+                    return damaged(e);
+                }
+                match parse_envelope(&text, &state) {
+                    Ok(entry) => Found::Entry(entry),
+                    Err(e) => Found::StateDamaged(e),
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let (entry, _, _) = read_entry(&file, &path, true)?;
-                entry.ok_or_else(|| io::Error::other("no envelope"))
-            }
-            Err(e) => Err(with_path(&state, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match read_entry(&file, &path, true) {
+                Ok((Some(entry), _, _)) => Found::Entry(entry),
+                Ok((None, _, _)) => Found::Failed(io::Error::other(format!("{}: no envelope", path.display()))),
+                Err(e) => damaged(e),
+            },
+            Err(e) => Found::Failed(with_path(&state, e)),
         }
+    }
+
+    /// Entry `id` as its envelope at submission gives it (whatever its state says).
+    pub(super) fn submitted(&self, id: &str) -> io::Result<Entry> {
+        let path = self.entry_path(id);
+        let file = File::open(&path).map_err(|e| with_path(&path, e))?;
+        let (entry, _, _) = read_entry(&file, &path, true)?;
+        entry.ok_or_else(|| io::Error::other(format!("{}: no envelope", path.display())))
     }
 
     /// Opens entry `id`'s message.
@@ -511,21 +614,11 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Every entry that can be read, oldest first (one being written is passed by; an
-    /// unreadable one is logged and skipped).
+    /// Every entry that can be read, oldest first; nothing is changed (an entry whose state
+    /// is damaged is given with its envelope at submission; see [`Queue::survey`] for the
+    /// others).
     pub fn list(&self) -> io::Result<Vec<Entry>> {
-        Ok(self
-            .ids()?
-            .into_iter()
-            .filter_map(|id| match self.load(&id) {
-                Ok(e) => Some(e),
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof) => None,
-                Err(e) => {
-                    tracing::warn!("queue entry {id}: {e}");
-                    None
-                }
-            })
-            .collect())
+        Ok(self.survey(false)?.entries)
     }
 
     /// Takes entry `id`'s lock; with `wait == false`, `Ok(None)` when someone holds it.
@@ -541,32 +634,29 @@ impl Queue {
         }
     }
 
-    /// Removes what a crash can leave: entries cut short (never acknowledged), half-written
-    /// states, states without an entry. Call at start, before the workers and the listeners.
+    /// Cleans up what a crash can leave, at start (before the workers and the listeners):
+    /// entries never renamed from `.tmp` (provably never acknowledged), half-written states,
+    /// states without an entry (a crash inside [`Queue::remove`]); moves damaged entries into
+    /// `corrupt/` ([`Queue::survey`]). Returns how many `.tmp` entries were removed.
     pub fn sweep(&self) -> io::Result<usize> {
+        let entries = self.root.join("entries");
         let mut removed = 0;
-        for e in fs::read_dir(self.root.join("entries"))?.flatten() {
+        for e in fs::read_dir(&entries).map_err(|e| with_path(&entries, e))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !Self::valid_id(&name) {
-                continue;
-            }
-            let path = e.path();
-            let cut_short = match File::open(&path).and_then(|f| read_entry(&f, &path, false)) {
-                Err(e) => e.kind() == io::ErrorKind::UnexpectedEof,
-                Ok(_) => false,
-            };
-            if cut_short {
-                tracing::info!(id = name, "removing an entry cut short (never acknowledged)");
-                let _ = fs::remove_file(&path);
+            if name.strip_suffix(".tmp").is_some_and(Self::valid_id) {
+                tracing::info!(file = %e.path().display(), "removing an entry never acknowledged (its write was cut short)");
+                let _ = fs::remove_file(e.path());
                 removed += 1;
             }
         }
-        for e in fs::read_dir(self.root.join("state"))?.flatten() {
+        let states = self.root.join("state");
+        for e in fs::read_dir(&states).map_err(|e| with_path(&states, e))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") || !self.entry_path(&name).exists() {
                 let _ = fs::remove_file(e.path());
             }
         }
+        self.survey(true)?;
         Ok(removed)
     }
 
@@ -676,29 +766,66 @@ mod tests {
             assert!(std::thread::spawn(move || q2.lock(&id2, false).unwrap().is_none()).join().unwrap());
         }
         assert!(q.lock(&id, false).unwrap().is_some());
-        // What a crash leaves: an entry cut short, a half-written state, a state without
-        // entry. Swept; the whole entry stays.
-        let cut = &text[..text.len() - 3];
-        fs::write(q.entry_path("0000cut"), cut).unwrap();
-        fs::write(q.entry_path("0000cutfirstline"), &text[..8]).unwrap();
+        // What a crash leaves: an entry never renamed from .tmp, a half-written state, a state
+        // without entry. Swept; the whole entry stays.
+        fs::write(q.root().join("entries/0000crashed.tmp"), &text[..text.len() - 3]).unwrap();
         fs::write(q.root().join("state/0000gone"), b"x").unwrap();
         fs::write(q.root().join("state/0000gone.tmp"), b"x").unwrap();
+        assert_eq!(q.ids().unwrap(), std::slice::from_ref(&id), "a .tmp entry is no entry");
+        // What damage leaves under a final name (it may have been acknowledged): an entry cut
+        // short (with a state: acknowledged for sure), one cut in its first line, one not
+        // ours, one longer than it says. Kept, in corrupt/, never removed.
+        fs::write(q.entry_path("0000cut"), &text[..text.len() - 3]).unwrap();
+        fs::write(q.state_path("0000cut"), fs::read(q.state_path(&id)).unwrap()).unwrap();
+        fs::write(q.entry_path("0000cutfirstline"), &text[..8]).unwrap();
+        fs::write(q.entry_path("0000junk"), b"hello world\n").unwrap();
+        fs::write(q.entry_path("0000long"), [&text[..], b"more"].concat()).unwrap();
         assert_eq!(q.load("0000cut").unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
-        assert_eq!(q.list().unwrap().len(), 1, "an entry being written is passed by");
-        assert_eq!(q.sweep().unwrap(), 2);
-        assert!(!q.entry_path("0000cut").exists() && !q.root().join("state/0000gone").exists());
+        assert_eq!(q.load("0000junk").unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(q.load("0000long").unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let s = q.survey(false).unwrap();
+        assert_eq!(s.entries, [e.clone()]);
+        let corrupt: Vec<&str> = s.corrupt.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(corrupt, ["0000cut", "0000cutfirstline", "0000junk", "0000long"]);
+        assert!(q.entry_path("0000cut").exists(), "nothing moved without repair");
+        assert_eq!(q.sweep().unwrap(), 1, "the .tmp entry");
+        assert!(!q.root().join("entries/0000crashed.tmp").exists() && !q.root().join("state/0000gone").exists());
         assert!(!q.root().join("state/0000gone.tmp").exists());
+        assert_eq!(q.ids().unwrap(), std::slice::from_ref(&id));
+        let kept = q.corrupt_entries().unwrap();
+        assert_eq!(kept.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), corrupt);
+        let cut = &kept[0];
+        assert_eq!(cut.path.as_deref(), Some(&*q.root().join("corrupt/0000cut")));
+        assert_eq!(cut.states, [q.root().join("corrupt/0000cut.state")]);
+        assert_eq!(cut.envelope.as_ref().map(|e| e.attempts), Some(1), "the envelope of its state");
+        assert!(cut.reason().contains("cut short: 3 of its message's 22 bytes are missing"), "{}", cut.reason());
+        let mut part = Vec::new();
+        cut.message_reader().unwrap().unwrap().read_to_end(&mut part).unwrap();
+        assert_eq!(part, b"Subject: hi\r\n\r\nhell");
+        assert!(kept[1].envelope.is_none() && kept[1].reason().contains("cut short in its first line"));
+        assert!(kept[2].reason().contains("not a queue entry (bad first line)"), "{}", kept[2].reason());
+        assert!(kept[3].reason().contains("longer than its first line says (4 bytes more)"), "{}", kept[3].reason());
+        assert_eq!(kept[3].envelope.as_ref().map(|e| e.from.as_str()), Some("alice@a.test"));
+        let mode = |p: &Path| std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).unwrap().permissions()) & 0o777;
+        assert_eq!(mode(&q.root().join("corrupt")), 0o700);
+        for c in ["0000cut", "0000cutfirstline", "0000junk", "0000long"] {
+            assert!(q.remove_corrupt(c).unwrap());
+        }
+        assert!(q.corrupt_entries().unwrap().is_empty() && !q.remove_corrupt("0000cut").unwrap());
         assert_eq!(q.load(&id).unwrap(), e);
+        // A damaged state alone: kept in corrupt/, the entry goes on from its envelope at
+        // submission.
+        fs::write(q.state_path(&id), b"attempts = [").unwrap();
+        assert!(q.load(&id).unwrap_err().to_string().contains("envelope"));
+        assert_eq!(q.survey(true).unwrap().entries[0].attempts, 0, "its envelope at submission");
+        assert!(!q.state_path(&id).exists());
+        let kept = q.corrupt(&id).unwrap();
+        assert!(kept.state_only() && kept.states == [q.root().join(format!("corrupt/{id}.state"))]);
         q.remove(&id).unwrap();
+        assert!(q.remove_corrupt(&id).unwrap());
         assert!(q.list().unwrap().is_empty());
         assert!(!q.entry_path(&id).exists() && !q.state_path(&id).exists());
         assert!(q.load("../etc/passwd").is_err());
-        // Not ours, or longer than it says: an error, not "incomplete".
-        fs::write(q.entry_path("0000junk"), b"hello world\n").unwrap();
-        assert_eq!(q.load("0000junk").unwrap_err().kind(), io::ErrorKind::InvalidData);
-        fs::write(q.entry_path("0000long"), [&text[..], b"more"].concat()).unwrap();
-        assert_eq!(q.load("0000long").unwrap_err().kind(), io::ErrorKind::InvalidData);
-        assert_eq!(q.sweep().unwrap(), 0, "only entries cut short are swept");
     }
 
     #[test]

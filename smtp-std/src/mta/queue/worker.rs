@@ -3,14 +3,18 @@
 //! One attempt of an entry ([`attempt`]):
 //! 1. take the entry's lock (skip it if someone holds it), read it again;
 //! 2. make the next attempt time durable (`attempts + 1`, `next_attempt` from the schedule)
-//!    **before** anything is sent, so a crash never causes a burst of re-sends. An entry handed
+//!    **before** anything is sent, so a crash never causes a burst of re-sends (on a full disk
+//!    it is kept in memory and the attempt goes ahead: see [`super::unwritten`]). An entry handed
 //!    over at submission ([`Handoff::attempt_now`]) was written with that time already (its
 //!    first attempt's `next_attempt` is the submission's time plus the first retry wait), so
 //!    its first attempt starts without another write;
 //! 3. deliver the pending recipients: ours through the local store, the others to their MX
 //!    hosts (or the smarthost), in one transaction per destination domain;
 //! 4. queue the reports the sender asked for (failures, delays, successes: RFC 3461/3464),
-//!    then write each recipient's outcome — or remove the entry when nothing is left.
+//!    then write each recipient's outcome — or remove the entry when nothing is left (what a
+//!    full disk refuses waits in memory, written first at the entry's next look).
+//!
+//! An entry or state found damaged on the way is moved into `corrupt/` ([`super::corrupt`]).
 //!
 //! A remote `250` followed by a crash before step 4 is the one duplicate possible (RFC 1047).
 
@@ -28,7 +32,8 @@ use rustls::ClientConfig;
 use super::dsn;
 use super::notify::report;
 use super::schedule::{seed, Schedule};
-use super::store::{unix, Entry, Queue, Recipient, State};
+use super::store::{unix, Entry, Found, Queue, Recipient, State};
+use super::unwritten::{OwedReport, Pending, Unwritten};
 use crate::client::{self, Envelope, SendOptions, TlsMode};
 use crate::mta::accounts::{Directory, Resolution};
 use crate::mta::auth::Dns;
@@ -89,6 +94,8 @@ pub struct Context {
     pub pool: Arc<SessionPool>,
     /// Entries to attempt now, and the dispatcher's wake-up.
     pub handoff: Handoff,
+    /// What could not be written for want of space, kept until it can be.
+    pub unwritten: Unwritten,
 }
 
 /// Entries handed over for an attempt now, and wake-ups of the dispatcher: cloned by whoever
@@ -207,19 +214,77 @@ pub fn attempt(ctx: &Context, id: &str, now: SystemTime) -> io::Result<Attempted
 /// [`attempt`]; `fresh`: the entry was handed over at submission ([`Handoff::attempt_now`]).
 fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::Result<Attempted> {
     let q = &ctx.queue;
-    let Some(_lock) = (match q.lock(id, false) {
-        Ok(l) => l,
-        Err(_) if q.load(id).is_err() => return Ok(Attempted::Skipped),
-        Err(e) => return Err(e),
-    }) else {
-        return Ok(Attempted::Skipped);
-    };
-    let mut entry = match q.load(id) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Attempted::Skipped),
+    let lock = match q.lock(id, false) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Ok(Attempted::Skipped),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ctx.unwritten.forget(id);
+            return Ok(Attempted::Skipped);
+        }
         Err(e) => return Err(e),
     };
-    let t = unix(now);
+    // A damaged entry (or state) is moved into corrupt/ here (one log line), never deleted.
+    let disk = match q.read_repaired(id, &lock) {
+        Found::Entry(e) => e,
+        Found::Gone => {
+            ctx.unwritten.forget(id);
+            return Ok(Attempted::Skipped);
+        }
+        Found::Failed(e) | Found::EntryDamaged(e) | Found::StateDamaged(e) => return Err(e),
+    };
+    let mut p = ctx.unwritten.take(disk);
+    let result = attempt_pending(ctx, &mut p, now, fresh);
+    if result.as_ref().is_ok_and(|a| *a == Attempted::Done) {
+        ctx.unwritten.forget(id);
+    } else {
+        ctx.unwritten.keep(p);
+    }
+    result
+}
+
+/// Writes what `p` owes, as far as the disk allows: its reports, then (all of them queued)
+/// its state — or, nothing being left to do, removes the entry (which needs no space).
+/// `Some(Done)` when the entry was removed.
+fn settle(ctx: &Context, p: &mut Pending) -> io::Result<Option<Attempted>> {
+    let (q, host) = (&ctx.queue, ctx.outbound.hostname.as_str());
+    let first = Some((&ctx.handoff, &ctx.schedule));
+    while let Some(r) = p.reports.first() {
+        match report(q, host, first, &p.entry, &r.which, r.action, r.at, r.until) {
+            Ok(()) => {
+                ctx.unwritten.wrote();
+                p.reports.remove(0);
+            }
+            Err(e) if ctx.unwritten.no_space(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    if p.entry.is_done() {
+        q.remove(&p.entry.id)?;
+        return Ok(Some(Attempted::Done));
+    }
+    if p.entry != p.on_disk {
+        match q.save(&p.entry) {
+            Ok(()) => {
+                ctx.unwritten.wrote();
+                p.on_disk = p.entry.clone();
+            }
+            Err(e) if ctx.unwritten.no_space(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// The attempt of [`attempt_entry`], on the entry as `p` holds it (its lock taken).
+fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool) -> io::Result<Attempted> {
+    // What an earlier attempt could not write goes first.
+    if p.owes() {
+        if let Some(done) = settle(ctx, p)? {
+            return Ok(done);
+        }
+    }
+    let (id, t) = (p.entry.id.clone(), unix(now));
+    let entry = &mut p.entry;
     // Handed over at submission, never attempted, and its next attempt time (durable since
     // the submission) still ahead: that is the time a crash from here on leaves.
     let fresh = fresh && entry.attempts == 0 && entry.next_attempt > t;
@@ -228,14 +293,23 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
     }
     entry.attempts += 1;
     if !fresh {
-        // The next attempt time is durable before anything is sent.
-        entry.next_attempt = t + ctx.schedule.delay(entry.attempts, seed(id)).as_secs().max(1);
-        q.save(&entry)?;
+        // The next attempt time is durable before anything is sent — where the disk allows:
+        // on a full one it is kept in memory, and the attempt goes ahead.
+        entry.next_attempt = t + ctx.schedule.delay(entry.attempts, seed(&id)).as_secs().max(1);
+        match ctx.queue.save(entry) {
+            Ok(()) => {
+                ctx.unwritten.wrote();
+                p.on_disk = p.entry.clone();
+            }
+            Err(e) if ctx.unwritten.no_space(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
+    let entry = &mut p.entry;
 
     let pending: Vec<usize> =
         entry.recipients.iter().enumerate().filter(|(_, r)| r.state == State::Pending).map(|(i, _)| i).collect();
-    let outcomes = deliver_pending(ctx, &entry, &pending);
+    let outcomes = deliver_pending(ctx, entry, &pending);
     // The crash test (tests/queue.rs) dies here on purpose: after a remote 250, before the
     // outcome is written — the one window in which a recipient can get a second copy.
     if std::env::var_os("SMTP_STD_TEST_CRASH_AFTER_DELIVERY").is_some()
@@ -286,24 +360,20 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
             }
         }
     }
-    // Reports first: a crash before the state below is written may report twice, never
-    // lose a report.
+    // Reports first, then the state: a crash in between may report twice, never lose a
+    // report. What the disk has no room for waits in memory (see super::unwritten).
     let until = UNIX_EPOCH + Duration::from_secs(entry.arrival) + ctx.schedule.lifetime;
-    let (q, host) = (&ctx.queue, ctx.outbound.hostname.as_str());
-    let first = Some((&ctx.handoff, &ctx.schedule));
-    report(q, host, first, &entry, &failed, dsn::Action::Failed, now, None)?;
-    report(q, host, first, &entry, &delivered, dsn::Action::Delivered, now, None)?;
-    if !delayed.is_empty() {
-        report(q, host, first, &entry, &delayed, dsn::Action::Delayed, now, Some(until))?;
-        entry.delay_notified = true;
+    for (which, action, until) in [
+        (failed, dsn::Action::Failed, None),
+        (delivered, dsn::Action::Delivered, None),
+        (delayed, dsn::Action::Delayed, Some(until)),
+    ] {
+        if !which.is_empty() {
+            entry.delay_notified |= action == dsn::Action::Delayed;
+            p.reports.push(OwedReport { which, action, at: now, until });
+        }
     }
-    if entry.is_done() {
-        q.remove(id)?;
-        Ok(Attempted::Done)
-    } else {
-        q.save(&entry)?;
-        Ok(Attempted::Retry)
-    }
+    Ok(settle(ctx, p)?.unwrap_or(Attempted::Retry))
 }
 
 /// One outcome per pending recipient, in order.
@@ -570,6 +640,8 @@ fn dispatcher(
         jobs.send((id, fresh)).is_ok()
     };
     let mut next_scan = std::time::Instant::now();
+    // Entries that could not be read at all, each logged once (damaged ones are moved aside).
+    let mut unreadable: HashSet<String> = HashSet::new();
     while !stop.load(Ordering::SeqCst) {
         let (fresh, woken, stopping) = ctx.handoff.wait(next_scan.saturating_duration_since(std::time::Instant::now()));
         if stopping || stop.load(Ordering::SeqCst) {
@@ -585,15 +657,27 @@ fn dispatcher(
         }
         next_scan = std::time::Instant::now() + scan;
         let now = unix(SystemTime::now());
-        match ctx.queue.list() {
-            Ok(entries) => {
-                for e in entries.into_iter().filter(|e| !e.held && e.next_attempt <= now && !e.is_done()) {
-                    if stop.load(Ordering::SeqCst) || !send(e.id, false) {
+        match ctx.queue.survey(true) {
+            Ok(survey) => {
+                let now_unreadable: HashSet<String> = survey.unreadable.iter().map(|(id, _)| id.clone()).collect();
+                for (id, e) in survey.unreadable {
+                    if !unreadable.contains(&id) {
+                        tracing::error!(id, "queue entry cannot be read (tried again at each look, logged once): {e}");
+                    }
+                }
+                unreadable = now_unreadable;
+                // On a full disk one entry with unwritten outcomes or reports is tried per look
+                // (its write is the probe); once one succeeds, all of them are.
+                let mut probe = ctx.unwritten.is_full();
+                for e in survey.entries {
+                    let (due, owes) = ctx.unwritten.due(&e, now);
+                    let go = due || (owes && (!ctx.unwritten.is_full() || std::mem::take(&mut probe)));
+                    if go && (stop.load(Ordering::SeqCst) || !send(e.id, false)) {
                         return;
                     }
                 }
             }
-            Err(e) => tracing::error!("reading the queue: {e}"),
+            Err(e) => tracing::error!("reading the queue {}: {e}", ctx.queue.root().display()),
         }
     }
 }

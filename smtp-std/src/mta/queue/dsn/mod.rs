@@ -261,6 +261,15 @@ impl Original for crate::mta::queue::store::Message {
     }
 }
 
+/// An [`Original`] that `F` opens, each time anew.
+pub struct Reopen<F>(pub F);
+
+impl<F: FnMut() -> io::Result<Box<dyn Read>>> Original for Reopen<F> {
+    fn open(&mut self) -> io::Result<Box<dyn Read + '_>> {
+        (self.0)()
+    }
+}
+
 /// [`build`] without holding the original: with RET=FULL (and the original within
 /// `max_original` octets) it is measured in one read and attached as [`Built::reader`]
 /// streams it; otherwise its header block (at most [`MAX_HEADER_BLOCK`]) is all that is read.
