@@ -51,7 +51,9 @@ fn adopt(path: &Path, file: Option<&File>) -> io::Result<()> {
         Some(f) => std::os::unix::fs::fchown(f, uid.map(|u| u.as_raw()), gid.map(|g| g.as_raw())),
         None => nix::unistd::chown(path, uid, gid).map_err(io::Error::from),
     };
-    done.map_err(|e| io::Error::new(e.kind(), format!("chown {} to the owner of {}: {e}", path.display(), dir.display())))
+    done.map_err(|e| {
+        io::Error::new(e.kind(), format!("chown {} to the owner of {}: {e}", path.display(), dir.display()))
+    })
 }
 
 /// Takes group and other permissions away from the existing directory `dir` (made by an
