@@ -89,4 +89,24 @@ mod tests {
         tighten_dir(&d).unwrap();
         assert_eq!(mode(&d), 0o700);
     }
+
+    #[test]
+    fn made_as_root_it_belongs_to_the_owner_of_its_directory() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let queue = dir.path().join("queue");
+        create_dir(&queue).unwrap();
+        assert_eq!(fs::metadata(&queue).unwrap().uid(), 0, "the temp dir is root's: so is what is made in it");
+        nix::unistd::chown(&queue, Some(nobody.uid), Some(nobody.gid)).unwrap();
+        drop(create_new(&queue.join("entry")).unwrap());
+        create_dir(&queue.join("state")).unwrap();
+        for p in [queue.join("entry"), queue.join("state")] {
+            let m = fs::metadata(&p).unwrap();
+            assert_eq!((m.uid(), m.gid()), (nobody.uid.as_raw(), nobody.gid.as_raw()), "{}", p.display());
+        }
+    }
 }
