@@ -203,6 +203,19 @@ postmaster = "alice@a.test"
             t.start()
         ready.wait()
         before = rss_anon(server.pid)
+        if os.environ.get("MEMORY_DEBUG"):
+            # The largest anonymous mappings (malloc arenas, the heap) and the thread count.
+            big = []
+            with open(f"/proc/{server.pid}/smaps") as f:
+                region = None
+                for line in f:
+                    if "-" in line.split()[0] and not line.startswith(("Rss", "Anon")):
+                        region = line.strip()
+                    elif line.startswith("Anonymous:") and int(line.split()[1]) > 4096:
+                        big.append((int(line.split()[1]), region))
+            for kb, region in sorted(big, reverse=True)[:10]:
+                print(f"   {kb / 1024:.1f} MiB anonymous in {region}")
+            print("   threads:", len(os.listdir(f"/proc/{server.pid}/task")))
         sampler = Sampler(server.pid)
         sampler.start()
         start = time.time()

@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use rand_core::{OsRng, RngCore};
 
@@ -250,7 +250,13 @@ pub fn hash_password(password: &str) -> String {
 /// Whether `password` matches `stored` (`{SCHEME}hash`, one of [`Scheme::ALL`]). A stored value
 /// in any other scheme, clear text included, never matches. The comparison of the computed hash
 /// with the stored one is constant-time (the crates' own verifiers).
+///
+/// At most as many verifications as the machine has cores run at once (the others wait their
+/// turn): an Argon2id verification takes 19 MiB of memory and tens of milliseconds of CPU, so
+/// 40 clients trying AUTH at once would otherwise take 760 MiB (and that memory stays with
+/// the process).
 pub fn verify_password(stored: &str, password: &str) -> bool {
+    let _slot = Slot::take();
     let Ok((scheme, rest)) = split_scheme(stored) else {
         return false;
     };
@@ -259,13 +265,73 @@ pub fn verify_password(stored: &str, password: &str) -> bool {
         Scheme::Argon2id | Scheme::Argon2i => {
             let want = if scheme == Scheme::Argon2id { "argon2id" } else { "argon2i" };
             match PasswordHash::new(rest) {
-                Ok(h) if h.algorithm.as_str() == want => Argon2::default().verify_password(pw, &h).is_ok(),
+                Ok(h) if h.algorithm.as_str() == want => argon2_matches(&h, pw),
                 _ => false,
             }
         }
         Scheme::Sha512Crypt => sha_crypt_shape(rest, "6", 86) && sha_crypt::sha512_check(password, rest).is_ok(),
         Scheme::Sha256Crypt => sha_crypt_shape(rest, "5", 43) && sha_crypt::sha256_check(password, rest).is_ok(),
         Scheme::BlfCrypt => bcrypt_shape(rest) && bcrypt::verify(pw, rest).unwrap_or(false),
+    }
+}
+
+/// Whether `pw` hashes to `hash` (Argon2i or Argon2id, its parameters, salt and version), in
+/// working memory kept from one verification to the next: freeing 19 MiB after every AUTH
+/// would make glibc's malloc keep blocks of that size in every thread's arena afterwards
+/// (its threshold for mapping large blocks rises to the largest one freed), hundreds of MiB
+/// that stay with the process. The comparison is constant-time.
+fn argon2_matches(hash: &PasswordHash<'_>, pw: &[u8]) -> bool {
+    let (Ok(algorithm), Ok(params), Some(expected), Some(salt)) =
+        (argon2::Algorithm::try_from(hash.algorithm), argon2::Params::try_from(hash), &hash.hash, hash.salt)
+    else {
+        return false;
+    };
+    let version = match hash.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    let count = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    let mut memory = MEMORY.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+    if memory.len() < count {
+        memory = vec![argon2::Block::new(); count];
+    }
+    let done = argon.hash_password_into_with_memory(pw, salt, &mut out, &mut memory[..count]).is_ok();
+    MEMORY.lock().unwrap_or_else(|e| e.into_inner()).push(memory);
+    // `Output`'s equality is constant-time.
+    done && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == *expected)
+}
+
+/// Argon2 working memory of past verifications, for the next (at most one per [`Slot`]).
+static MEMORY: std::sync::Mutex<Vec<Vec<argon2::Block>>> = std::sync::Mutex::new(Vec::new());
+
+/// One of the few verifications allowed at once ([`verify_password`]); given back on drop.
+struct Slot;
+
+/// Verifications running now, and the condition a waiting one sleeps on.
+static SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+impl Slot {
+    fn take() -> Slot {
+        let most = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        let mut running = SLOTS.0.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= most {
+            running = SLOTS.1.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut running = SLOTS.0.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        SLOTS.1.notify_one();
     }
 }
 
