@@ -19,7 +19,7 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,11 +72,10 @@ pub struct Local {
     pub store: Arc<Store>,
 }
 
-/// Everything a worker needs.
+/// The settings of the next attempts: replaceable while the workers run (a reload,
+/// [`Context::set_settings`]); an attempt keeps the ones it started with.
 #[derive(Debug)]
-pub struct Context {
-    /// The queue.
-    pub queue: Queue,
+pub struct Settings {
     /// Retries, lifetime, delay notice.
     pub schedule: Schedule,
     /// How mail leaves.
@@ -87,8 +86,33 @@ pub struct Context {
     pub local: Option<Local>,
     /// Sessions kept open for the next message to the same host.
     pub pool: Arc<SessionPool>,
+}
+
+/// Everything a worker needs.
+#[derive(Debug)]
+pub struct Context {
+    /// The queue.
+    pub queue: Queue,
     /// Entries to attempt now, and the dispatcher's wake-up.
     pub handoff: Handoff,
+    settings: RwLock<Arc<Settings>>,
+}
+
+impl Context {
+    /// The context of `queue`'s workers.
+    pub fn new(queue: Queue, handoff: Handoff, settings: Settings) -> Self {
+        Self { queue, handoff, settings: RwLock::new(Arc::new(settings)) }
+    }
+
+    /// The settings of an attempt starting now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The next attempts use `settings` (those under way finish with theirs).
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+    }
 }
 
 /// Entries handed over for an attempt now, and wake-ups of the dispatcher: cloned by whoever
@@ -219,6 +243,7 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Attempted::Skipped),
         Err(e) => return Err(e),
     };
+    let s = ctx.settings();
     let t = unix(now);
     // Handed over at submission, never attempted, and its next attempt time (durable since
     // the submission) still ahead: that is the time a crash from here on leaves.
@@ -229,13 +254,13 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
     entry.attempts += 1;
     if !fresh {
         // The next attempt time is durable before anything is sent.
-        entry.next_attempt = t + ctx.schedule.delay(entry.attempts, seed(id)).as_secs().max(1);
+        entry.next_attempt = t + s.schedule.delay(entry.attempts, seed(id)).as_secs().max(1);
         q.save(&entry)?;
     }
 
     let pending: Vec<usize> =
         entry.recipients.iter().enumerate().filter(|(_, r)| r.state == State::Pending).map(|(i, _)| i).collect();
-    let outcomes = deliver_pending(ctx, &entry, &pending);
+    let outcomes = deliver_pending(ctx, &s, &entry, &pending);
     // The crash test (tests/queue.rs) dies here on purpose: after a remote 250, before the
     // outcome is written — the one window in which a recipient can get a second copy.
     if std::env::var_os("SMTP_STD_TEST_CRASH_AFTER_DELIVERY").is_some()
@@ -245,7 +270,7 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
         std::process::abort();
     }
     let age = Duration::from_secs(t.saturating_sub(entry.arrival));
-    let expired = ctx.schedule.expired(age);
+    let expired = s.schedule.expired(age);
 
     let mut failed = Vec::new();
     let mut delivered = Vec::new();
@@ -280,7 +305,7 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
             }
             Outcome3::Deferred => {
                 tracing::info!(id, rcpt = r.address, reply = o.text, host = ?o.remote_mta, next = entry.next_attempt, "deferred");
-                if !entry.delay_notified && ctx.schedule.delay_notice_due(age) && r.wants("DELAY") {
+                if !entry.delay_notified && s.schedule.delay_notice_due(age) && r.wants("DELAY") {
                     delayed.push((i, o));
                 }
             }
@@ -288,9 +313,9 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
     }
     // Reports first: a crash before the state below is written may report twice, never
     // lose a report.
-    let until = UNIX_EPOCH + Duration::from_secs(entry.arrival) + ctx.schedule.lifetime;
-    let (q, host) = (&ctx.queue, ctx.outbound.hostname.as_str());
-    let first = Some((&ctx.handoff, &ctx.schedule));
+    let until = UNIX_EPOCH + Duration::from_secs(entry.arrival) + s.schedule.lifetime;
+    let (q, host) = (&ctx.queue, s.outbound.hostname.as_str());
+    let first = Some((&ctx.handoff, &s.schedule));
     report(q, host, first, &entry, &failed, dsn::Action::Failed, now, None)?;
     report(q, host, first, &entry, &delivered, dsn::Action::Delivered, now, None)?;
     if !delayed.is_empty() {
@@ -307,13 +332,13 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
 }
 
 /// One outcome per pending recipient, in order.
-fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outcome> {
+fn deliver_pending(ctx: &Context, s: &Settings, entry: &Entry, pending: &[usize]) -> Vec<Outcome> {
     let mut out: Vec<Option<Outcome>> = vec![None; pending.len()];
     let mut local: Vec<(usize, String, Vec<String>)> = Vec::new();
     let mut remote: Vec<usize> = Vec::new();
     for (k, &i) in pending.iter().enumerate() {
         let address = &entry.recipients[i].address;
-        match ctx.local.as_ref().map(|l| l.directory.resolve(address)) {
+        match s.local.as_ref().map(|l| l.directory.resolve(address)) {
             Some(Resolution::Local(accounts)) => local.push((k, address.clone(), accounts)),
             // Mail from the queue to a forwarding alias (a bounce, say) stays with our own.
             Some(Resolution::Forward { accounts, external }) if !accounts.is_empty() => {
@@ -331,7 +356,7 @@ fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outco
             _ => remote.push(k),
         }
     }
-    if let (Some(l), false) = (&ctx.local, local.is_empty()) {
+    if let (Some(l), false) = (&s.local, local.is_empty()) {
         let rcpts: Vec<(String, Vec<String>)> = local.iter().map(|(_, a, acc)| (a.clone(), acc.clone())).collect();
         let result = match ctx.queue.message(&entry.id) {
             Ok(m) => deliver_file(&l.store, &entry.from, &rcpts, m.path(), m.offset()),
@@ -350,7 +375,7 @@ fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outco
     }
     if !remote.is_empty() {
         let results =
-            deliver_remote(ctx, entry, &remote.iter().map(|&k| &entry.recipients[pending[k]]).collect::<Vec<_>>());
+            deliver_remote(ctx, s, entry, &remote.iter().map(|&k| &entry.recipients[pending[k]]).collect::<Vec<_>>());
         for (k, o) in remote.into_iter().zip(results) {
             out[k] = Some(o);
         }
@@ -360,17 +385,17 @@ fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outco
         .collect()
 }
 
-fn session_options(ctx: &Context, server: &str) -> SendOptions {
-    let mut o = SendOptions::new(server, &ctx.outbound.hostname);
-    if let Some(t) = ctx.outbound.timeout {
+fn session_options(s: &Settings, server: &str) -> SendOptions {
+    let mut o = SendOptions::new(server, &s.outbound.hostname);
+    if let Some(t) = s.outbound.timeout {
         o = o.timeout(t);
     }
-    o.bind = ctx.outbound.bind;
+    o.bind = s.outbound.bind;
     o
 }
 
 /// Sends to recipients outside our domains: one outcome each, in order.
-fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Outcome> {
+fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Outcome> {
     let mut envelope = Envelope::new(
         &entry.from,
         rcpts.iter().map(|r| client::Recipient {
@@ -390,8 +415,8 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
         }
     };
     envelope.size = Some(message.len());
-    if let Some(relay) = &ctx.outbound.smarthost {
-        let mut o = session_options(ctx, &relay.server);
+    if let Some(relay) = &s.outbound.smarthost {
+        let mut o = session_options(s, &relay.server);
         o.tls = relay.tls;
         o.tls_config = relay.tls_config.clone();
         o.auth = relay.auth.clone();
@@ -403,7 +428,7 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
         };
         let mut message = message;
         let key = format!("relay {}", relay.server);
-        let kept = match ctx.pool.take(&key) {
+        let kept = match s.pool.take(&key) {
             Some(mut session) => match message.reader() {
                 Err(e) => return all(&client::SendError::Input(e)),
                 Ok(mut body) => match session.send(&envelope, &mut body) {
@@ -430,7 +455,7 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
         };
         return match result {
             Ok(d) => {
-                ctx.pool.put(&key, session);
+                s.pool.put(&key, session);
                 d.recipients
                     .iter()
                     .map(|r| match &r.reply {
@@ -443,15 +468,15 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
             Err(e) => all(&e),
         };
     }
-    let mut mx = MxOptions::new(&ctx.outbound.hostname);
-    mx.session = session_options(ctx, "");
+    let mut mx = MxOptions::new(&s.outbound.hostname);
+    mx.session = session_options(s, "");
     mx.session.tls = TlsMode::Opportunistic;
     mx.session.tls_config = Some(client::insecure_tls_config());
-    mx.port = ctx.outbound.port;
-    mx.pool = Some(ctx.pool.clone());
+    mx.port = s.outbound.port;
+    mx.pool = Some(s.pool.clone());
     let (file, offset, len) = message.into_parts();
     let mut spool = Spool::from_file_range(file, offset, len);
-    deliver::deliver(&ctx.dns, &mx, &envelope, &mut spool)
+    deliver::deliver(&s.dns, &mx, &envelope, &mut spool)
         .into_iter()
         .map(|s| match (&s.reply, s.status) {
             (Some(reply), _) => Outcome::from_reply(reply, s.host.clone()),
