@@ -6,7 +6,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 const LONG_ABOUT: &str = "\
 smtp-std: an SMTP server built on the smtp-proto sans-IO core.
@@ -54,6 +54,9 @@ enum Command {
     Queue(cli::queue::QueueArgs),
     /// Manage the accounts (users and their hashed passwords).
     User(cli::user::UserArgs),
+    /// Make the running server read its config file again (SIGHUP) and say how it went.
+    #[command(after_long_help = cli::reload::RELOAD_AFTER)]
+    Reload(cli::reload::Reload),
 }
 
 fn main() -> ExitCode {
@@ -70,9 +73,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .init();
-    let args = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let args = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match args.command {
-        Command::Serve(s) => cli::serve::run(s),
+        Command::Serve(s) => cli::serve::run(s, matches.subcommand_matches("serve")),
         Command::Send(s) => return cli::send::run(s),
         Command::DkimKeygen(k) => cli::dkim_keygen::run(k),
         Command::Records(r) => cli::records::run(r),
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Quickstart(q) => cli::quickstart::run(q),
         Command::Queue(q) => return cli::queue::run(q),
         Command::User(u) => return cli::user::run(u),
+        Command::Reload(r) => return cli::reload::run(r),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

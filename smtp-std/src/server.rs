@@ -3,10 +3,11 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use smtp_proto::server::Config;
 use smtp_proto::Reply;
 
 use crate::handler::Handler;
@@ -51,6 +52,42 @@ impl ShutdownHandle {
     }
 }
 
+/// The SMTP configuration new sessions of a [`Server`] start with (at first its
+/// [`Options::config`]), which can be replaced while the server runs: each session takes the
+/// one current when its connection is accepted and keeps it to its end. The core's settings
+/// (host name, limits of a message and a session, timeouts, extensions) follow it; the rest of
+/// [`Options`] (TLS, the concurrency cap, the per-client limits, PROXY, buffers, parking) stays
+/// as the server was made with.
+///
+/// ```
+/// use smtp_std::{Options, Server, Sink};
+///
+/// let server = Server::new(Options::new("mx.example.org"), Sink);
+/// let handle = server.config_handle();
+/// let mut config = handle.get();
+/// config.max_recipients = 50;
+/// handle.set(config);
+/// assert_eq!(server.config_handle().get().max_recipients, 50);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConfigHandle(Arc<RwLock<Config>>);
+
+impl ConfigHandle {
+    fn new(config: Config) -> Self {
+        Self(Arc::new(RwLock::new(config)))
+    }
+
+    /// The configuration the next session starts with.
+    pub fn get(&self) -> Config {
+        *self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `config` the one the next sessions start with (sessions open now keep theirs).
+    pub fn set(&self, config: Config) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+}
+
 /// A blocking SMTP server: a session runs on a pool thread while it has input, and parks
 /// without one while it waits for its client; a few threads wait on all parked sessions and
 /// the listeners at once, and take up the sessions with input and the new connections.
@@ -74,6 +111,7 @@ impl ShutdownHandle {
 /// ```
 pub struct Server<H: Handler> {
     options: Arc<Options>,
+    config: ConfigHandle,
     handler: H,
     listeners: Vec<(TcpListener, Accepted)>,
     shutdown: Arc<AtomicBool>,
@@ -90,6 +128,7 @@ impl<H: Handler> Server<H> {
     /// A server with these options; each connection gets a clone of `handler`.
     pub fn new(options: Options, handler: H) -> Self {
         Self {
+            config: ConfigHandle::new(options.config),
             options: Arc::new(options),
             handler,
             listeners: Vec::new(),
@@ -125,7 +164,7 @@ impl<H: Handler> Server<H> {
         // the write timeout and TCP_NODELAY: set here once, they cost a session no system
         // call (its first read waits for the park delay, when there is one).
         let inherited = if cfg!(target_os = "linux") {
-            let t = &self.options.config.timeouts;
+            let t = &self.config.get().timeouts;
             let inherited = Inherited {
                 read: self.options.park_after.filter(|p| !p.is_zero()).unwrap_or(SHUTDOWN_POLL),
                 write: t.command.max(Duration::from_secs(1)),
@@ -154,12 +193,18 @@ impl<H: Handler> Server<H> {
         ShutdownHandle { flag: self.shutdown.clone(), connections: self.connections.clone() }
     }
 
+    /// A handle to the SMTP configuration the next sessions start with.
+    pub fn config_handle(&self) -> ConfigHandle {
+        self.config.clone()
+    }
+
     /// Runs on a new thread; returns at once.
     pub fn spawn(self) -> Running {
         let handle = self.shutdown_handle();
+        let config = self.config_handle();
         let addrs = self.local_addrs();
         let thread = thread::Builder::new().name("smtp-accept".into()).spawn(move || self.run());
-        Running { handle, addrs, thread: thread.ok() }
+        Running { handle, config, addrs, thread: thread.ok() }
     }
 
     /// Accepts and serves connections until shutdown, then waits for every session to end.
@@ -167,7 +212,7 @@ impl<H: Handler> Server<H> {
         if self.listeners.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no listener: call listen() first"));
         }
-        let min = self.options.config.min_input_buffer() + 1024;
+        let min = self.config.get().min_input_buffer() + 1024;
         let mut options = (*self.options).clone();
         options.read_buffer = options.read_buffer.max(min);
         let tracker = Arc::new(Tracker::new(&options.limits, options.max_clients));
@@ -184,6 +229,7 @@ impl<H: Handler> Server<H> {
         };
         let shared = Arc::new(Shared {
             options,
+            config: self.config.clone(),
             shutdown: self.shutdown.clone(),
             active: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
@@ -237,6 +283,7 @@ impl<H: Handler> Server<H> {
 #[derive(Debug)]
 pub struct Running {
     handle: ShutdownHandle,
+    config: ConfigHandle,
     addrs: Vec<(SocketAddr, bool)>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -255,6 +302,11 @@ impl Running {
     /// A handle to stop the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.handle.clone()
+    }
+
+    /// A handle to the SMTP configuration the next sessions start with.
+    pub fn config_handle(&self) -> ConfigHandle {
+        self.config.clone()
     }
 
     /// Graceful shutdown, then waits for every session to end.

@@ -23,7 +23,10 @@ pub(crate) const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
 /// State shared by the accept loop and the sessions.
 pub(crate) struct Shared {
+    /// The options; their SMTP configuration is the one the server started with: sessions
+    /// take theirs from `config`, which may have been replaced since.
     pub(crate) options: Options,
+    pub(crate) config: crate::server::ConfigHandle,
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) active: AtomicUsize,
     pub(crate) next_id: AtomicU64,

@@ -5,6 +5,7 @@ pub(crate) mod dkim_keygen;
 pub(crate) mod queue;
 pub(crate) mod quickstart;
 pub(crate) mod records;
+pub(crate) mod reload;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod user;

@@ -58,8 +58,9 @@ NOTES:
 #[derive(Debug, Args)]
 pub(crate) struct Serve {
     /// The mail server's config file (TOML): domains, accounts, mailboxes, listeners. With
-    /// it, the flags below are not used.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["tls_listen", "domain", "maildir", "tls_cert", "users", "discard", "proxy_from"])]
+    /// it, the flags below are refused: the file sets what they would. `SIGHUP` (or
+    /// `smtp-std reload --config FILE`) reads it again.
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on for SMTP (STARTTLS offered with --tls-cert). Repeatable.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2525")]
@@ -165,7 +166,62 @@ pub(crate) struct Serve {
     trusted_network: Vec<String>,
 }
 
-pub(crate) fn run(args: Serve) -> std::io::Result<()> {
+/// Each flag of `serve` with the config file's key that sets the same (`None`: no use with a
+/// config file).
+const SET_BY_CONFIG: &[(&str, Option<&str>)] = &[
+    ("listen", Some("[listen] smtp")),
+    ("tls_listen", Some("[listen] submissions")),
+    ("domain", Some("[[domain]]")),
+    ("maildir", Some("data_dir")),
+    ("tls_cert", Some("[tls] cert")),
+    ("tls_key", Some("[tls] key")),
+    ("users", Some("accounts")),
+    ("auth_optional", None),
+    ("allow_insecure_auth", None),
+    ("max_message_size", Some("[limits] max_message_size")),
+    ("max_recipients", Some("[limits] max_recipients")),
+    ("max_clients", Some("[limits] max_clients")),
+    ("max_connections_per_client", Some("[limits] max_connections_per_client")),
+    ("max_connection_rate", Some("[limits] max_connection_rate")),
+    ("max_auth_failures", Some("[limits] max_auth_failures")),
+    ("timeout", Some("[limits] timeout")),
+    ("max_errors", Some("[limits] max_errors")),
+    ("discard", None),
+    ("proxy_from", Some("[listen] proxy")),
+    ("proxy_timeout", None),
+    ("hostname", Some("hostname")),
+    ("no_mail_auth", Some("mail_auth")),
+    ("dns", Some("[dns] server")),
+    ("dns_timeout", Some("[dns] timeout")),
+    ("trusted_network", Some("trusted_networks")),
+];
+
+/// The flags given on the command line beside `--config`, each with why it is refused.
+fn flags_beside_config(matches: &clap::ArgMatches) -> Vec<String> {
+    SET_BY_CONFIG
+        .iter()
+        .filter(|(id, _)| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|(id, key)| {
+            let flag = format!("--{}", id.replace('_', "-"));
+            match key {
+                Some(key) => format!("{flag} is set by the config file; remove it or the config's {key}"),
+                None => format!("{flag} does not apply with --config; remove it"),
+            }
+        })
+        .collect()
+}
+
+/// `matches`: the command line's, to tell flags given from defaults.
+pub(crate) fn run(args: Serve, matches: Option<&clap::ArgMatches>) -> std::io::Result<()> {
+    if let (Some(path), Some(m)) = (&args.config, matches) {
+        let refused = flags_beside_config(m);
+        if !refused.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("serve --config {}: {}", path.display(), refused.join("; ")),
+            ));
+        }
+    }
     raise_fd_limit();
     // Mail is private: whatever the umask we were started with, what we create is for our
     // user alone (the library creates its files 0600 and directories 0700 anyway).

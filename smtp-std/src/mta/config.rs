@@ -99,10 +99,26 @@ pub struct Config {
     pub mail_auth: bool,
     /// The domains we receive mail for.
     pub domains: Vec<DomainConfig>,
+    /// Every alias member and catch-all target as written, for [`Config::check_members`]
+    /// once the accounts are known.
+    pub members: Vec<Member>,
+    /// The line of each `[[domain]]`'s `name`, in the order of [`Config::domains`].
+    pub domain_lines: Vec<usize>,
+}
+
+/// An alias member or a catch-all target of the config file, and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The key (`domain[0].aliases.sales`, `domain[1].catch_all`).
+    pub key: String,
+    /// Its line.
+    pub line: usize,
+    /// The full address (lower case).
+    pub address: String,
 }
 
 /// `[listen]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
     /// Mail from the world for our domains (port 25; STARTTLS when `[tls]` is set).
@@ -178,7 +194,7 @@ impl Default for QueueConfig {
 }
 
 /// `[tls]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// PEM certificate chain.
@@ -318,6 +334,20 @@ struct RawDomain {
     aliases: BTreeMap<String, Spanned<Targets>>,
 }
 
+/// Where the `[listen]` keys are, for the errors that name them (a second, lenient reading
+/// of the text).
+#[derive(Debug, Default, Deserialize)]
+struct ListenSpans {
+    #[serde(default)]
+    listen: ListenKeys,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListenKeys {
+    submission: Option<Spanned<toml::Value>>,
+    submissions: Option<Spanned<toml::Value>>,
+}
+
 /// One address or a list of them.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -441,9 +471,9 @@ impl Config {
             ));
         }
         let mut domains: Vec<DomainConfig> = Vec::new();
-        // (key, line, member) of every alias member and catch-all, checked once all domains
-        // are known.
-        let mut members: Vec<(String, usize, String)> = Vec::new();
+        // Every alias member and catch-all, checked once the accounts are known.
+        let mut members: Vec<Member> = Vec::new();
+        let mut domain_lines = Vec::new();
         for (i, d) in raw.domain.iter().enumerate() {
             let name = d.name.get_ref().trim_end_matches('.').to_ascii_lowercase();
             if !valid_domain(&name) {
@@ -473,7 +503,7 @@ impl Config {
                         ));
                     }
                     let address = format!("{local}@{dom}");
-                    members.push((key.clone(), line, address.clone()));
+                    members.push(Member { key: key.clone(), line, address: address.clone() });
                     out.push(address);
                 }
                 Ok(out)
@@ -502,6 +532,7 @@ impl Config {
                 }
             };
             domains.push(DomainConfig { name, catch_all, aliases, dkim });
+            domain_lines.push(line_of(text, d.name.span().start));
         }
 
         let trusted_networks = match &raw.trusted_networks {
@@ -529,6 +560,26 @@ impl Config {
                 "no listener: give at least one address, e.g. smtp = [\"0.0.0.0:25\"]".into(),
             ));
         }
+        // Submission is AUTH, and AUTH goes only under TLS: without a certificate such a
+        // listener would offer neither STARTTLS nor AUTH, and take no one's mail.
+        if raw.tls.is_none() {
+            let spans: ListenSpans = toml::from_str(text).unwrap_or_default();
+            for (key, addrs, span, what) in [
+                ("listen.submission", &raw.listen.submission, spans.listen.submission, "STARTTLS"),
+                ("listen.submissions", &raw.listen.submissions, spans.listen.submissions, "implicit TLS"),
+            ] {
+                if !addrs.is_empty() {
+                    return Err(err(
+                        span.map(|s| line_of(text, s.span().start)),
+                        Some(key.into()),
+                        format!(
+                            "needs [tls] (cert and key): submission takes AUTH only under TLS ({what}); \
+                             add a [tls] table or remove {key}"
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(lmtp) = &raw.delivery.lmtp {
             if let Err(message) = crate::lmtp::LmtpTarget::parse(lmtp.get_ref()) {
                 return Err(at(lmtp.span(), "delivery.lmtp".into(), message));
@@ -555,7 +606,31 @@ impl Config {
             queue: raw.queue,
             mail_auth: raw.mail_auth,
             domains,
+            members,
+            domain_lines,
         })
+    }
+
+    /// Checks that every alias member and catch-all target in one of our domains reaches an
+    /// account (`reaches`: it is an account or an alias of ours that reaches one); members in
+    /// other domains are forwards. The error names the key, its line and the member.
+    pub fn check_members(&self, reaches: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+        for m in &self.members {
+            let domain = m.address.rsplit_once('@').map_or("", |(_, d)| d);
+            if self.domain(domain).is_some() && !reaches(&m.address) {
+                return Err(ConfigError {
+                    file: self.file.clone(),
+                    line: Some(m.line),
+                    key: Some(m.key.clone()),
+                    message: format!(
+                        "{} reaches no account (it is neither an account nor an alias of ours): \
+                         add the account (smtp-std user add {}) or correct the member",
+                        m.address, m.address
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The `[[domain]]` named `name` (compared case-insensitively).
@@ -686,6 +761,46 @@ sales = ["alice", "bob"]
         let (line, key, _) = error(&format!("user = \"no-such-user-here\"\n{EXAMPLE}"));
         assert_eq!((line, key.as_deref()), (Some(1), Some("user")));
         assert!(error("data_dir = [").0.is_some());
+    }
+
+    #[test]
+    fn submission_needs_tls_and_members_are_kept_with_their_lines() {
+        let no_tls = EXAMPLE
+            .replace("[tls]", "[x]")
+            .replace("cert = \"/etc/smtp-std/cert.pem\"\nkey = \"/etc/smtp-std/key.pem\"\n", "");
+        let no_tls =
+            no_tls.replace("[x]                                  # optional; STARTTLS on smtp when present\n", "");
+        assert!(parse(&no_tls).unwrap().tls.is_none());
+        let bad = no_tls.replace("smtp = [\"0.0.0.0:25\"]", "smtp = [\"0.0.0.0:25\"]\nsubmission = [\"0.0.0.0:587\"]");
+        let (line, key, msg) = error(&bad);
+        assert_eq!((line, key.as_deref()), (Some(6), Some("listen.submission")));
+        assert!(msg.contains("needs [tls]"), "{msg}");
+        let bad =
+            no_tls.replace("smtp = [\"0.0.0.0:25\"]", "smtp = [\"0.0.0.0:25\"]\n\nsubmissions = [\"0.0.0.0:465\"]");
+        assert_eq!(error(&bad).0, Some(7));
+        assert_eq!(error(&bad).1.as_deref(), Some("listen.submissions"));
+        let ok = EXAMPLE.replace("smtp = [\"0.0.0.0:25\"]", "smtp = [\"0.0.0.0:25\"]\nsubmission = [\"0.0.0.0:587\"]");
+        assert_eq!(parse(&ok).unwrap().listen.submission.len(), 1);
+
+        let c = parse(
+            &EXAMPLE.replace("sales = [\"alice\", \"bob\"]", "sales = [\"alice\", \"bob@elsewhere.test\", \"nobody\"]"),
+        )
+        .unwrap();
+        assert_eq!(c.domain_lines, [12]);
+        let m: Vec<(&str, usize, &str)> =
+            c.members.iter().map(|m| (m.key.as_str(), m.line, m.address.as_str())).collect();
+        assert!(m.contains(&("domain[0].aliases.sales", 16, "nobody@example.org")), "{m:?}");
+        assert!(m.contains(&("domain[0].catch_all", 13, "alice@example.org")), "{m:?}");
+        // Members elsewhere are forwards; ours must reach someone.
+        let e = c.check_members(|a| a == "alice@example.org").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(16), Some("domain[0].aliases.sales")));
+        assert!(
+            e.to_string().starts_with(
+                "/etc/smtp-std/smtp-std.toml:16: domain[0].aliases.sales: nobody@example.org reaches no account"
+            ),
+            "{e}"
+        );
+        c.check_members(|a| a.ends_with("@example.org")).unwrap();
     }
 
     #[test]

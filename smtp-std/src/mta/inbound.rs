@@ -28,7 +28,7 @@
 
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use smtp_proto::data::DataError;
@@ -106,9 +106,40 @@ impl std::fmt::Debug for Outgoing {
     }
 }
 
-/// The handler (cloned per connection; the policy is shared).
+/// The policy (and the checks of mail from outside) that new sessions take: shared by the
+/// handler and its clones, replaceable while the server runs ([`LivePolicy::set`]). A session
+/// takes the current one when it connects and keeps it to its end.
+#[derive(Debug, Clone)]
+pub struct LivePolicy(Arc<RwLock<Current>>);
+
+#[derive(Debug, Clone)]
+struct Current {
+    policy: Arc<InboundPolicy>,
+    mail_auth: Option<Arc<crate::mta::auth::MailAuthPolicy>>,
+}
+
+impl LivePolicy {
+    fn current(&self) -> Current {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Current)) {
+        f(&mut self.0.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// New sessions take `policy`, with `mail_auth` checks (`None`: none); sessions open now
+    /// finish with the one they began with.
+    pub fn set(&self, policy: InboundPolicy, mail_auth: Option<crate::mta::auth::MailAuthPolicy>) {
+        let next = Current { policy: Arc::new(policy), mail_auth: mail_auth.map(Arc::new) };
+        self.update(|c| *c = next);
+    }
+}
+
+/// The handler (cloned per connection; the policy is shared, and each session takes the
+/// current one of its [`LivePolicy`] when it connects).
 #[derive(Debug, Clone)]
 pub struct InboundHandler {
+    live: LivePolicy,
     policy: Arc<InboundPolicy>,
     /// Accepted recipients of the transaction: the address as given and the accounts it
     /// reaches (empty for [`Route::Maildir`]).
@@ -134,8 +165,10 @@ pub struct InboundHandler {
 impl InboundHandler {
     /// A handler with this policy.
     pub fn new(policy: InboundPolicy) -> Self {
+        let policy = Arc::new(policy);
         Self {
-            policy: Arc::new(policy),
+            live: LivePolicy(Arc::new(RwLock::new(Current { policy: policy.clone(), mail_auth: None }))),
+            policy,
             rcpts: Vec::new(),
             remote: Vec::new(),
             forward: Vec::new(),
@@ -159,8 +192,15 @@ impl InboundHandler {
 
     /// Checks SPF, DKIM and DMARC on mail from the clients `auth` applies to.
     pub fn with_mail_auth(mut self, auth: crate::mta::auth::MailAuthPolicy) -> Self {
-        self.mail_auth = Some(Arc::new(auth));
+        let auth = Arc::new(auth);
+        self.live.update(|c| c.mail_auth = Some(auth.clone()));
+        self.mail_auth = Some(auth);
         self
+    }
+
+    /// The policy new sessions take, to replace it while the server runs (a reload).
+    pub fn live(&self) -> LivePolicy {
+        self.live.clone()
     }
 
     /// The copies of the current transaction: mailboxes grouped by the recipients that
@@ -493,6 +533,14 @@ fn domain_accepted(domains: &[String], to: &ForwardPath<'_>) -> bool {
 }
 
 impl Handler for InboundHandler {
+    fn connect(&mut self, _session: &Session) -> Decision {
+        // The policy current now is this session's to its end.
+        let current = self.live.current();
+        self.policy = current.policy;
+        self.mail_auth = current.mail_auth;
+        Decision::Accept
+    }
+
     fn auth(&mut self, _session: &Session, auth: &AuthRequest<'_>) -> Decision {
         let ok = self.policy.logins.as_ref().is_some_and(|u| u.verify(auth.identity, auth.secret))
             && auth.authzid.is_none_or(|z| z.eq_ignore_ascii_case(auth.identity));

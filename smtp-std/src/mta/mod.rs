@@ -24,11 +24,14 @@
 //! | [`private`] | files 0600 and directories 0700 under `data_dir`, whatever the umask |
 //! | [`privileges`] | the drop to an ordinary user after binding the ports |
 //! | [`mailserver`] | all of it put together: listeners, handler, queue workers, signals |
+//! | [`reload`] | `SIGHUP`: the config read again and swapped in whole, or refused whole; certificate renewals |
+//! | [`control`] | the running server's pid file and reload status in `data_dir` |
 
 pub mod accounts;
 pub mod address;
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod deliver;
 pub mod header;
 pub mod inbound;
@@ -38,6 +41,7 @@ pub mod mailserver;
 pub mod private;
 pub mod privileges;
 pub mod queue;
+pub mod reload;
 pub mod sender;
 pub mod space;
 pub mod srs;

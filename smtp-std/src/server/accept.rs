@@ -60,7 +60,7 @@ impl<H: Handler> Server<H> {
                     if let Err(e) = shared.pool.submit(job) {
                         tracing::error!(peer = ?stream.peer_addr().ok(), "cannot start a session thread: {e}");
                         if !accepted.implicit {
-                            refuse(&stream, &shared.options.config, Reply::TOO_MANY_CONNECTIONS);
+                            refuse(&stream, &shared.config.get(), Reply::TOO_MANY_CONNECTIONS);
                         }
                     }
                 }
@@ -119,7 +119,7 @@ impl<H: Handler> Server<H> {
         let implicit = accepted.implicit;
         let refuse = |stream: &TcpStream, reply: Reply<'_>| {
             if !implicit {
-                refuse(stream, &shared.options.config, reply);
+                refuse(stream, &shared.config.get(), reply);
             }
         };
         // Behind a proxy the client is known from the PROXY header: the session counts it.

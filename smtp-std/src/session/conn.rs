@@ -8,7 +8,8 @@ impl<H: Handler> Conn<H> {
     pub(super) fn open(&mut self, tcp: Sock, implicit: bool, inherited: Option<Inherited>) -> io::Result<Stream> {
         self.park = self.shared.idle.is_some() && self.shared.options.park_after.is_some();
         let options = &self.shared.options;
-        let write = options.config.timeouts.command.max(Duration::from_secs(1));
+        let timeouts = self.core.config().timeouts;
+        let write = timeouts.command.max(Duration::from_secs(1));
         match inherited {
             Some(i) => {
                 self.read_timeout = Some(Some(i.read));
@@ -22,7 +23,7 @@ impl<H: Handler> Conn<H> {
             let Some(tls) = options.tls.clone() else {
                 return Err(io::Error::other("implicit TLS without a certificate"));
             };
-            let s = handshake(tcp, tls, options.config.timeouts.tls_handshake, &self.shared.shutdown)?;
+            let s = handshake(tcp, tls, timeouts.tls_handshake, &self.shared.shutdown)?;
             // The handshake set its own read timeouts.
             self.read_timeout = None;
             self.core.tls_established().map_err(io::Error::other)?;
@@ -259,7 +260,7 @@ impl<H: Handler> Conn<H> {
         let Some(tls) = self.shared.options.tls.clone() else {
             return Err(io::Error::other("STARTTLS without a certificate"));
         };
-        let s = handshake(tcp, tls, self.shared.options.config.timeouts.tls_handshake, &self.shared.shutdown)?;
+        let s = handshake(tcp, tls, self.core.config().timeouts.tls_handshake, &self.shared.shutdown)?;
         // The handshake set its own read timeouts.
         self.read_timeout = None;
         self.core.tls_established().map_err(io::Error::other)?;

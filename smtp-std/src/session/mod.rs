@@ -136,6 +136,8 @@ pub(crate) fn serve<H: Handler>(
     active: ActiveGuard,
 ) {
     let implicit = accepted.implicit;
+    // The SMTP configuration current now is this session's to its end.
+    let config = shared.config.get();
     // Before the first read: a shutdown from now on wakes this session (or it saw the flag).
     let registered = shared.connections.register(id, &tcp);
     let local = match accepted.local {
@@ -160,7 +162,7 @@ pub(crate) fn serve<H: Handler>(
             Err(r) => {
                 tracing::warn!(id, %peer, proxy = %via, "refused: {r}");
                 if !implicit {
-                    refuse(&tcp, &shared.options.config, r.reply());
+                    refuse(&tcp, &config, r.reply());
                 }
                 return;
             }
@@ -169,7 +171,7 @@ pub(crate) fn serve<H: Handler>(
     };
     let session = Session::new(id, peer, local, implicit);
     log!(info, session, %local, implicit_tls = implicit, "connect");
-    let core = match smtp_proto::Server::with_buffers(shared.options.config, Heap::new(OUTPUT_QUEUE)) {
+    let core = match smtp_proto::Server::with_buffers(config, Heap::new(OUTPUT_QUEUE)) {
         Ok(core) => core,
         Err(e) => {
             log!(error, session, "{e}");
@@ -287,7 +289,9 @@ impl<H: Handler> Live<H> {
     /// allocated goes when the session parks.
     fn serve(&mut self) -> io::Result<Stop> {
         let conn = &mut self.conn;
-        let max = conn.shared.options.read_buffer;
+        // (At least what this session's configuration needs, should it have been replaced
+        // since the server started.)
+        let max = conn.shared.options.read_buffer.max(conn.core.config().min_input_buffer() + 1024);
         let mut stack = [0u8; STACK_READ];
         // Bytes carried over a park (a partial line) go back to the stack if they fit.
         if !self.buf.is_empty() && self.end - self.start <= STACK_READ / 2 {

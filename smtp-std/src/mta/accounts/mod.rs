@@ -241,6 +241,13 @@ impl Directory {
         self.resolve_with(address, true)
     }
 
+    /// Whether `address` reaches an account (or a forward) as an account, an alias or a
+    /// subaddress of one, not counting the domain's catch-all: what every alias member and
+    /// catch-all target in our domains must do ([`crate::mta::config::Config::check_members`]).
+    pub fn reaches(&self, address: &str) -> bool {
+        self.resolve_with(address, false).is_deliverable()
+    }
+
     /// Whether `account` may send as `address`: its own address (with any `+tag`), or an
     /// alias that reaches it. A catch-all does not make an address one's own.
     pub fn owns(&self, account: &str, address: &str) -> bool {

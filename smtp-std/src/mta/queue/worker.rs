@@ -23,7 +23,7 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,11 +77,10 @@ pub struct Local {
     pub store: Arc<Store>,
 }
 
-/// Everything a worker needs.
+/// The settings of the next attempts: replaceable while the workers run (a reload,
+/// [`Context::set_settings`]); an attempt keeps the ones it started with.
 #[derive(Debug)]
-pub struct Context {
-    /// The queue.
-    pub queue: Queue,
+pub struct Settings {
     /// Retries, lifetime, delay notice.
     pub schedule: Schedule,
     /// How mail leaves.
@@ -92,10 +91,35 @@ pub struct Context {
     pub local: Option<Local>,
     /// Sessions kept open for the next message to the same host.
     pub pool: Arc<SessionPool>,
+}
+
+/// Everything a worker needs.
+#[derive(Debug)]
+pub struct Context {
+    /// The queue.
+    pub queue: Queue,
     /// Entries to attempt now, and the dispatcher's wake-up.
     pub handoff: Handoff,
     /// What could not be written for want of space, kept until it can be.
     pub unwritten: Unwritten,
+    settings: RwLock<Arc<Settings>>,
+}
+
+impl Context {
+    /// The context of `queue`'s workers.
+    pub fn new(queue: Queue, handoff: Handoff, settings: Settings) -> Self {
+        Self { queue, handoff, unwritten: Unwritten::default(), settings: RwLock::new(Arc::new(settings)) }
+    }
+
+    /// The settings of an attempt starting now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The next attempts use `settings` (those under way finish with theirs).
+    pub fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+    }
 }
 
 /// Entries handed over for an attempt now, and wake-ups of the dispatcher: cloned by whoever
@@ -246,8 +270,9 @@ fn attempt_entry(ctx: &Context, id: &str, now: SystemTime, fresh: bool) -> io::R
 /// its state — or, nothing being left to do, removes the entry (which needs no space).
 /// `Some(Done)` when the entry was removed.
 fn settle(ctx: &Context, p: &mut Pending) -> io::Result<Option<Attempted>> {
-    let (q, host) = (&ctx.queue, ctx.outbound.hostname.as_str());
-    let first = Some((&ctx.handoff, &ctx.schedule));
+    let s = ctx.settings();
+    let (q, host) = (&ctx.queue, s.outbound.hostname.as_str());
+    let first = Some((&ctx.handoff, &s.schedule));
     while let Some(r) = p.reports.first() {
         match report(q, host, first, &p.entry, &r.which, r.action, r.at, r.until) {
             Ok(()) => {
@@ -277,6 +302,7 @@ fn settle(ctx: &Context, p: &mut Pending) -> io::Result<Option<Attempted>> {
 
 /// The attempt of [`attempt_entry`], on the entry as `p` holds it (its lock taken).
 fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool) -> io::Result<Attempted> {
+    let s = ctx.settings();
     // What an earlier attempt could not write goes first.
     if p.owes() {
         if let Some(done) = settle(ctx, p)? {
@@ -295,7 +321,7 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
     if !fresh {
         // The next attempt time is durable before anything is sent — where the disk allows:
         // on a full one it is kept in memory, and the attempt goes ahead.
-        entry.next_attempt = t + ctx.schedule.delay(entry.attempts, seed(&id)).as_secs().max(1);
+        entry.next_attempt = t + s.schedule.delay(entry.attempts, seed(&id)).as_secs().max(1);
         match ctx.queue.save(entry) {
             Ok(()) => {
                 ctx.unwritten.wrote();
@@ -309,7 +335,7 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
 
     let pending: Vec<usize> =
         entry.recipients.iter().enumerate().filter(|(_, r)| r.state == State::Pending).map(|(i, _)| i).collect();
-    let outcomes = deliver_pending(ctx, entry, &pending);
+    let outcomes = deliver_pending(ctx, &s, entry, &pending);
     // The crash test (tests/queue.rs) dies here on purpose: after a remote 250, before the
     // outcome is written — the one window in which a recipient can get a second copy.
     if std::env::var_os("SMTP_STD_TEST_CRASH_AFTER_DELIVERY").is_some()
@@ -319,7 +345,7 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
         std::process::abort();
     }
     let age = Duration::from_secs(t.saturating_sub(entry.arrival));
-    let expired = ctx.schedule.expired(age);
+    let expired = s.schedule.expired(age);
 
     let mut failed = Vec::new();
     let mut delivered = Vec::new();
@@ -354,7 +380,7 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
             }
             Outcome3::Deferred => {
                 tracing::info!(id, rcpt = r.address, reply = o.text, host = ?o.remote_mta, next = entry.next_attempt, "deferred");
-                if !entry.delay_notified && ctx.schedule.delay_notice_due(age) && r.wants("DELAY") {
+                if !entry.delay_notified && s.schedule.delay_notice_due(age) && r.wants("DELAY") {
                     delayed.push((i, o));
                 }
             }
@@ -362,7 +388,7 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
     }
     // Reports first, then the state: a crash in between may report twice, never lose a
     // report. What the disk has no room for waits in memory (see super::unwritten).
-    let until = UNIX_EPOCH + Duration::from_secs(entry.arrival) + ctx.schedule.lifetime;
+    let until = UNIX_EPOCH + Duration::from_secs(entry.arrival) + s.schedule.lifetime;
     for (which, action, until) in [
         (failed, dsn::Action::Failed, None),
         (delivered, dsn::Action::Delivered, None),
@@ -377,13 +403,13 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
 }
 
 /// One outcome per pending recipient, in order.
-fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outcome> {
+fn deliver_pending(ctx: &Context, s: &Settings, entry: &Entry, pending: &[usize]) -> Vec<Outcome> {
     let mut out: Vec<Option<Outcome>> = vec![None; pending.len()];
     let mut local: Vec<(usize, String, Vec<String>)> = Vec::new();
     let mut remote: Vec<usize> = Vec::new();
     for (k, &i) in pending.iter().enumerate() {
         let address = &entry.recipients[i].address;
-        match ctx.local.as_ref().map(|l| l.directory.resolve(address)) {
+        match s.local.as_ref().map(|l| l.directory.resolve(address)) {
             Some(Resolution::Local(accounts)) => local.push((k, address.clone(), accounts)),
             // Mail from the queue to a forwarding alias (a bounce, say) stays with our own.
             Some(Resolution::Forward { accounts, external }) if !accounts.is_empty() => {
@@ -401,7 +427,7 @@ fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outco
             _ => remote.push(k),
         }
     }
-    if let (Some(l), false) = (&ctx.local, local.is_empty()) {
+    if let (Some(l), false) = (&s.local, local.is_empty()) {
         let rcpts: Vec<(String, Vec<String>)> = local.iter().map(|(_, a, acc)| (a.clone(), acc.clone())).collect();
         let result = match ctx.queue.message(&entry.id) {
             Ok(m) => deliver_file(&l.store, &entry.from, &rcpts, m.path(), m.offset()),
@@ -420,7 +446,7 @@ fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outco
     }
     if !remote.is_empty() {
         let results =
-            deliver_remote(ctx, entry, &remote.iter().map(|&k| &entry.recipients[pending[k]]).collect::<Vec<_>>());
+            deliver_remote(ctx, s, entry, &remote.iter().map(|&k| &entry.recipients[pending[k]]).collect::<Vec<_>>());
         for (k, o) in remote.into_iter().zip(results) {
             out[k] = Some(o);
         }
@@ -430,17 +456,17 @@ fn deliver_pending(ctx: &Context, entry: &Entry, pending: &[usize]) -> Vec<Outco
         .collect()
 }
 
-fn session_options(ctx: &Context, server: &str) -> SendOptions {
-    let mut o = SendOptions::new(server, &ctx.outbound.hostname);
-    if let Some(t) = ctx.outbound.timeout {
+fn session_options(s: &Settings, server: &str) -> SendOptions {
+    let mut o = SendOptions::new(server, &s.outbound.hostname);
+    if let Some(t) = s.outbound.timeout {
         o = o.timeout(t);
     }
-    o.bind = ctx.outbound.bind;
+    o.bind = s.outbound.bind;
     o
 }
 
 /// Sends to recipients outside our domains: one outcome each, in order.
-fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Outcome> {
+fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Outcome> {
     let mut envelope = Envelope::new(
         &entry.from,
         rcpts.iter().map(|r| client::Recipient {
@@ -460,8 +486,8 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
         }
     };
     envelope.size = Some(message.len());
-    if let Some(relay) = &ctx.outbound.smarthost {
-        let mut o = session_options(ctx, &relay.server);
+    if let Some(relay) = &s.outbound.smarthost {
+        let mut o = session_options(s, &relay.server);
         o.tls = relay.tls;
         o.tls_config = relay.tls_config.clone();
         o.auth = relay.auth.clone();
@@ -473,7 +499,7 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
         };
         let mut message = message;
         let key = format!("relay {}", relay.server);
-        let kept = match ctx.pool.take(&key) {
+        let kept = match s.pool.take(&key) {
             Some(mut session) => match message.reader() {
                 Err(e) => return all(&client::SendError::Input(e)),
                 Ok(mut body) => match session.send(&envelope, &mut body) {
@@ -500,7 +526,7 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
         };
         return match result {
             Ok(d) => {
-                ctx.pool.put(&key, session);
+                s.pool.put(&key, session);
                 d.recipients
                     .iter()
                     .map(|r| match &r.reply {
@@ -513,15 +539,15 @@ fn deliver_remote(ctx: &Context, entry: &Entry, rcpts: &[&Recipient]) -> Vec<Out
             Err(e) => all(&e),
         };
     }
-    let mut mx = MxOptions::new(&ctx.outbound.hostname);
-    mx.session = session_options(ctx, "");
+    let mut mx = MxOptions::new(&s.outbound.hostname);
+    mx.session = session_options(s, "");
     mx.session.tls = TlsMode::Opportunistic;
     mx.session.tls_config = Some(client::insecure_tls_config());
-    mx.port = ctx.outbound.port;
-    mx.pool = Some(ctx.pool.clone());
+    mx.port = s.outbound.port;
+    mx.pool = Some(s.pool.clone());
     let (file, offset, len) = message.into_parts();
     let mut spool = Spool::from_file_range(file, offset, len);
-    deliver::deliver(&ctx.dns, &mx, &envelope, &mut spool)
+    deliver::deliver(&s.dns, &mx, &envelope, &mut spool)
         .into_iter()
         .map(|s| match (&s.reply, s.status) {
             (Some(reply), _) => Outcome::from_reply(reply, s.host.clone()),
