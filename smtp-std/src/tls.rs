@@ -17,13 +17,14 @@ pub fn server_config_from_pem(cert_chain: &[u8], key: &[u8]) -> io::Result<Arc<r
     config_from_pem(cert_chain, key, "the certificate", "the private key")
 }
 
-/// [`server_config_from_pem`] with the names of the two PEM sources for its errors.
-fn config_from_pem(
+/// The certificate chain and the private key of two PEM sources, each error naming its source
+/// (`cert_name`, `key_name`) and what is wrong (and whether the two look swapped).
+fn parse_pem(
     cert_chain: &[u8],
     key: &[u8],
     cert_name: &str,
     key_name: &str,
-) -> io::Result<Arc<rustls::ServerConfig>> {
+) -> io::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
     let certs = CertificateDer::pem_slice_iter(cert_chain)
         .collect::<Result<Vec<_>, _>>()
@@ -44,59 +45,81 @@ fn config_from_pem(
         };
         invalid(format!("{key_name}: no private key in it (-----BEGIN PRIVATE KEY-----): {e}{hint}"))
     })?;
+    Ok((certs, key))
+}
+
+/// A certificate and key that rustls refused together: whether they do not match, named.
+fn pair_error(e: impl std::fmt::Display, cert_name: &str, key_name: &str) -> io::Error {
+    let text = e.to_string();
+    let message = if text.contains("KeyMismatch") || text.contains("consistent") || text.contains("mismatch") {
+        format!("{key_name} is not the key of {cert_name}: they do not match ({text})")
+    } else {
+        format!("{cert_name} and {key_name}: {text}")
+    };
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// [`server_config_from_pem`] with the names of the two PEM sources for its errors.
+fn config_from_pem(
+    cert_chain: &[u8],
+    key: &[u8],
+    cert_name: &str,
+    key_name: &str,
+) -> io::Result<Arc<rustls::ServerConfig>> {
+    let (certs, key) = parse_pem(cert_chain, key, cert_name, key_name)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            let text = e.to_string();
-            if text.contains("KeyMismatch") || text.contains("consistent") {
-                invalid(format!("{key_name} is not the key of {cert_name}: they do not match ({text})"))
-            } else {
-                invalid(format!("{cert_name} and {key_name}: {text}"))
-            }
-        })?;
+        .map_err(|e| pair_error(e, cert_name, key_name))?;
     Ok(Arc::new(config))
 }
 
-/// Like [`server_config_from_pem`], reading the two PEM files; every error names its file.
-pub fn server_config_from_files(cert_path: &Path, key_path: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
+/// Reads the certificate and key files, with their names for errors.
+fn read_pair(cert_path: &Path, key_path: &Path) -> io::Result<(Vec<u8>, Vec<u8>, String, String)> {
     let read = |what: &str, p: &Path| {
         std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{what} file {}: {e}", p.display())))
     };
     let cert = read("certificate", cert_path)?;
     let key = read("private key", key_path)?;
-    let cert_name = format!("certificate file {}", cert_path.display());
-    let key_name = format!("private key file {}", key_path.display());
+    Ok((
+        cert,
+        key,
+        format!("certificate file {}", cert_path.display()),
+        format!("private key file {}", key_path.display()),
+    ))
+}
+
+/// Like [`server_config_from_pem`], reading the two PEM files; every error names its file.
+pub fn server_config_from_files(cert_path: &Path, key_path: &Path) -> io::Result<Arc<rustls::ServerConfig>> {
+    let (cert, key, cert_name, key_name) = read_pair(cert_path, key_path)?;
     config_from_pem(&cert, &key, &cert_name, &key_name)
 }
 
 /// A certificate chain and its private key from PEM data (as [`server_config_from_pem`] takes
 /// them), checked to belong together.
 pub fn certified_key_from_pem(cert_chain: &[u8], key: &[u8]) -> io::Result<Arc<CertifiedKey>> {
-    let certs = CertificateDer::pem_slice_iter(cert_chain)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "no certificate in the PEM data"));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("private key: {e}")))?;
+    certified_key_named(cert_chain, key, "the certificate", "the private key")
+}
+
+fn certified_key_named(
+    cert_chain: &[u8],
+    key: &[u8],
+    cert_name: &str,
+    key_name: &str,
+) -> io::Result<Arc<CertifiedKey>> {
+    let (certs, key) = parse_pem(cert_chain, key, cert_name, key_name)?;
     let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(certs, key, &provider)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("certificate and key: {e}")))?;
+    let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| pair_error(e, cert_name, key_name))?;
     Ok(Arc::new(certified))
 }
 
-/// Like [`certified_key_from_pem`], reading the two PEM files (errors name the file).
+/// Like [`certified_key_from_pem`], reading the two PEM files; every error names its file.
 pub fn certified_key_from_files(cert_path: &Path, key_path: &Path) -> io::Result<Arc<CertifiedKey>> {
-    let cert =
-        std::fs::read(cert_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", cert_path.display())))?;
-    let key = std::fs::read(key_path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", key_path.display())))?;
-    certified_key_from_pem(&cert, &key)
-        .map_err(|e| io::Error::new(e.kind(), format!("{} and {}: {e}", cert_path.display(), key_path.display())))
+    let (cert, key, cert_name, key_name) = read_pair(cert_path, key_path)?;
+    certified_key_named(&cert, &key, &cert_name, &key_name)
 }
 
 /// The certificate a server presents, replaceable while it runs: every handshake takes the
@@ -233,6 +256,10 @@ mod tests {
         assert!(e.contains(&format!("private key file {}", k2.display())) && e.contains("do not match"), "{e}");
         let e = err(&junk, &k);
         assert!(e.contains(&format!("certificate file {}", junk.display())) && e.contains("no certificate"), "{e}");
+        let e = certified_key_from_files(&c, &k2).unwrap_err().to_string();
+        assert!(e.contains(&format!("private key file {}", k2.display())) && e.contains("do not match"), "{e}");
+        let e = certified_key_from_files(&k, &c).unwrap_err().to_string();
+        assert!(e.contains(&format!("certificate file {}", k.display())) && e.contains("swapped"), "{e}");
         let e = err(&dir.path().join("missing.pem"), &k);
         assert!(e.contains("missing.pem") && e.contains("No such file"), "{e}");
     }
