@@ -330,7 +330,9 @@ fn a_replaced_certificate_is_served_after_a_reload_and_an_open_tls_session_goes_
     std::fs::write(&cert, &three.0).unwrap();
     let out = reload(&config);
     assert_eq!(out.status, Some(1), "{}{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains(&format!("[tls]: {} and {}", cert.display(), key.display())), "{}", out.stderr);
+    let want =
+        format!("[tls]: private key file {} is not the key of certificate file {}", key.display(), cert.display());
+    assert!(out.stderr.contains(&want) && out.stderr.contains("do not match"), "{}", out.stderr);
     assert_eq!(served_cert(p.addr.port()), two.2);
 }
 
