@@ -84,6 +84,6 @@ pub(super) fn report(
     if let Some((h, _)) = handoff {
         h.attempt_now(&id);
     }
-    tracing::info!(id = entry.id, report = id, to = entry.from, ?action, "delivery status notification queued");
+    tracing::info!(id = entry.id, report = id, to = entry.from, %action, "delivery status notification queued");
     Ok(())
 }
