@@ -1,5 +1,7 @@
-//! The `smtp-std` program: `smtp-std serve` receives mail, `smtp-std send` sends a message
-//! through a smarthost or straight to the recipients' MX hosts. One file per command in `cli/`.
+//! The `smtp-std` program: `smtp-std serve --config FILE` is the mail server of your domains
+//! (`smtp-std quickstart` writes the file), `smtp-std serve` alone a receiver into one Maildir,
+//! `smtp-std send` sends a message through a smarthost or straight to the recipients' MX hosts.
+//! One file per command in `cli/`.
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -9,19 +11,28 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 const LONG_ABOUT: &str = "\
-smtp-std: an SMTP server built on the smtp-proto sans-IO core.
+smtp-std: a mail server built on the smtp-proto sans-IO SMTP core.
 
-`smtp-std serve` listens for SMTP and delivers every accepted message into a Maildir
-(tmp/ -> fsync -> new/, before the 250 is sent), with a Received: header on top.
-With no flags it listens on 127.0.0.1:2525, accepts mail for any recipient and writes
-into ./Maildir. One log line per event goes to stderr (RUST_LOG=debug for more).";
+`smtp-std serve --config FILE` is the mail server of your domains (`smtp-std quickstart`
+writes FILE, a Dovecot config and the DNS records to publish): mail from the world for your
+accounts, refused at RCPT for anyone unknown, stored in a Maildir per account (or handed to
+Dovecot's LMTP) before the 250; your accounts submit on 587/465 with their password, and
+their mail leaves DKIM-signed through a queue that retries for days.
+
+`smtp-std serve` without --config is a plain receiver: it listens on 127.0.0.1:2525, accepts
+mail for any recipient and writes it into one Maildir, ./Maildir (tmp/ -> fsync -> new/
+before the 250).
+
+Either way a readiness loop on a few threads (as many as the cores) serves every session; a
+waiting session costs a few KiB and no thread. One log line per event goes to stderr
+(RUST_LOG=info by default; RUST_LOG=debug for more).";
 
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "smtp-std",
     version,
-    about = "An SMTP server that delivers into a Maildir",
+    about = "A mail server for your domains: SMTP in, submission and a queue out, Maildirs or Dovecot",
     long_about = LONG_ABOUT,
     after_help = "Examples and every flag: smtp-std serve --help"
 )]
@@ -32,7 +43,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Receive mail over SMTP and deliver it into a Maildir.
+    /// Run the mail server of a config file (--config), or receive mail into one Maildir.
     #[command(after_long_help = cli::serve::SERVE_AFTER)]
     Serve(cli::serve::Serve),
     /// Send a message (stdin or --file) through a smarthost, or to the recipients' MX hosts.

@@ -184,6 +184,27 @@ fn user_command_edits_the_accounts_file() {
     assert_eq!(fs::read_to_string(&file).unwrap(), original);
     let out = smtp_std(&["user", "list", "--accounts", f], "");
     assert_eq!(expect(&out, 0, &[]), "bob@example.org\n");
+
+    // No password on standard input: the error says how to have one made; --generate prints
+    // one, once, on standard output (standard input is not read).
+    let out = smtp_std(&["user", "add", "carol@example.org", "--accounts", f], "");
+    expect(&out, 64, &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --generate"), "{out:?}");
+    let generated = |args: &[&str]| {
+        let out = smtp_std(args, "not this one\n");
+        let stdout = expect(&out, 0, &["not this one"]);
+        let password = stdout.strip_prefix("password for carol@example.org: ").expect("the password line");
+        password.trim_end().to_owned()
+    };
+    let first = generated(&["user", "add", "carol@example.org", "--accounts", f, "--generate"]);
+    assert!(first.len() >= 16, "{first}");
+    assert!(PasswdFile::load(&file).unwrap().verify("carol@example.org", &first));
+    let second = generated(&["user", "passwd", "carol@example.org", "--accounts", f, "--generate"]);
+    let accounts = PasswdFile::load(&file).unwrap();
+    assert!(accounts.verify("carol@example.org", &second) && !accounts.verify("carol@example.org", &first));
+    // An existing user is refused before a password is made.
+    let out = smtp_std(&["user", "add", "carol@example.org", "--accounts", f, "--generate"], "");
+    assert_eq!(expect(&out, 1, &[]), "", "no password printed for nothing");
 }
 
 #[test]

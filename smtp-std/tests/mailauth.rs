@@ -438,8 +438,9 @@ example.org. 3600 IN MX 10 mail.example.org.
 ; The mail host's addresses.
 mail.example.org. 3600 IN A 203.0.113.7
 mail.example.org. 3600 IN AAAA 2001:db8::7
-; SPF: only the MX hosts send mail for the domain; anything else fails.
-example.org. 3600 IN TXT \"v=spf1 mx -all\"
+; SPF: only the mail host's addresses and the MX hosts send mail for the domain;
+;   anything else fails.
+example.org. 3600 IN TXT \"v=spf1 ip4:203.0.113.7 ip6:2001:db8::7 mx -all\"
 ; DKIM: make a key with `smtp-std dkim-keygen --domain D --selector S --out FILE`
 ;   and publish the record it prints (or pass --selector S --key FILE here).
 ; DMARC: what receivers do with mail that fails both SPF and DKIM alignment.

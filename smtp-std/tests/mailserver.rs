@@ -352,39 +352,116 @@ fn delivery_by_lmtp_into_dovecot() {
     assert!(p.log_contains("delivered by LMTP"));
 }
 
+/// Whether the tests run as root (then quickstart needs `--user`).
+fn root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `smtp-std quickstart alice@example.org ...` into `setup`, its listeners on loopback ports,
+/// the user `nobody` when we are root; `extra` arguments after. The printed text.
+fn quickstart(setup: &Path, extra: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_smtp-std"));
+    cmd.args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7"]).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--submission",
+        "127.0.0.1:0",
+        "--submissions",
+        "127.0.0.1:0",
+    ]);
+    if root() {
+        cmd.args(["--user", "nobody"]);
+    }
+    let out = cmd.args(extra).arg("--dir").arg(setup).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The password quickstart printed for alice.
+fn printed_password(text: &str) -> String {
+    text.lines().find_map(|l| l.split("keep it): ").nth(1)).expect("password line").trim().to_owned()
+}
+
+/// The address a listener of `p` bound (its log line holds `what`).
+fn bound(p: &Program, what: &str) -> std::net::SocketAddr {
+    let find = || {
+        let log = p.log.lock().unwrap();
+        let line = log.iter().find(|l| l.contains(what))?;
+        let at = line.find("bound=")?;
+        line[at + 6..].split_whitespace().next()?.parse().ok()
+    };
+    wait_until(what, Duration::from_secs(10), || find().is_some());
+    find().unwrap()
+}
+
 #[test]
 fn quickstart_then_serve_at_once() {
     let dir = tempfile::tempdir().unwrap();
+    open_up(dir.path());
     let setup = dir.path().join("etc");
-    let out = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
-        .args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7"])
-        .args(["--listen", "127.0.0.1:0", "--dir"])
-        .arg(&setup)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = quickstart(&setup, &[]);
     // The password is printed once and verifies against the accounts file written.
-    let password = text.lines().find_map(|l| l.split("keep it): ").nth(1)).expect("password line").trim().to_owned();
+    let password = printed_password(&text);
     let accounts = smtp_std::mta::accounts::passwd::PasswdFile::load(&setup.join("passwd")).unwrap();
     assert!(accounts.verify("alice@example.org", &password));
     assert!(!std::fs::read_to_string(setup.join("passwd")).unwrap().contains(&password));
     // The records to publish and the command that starts the server.
-    for want in
-        ["example.org. 3600 IN MX 10 mail.example.org.", "v=spf1", "s1._domainkey.example.org.", "_dmarc.example.org."]
-    {
+    for want in [
+        "example.org. 3600 IN MX 10 mail.example.org.",
+        "\"v=spf1 ip4:203.0.113.7 mx -all\"",
+        "s1._domainkey.example.org.",
+        "_dmarc.example.org. 3600 IN TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.org\"",
+    ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
+    assert!(!text.contains("AAAA") && !text.contains("ip6:"), "{text}");
     let start = text.lines().find(|l| l.trim_start().starts_with("smtp-std serve --config ")).expect("start command");
     let config = start.trim().trim_start_matches("smtp-std serve --config ").to_owned();
-    assert!(std::fs::metadata(setup.join("dkim-s1.key")).unwrap().mode() & 0o077 == 0, "key file private");
-    // Running a second time changes nothing.
-    let again = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
-        .args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7", "--dir"])
-        .arg(&setup)
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
+    // The whole server: TLS, submission, DKIM signing on.
+    let c = smtp_std::mta::config::Config::load(config.as_ref()).unwrap();
+    assert!(c.tls.is_some() && !c.listen.submission.is_empty() && !c.listen.submissions.is_empty());
+    assert_eq!(c.domains[0].dkim, Some(("s1".to_owned(), setup.join("dkim-s1.key"))));
+    let mode = |f: &str| std::fs::metadata(setup.join(f)).unwrap().mode() & 0o777;
+    assert_eq!((mode("dkim-s1.key"), mode("key.pem"), mode("cert.pem")), (0o600, 0o600, 0o644));
+    assert!(std::fs::read_to_string(setup.join("cert.pem")).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(std::fs::read_to_string(setup.join("dovecot.conf")).unwrap().contains("mail_location = maildir:"));
+    if root() {
+        // The server's user re-reads the accounts and the keys after its privilege drop.
+        let owner = |f: &str| std::fs::metadata(setup.join(f)).unwrap().uid();
+        assert!(owner("passwd") != 0 && owner("key.pem") != 0 && owner("dkim-s1.key") != 0);
+        assert_eq!(mode("passwd"), 0o640);
+    }
+    // Running a second time changes nothing, and so does any one of the files in the way.
+    let before: Vec<_> = std::fs::read_dir(&setup).unwrap().map(|e| e.unwrap().path()).collect();
+    let again = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+            .args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7"])
+            .args(["--user", "nobody", "--dir"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let out = again(&setup);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(" exists: "));
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("cert.pem"), "mine").unwrap();
+    let out = again(&other);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cert.pem exists: "), "{out:?}");
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1, "nothing written");
+    assert_eq!(std::fs::read_to_string(other.join("cert.pem")).unwrap(), "mine");
+    if root() {
+        // As root a user to run as is needed: Dovecot never reads mail as root.
+        let out = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+            .args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7"])
+            .arg("--dir")
+            .arg(dir.path().join("as-root"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("give --user NAME"));
+        assert!(!dir.path().join("as-root").exists());
+    }
+    assert_eq!(std::fs::read_dir(&setup).unwrap().count(), before.len());
 
     let p = Program::start(dir.path(), &["--config", &config]);
     let mut c = connect(&p);
@@ -398,6 +475,220 @@ fn quickstart_then_serve_at_once() {
     assert!(end.unwrap().starts_with("250"));
     let msg = std::fs::read_to_string(newest(&setup.join("data/mailboxes/example.org/alice"))).unwrap();
     assert!(msg.contains("Delivered-To: postmaster@example.org\r\n") && msg.ends_with("Subject: hi\r\n"), "{msg}");
+    // A refused recipient's reason is in the log, one line.
+    let refusals: Vec<String> =
+        p.log.lock().unwrap().iter().filter(|l| l.contains("recipient refused")).cloned().collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(refusals[0].contains("recipient refused: unknown user") && refusals[0].contains("bob@example.org"));
+    assert!(p.log.lock().unwrap().iter().all(|l| !l.contains("Some(")), "{:?}", p.log.lock().unwrap());
+}
+
+#[test]
+fn quickstart_ipv6_and_lmtp_records_and_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = dir.path().join("etc");
+    let text = quickstart(&setup, &["--ipv6", "2001:db8::7", "--lmtp", "127.0.0.1:24"]);
+    assert!(text.contains("mail.example.org. 3600 IN AAAA 2001:db8::7\n"), "{text}");
+    assert!(text.contains("\"v=spf1 ip4:203.0.113.7 ip6:2001:db8::7 mx -all\""), "{text}");
+    assert!(text.contains(" IN PTR mail.example.org.\n") && text.contains(".ip6.arpa. "), "{text}");
+    let c = smtp_std::mta::config::Config::load(&setup.join("smtp-std.toml")).unwrap();
+    assert_eq!(c.delivery.lmtp.as_deref(), Some("127.0.0.1:24"));
+    let conf = std::fs::read_to_string(setup.join("dovecot.conf")).unwrap();
+    assert!(conf.contains("\nprotocols = imap lmtp\n"), "{conf}");
+    assert!(conf.contains("inet_listener lmtp {\n    address = 127.0.0.1\n    port = 24\n"), "{conf}");
+    if have("doveconf") {
+        let out = Command::new("doveconf").arg("-c").arg(setup.join("dovecot.conf")).arg("-n").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Defaults: every listener on 0.0.0.0 and the IPv6 address too.
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+        .args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7"])
+        .args(["--ipv6", "2001:db8::7", "--user", "nobody", "--dir"])
+        .arg(dir.path().join("defaults"))
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let c = smtp_std::mta::config::Config::load(&dir.path().join("defaults/smtp-std.toml")).unwrap();
+        let s = |v: &[std::net::SocketAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(s(&c.listen.smtp), ["0.0.0.0:25", "[2001:db8::7]:25"]);
+        assert_eq!(s(&c.listen.submission), ["0.0.0.0:587", "[2001:db8::7]:587"]);
+        assert_eq!(s(&c.listen.submissions), ["0.0.0.0:465", "[2001:db8::7]:465"]);
+    }
+    // An LMTP port anyone could reach is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+        .args(["quickstart", "alice@example.org", "--hostname", "mail.example.org", "--ip", "203.0.113.7"])
+        .args(["--lmtp", "203.0.113.7:24", "--user", "nobody", "--dir"])
+        .arg(dir.path().join("lmtp"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("loopback"), "{out:?}");
+}
+
+/// Logs in to Dovecot's IMAP as `user` after STARTTLS (trusting only `ca`) and returns every
+/// message of `folder`, joined. (From loopback Dovecot would take a login without TLS too.)
+fn imap_fetch_all_tls(port: u16, ca: &Path, user: &str, password: &str, folder: &str) -> String {
+    let script = format!(
+        r#"
+import imaplib, ssl, sys
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.check_hostname = False
+m = imaplib.IMAP4("127.0.0.1", {port})
+m.starttls(ssl_context=ctx)
+m.login({user:?}, {password:?})
+typ, data = m.select({folder:?})
+assert typ == "OK", data
+typ, data = m.search(None, "ALL")
+for num in data[0].split():
+    typ, msg = m.fetch(num, "(RFC822)")
+    sys.stdout.write(msg[0][1].decode())
+    sys.stdout.write("\n=====\n")
+m.logout()
+"#,
+        ca = ca.display().to_string(),
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "imaplib: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn quickstart_makes_a_whole_server_that_dovecot_serves() {
+    if !dovecot::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    open_up(dir.path());
+    let setup = dir.path().join("etc");
+    let text = quickstart(&setup, &[]);
+    let password = printed_password(&text);
+    let (config, ca) = (setup.join("smtp-std.toml"), setup.join("cert.pem"));
+    let out = Command::new("doveconf").arg("-c").arg(setup.join("dovecot.conf")).arg("-n").output().unwrap();
+    assert!(out.status.success(), "doveconf: {}", String::from_utf8_lossy(&out.stderr));
+    // The one change a test must make to smtp-std's config: mail for other domains goes to a
+    // relay that is not there (it stays in the queue, to be looked at).
+    let relay = dnsmasq::free_port();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&config).unwrap();
+    std::io::Write::write_all(&mut f, format!("\n[outbound]\nsmarthost = \"127.0.0.1:{relay}\"\n").as_bytes()).unwrap();
+
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    wait_until("the privilege drop", Duration::from_secs(10), || p.log_contains("running as nobody"));
+    let submission = bound(&p, "listening for submission (STARTTLS");
+    let submissions = bound(&p, "listening for submission over implicit TLS");
+
+    // Port 25: mail from outside for alice; an unknown user and a relay attempt refused, each
+    // with its reason in the log.
+    let mut c = connect(&p);
+    let (r, end) = transaction(
+        &mut c,
+        "x@client.example",
+        &["alice@example.org", "nobody@example.org", "friend@elsewhere.test"],
+        "From: x@client.example\r\nSubject: from outside\r\n\r\nhello alice",
+    );
+    assert!(r[0].starts_with("250") && r[1].starts_with("550 5.1.1") && r[2].starts_with("550 5.7.1"), "{r:?}");
+    assert!(end.unwrap().starts_with("250"));
+    assert!(p.log_contains("recipient refused: unknown user"), "{:?}", p.log.lock().unwrap());
+    assert!(p.log_contains("recipient refused: relay denied"), "{:?}", p.log.lock().unwrap());
+
+    // Submission (587, STARTTLS + AUTH with the printed password; 465 too): to alice's alias
+    // abuse@ (stored at once) and to a friend elsewhere (queued, DKIM-signed).
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+ctx.check_hostname = False
+s = smtplib.SMTP("127.0.0.1", {sub})
+s.starttls(context=ctx)
+s.login("alice@example.org", {password:?})
+s.sendmail("alice@example.org", ["abuse@example.org", "friend@elsewhere.test"],
+           b"From: Alice <alice@example.org>\r\nTo: friend@elsewhere.test\r\nSubject: signed\r\n\r\nfrom alice\r\n")
+s.quit()
+s = smtplib.SMTP_SSL("127.0.0.1", {subs}, context=ctx)
+s.login("alice@example.org", {password:?})
+s.quit()
+"#,
+        ca = ca.display().to_string(),
+        sub = submission.port(),
+        subs = submissions.port(),
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "smtplib: {}", String::from_utf8_lossy(&out.stderr));
+    let queue = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+            .arg("queue")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "queue {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    wait_until("the attempt at the relay", Duration::from_secs(20), || {
+        queue(&["list"]).contains("last: could not connect to 127.0.0.1:")
+    });
+    let list = queue(&["list"]);
+    let id = list
+        .lines()
+        .find(|l| l.contains("  from alice@example.org  "))
+        .expect("the entry")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(list.contains("friend@elsewhere.test pending  last: could not connect to 127.0.0.1:"), "{list}");
+    let show = queue(&["show", &id]);
+    let signature = show.find("DKIM-Signature:").map(|at| &show[at..]).unwrap_or_else(|| panic!("not signed:\n{show}"));
+    assert!(signature.contains("d=example.org") && signature.contains("s=s1"), "{show}");
+
+    // Dovecot, with the dovecot.conf quickstart wrote: alice reads both over IMAP.
+    let d = dovecot::Dovecot::start_including(&dir.path().join("dovecot"), &setup.join("dovecot.conf"), || true);
+    let inbox = imap_fetch_all_tls(d.imap, &ca, "alice@example.org", &password, "INBOX");
+    assert!(inbox.contains("Subject: from outside") && inbox.contains("hello alice"), "{inbox}\n{}", d.log());
+    assert!(inbox.contains("Subject: signed") && inbox.contains("Delivered-To: abuse@example.org"), "{inbox}");
+    // (A copy for our own accounts is stored as submitted: only mail that leaves is signed.)
+    assert!(!inbox.contains("DKIM-Signature:"), "{inbox}");
+    assert_eq!(imap_fetch_all_tls(d.imap, &ca, "alice@example.org", &password, "Junk"), "");
+    assert!(p.log.lock().unwrap().iter().all(|l| !l.contains("Some(")), "{:?}", p.log.lock().unwrap());
+    // Everything under data_dir belongs to the server's user, what Dovecot wrote there too.
+    let nobody = std::fs::metadata(setup.join("data")).unwrap().uid();
+    assert_ne!(nobody, 0);
+    let mut todo = vec![setup.join("data")];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.uid(), nobody, "{} belongs to uid {}", path.display(), meta.uid());
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    // (Dovecot's own files keep their modes, dovecot-uidvalidity.* 0444, inside the 0700
+    // directories.)
+}
+
+#[test]
+fn quickstart_with_lmtp_delivers_through_dovecot() {
+    if !dovecot::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    open_up(dir.path());
+    let setup = dir.path().join("etc");
+    let socket = dir.path().join("lmtp");
+    let text = quickstart(&setup, &["--lmtp", socket.to_str().unwrap()]);
+    let password = printed_password(&text);
+    let out = Command::new("doveconf").arg("-c").arg(setup.join("dovecot.conf")).arg("-n").output().unwrap();
+    assert!(out.status.success(), "doveconf: {}", String::from_utf8_lossy(&out.stderr));
+    let d =
+        dovecot::Dovecot::start_including(&dir.path().join("dovecot"), &setup.join("dovecot.conf"), || socket.exists());
+    let p = Program::start(dir.path(), &["--config", setup.join("smtp-std.toml").to_str().unwrap()]);
+    assert!(p.log_contains("delivering by LMTP"), "{:?}", p.log.lock().unwrap());
+    let mut c = connect(&p);
+    let (r, end) = transaction(&mut c, "x@client.example", &["postmaster@example.org"], "Subject: by lmtp\r\n\r\nhi");
+    assert!(r[0].starts_with("250"), "{r:?}");
+    let end = end.unwrap();
+    assert!(end.starts_with("250 2.0.0"), "{end}\n{}", d.log());
+    let inbox = imap_fetch_all_tls(d.imap, &setup.join("cert.pem"), "alice@example.org", &password, "INBOX");
+    assert!(inbox.contains("Subject: by lmtp") && inbox.contains("Return-Path: <x@client.example>"), "{inbox}");
+    assert!(p.log_contains("delivered by LMTP"));
 }
 
 #[test]

@@ -325,7 +325,12 @@ fn temporary_failure_everywhere_is_75_with_the_last_reply() {
     // Nothing listening anywhere (port 1 on loopback: refused): temporary too.
     let out = send(&dns, 1, &["x@busy.test"], &[], MSG);
     assert_eq!(out.status, Some(75), "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("x@busy.test: deferred: cannot connect to 127.0.0.3:1"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("x@busy.test: deferred: could not connect to mx2.test [127.0.0.3]:1: "),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(") (mx2.test"), "the host named once: {}", out.stdout);
 }
 
 fn read_new(maildir: &Path) -> Vec<String> {

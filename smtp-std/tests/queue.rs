@@ -528,7 +528,7 @@ fn queue_commands_list_hold_release_bounce_delete() {
     let text = String::from_utf8_lossy(&list.stdout).into_owned();
     // (The delay notices to alice, from <>, may be in the queue for a moment too.)
     assert!(list.status.success() && text.contains(" entries, ") && text.contains(" recipients pending"), "{text}");
-    assert!(text.contains("x@down.test pending  last: cannot connect to 127.0.0.6:"), "{text}");
+    assert!(text.contains("x@down.test pending  last: could not connect to mx.down.test [127.0.0.6]:"), "{text}");
     let ids: Vec<String> = text
         .lines()
         .filter(|l| !l.starts_with(' ') && l.contains("  from alice@a.test  "))

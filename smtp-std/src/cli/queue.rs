@@ -100,7 +100,9 @@ fn print_entry(e: &Entry, now: u64) {
     println!("{}  age {age}  from {from}  attempts {}  next {next}", e.id, e.attempts);
     for r in &e.recipients {
         let last = r.last_reply.as_deref().map(|l| format!("  last: {l}")).unwrap_or_default();
-        let host = r.remote_mta.as_deref().map(|h| format!(" ({h})")).unwrap_or_default();
+        // The host, unless the last reply's text names it already (no connection).
+        let named = |h: &str| r.last_reply.as_deref().is_some_and(|l| l.contains(h));
+        let host = r.remote_mta.as_deref().filter(|h| !named(h)).map(|h| format!(" ({h})")).unwrap_or_default();
         println!("    {} {}{last}{host}", r.address, state_word(r.state));
     }
 }

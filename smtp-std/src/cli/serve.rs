@@ -1,4 +1,4 @@
-//! `smtp-std serve`: receive mail over SMTP and deliver it.
+//! `smtp-std serve`: the mail server of a config file, or a receiver into one Maildir.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +17,16 @@ use smtp_std::proxy::Network;
 use smtp_std::{tls, Options, Server};
 
 pub(crate) const SERVE_AFTER: &str = "\
-EXAMPLES:
+THE MAIL SERVER (--config):
+  smtp-std quickstart alice@example.org --hostname mail.example.org --ip 203.0.113.7 \\
+       --user vmail --dir /etc/smtp-std
+  smtp-std serve --config /etc/smtp-std/smtp-std.toml
+  Everything comes from the config file (listeners, TLS, domains, accounts, queue; the
+  README's \"The config file\" lists every key); the flags below are for the Maildir mode.
+  It binds its ports, drops to `user`, then serves: port 25 for mail to your domains,
+  587/465 for your accounts (AUTH), mail to other domains queued and DKIM-signed.
+
+THE MAILDIR MODE (no --config):
   Receive mail for anyone into ./Maildir on 127.0.0.1:2525:
     smtp-std serve
 
@@ -57,9 +66,10 @@ NOTES:
 
 #[derive(Debug, Args)]
 pub(crate) struct Serve {
-    /// The mail server's config file (TOML): domains, accounts, mailboxes, listeners. With
-    /// it, the flags below are refused: the file sets what they would. `SIGHUP` (or
-    /// `smtp-std reload --config FILE`) reads it again.
+    /// The mail server's config file (TOML; `smtp-std quickstart` writes one): domains,
+    /// accounts, mailboxes, listeners, TLS, the queue. With it, the flags below are refused:
+    /// the file sets what they would. `SIGHUP` (or `smtp-std reload --config FILE`) reads it
+    /// again.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on for SMTP (STARTTLS offered with --tls-cert). Repeatable.
@@ -98,9 +108,9 @@ pub(crate) struct Serve {
     /// Most recipients per message (past it 452 4.5.3).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     max_recipients: usize,
-    /// Most concurrent clients (past it 421 4.7.0). Each is a thread with a small stack, idle
-    /// ones cost no CPU; each needs a file descriptor (the soft `ulimit -n` is raised to the
-    /// hard one at start).
+    /// Most concurrent clients (past it 421 4.7.0). A session waiting for its client parks in
+    /// the readiness loop (a few KiB, no thread, no CPU); each needs a file descriptor (the
+    /// soft `ulimit -n` is raised to the hard one at start).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     max_clients: usize,
     /// Most connections at once from one client address (IPv6: one /64), like Postfix's
@@ -248,7 +258,8 @@ pub(crate) fn run(args: Serve, matches: Option<&clap::ArgMatches>) -> std::io::R
         if !(args.proxy_timeout.is_finite() && args.proxy_timeout > 0.0) {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "--proxy-timeout must be > 0"));
         }
-        tracing::info!(from = ?args.proxy_from.iter().map(ToString::to_string).collect::<Vec<_>>(), "PROXY protocol expected");
+        let from: Vec<String> = args.proxy_from.iter().map(ToString::to_string).collect();
+        tracing::info!(from = %from.join(","), "PROXY protocol expected");
         options = options
             .proxy_from(args.proxy_from.iter().copied())
             .proxy_timeout(Duration::from_secs_f64(args.proxy_timeout));

@@ -19,12 +19,13 @@ Each change rewrites the file atomically under a lock, keeping every other line 
 extra fields) as it was, and the file's mode and owner; a running `serve` picks it up.
 
 THE PASSWORD:
-  From a pipe or a file: the first line of standard input (an empty line is refused).
-  From a terminal: a new random password, printed once on standard output.
+  With --generate: a new random password, printed once on standard output.
+  Otherwise the first line of standard input, from a pipe or a file (an empty line is
+  refused); when standard input is a terminal, a generated one as with --generate.
   The password never appears in a log line or an error.
 
 EXAMPLES:
-  smtp-std user add alice@example.org --config /etc/smtp-std/smtp-std.toml
+  smtp-std user add alice@example.org --config /etc/smtp-std/smtp-std.toml --generate
       password for alice@example.org: 7kPq...   (generated, shown once)
   printf '%s\\n' \"$NEW_PASSWORD\" | smtp-std user passwd alice@example.org --config smtp-std.toml
   smtp-std user del alice@example.org --accounts /etc/smtp-std/passwd
@@ -35,7 +36,8 @@ EXIT STATUS:
   0   done
   1   another error: the user exists already, the accounts file cannot be read or is broken
   2   the command line itself is wrong
-  64  bad usage: an address that is not local@domain or not in the config's domains, no password
+  64  bad usage: an address that is not local@domain or not in the config's domains, no
+      password on standard input (and no --generate)
   67  no such user (passwd, del)
   73  the accounts file cannot be written
   78  the config file cannot be used
@@ -43,6 +45,15 @@ EXIT STATUS:
 
 A new accounts file gets mode 0640, and with --config run as root, the group of the config's
 `user` (the server reads it after dropping privileges).";
+
+const ADD_AFTER: &str = "\
+EXAMPLES:
+  echo 'a long secret' | smtp-std user add alice@example.org --config smtp-std.toml
+  smtp-std user add bob@example.org --config smtp-std.toml --generate";
+
+const PASSWD_AFTER: &str = "\
+EXAMPLE:
+  smtp-std user passwd alice@example.org --accounts /etc/smtp-std/passwd --generate";
 
 const EX_USAGE: u8 = 64;
 const EX_NOUSER: u8 = 67;
@@ -62,23 +73,27 @@ pub(crate) struct UserArgs {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// Add an account; the password from standard input, or generated and printed.
-    #[command(
-        after_long_help = "EXAMPLE:\n  echo 'a long secret' | smtp-std user add alice@example.org --config smtp-std.toml"
-    )]
+    /// Add an account; the password from standard input, or generated and printed (--generate).
+    #[command(after_long_help = ADD_AFTER)]
     Add {
         /// The account's address (local@domain).
         address: String,
         #[command(flatten)]
         file: FileArgs,
+        /// Make a random password and print it once, instead of reading standard input.
+        #[arg(long)]
+        generate: bool,
     },
-    /// Set an account's password; the password from standard input, or generated and printed.
-    #[command(after_long_help = "EXAMPLE:\n  smtp-std user passwd alice@example.org --accounts /etc/smtp-std/passwd")]
+    /// Set an account's password; from standard input, or generated and printed (--generate).
+    #[command(after_long_help = PASSWD_AFTER)]
     Passwd {
         /// The account's address (local@domain).
         address: String,
         #[command(flatten)]
         file: FileArgs,
+        /// Make a random password and print it once, instead of reading standard input.
+        #[arg(long)]
+        generate: bool,
     },
     /// Delete an account (its mailbox stays on disk).
     Del {
@@ -164,11 +179,11 @@ impl Target {
     }
 }
 
-/// The new password: the first line of standard input, or when that is a terminal a generated
-/// one, printed once.
-fn new_password(user: &str) -> Result<String, Failure> {
+/// The new password: generated and printed once with `generate` or when standard input is a
+/// terminal, else the first line of standard input.
+fn new_password(user: &str, generate: bool) -> Result<String, Failure> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
+    if generate || stdin.is_terminal() {
         let password = hash::generate_password();
         println!("password for {user}: {password}");
         return Ok(password);
@@ -185,7 +200,9 @@ fn new_password(user: &str) -> Result<String, Failure> {
         }
     }
     if line.is_empty() {
-        return Err(usage("no password on standard input (an empty first line, or none)"));
+        return Err(usage(
+            "no password on standard input (an empty first line, or none): pipe one in, or give --generate",
+        ));
     }
     if line.len() as u64 > MAX_PASSWORD {
         return Err(usage(format!("the password on standard input is longer than {MAX_PASSWORD} bytes")));
@@ -220,10 +237,14 @@ fn warn_if_unusable(path: &Path) {
 
 fn act(action: Action) -> Result<(), Failure> {
     match action {
-        Action::Add { address, file } => {
+        Action::Add { address, file, generate } => {
             let t = file.target()?;
             let user = t.address(&address, true)?;
-            let password = new_password(&user)?;
+            if passwd::has_user(&t.accounts, &user)? {
+                // Refused before a password is read (or generated and printed in vain).
+                return Err(PasswdError::Exists { file: t.accounts.clone(), user }.into());
+            }
+            let password = new_password(&user, generate)?;
             let new_file = !t.accounts.exists();
             passwd::add_user(&t.accounts, &user, &hash::hash_password(&password))?;
             eprintln!("smtp-std: added {user} to {}", t.accounts.display());
@@ -232,14 +253,14 @@ fn act(action: Action) -> Result<(), Failure> {
             }
             warn_if_unusable(&t.accounts);
         }
-        Action::Passwd { address, file } => {
+        Action::Passwd { address, file, generate } => {
             let t = file.target()?;
             let user = t.address(&address, true)?;
             // Refuse an unknown user before asking for (or generating) a password.
             if !passwd::has_user(&t.accounts, &user)? {
                 return Err(Failure(EX_NOUSER, format!("{}: no user {user}", t.accounts.display())));
             }
-            let password = new_password(&user)?;
+            let password = new_password(&user, generate)?;
             passwd::set_password(&t.accounts, &user, &hash::hash_password(&password))?;
             eprintln!("smtp-std: new password for {user} in {}", t.accounts.display());
             warn_if_unusable(&t.accounts);

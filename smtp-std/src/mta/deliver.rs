@@ -277,7 +277,8 @@ impl RecipientStatus {
     }
 }
 
-/// `a@x: accepted 250 2.1.5 Ok (mx.x [192.0.2.1])`, `a@x: deferred: cannot connect to ...`.
+/// `a@x: accepted 250 2.1.5 Ok (mx.x [192.0.2.1])`, `a@x: deferred: could not connect to
+/// mx.x [192.0.2.1]:25: ...` (the host once).
 impl fmt::Display for RecipientStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let word = match self.status {
@@ -292,8 +293,8 @@ impl fmt::Display for RecipientStatus {
             (None, None) => write!(f, "{}: {word}", self.address)?,
         }
         match &self.host {
-            Some(h) => write!(f, " ({h})"),
-            None => Ok(()),
+            Some(h) if !self.error.as_deref().is_some_and(|e| e.contains(h.as_str())) => write!(f, " ({h})"),
+            _ => Ok(()),
         }
     }
 }
@@ -422,8 +423,9 @@ fn deliver_domain(
                     delivery.recipients
                 }
                 Err(Attempt::Send(SendError::NoValidRecipients(rs))) => rs,
-                Err(Attempt::Setup(e @ SendError::Connect { .. })) => {
-                    // Not even a connection: the host's next address.
+                Err(Attempt::Setup(SendError::Connect { source, .. })) => {
+                    // Not even a connection (no reply to report): the host's next address.
+                    let e = format!("could not connect to {label}:{}: {source}", options.port);
                     tracing::info!(domain, host = %label, "{e}");
                     set_status(envelope, out, &pending, Status::Deferred, &e, Some(&label));
                     continue;

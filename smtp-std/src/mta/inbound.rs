@@ -293,6 +293,8 @@ impl InboundHandler {
         match store_copies(Some(d), None, &copies, session.envelope.mail_from.as_deref().unwrap_or(""), &header, folder)
         {
             Ok(paths) => {
+                // The checks' verdict, when they ran.
+                let reason = (!reason.is_empty()).then_some(reason.as_str());
                 for p in &paths {
                     tracing::info!(path = %p.display(), reason, junk = folder.is_some(), "stored message");
                 }
@@ -334,10 +336,10 @@ impl InboundHandler {
 
     /// `RCPT TO:<SRS0=...@ours>`: a bounce (or reply) to mail we forwarded goes back to the
     /// original sender, if the address is ours, intact and not too old.
-    fn srs_bounce(&mut self, directory: &Directory, out: &Outgoing, address: &str) -> Decision {
+    fn srs_bounce(&mut self, session: &Session, directory: &Directory, out: &Outgoing, address: &str) -> Decision {
         let domain = address.rsplit_once('@').map_or("", |(_, d)| d).trim_end_matches('.').to_ascii_lowercase();
         if !directory.is_ours(&domain) {
-            return Reply::RELAY_DENIED.into();
+            return refused(session, address, "relay denied: an SRS address of a domain not ours", Reply::RELAY_DENIED);
         }
         match crate::mta::srs::Srs::new(&out.srs_secret, &domain).reverse(address, SystemTime::now()) {
             Ok(original) => {
@@ -345,10 +347,12 @@ impl InboundHandler {
                 self.remote.push(crate::mta::queue::Recipient::new(&original));
                 Decision::Accept
             }
-            Err(e) => {
-                tracing::info!(rcpt = address, "SRS address refused: {e}");
-                Decision::reply(550, Some((5, 1, 1)), format!("<{}>: invalid SRS address ({e})", clean(address)))
-            }
+            Err(e) => refused(
+                session,
+                address,
+                &format!("invalid SRS address ({e})"),
+                Decision::reply(550, Some((5, 1, 1)), format!("<{}>: invalid SRS address ({e})", clean(address))),
+            ),
         }
     }
 
@@ -418,7 +422,8 @@ impl InboundHandler {
             match submitted {
                 Ok(id) => {
                     let to: Vec<&str> = entry.recipients.iter().map(|r| r.address.as_str()).collect();
-                    tracing::info!(id, from = entry.from, ?to, size, signed = signature.is_some(), "queued");
+                    let (to, signed) = (to.join(","), signature.is_some());
+                    tracing::info!(id, from = entry.from, to, size, signed, "queued");
                     ids.push(id);
                 }
                 Err(e) => {
@@ -503,6 +508,16 @@ fn temp_fail_reply(lookup: crate::mta::auth::Lookup) -> Decision {
         Lookup::Dmarc => "DMARC policy not available: temporary DNS failure, try again later",
     };
     Decision::reply(451, Some(lookup.status()), text)
+}
+
+/// Why a recipient of another domain is refused to a client that did not log in.
+const NOT_OURS: &str = "relay denied: not one of our domains, not authenticated";
+
+/// A refused recipient: the reason logged, one line (the session's `rcpt ... ok=false` line
+/// says only that it was refused), and the reply.
+fn refused(session: &Session, rcpt: &str, why: &str, reply: impl Into<Decision>) -> Decision {
+    tracing::info!(id = session.id, peer = %session.peer, rcpt, "recipient refused: {why}");
+    reply.into()
 }
 
 /// NOTIFY flags as the words the queue stores.
@@ -599,26 +614,29 @@ impl Handler for InboundHandler {
                     self.rcpts.push((address, Vec::new()));
                     Decision::Accept
                 } else {
-                    Reply::RELAY_DENIED.into()
+                    refused(session, &address, NOT_OURS, Reply::RELAY_DENIED)
                 }
             }
             Route::Accounts { directory, .. } => {
                 let lookup = match to {
                     ForwardPath::Postmaster => directory.postmaster(),
                     ForwardPath::Mailbox(m) if matches!(m.domain, Domain::Name(_)) => address.clone(),
-                    ForwardPath::Mailbox(_) => return Reply::RELAY_DENIED.into(),
+                    ForwardPath::Mailbox(_) => {
+                        return refused(session, &address, "relay denied: an address literal", Reply::RELAY_DENIED)
+                    }
                 };
                 if let (true, Some(out)) = (crate::mta::srs::Srs::is_srs(&lookup), &policy.outgoing) {
-                    return self.srs_bounce(directory, out, &lookup);
+                    return self.srs_bounce(session, directory, out, &lookup);
                 }
                 match directory.resolve(&lookup) {
                     Resolution::Local(accounts) => {
-                        tracing::info!(rcpt = address, ?accounts, "recipient");
+                        tracing::info!(rcpt = address, accounts = %accounts.join(","), "recipient");
                         self.rcpts.push((address, accounts));
                         Decision::Accept
                     }
                     Resolution::Forward { accounts, external } if self.policy.outgoing.is_some() => {
-                        tracing::info!(rcpt = address, ?accounts, forward = ?external, "recipient, forwarded");
+                        let (to, forward) = (accounts.join(","), external.join(","));
+                        tracing::info!(rcpt = address, accounts = to, forward, "recipient, forwarded");
                         for e in external {
                             if !self.forward.contains(&e) {
                                 self.forward.push(e);
@@ -631,12 +649,16 @@ impl Handler for InboundHandler {
                         self.rcpts.push((address, accounts));
                         Decision::Accept
                     }
-                    Resolution::Forward { .. } => Reply::LOCAL_ERROR.into(),
-                    Resolution::Unknown => Decision::reply(
-                        550,
-                        Some((5, 1, 1)),
-                        format!("<{}>: Recipient address rejected: User unknown", clean(&address)),
+                    Resolution::Forward { .. } => refused(
+                        session,
+                        &address,
+                        "an alias with members in other domains, and no queue to forward with",
+                        Reply::LOCAL_ERROR,
                     ),
+                    Resolution::Unknown => {
+                        let text = format!("<{}>: Recipient address rejected: User unknown", clean(&address));
+                        refused(session, &address, "unknown user", Decision::reply(550, Some((5, 1, 1)), text))
+                    }
                     Resolution::Foreign if session.user.is_some() && self.policy.outgoing.is_some() => {
                         let mut r = crate::mta::queue::Recipient::new(&address);
                         r.notify = params.notify.map(notify_words);
@@ -648,7 +670,11 @@ impl Handler for InboundHandler {
                         self.remote.push(r);
                         Decision::Accept
                     }
-                    Resolution::Foreign => Reply::RELAY_DENIED.into(),
+                    Resolution::Foreign => {
+                        let why =
+                            if session.user.is_some() { "relay denied: no queue for other domains" } else { NOT_OURS };
+                        refused(session, &address, why, Reply::RELAY_DENIED)
+                    }
                 }
             }
         }
@@ -714,7 +740,7 @@ impl Handler for InboundHandler {
 
     fn data_abort(&mut self, _session: &Session, error: Option<DataError>) {
         if let Some((d, _)) = self.current.take() {
-            tracing::info!(?error, id = d.name(), "message discarded");
+            tracing::info!(error = error.map(tracing::field::display), id = d.name(), "message discarded");
         }
     }
 

@@ -72,7 +72,8 @@ pub fn mail_auth_policy(
     let trusted =
         trusted_networks.iter().map(|n| crate::mta::auth::verify::parse_network(n)).collect::<Result<Vec<_>, _>>()?;
     let resolver = crate::mta::auth::Dns::with_timeout(dns, timeout, 2).map_err(|e| format!("DNS: {e}"))?;
-    tracing::info!(dns = ?dns, trusted = ?trusted_networks, "SPF, DKIM and DMARC checks on");
+    let dns_server = dns.map_or_else(|| "the system's resolvers".to_owned(), |d| d.to_string());
+    tracing::info!(dns = %dns_server, trusted = %trusted_networks.join(","), "SPF, DKIM and DMARC checks on");
     Ok(crate::mta::auth::MailAuthPolicy {
         verifier: crate::mta::auth::Verifier::new(resolver, hostname.to_owned()),
         trusted,
@@ -344,7 +345,15 @@ impl MailServer {
             data_dir: config.data_dir.clone(),
             queue,
             handoff: Handoff::default(),
-            srs_secret: crate::mta::srs::load_or_create_secret(&config.data_dir.join("srs.key"))?,
+            srs_secret: {
+                // Like everything under data_dir, the SRS key belongs to the server's user.
+                let srs_key = config.data_dir.join("srs.key");
+                let secret = crate::mta::srs::load_or_create_secret(&srs_key)?;
+                if let Some(user) = user {
+                    privileges::chown_to(&srs_key, user)?;
+                }
+                secret
+            },
         };
         let parts = assemble(config, checked, &base, user)?;
 

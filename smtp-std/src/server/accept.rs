@@ -58,7 +58,10 @@ impl<H: Handler> Server<H> {
             match Self::accept_next(listener, accepted, shared, &handler) {
                 Next::Serve(job, stream) => {
                     if let Err(e) = shared.pool.submit(job) {
-                        tracing::error!(peer = ?stream.peer_addr().ok(), "cannot start a session thread: {e}");
+                        tracing::error!(
+                            peer = stream.peer_addr().ok().map(tracing::field::display),
+                            "cannot start a session thread: {e}"
+                        );
                         if !accepted.implicit {
                             refuse(&stream, &shared.config.get(), Reply::TOO_MANY_CONNECTIONS);
                         }

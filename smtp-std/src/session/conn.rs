@@ -27,7 +27,7 @@ impl<H: Handler> Conn<H> {
             // The handshake set its own read timeouts.
             self.read_timeout = None;
             self.core.tls_established().map_err(io::Error::other)?;
-            log!(info, self.session, version = ?s.conn.protocol_version(), "TLS established (implicit)");
+            log!(info, self.session, version = tls_version(&s.conn), "TLS established (implicit)");
             Stream::Tls(Box::new(s))
         } else {
             Stream::Plain(tcp)
@@ -264,11 +264,16 @@ impl<H: Handler> Conn<H> {
         // The handshake set its own read timeouts.
         self.read_timeout = None;
         self.core.tls_established().map_err(io::Error::other)?;
-        log!(info, self.session, version = ?s.conn.protocol_version(), "TLS established (STARTTLS)");
+        log!(info, self.session, version = tls_version(&s.conn), "TLS established (STARTTLS)");
         self.sync();
         *stream = Stream::Tls(Box::new(s));
         Ok(())
     }
+}
+
+/// The TLS version of a connection for the log (`TLSv1_3`), when known.
+fn tls_version(conn: &rustls::ServerConnection) -> Option<tracing::field::DisplayValue<&'static str>> {
+    conn.protocol_version().and_then(|v| v.as_str()).map(tracing::field::display)
 }
 
 /// The socket under `stream`.

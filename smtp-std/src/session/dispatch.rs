@@ -95,7 +95,7 @@ impl<H: Handler> Conn<H> {
                 let d = self.handler.mail_from(s, &from, &params);
                 let addr = reverse_path_string(&from);
                 let ok = self.decide(&d);
-                log!(info, self.session, from = %addr, size = ?params.size, ok, "mail");
+                log!(info, self.session, from = %addr, size = params.size, ok, "mail");
                 if ok {
                     self.session.envelope = Envelope {
                         mail_from: Some(addr),

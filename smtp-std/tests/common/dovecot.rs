@@ -93,6 +93,38 @@ namespace inbox {{
         Self { _child: guard, imap, lmtp, dir: dir.to_owned() }
     }
 
+    /// Starts Dovecot with the config file `conf` as written for a real server (by
+    /// `smtp-std quickstart`), included unchanged and adapted only in what a test must: its
+    /// state, sockets and log under `dir`, IMAP (STARTTLS) on a loopback port, imaps off.
+    /// Ready when IMAP answers and `ready()` holds (an LMTP socket there, say).
+    pub fn start_including(dir: &Path, conf: &Path, ready: impl Fn() -> bool) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let imap = free_port();
+        let wrapper = format!(
+            r#"!include {conf}
+base_dir = {dir}/run
+state_dir = {dir}/state
+instance_name = smtp-std-test-{imap}
+log_path = {dir}/dovecot.log
+info_log_path = {dir}/dovecot.log
+listen = 127.0.0.1
+service imap-login {{
+  inet_listener imap {{
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"#,
+            conf = conf.display(),
+            dir = dir.display(),
+        );
+        let up = || std::net::TcpStream::connect(("127.0.0.1", imap)).is_ok() && ready();
+        let guard = launch(dir, &wrapper, up).unwrap_or_else(|log| panic!("dovecot did not start: {log}"));
+        Self { _child: guard, imap, lmtp: 0, dir: dir.to_owned() }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
     }

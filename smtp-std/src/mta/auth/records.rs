@@ -57,8 +57,17 @@ impl Records {
         for ip in &self.ipv6 {
             line(&format!("{h} 3600 IN AAAA {ip}"));
         }
-        line("; SPF: only the MX hosts send mail for the domain; anything else fails.");
-        line(&zone_txt(&d, "v=spf1 mx -all"));
+        line("; SPF: only the mail host's addresses and the MX hosts send mail for the domain;");
+        line(";   anything else fails.");
+        let mut spf = "v=spf1".to_owned();
+        for ip in &self.ipv4 {
+            spf.push_str(&format!(" ip4:{ip}"));
+        }
+        for ip in &self.ipv6 {
+            spf.push_str(&format!(" ip6:{ip}"));
+        }
+        spf.push_str(" mx -all");
+        line(&zone_txt(&d, &spf));
         match &self.dkim {
             Some((selector, value)) => {
                 line(&format!("; DKIM: the public key of selector {selector}."));

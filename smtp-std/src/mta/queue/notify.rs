@@ -158,6 +158,6 @@ fn report_of(
     if let Some((h, _)) = handoff {
         h.attempt_now(&id);
     }
-    tracing::info!(id = entry.id, report = id, to = entry.from, ?action, "delivery status notification queued");
+    tracing::info!(id = entry.id, report = id, to = entry.from, %action, "delivery status notification queued");
     Ok(())
 }

@@ -365,21 +365,28 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
         r.remote_mta = o.remote_mta.clone();
         match o.state {
             Outcome3::Delivered => {
-                tracing::info!(id, rcpt = r.address, reply = o.text, host = ?o.remote_mta, "delivered");
+                tracing::info!(id, rcpt = r.address, reply = o.text, host = o.remote_mta.as_deref(), "delivered");
                 r.state = State::Delivered;
                 if r.wants("SUCCESS") {
                     delivered.push((i, o));
                 }
             }
             Outcome3::Failed => {
-                tracing::info!(id, rcpt = r.address, reply = o.text, host = ?o.remote_mta, "failed for good");
+                tracing::info!(id, rcpt = r.address, reply = o.text, host = o.remote_mta.as_deref(), "failed for good");
                 r.state = State::Bounced;
                 if r.wants("FAILURE") {
                     failed.push((i, o));
                 }
             }
             Outcome3::Deferred => {
-                tracing::info!(id, rcpt = r.address, reply = o.text, host = ?o.remote_mta, next = entry.next_attempt, "deferred");
+                tracing::info!(
+                    id,
+                    rcpt = r.address,
+                    reply = o.text,
+                    host = o.remote_mta.as_deref(),
+                    next = entry.next_attempt,
+                    "deferred"
+                );
                 if !entry.delay_notified && s.schedule.delay_notice_due(age) && r.wants("DELAY") {
                     delayed.push((i, o));
                 }
@@ -413,7 +420,7 @@ fn deliver_pending(ctx: &Context, s: &Settings, entry: &Entry, pending: &[usize]
             Some(Resolution::Local(accounts)) => local.push((k, address.clone(), accounts)),
             // Mail from the queue to a forwarding alias (a bounce, say) stays with our own.
             Some(Resolution::Forward { accounts, external }) if !accounts.is_empty() => {
-                tracing::info!(rcpt = address, ?external, "not forwarded again from the queue");
+                tracing::info!(rcpt = address, external = %external.join(","), "not forwarded again from the queue");
                 local.push((k, address.clone(), accounts))
             }
             Some(Resolution::Unknown) => {
@@ -495,7 +502,12 @@ fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: &[&Recipien
         let all = |e: &client::SendError| -> Vec<Outcome> {
             let (state, status) =
                 if e.is_transient() { (Outcome3::Deferred, (4, 4, 1)) } else { (Outcome3::Failed, (5, 0, 0)) };
-            rcpts.iter().map(|_| Outcome::new(state, e.to_string(), host.clone(), status)).collect()
+            // No connection is no reply: say so, naming the relay.
+            let text = match e {
+                client::SendError::Connect { server, source } => format!("could not connect to {server}: {source}"),
+                e => e.to_string(),
+            };
+            rcpts.iter().map(|_| Outcome::new(state, text.clone(), host.clone(), status)).collect()
         };
         let mut message = message;
         let key = format!("relay {}", relay.server);

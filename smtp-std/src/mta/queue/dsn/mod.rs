@@ -726,6 +726,32 @@ mod tests {
     }
 
     #[test]
+    fn a_host_that_never_answered_is_not_said_to_have_answered() {
+        let mut r = failed("bob@example.net");
+        r.action = Action::Delayed;
+        r.status = (4, 4, 1);
+        r.diagnostic =
+            Some("could not connect to mx.example.net [192.0.2.1]:25: Connection refused (os error 111)".into());
+        let mut relay = failed("carol@example.net");
+        relay.remote_mta = Some("relay.example.org:587".into());
+        relay.diagnostic = Some("timeout waiting for the reply to DATA".into());
+        let rs = [r, relay];
+        // The text part with its wrapped lines joined.
+        let text = parts(&make(&report(&rs), ORIGINAL))[0].replace("\r\n    ", " ");
+        assert!(
+            text.contains(
+                " Reason: could not connect to mx.example.net [192.0.2.1]:25: Connection refused (os error 111)\r\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(" Reason: timeout waiting for the reply to DATA (the mail server relay.example.org:587)\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("answered"), "{text}");
+    }
+
+    #[test]
     fn orcpt_and_envid() {
         let mut r = failed("bob@example.net");
         r.original_recipient = Some("rfc822;Bob@Example.org".into());

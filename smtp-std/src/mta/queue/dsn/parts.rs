@@ -54,6 +54,15 @@ pub(super) fn delivery_status(report: &Report<'_>) -> String {
     s
 }
 
+/// Whether `text` is an SMTP reply (`550 5.1.1 ...`, `451-...`) rather than our own words.
+fn is_reply(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() >= 3
+        && matches!(b[0], b'2' | b'4' | b'5')
+        && b[1..3].iter().all(u8::is_ascii_digit)
+        && b.get(3).is_none_or(|c| matches!(c, b' ' | b'-'))
+}
+
 /// The first part, for people.
 pub(super) fn human_text(report: &Report<'_>, attached: &Attached) -> String {
     let utf8 = report.smtputf8;
@@ -97,10 +106,17 @@ pub(super) fn human_text(report: &Report<'_>, attached: &Attached) -> String {
         let host = r.remote_mta.as_deref().map(|h| clean(h, utf8, MAX_ADDRESS)).filter(|h| !h.is_empty());
         let diag = r.diagnostic.as_deref().map(|d| clean(d, utf8, MAX_DIAGNOSTIC)).filter(|d| !d.is_empty());
         match (host, diag) {
-            (Some(host), Some(diag)) => {
+            // A reply of the remote server.
+            (Some(host), Some(diag)) if is_reply(&diag) => {
                 wrap(&mut t, "    ", &format!("The mail server {host} answered:"));
                 wrap(&mut t, "    ", &diag);
             }
+            // Our own words: no connection ("could not connect to mx.example.net [192.0.2.1]:25:
+            // ..."), a timeout, a TLS failure; the host named if the text does not.
+            (Some(host), Some(diag)) if diag.contains(host.as_str()) => {
+                wrap(&mut t, "    ", &format!("Reason: {diag}"))
+            }
+            (Some(host), Some(diag)) => wrap(&mut t, "    ", &format!("Reason: {diag} (the mail server {host})")),
             (None, Some(diag)) => wrap(&mut t, "    ", &format!("Reason: {diag}")),
             (Some(host), None) => wrap(&mut t, "    ", &format!("The mail server was {host}.")),
             (None, None) => {}
