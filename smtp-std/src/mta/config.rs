@@ -99,6 +99,102 @@ pub struct Config {
     pub mail_auth: bool,
     /// The domains we receive mail for.
     pub domains: Vec<DomainConfig>,
+    /// `[[dnsbl]]`: DNS blocklists and allow lists asked about each client.
+    pub dnsbl: Vec<DnsblZone>,
+    /// `[spam]`: DNSBL thresholds, greylisting.
+    pub spam: SpamConfig,
+}
+
+/// One `[[dnsbl]]`: a DNS blocklist (or, with a negative score, an allow list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsblZone {
+    /// The zone (`zen.spamhaus.org`), lower case, without a trailing dot.
+    pub zone: String,
+    /// Added to the client's total when the zone lists it (default 1; negative for an allow
+    /// list such as `list.dnswl.org`).
+    pub score: i32,
+}
+
+/// `[spam]`: what the DNSBL total does, and greylisting (see [`crate::mta::spam`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpamConfig {
+    /// At this DNSBL total (or more) the client is refused at RCPT (`554 5.7.1`). At least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub dnsbl_threshold: i32,
+    /// At this DNSBL total (or more), below `dnsbl_threshold`, its messages are spam: into
+    /// `.Junk` (Maildirs) or marked `X-Spam-Flag: YES` (LMTP). At least 1; set it to
+    /// `dnsbl_threshold` or above to never junk on DNSBL alone.
+    #[serde(deserialize_with = "at_least_one")]
+    pub dnsbl_junk_threshold: i32,
+    /// Most DNSBL answers kept (per client address and zone); 0: none kept.
+    pub dnsbl_cache_size: usize,
+    /// An answer is kept for its TTL, at most this long.
+    #[serde(deserialize_with = "duration")]
+    pub dnsbl_max_ttl: Duration,
+    /// How often each zone's test points are checked again (127.0.0.2 listed, 127.0.0.1 not).
+    #[serde(deserialize_with = "duration")]
+    pub dnsbl_health_interval: Duration,
+    /// Greylisting: an unknown (client network, sender, recipient) triplet gets `451 4.7.1`
+    /// until this long after its first attempt. `None` (the default, or `"0s"`): off.
+    #[serde(deserialize_with = "duration_opt")]
+    pub greylist: Option<Duration>,
+    /// A triplet not retried within this long after its first attempt starts over.
+    #[serde(deserialize_with = "duration")]
+    pub greylist_retry_window: Duration,
+    /// A triplet that passed is remembered this long after it was last seen.
+    #[serde(deserialize_with = "duration")]
+    pub greylist_max_age: Duration,
+    /// Most triplets remembered (and as many sender domains); the least recently seen go.
+    pub greylist_max_entries: usize,
+    /// The client network of a triplet: IPv4 prefix length.
+    #[serde(deserialize_with = "ipv4_prefix")]
+    pub greylist_ipv4_prefix: u8,
+    /// The client network of a triplet: IPv6 prefix length.
+    #[serde(deserialize_with = "ipv6_prefix")]
+    pub greylist_ipv6_prefix: u8,
+}
+
+impl Default for SpamConfig {
+    fn default() -> Self {
+        Self {
+            dnsbl_threshold: 1,
+            dnsbl_junk_threshold: 1,
+            dnsbl_cache_size: 10_000,
+            dnsbl_max_ttl: Duration::from_secs(3600),
+            dnsbl_health_interval: Duration::from_secs(3600),
+            greylist: None,
+            greylist_retry_window: Duration::from_secs(2 * 86400),
+            greylist_max_age: Duration::from_secs(35 * 86400),
+            greylist_max_entries: 100_000,
+            greylist_ipv4_prefix: 24,
+            greylist_ipv6_prefix: 64,
+        }
+    }
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let n = i32::deserialize(d)?;
+    if n < 1 {
+        return Err(de::Error::custom(format!("{n}: must be at least 1 (a client on no list has the total 0)")));
+    }
+    Ok(n)
+}
+
+fn prefix<'de, D: Deserializer<'de>>(d: D, max: u8) -> Result<u8, D::Error> {
+    let n = u8::deserialize(d)?;
+    if n > max {
+        return Err(de::Error::custom(format!("{n}: a prefix length is at most {max}")));
+    }
+    Ok(n)
+}
+
+fn ipv4_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    prefix(d, 32)
+}
+
+fn ipv6_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    prefix(d, 128)
 }
 
 /// `[listen]`.
@@ -295,6 +391,17 @@ struct RawConfig {
     mail_auth: bool,
     #[serde(default)]
     domain: Vec<RawDomain>,
+    #[serde(default)]
+    dnsbl: Vec<RawDnsbl>,
+    #[serde(default)]
+    spam: SpamConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsbl {
+    zone: Spanned<String>,
+    score: Option<Spanned<i32>>,
 }
 
 fn yes() -> bool {
@@ -534,6 +641,25 @@ impl Config {
                 return Err(at(lmtp.span(), "delivery.lmtp".into(), message));
             }
         }
+        let mut dnsbl: Vec<DnsblZone> = Vec::new();
+        for (i, z) in raw.dnsbl.iter().enumerate() {
+            let zone = z.zone.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if !valid_domain(&zone) || !zone.contains('.') {
+                return Err(at(z.zone.span(), format!("dnsbl[{i}].zone"), format!("{zone:?} is not a DNS zone")));
+            }
+            if dnsbl.iter().any(|d| d.zone == zone) {
+                return Err(at(z.zone.span(), format!("dnsbl[{i}].zone"), format!("{zone} is listed twice")));
+            }
+            let score = z.score.as_ref().map_or(1, |s| *s.get_ref());
+            if let (0, Some(s)) = (score, &z.score) {
+                return Err(at(
+                    s.span(),
+                    format!("dnsbl[{i}].score"),
+                    "0 would change nothing: give a positive score (blocklist) or a negative one (allow list)".into(),
+                ));
+            }
+            dnsbl.push(DnsblZone { zone, score });
+        }
         let data_dir = resolve(raw.data_dir);
         Ok(Config {
             file: file.to_owned(),
@@ -555,6 +681,8 @@ impl Config {
             queue: raw.queue,
             mail_auth: raw.mail_auth,
             domains,
+            dnsbl,
+            spam: SpamConfig { greylist: raw.spam.greylist.filter(|d| !d.is_zero()), ..raw.spam },
         })
     }
 

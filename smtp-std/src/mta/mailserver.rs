@@ -334,6 +334,9 @@ impl MailServer {
         } else {
             tracing::info!("SPF, DKIM and DMARC checks off (mail_auth = false)");
         }
+        if let Some(spam) = crate::mta::spam::Spam::from_config(config).map_err(invalid)? {
+            handler = handler.with_spam(spam);
+        }
         let submission = (!config.listen.submission.is_empty() || !config.listen.submissions.is_empty())
             .then(|| Server::new(options.clone().auth_optional(false), handler.clone()));
         Ok(Self { smtp: Server::new(options, handler), submission, workers })
