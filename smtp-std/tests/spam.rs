@@ -10,7 +10,7 @@ mod common;
 mod dnsmasq;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -410,4 +410,49 @@ fn bad_spam_settings_are_refused_with_file_line_and_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("{}:{line}: {key}", config.display())), "{tables}: {err}");
     }
+}
+
+/// The time of one RCPT from `source` on a new connection (the first RCPT of a connection is
+/// the one that asks the DNSBLs).
+fn rcpt_time(source: &str, server: SocketAddr) -> Duration {
+    let mut c = connect_from(source, server);
+    assert!(c.cmd("MAIL FROM:<a@client.test>").starts_with("250"));
+    let t = Instant::now();
+    let r = c.cmd("RCPT TO:<bob@example.org>");
+    let took = t.elapsed();
+    assert!(r.starts_with("250"), "{r}");
+    took
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// What a DNSBL costs per connection: the RCPT that asks (one zone, dnsmasq on loopback),
+/// the RCPT whose answer is cached, and no DNSBL at all. Printed for the README.
+#[test]
+fn rcpt_time_with_and_without_a_cached_dnsbl_answer() {
+    if !Dnsmasq::available() {
+        return;
+    }
+    let mut lines = vec!["local-ttl=300".to_owned(), "address=/2.0.0.127.m.test/127.0.0.2".to_owned()];
+    lines.extend((20..40).map(|i| format!("address=/{i}.0.0.127.m.test/127.0.0.4")));
+    let dns = Dnsmasq::start(&lines);
+    let dir = tempfile::tempdir().unwrap();
+    let tables =
+        format!("[dns]\nserver = \"{}\"\n[spam]\ndnsbl_threshold = 100\n[[dnsbl]]\nzone = \"m.test\"\n", dns.arg());
+    let config = setup(dir.path(), "mail_auth = false\ntrusted_networks = []", &tables);
+    let p = start(dir.path(), &config);
+    let sources: Vec<String> = (20..40).map(|i| format!("127.0.0.{i}")).collect();
+    let asked = median(sources.iter().map(|s| rcpt_time(s, p.addr)).collect());
+    let cached = median(sources.iter().map(|s| rcpt_time(s, p.addr)).collect());
+    let listed = || p.log.lock().unwrap().iter().filter(|l| l.contains("m.test(+1)")).count();
+    wait_until("40 DNSBL log lines", Duration::from_secs(10), || listed() == 40);
+    drop(p);
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "mail_auth = false\ntrusted_networks = []", "");
+    let p = start(dir.path(), &config);
+    let none = median(sources.iter().map(|s| rcpt_time(s, p.addr)).collect());
+    eprintln!("RCPT (median of 20): DNSBL asked {asked:?}, DNSBL answer cached {cached:?}, no DNSBL {none:?}");
 }

@@ -845,6 +845,32 @@ sales = ["alice", "bob"]
     }
 
     #[test]
+    fn spam_defaults_and_zones() {
+        let c = parse(EXAMPLE).unwrap();
+        assert!(c.dnsbl.is_empty());
+        let s = &c.spam;
+        assert_eq!((s.dnsbl_threshold, s.dnsbl_junk_threshold, s.greylist), (1, 1, None));
+        assert_eq!(
+            (s.greylist_max_age, s.greylist_retry_window),
+            (Duration::from_secs(35 * 86400), Duration::from_secs(172_800))
+        );
+        assert_eq!((s.greylist_ipv4_prefix, s.greylist_ipv6_prefix, s.greylist_max_entries), (24, 64, 100_000));
+        let text = format!(
+            "{EXAMPLE}[spam]\ngreylist = \"5m\"\ndnsbl_threshold = 3\n\
+             [[dnsbl]]\nzone = \"Zen.Spamhaus.org.\"\nscore = 3\n[[dnsbl]]\nzone = \"list.dnswl.org\"\nscore = -4\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.spam.greylist, Some(Duration::from_secs(300)));
+        assert_eq!(c.spam.dnsbl_threshold, 3);
+        let zones: Vec<(&str, i32)> = c.dnsbl.iter().map(|z| (z.zone.as_str(), z.score)).collect();
+        assert_eq!(zones, [("zen.spamhaus.org", 3), ("list.dnswl.org", -4)]);
+        let off = parse(&format!("{EXAMPLE}[spam]\ngreylist = \"0s\"\n")).unwrap();
+        assert_eq!(off.spam.greylist, None, "0s: off");
+        let (line, key, _) = error(&format!("{EXAMPLE}[[dnsbl]]\nzone = \"localhost\"\n"));
+        assert_eq!((line, key.as_deref()), (Some(18), Some("dnsbl[0].zone")));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));

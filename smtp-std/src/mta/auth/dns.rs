@@ -98,6 +98,9 @@ impl fmt::Display for MxError {
 
 impl std::error::Error for MxError {}
 
+/// The answer of an A query ([`Dns::a`]): the addresses, and how long the answer may be kept.
+pub type AAnswer = (Result<Vec<std::net::Ipv4Addr>, DnsError>, Option<Duration>);
+
 /// A blocking DNS resolver: a hickory [`TokioResolver`] and the one current-thread tokio
 /// runtime it runs on (see the [module notes](super)). Cheap to clone; clones share the
 /// runtime, the connections and the cache.
@@ -204,13 +207,13 @@ impl Dns {
     /// The A records of `name` and how long the answer may be kept: the records' remaining
     /// TTL, or for "no such name" and "no data" the zone's negative TTL when the answer
     /// carried its SOA (`None` when unknown, and for temporary failures).
-    pub fn a(&self, name: &str) -> (Result<Vec<std::net::Ipv4Addr>, DnsError>, Option<Duration>) {
+    pub fn a(&self, name: &str) -> AAnswer {
         self.a_many(std::slice::from_ref(&name)).pop().unwrap_or((Err(DnsError::NoData), None))
     }
 
     /// [`Dns::a`] for each of `names`, the queries in flight together (the time of the
     /// slowest, not the sum), the answers in the order of `names`.
-    pub fn a_many(&self, names: &[&str]) -> Vec<(Result<Vec<std::net::Ipv4Addr>, DnsError>, Option<Duration>)> {
+    pub fn a_many(&self, names: &[&str]) -> Vec<AAnswer> {
         let one = |name: &str| {
             let n = fqdn(name);
             async move {

@@ -172,14 +172,12 @@ impl SpamSession {
             let ip = session.peer.ip().to_canonical();
             let started = std::time::Instant::now();
             let r = d.check(ip);
-            tracing::info!(
-                %ip,
-                total = r.total,
-                listed = r.summary(),
-                failed = ?r.failed,
-                took_ms = started.elapsed().as_secs_f64() * 1e3,
-                "dnsbl"
-            );
+            let took_ms = started.elapsed().as_secs_f64() * 1e3;
+            if r.listings.is_empty() && r.failed.is_empty() {
+                tracing::debug!(%ip, took_ms, "dnsbl: not listed");
+            } else {
+                tracing::info!(%ip, total = r.total, listed = r.summary(), failed = ?r.failed, took_ms, "dnsbl");
+            }
             self.dnsbl = Some(r);
         }
         self.dnsbl.as_ref()
