@@ -104,6 +104,10 @@ pub struct Config {
     pub members: Vec<Member>,
     /// The line of each `[[domain]]`'s `name`, in the order of [`Config::domains`].
     pub domain_lines: Vec<usize>,
+    /// `[[dnsbl]]`: DNS blocklists and allow lists asked about each client.
+    pub dnsbl: Vec<DnsblZone>,
+    /// `[spam]`: DNSBL thresholds, greylisting.
+    pub spam: SpamConfig,
 }
 
 /// An alias member or a catch-all target of the config file, and where it was written.
@@ -115,6 +119,98 @@ pub struct Member {
     pub line: usize,
     /// The full address (lower case).
     pub address: String,
+}
+
+/// One `[[dnsbl]]`: a DNS blocklist (or, with a negative score, an allow list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsblZone {
+    /// The zone (`zen.spamhaus.org`), lower case, without a trailing dot.
+    pub zone: String,
+    /// Added to the client's total when the zone lists it (default 1; negative for an allow
+    /// list such as `list.dnswl.org`).
+    pub score: i32,
+}
+
+/// `[spam]`: what the DNSBL total does, and greylisting (see [`crate::mta::spam`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpamConfig {
+    /// At this DNSBL total (or more) the client is refused at RCPT (`554 5.7.1`). At least 1.
+    #[serde(deserialize_with = "at_least_one")]
+    pub dnsbl_threshold: i32,
+    /// At this DNSBL total (or more), below `dnsbl_threshold`, its messages are spam: into
+    /// `.Junk` (Maildirs) or marked `X-Spam-Flag: YES` (LMTP). At least 1; set it to
+    /// `dnsbl_threshold` or above to never junk on DNSBL alone.
+    #[serde(deserialize_with = "at_least_one")]
+    pub dnsbl_junk_threshold: i32,
+    /// Most DNSBL answers kept (per client address and zone); 0: none kept.
+    pub dnsbl_cache_size: usize,
+    /// An answer is kept for its TTL, at most this long.
+    #[serde(deserialize_with = "duration")]
+    pub dnsbl_max_ttl: Duration,
+    /// How often each zone's test points are checked again (127.0.0.2 listed, 127.0.0.1 not).
+    #[serde(deserialize_with = "duration")]
+    pub dnsbl_health_interval: Duration,
+    /// Greylisting: an unknown (client network, sender, recipient) triplet gets `451 4.7.1`
+    /// until this long after its first attempt. `None` (the default, or `"0s"`): off.
+    #[serde(deserialize_with = "duration_opt")]
+    pub greylist: Option<Duration>,
+    /// A triplet not retried within this long after its first attempt starts over.
+    #[serde(deserialize_with = "duration")]
+    pub greylist_retry_window: Duration,
+    /// A triplet that passed is remembered this long after it was last seen.
+    #[serde(deserialize_with = "duration")]
+    pub greylist_max_age: Duration,
+    /// Most triplets remembered (and as many sender domains); the least recently seen go.
+    pub greylist_max_entries: usize,
+    /// The client network of a triplet: IPv4 prefix length.
+    #[serde(deserialize_with = "ipv4_prefix")]
+    pub greylist_ipv4_prefix: u8,
+    /// The client network of a triplet: IPv6 prefix length.
+    #[serde(deserialize_with = "ipv6_prefix")]
+    pub greylist_ipv6_prefix: u8,
+}
+
+impl Default for SpamConfig {
+    fn default() -> Self {
+        Self {
+            dnsbl_threshold: 1,
+            dnsbl_junk_threshold: 1,
+            dnsbl_cache_size: 10_000,
+            dnsbl_max_ttl: Duration::from_secs(3600),
+            dnsbl_health_interval: Duration::from_secs(3600),
+            greylist: None,
+            greylist_retry_window: Duration::from_secs(2 * 86400),
+            greylist_max_age: Duration::from_secs(35 * 86400),
+            greylist_max_entries: 100_000,
+            greylist_ipv4_prefix: 24,
+            greylist_ipv6_prefix: 64,
+        }
+    }
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let n = i32::deserialize(d)?;
+    if n < 1 {
+        return Err(de::Error::custom(format!("{n}: must be at least 1 (a client on no list has the total 0)")));
+    }
+    Ok(n)
+}
+
+fn prefix<'de, D: Deserializer<'de>>(d: D, max: u8) -> Result<u8, D::Error> {
+    let n = u8::deserialize(d)?;
+    if n > max {
+        return Err(de::Error::custom(format!("{n}: a prefix length is at most {max}")));
+    }
+    Ok(n)
+}
+
+fn ipv4_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    prefix(d, 32)
+}
+
+fn ipv6_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    prefix(d, 128)
 }
 
 /// `[listen]`.
@@ -311,6 +407,17 @@ struct RawConfig {
     mail_auth: bool,
     #[serde(default)]
     domain: Vec<RawDomain>,
+    #[serde(default)]
+    dnsbl: Vec<RawDnsbl>,
+    #[serde(default)]
+    spam: SpamConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsbl {
+    zone: Spanned<String>,
+    score: Option<Spanned<i32>>,
 }
 
 fn yes() -> bool {
@@ -585,6 +692,25 @@ impl Config {
                 return Err(at(lmtp.span(), "delivery.lmtp".into(), message));
             }
         }
+        let mut dnsbl: Vec<DnsblZone> = Vec::new();
+        for (i, z) in raw.dnsbl.iter().enumerate() {
+            let zone = z.zone.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if !valid_domain(&zone) || !zone.contains('.') {
+                return Err(at(z.zone.span(), format!("dnsbl[{i}].zone"), format!("{zone:?} is not a DNS zone")));
+            }
+            if dnsbl.iter().any(|d| d.zone == zone) {
+                return Err(at(z.zone.span(), format!("dnsbl[{i}].zone"), format!("{zone} is listed twice")));
+            }
+            let score = z.score.as_ref().map_or(1, |s| *s.get_ref());
+            if let (0, Some(s)) = (score, &z.score) {
+                return Err(at(
+                    s.span(),
+                    format!("dnsbl[{i}].score"),
+                    "0 would change nothing: give a positive score (blocklist) or a negative one (allow list)".into(),
+                ));
+            }
+            dnsbl.push(DnsblZone { zone, score });
+        }
         let data_dir = resolve(raw.data_dir);
         Ok(Config {
             file: file.to_owned(),
@@ -608,6 +734,8 @@ impl Config {
             domains,
             members,
             domain_lines,
+            dnsbl,
+            spam: SpamConfig { greylist: raw.spam.greylist.filter(|d| !d.is_zero()), ..raw.spam },
         })
     }
 
@@ -829,6 +957,32 @@ sales = ["alice", "bob"]
             let (line, key, msg) = error(&format!("{EXAMPLE}[limits]\nmin_free_space = {bad}\n"));
             assert_eq!((line, key.as_deref()), (Some(18), Some("limits.min_free_space")), "{bad}: {msg}");
         }
+    }
+
+    #[test]
+    fn spam_defaults_and_zones() {
+        let c = parse(EXAMPLE).unwrap();
+        assert!(c.dnsbl.is_empty());
+        let s = &c.spam;
+        assert_eq!((s.dnsbl_threshold, s.dnsbl_junk_threshold, s.greylist), (1, 1, None));
+        assert_eq!(
+            (s.greylist_max_age, s.greylist_retry_window),
+            (Duration::from_secs(35 * 86400), Duration::from_secs(172_800))
+        );
+        assert_eq!((s.greylist_ipv4_prefix, s.greylist_ipv6_prefix, s.greylist_max_entries), (24, 64, 100_000));
+        let text = format!(
+            "{EXAMPLE}[spam]\ngreylist = \"5m\"\ndnsbl_threshold = 3\n\
+             [[dnsbl]]\nzone = \"Zen.Spamhaus.org.\"\nscore = 3\n[[dnsbl]]\nzone = \"list.dnswl.org\"\nscore = -4\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.spam.greylist, Some(Duration::from_secs(300)));
+        assert_eq!(c.spam.dnsbl_threshold, 3);
+        let zones: Vec<(&str, i32)> = c.dnsbl.iter().map(|z| (z.zone.as_str(), z.score)).collect();
+        assert_eq!(zones, [("zen.spamhaus.org", 3), ("list.dnswl.org", -4)]);
+        let off = parse(&format!("{EXAMPLE}[spam]\ngreylist = \"0s\"\n")).unwrap();
+        assert_eq!(off.spam.greylist, None, "0s: off");
+        let (line, key, _) = error(&format!("{EXAMPLE}[[dnsbl]]\nzone = \"localhost\"\n"));
+        assert_eq!((line, key.as_deref()), (Some(18), Some("dnsbl[0].zone")));
     }
 
     #[test]

@@ -160,6 +160,8 @@ pub struct InboundHandler {
     /// SPF of the current transaction, when the checks apply to it.
     spf: Option<crate::mta::auth::SpfCheck>,
     free_space: Option<Arc<crate::mta::space::MinFreeSpace>>,
+    /// DNSBL, greylisting, verdict fields ([`crate::mta::spam`]).
+    spam: crate::mta::spam::SpamSession,
 }
 
 impl InboundHandler {
@@ -179,7 +181,14 @@ impl InboundHandler {
             mail_auth: None,
             spf: None,
             free_space: None,
+            spam: Default::default(),
         }
+    }
+
+    /// DNS blocklists, greylisting and spam verdicts ([`crate::mta::spam`]).
+    pub fn with_spam(mut self, spam: crate::mta::spam::Spam) -> Self {
+        self.spam = crate::mta::spam::SpamSession::new(Some(Arc::new(spam)));
+        self
     }
 
     /// Refuses MAIL with `452 4.3.1 Insufficient system storage` while fewer than `min`
@@ -281,13 +290,13 @@ impl InboundHandler {
             header = verdict.header;
             reason = verdict.reason;
         }
+        if let Some(fields) = self.spam.verdict(folder.is_some()) {
+            folder = Some(".Junk");
+            header.push_str(&fields);
+        }
         if let Route::Accounts { store, .. } = &self.policy.route {
             if let Store::Lmtp { target, options, .. } = &**store {
-                let mut prefix = header;
-                if folder.is_some() {
-                    prefix.push_str("X-Spam-Flag: YES\r\n");
-                }
-                return self.deliver_lmtp(session, target, options, d, &prefix);
+                return self.deliver_lmtp(session, target, options, d, &header);
             }
         }
         match store_copies(Some(d), None, &copies, session.envelope.mail_from.as_deref().unwrap_or(""), &header, folder)
@@ -606,9 +615,12 @@ impl Handler for InboundHandler {
     }
 
     fn rcpt_to(&mut self, session: &Session, to: &ForwardPath<'_>, params: &RcptParams<'_>) -> Decision {
+        if let Some(refusal) = self.spam.before_rcpt(session, to, &self.policy.route) {
+            return refusal;
+        }
         let address = forward_path_string(to);
         let policy = Arc::clone(&self.policy);
-        match &policy.route {
+        let decision = match &policy.route {
             Route::Maildir { domains, .. } => {
                 if domains.is_empty() || session.user.is_some() || domain_accepted(domains, to) {
                     self.rcpts.push((address, Vec::new()));
@@ -677,11 +689,13 @@ impl Handler for InboundHandler {
                     }
                 }
             }
-        }
+        };
+        self.spam.after_rcpt(session, to, self.spf.as_ref(), decision)
     }
 
     fn data_start(&mut self, session: &Session) -> Decision {
         self.current = None;
+        self.spam.start_data(session, self.mail_auth.as_ref().is_some_and(|a| a.applies_to(session)));
         match self.begin(session) {
             Ok(()) => Decision::Accept,
             Err(e) => {
@@ -693,7 +707,7 @@ impl Handler for InboundHandler {
 
     fn data_chunk(&mut self, _session: &Session, chunk: &[u8]) -> io::Result<()> {
         match self.current.as_mut() {
-            Some((d, _)) => d.write(chunk),
+            Some((d, _)) => self.spam.data(chunk, &mut |b| d.write(b)),
             None => Err(io::Error::other("no message open")),
         }
     }
@@ -702,6 +716,9 @@ impl Handler for InboundHandler {
         let Some((mut d, copies)) = self.current.take() else {
             return Reply::LOCAL_ERROR.into();
         };
+        if let Err(e) = self.spam.finish_data(&mut |b| d.write(b)) {
+            return Decision::io_error(&e);
+        }
         // Submission: every sender the message names must be the user's, before any copy,
         // queue entry or signature is made (the spool file goes with `d`).
         if let Some(refusal) = self.sender_refused(session, &mut d) {

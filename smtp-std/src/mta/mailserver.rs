@@ -385,6 +385,9 @@ impl MailServer {
         let ctx = Arc::new(Context::new(base.queue.clone(), base.handoff.clone(), parts.settings));
         let mut handler =
             InboundHandler::new(parts.policy).with_min_free_space(&config.data_dir, limits.min_free_space);
+        if let Some(spam) = crate::mta::spam::Spam::from_config(config).map_err(invalid)? {
+            handler = handler.with_spam(spam);
+        }
         if let Some(auth) = parts.mail_auth {
             handler = handler.with_mail_auth(auth);
         }

@@ -19,6 +19,7 @@
 //! | [`deliver`] | delivery to the recipients' MX hosts (DNS, then the binding's client) |
 //! | [`stream`] | a spooled message read without holding it: its header block, CRLF lines |
 //! | [`srs`] | the Sender Rewriting Scheme for forwarded mail |
+//! | [`spam`] | DNS blocklists and allow lists, greylisting, spam verdicts to `.Junk` |
 //! | [`space`] | room on the disk: `452 4.3.1` at MAIL below `[limits] min_free_space` |
 //! | [`auth`] | SPF, DKIM, DMARC, DKIM signing, the DNS records to publish |
 //! | [`private`] | files 0600 and directories 0700 under `data_dir`, whatever the umask |
@@ -44,5 +45,6 @@ pub mod queue;
 pub mod reload;
 pub mod sender;
 pub mod space;
+pub mod spam;
 pub mod srs;
 pub mod stream;

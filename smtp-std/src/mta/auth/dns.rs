@@ -98,6 +98,9 @@ impl fmt::Display for MxError {
 
 impl std::error::Error for MxError {}
 
+/// The answer of an A query ([`Dns::a`]): the addresses, and how long the answer may be kept.
+pub type AAnswer = (Result<Vec<std::net::Ipv4Addr>, DnsError>, Option<Duration>);
+
 /// A blocking DNS resolver: a hickory [`TokioResolver`] and the one current-thread tokio
 /// runtime it runs on (see the [module notes](super)). Cheap to clone; clones share the
 /// runtime, the connections and the cache.
@@ -201,6 +204,48 @@ impl Dns {
         Ok(v)
     }
 
+    /// The A records of `name` and how long the answer may be kept: the records' remaining
+    /// TTL, or for "no such name" and "no data" the zone's negative TTL when the answer
+    /// carried its SOA (`None` when unknown, and for temporary failures).
+    pub fn a(&self, name: &str) -> AAnswer {
+        self.a_many(std::slice::from_ref(&name)).pop().unwrap_or((Err(DnsError::NoData), None))
+    }
+
+    /// [`Dns::a`] for each of `names`, the queries in flight together (the time of the
+    /// slowest, not the sum), the answers in the order of `names`.
+    pub fn a_many(&self, names: &[&str]) -> Vec<AAnswer> {
+        let one = |name: &str| {
+            let n = fqdn(name);
+            async move {
+                let n = match n {
+                    Ok(n) => n,
+                    Err(e) => return (Err(e), None),
+                };
+                match self.resolver.ipv4_lookup(n).await {
+                    Ok(l) => {
+                        let ttl = l.as_lookup().valid_until().saturating_duration_since(std::time::Instant::now());
+                        let v: Vec<std::net::Ipv4Addr> = l.iter().map(|a| a.0).collect();
+                        if v.is_empty() {
+                            (Err(DnsError::NoData), Some(ttl))
+                        } else {
+                            (Ok(v), Some(ttl))
+                        }
+                    }
+                    Err(e) => {
+                        let negative = match e.kind() {
+                            ProtoErrorKind::NoRecordsFound(nr) => {
+                                nr.negative_ttl.map(|t| Duration::from_secs(t.into()))
+                            }
+                            _ => None,
+                        };
+                        (Err(DnsError::from_proto(&e)), negative)
+                    }
+                }
+            }
+        };
+        self.block_on(join_all(names.iter().map(|n| one(n)).collect()))
+    }
+
     /// The A and AAAA addresses of `name` (IPv4 first).
     pub fn addresses(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
         let n = fqdn(name)?;
@@ -278,6 +323,30 @@ impl Dns {
         }
         Ok(hosts)
     }
+}
+
+/// Runs `futures` together on the current task; their outputs in order.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// [`Dns::resolve_mx`] with the system's resolvers.

@@ -159,7 +159,8 @@ pub fn parse_network(s: &str) -> Result<(IpAddr, u8), String> {
     Ok((ip, len))
 }
 
-fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+/// Whether `ip` is in the network `net/len`.
+pub(crate) fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     let (a, b, bits) = match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)) << 96, u128::from(u32::from(b)) << 96, len),
         (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), len),
