@@ -300,6 +300,8 @@ fn malformed_and_unexpected_packets_are_errors() {
     let mut m = negotiated(Actions::ALL, Protocol::NONE);
     assert_eq!(bad(&mut m, C), Error::Unexpected { command: b'c', stage: None });
     assert_eq!(bad(&mut m, b""), Error::Unexpected { command: b'c', stage: None });
+    let mut m2 = negotiated(Actions::ALL, Protocol::NONE);
+    assert_eq!(m2.handle_input(b"\0\0\0\x01").unwrap().consumed, 0, "the command byte decides");
     assert_eq!(m.connect(&[], b"h", Family::Unknown, &mut [0u8; 64]), Err(ApiError::Closed));
     assert_eq!(m.quit(&mut [0u8; 8]), Ok(5));
     // The negotiation answer.
@@ -322,6 +324,8 @@ fn malformed_and_unexpected_packets_are_errors() {
 fn errors_show_at_the_same_point_whatever_the_split() {
     for stream in [
         cat(&[optneg(0, 0, b""), b"\0\0\0\0".to_vec()]),
+        // Found by the fuzzer: a zero length followed by more bytes.
+        cat(&[optneg(0, 0, b""), C.to_vec(), b"\0\0\0\0\x06\0\0\x01".to_vec()]),
         cat(&[optneg(0, 0, b""), b"\x7f\0\0\0c".to_vec()]),
         cat(&[optneg(0, 0, b""), C.to_vec(), p(b'h', b"X\0v\0")]),
         cat(&[optneg(0, 0, b"\0\0\0\x07x\0")]),

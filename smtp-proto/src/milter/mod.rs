@@ -402,8 +402,10 @@ impl Client {
     }
 
     /// Takes the milter's bytes: consumes at most one whole packet and reports what it says.
-    /// Bytes when no reply is awaited, or a packet that breaks the protocol, are an [`Error`]
-    /// (the same one on every later call).
+    /// A packet when no reply is awaited (seen from its command byte on), or a packet that
+    /// breaks the protocol (an oversized one as soon as its length field is in), is an
+    /// [`Error`] (the same one on every later call). The error is the same whatever the
+    /// split of the input.
     pub fn handle_input<'b>(&mut self, input: &'b [u8]) -> Result<Input<'b>, Error> {
         if let Some(e) = self.error {
             return Err(e);
@@ -413,14 +415,15 @@ impl Client {
             return Ok(need);
         }
         let Some(stage) = self.awaiting else {
-            let command = input.get(4).copied().unwrap_or(0);
+            // Reported once the command byte is in (the same error whatever the split).
+            let Some(&command) = input.get(4) else { return Ok(need) };
             return Err(self.fail(Error::Unexpected { command, stage: None }));
         };
         let Some((len, rest)) = input.split_first_chunk::<4>() else { return Ok(need) };
         let len = u32::from_be_bytes(*len);
         if len == 0 {
-            let command = rest.first().copied().unwrap_or(0);
-            return Err(self.fail(Error::Malformed { command, problem: Problem::ZeroLength }));
+            // No command byte: the packet ends at its length field.
+            return Err(self.fail(Error::Malformed { command: 0, problem: Problem::ZeroLength }));
         }
         if len as usize > self.config.max_packet {
             return Err(self.fail(Error::Oversized { len, max: self.config.max_packet as u32 }));

@@ -99,6 +99,8 @@ pub struct Config {
     pub mail_auth: bool,
     /// The domains we receive mail for.
     pub domains: Vec<DomainConfig>,
+    /// `[[milter]]`: mail filters run on each message before it is stored.
+    pub milters: Vec<crate::mta::milter::MilterConfig>,
 }
 
 /// `[listen]`.
@@ -295,6 +297,8 @@ struct RawConfig {
     mail_auth: bool,
     #[serde(default)]
     domain: Vec<RawDomain>,
+    #[serde(default)]
+    milter: Vec<crate::mta::milter::MilterConfig>,
 }
 
 fn yes() -> bool {
@@ -555,6 +559,7 @@ impl Config {
             queue: raw.queue,
             mail_auth: raw.mail_auth,
             domains,
+            milters: raw.milter,
         })
     }
 

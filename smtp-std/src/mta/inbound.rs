@@ -129,6 +129,10 @@ pub struct InboundHandler {
     /// SPF of the current transaction, when the checks apply to it.
     spf: Option<crate::mta::auth::SpfCheck>,
     free_space: Option<Arc<crate::mta::space::MinFreeSpace>>,
+    /// `[[milter]]`, run at the end of data before anything is stored; the current message
+    /// goes to `.Junk` when they say so.
+    milters: Option<Arc<crate::mta::milter::Milters>>,
+    milter_junk: bool,
 }
 
 impl InboundHandler {
@@ -146,7 +150,15 @@ impl InboundHandler {
             mail_auth: None,
             spf: None,
             free_space: None,
+            milters: None,
+            milter_junk: false,
         }
+    }
+
+    /// Runs these milters on each message ([`crate::mta::milter`]).
+    pub fn with_milters(mut self, milters: crate::mta::milter::Milters) -> Self {
+        self.milters = Some(Arc::new(milters));
+        self
     }
 
     /// Refuses MAIL with `452 4.3.1 Insufficient system storage` while fewer than `min`
@@ -240,6 +252,9 @@ impl InboundHandler {
             }
             header = verdict.header;
             reason = verdict.reason;
+        }
+        if std::mem::take(&mut self.milter_junk) {
+            folder = Some(".Junk");
         }
         if let Route::Accounts { store, .. } = &self.policy.route {
             if let Store::Lmtp { target, options, .. } = &**store {
@@ -632,6 +647,14 @@ impl Handler for InboundHandler {
         // queue entry or signature is made (the spool file goes with `d`).
         if let Some(refusal) = self.sender_refused(session, &mut d) {
             return refusal;
+        }
+        // Milters: their verdict, their edits applied to the spool before it is stored,
+        // queued or signed.
+        if let Some(milters) = self.milters.clone() {
+            match milters.check(session, &mut d) {
+                crate::mta::milter::MilterOutcome::Continue { junk } => self.milter_junk = junk,
+                crate::mta::milter::MilterOutcome::Done(decision) => return decision,
+            }
         }
         // Recipients elsewhere: the message (signed) into the queue first; if the local copies
         // then fail, the entry is taken out again and the client tries later.

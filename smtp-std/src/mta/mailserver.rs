@@ -334,6 +334,11 @@ impl MailServer {
         } else {
             tracing::info!("SPF, DKIM and DMARC checks off (mail_auth = false)");
         }
+        if !config.milters.is_empty() {
+            let list: Vec<String> = config.milters.iter().map(|m| m.address.to_string()).collect();
+            tracing::info!(milters = ?list, "milters on");
+            handler = handler.with_milters(crate::mta::milter::Milters::new(&config.hostname, config.milters.clone()));
+        }
         let submission = (!config.listen.submission.is_empty() || !config.listen.submissions.is_empty())
             .then(|| Server::new(options.clone().auth_optional(false), handler.clone()));
         Ok(Self { smtp: Server::new(options, handler), submission, workers })
