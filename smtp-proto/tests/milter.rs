@@ -287,6 +287,21 @@ fn malformed_and_unexpected_packets_are_errors() {
         bad(&mut at_end(all), &p(b's', b"")),
         Error::Unexpected { command: b's', stage: Some(Stage::EndOfMessage) }
     );
+    // Skip when SKIP was not offered.
+    let mut config = Config::new();
+    config.protocol = Protocol::NONE;
+    let mut m = Client::new(config);
+    let mut out = [0u8; 256];
+    m.negotiate(&mut out).unwrap();
+    let _ = m.handle_input(&optneg(0, Protocol::SKIP.0, b"")).unwrap();
+    m.connect(&[], b"h", Family::Unknown, &mut out).unwrap();
+    let _ = m.handle_input(C).unwrap();
+    m.mail(&[], "<a@b>", &[], &mut out).unwrap();
+    let _ = m.handle_input(C).unwrap();
+    m.rcpt(&[], "<c@d>", &[], &mut out).unwrap();
+    let _ = m.handle_input(C).unwrap();
+    assert!(m.body(3).unwrap().is_some());
+    assert_eq!(bad(&mut m, &p(b's', b"")), Error::Unexpected { command: b's', stage: Some(Stage::Body) });
     // Modifications not negotiated.
     let only_add = Actions::ADD_HEADERS;
     assert_eq!(bad(&mut at_end(only_add), &p(b'm', b"\0\0\0\x01X\0v\0")), Error::NotNegotiated { command: b'm' });

@@ -461,7 +461,7 @@ impl Client {
             reply::DISCARD => Verdict::Discard,
             reply::SHUTDOWN => Verdict::Shutdown,
             reply::CONNECTION_FAILURE => Verdict::ConnectionFailure,
-            reply::SKIP if stage == Stage::Body => Verdict::Skip,
+            reply::SKIP if stage == Stage::Body && self.config.protocol.contains(Protocol::SKIP) => Verdict::Skip,
             reply::REPLY_CODE => {
                 let raw = f.string()?;
                 f.end()?;
