@@ -22,6 +22,8 @@
 //! - [`server`]: the server state machine.
 //! - [`client`]: the client state machine (EHLO/HELO, STARTTLS, AUTH, pipelined MAIL/RCPT/DATA
 //!   or BDAT, per-recipient results) and, in [`parse::reply`], the streaming reply parser.
+//! - [`milter`]: the milter protocol (Sendmail/Postfix mail filters, version 6), MTA side: a
+//!   sans-IO client for rspamd, OpenDKIM, OpenDMARC, clamav-milter.
 //! - `testing` (feature `std`): a scripted-session driver and a client-vs-server pair driver,
 //!   for testing code built on the core.
 //!
@@ -117,6 +119,7 @@ pub mod ehlo;
 // The one module with `unsafe` (see its documentation).
 #[allow(unsafe_code)]
 mod fast;
+pub mod milter;
 pub mod parse;
 pub mod proxy;
 pub mod reply;

@@ -6,7 +6,7 @@
 //!
 //! | layer | modules | dependencies |
 //! |---|---|---|
-//! | the binding (always) | [`Server`], [`Options`], [`Handler`], [`limits`], [`proxy`], [`tls`], [`client`], [`lmtp`], [`received`] | smtp-proto, rustls, webpki-roots, tracing, socket2, nix |
+//! | the binding (always) | [`Server`], [`Options`], [`Handler`], [`limits`], [`proxy`], [`tls`], [`client`], [`lmtp`], [`milter`], [`received`] | smtp-proto, rustls, webpki-roots, tracing, socket2, nix |
 //! | the mail server (feature `mta`) | `mta::{config, accounts, mailbox, maildir, inbound, queue, srs, auth, deliver, privileges, mailserver}` | + serde, toml, argon2, bcrypt, sha-crypt, mail-auth, hickory-resolver, tokio, clap, ... |
 //!
 //! The binding never imports the mail server. `smtp-std = { default-features = false }` builds
@@ -103,6 +103,7 @@ pub mod handler;
 mod idle;
 pub mod limits;
 pub mod lmtp;
+pub mod milter;
 #[cfg(feature = "mta")]
 pub mod mta;
 mod options;

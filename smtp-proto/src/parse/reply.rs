@@ -222,7 +222,7 @@ impl<'a> Iterator for TextLines<'a> {
 
 /// `class "." subject "." detail` (RFC 3463: 1 digit, 1-3 digits, 1-3 digits) followed by a
 /// space or the end of the text; returns the code and the bytes it spans with the space.
-fn enhanced_code(text: &[u8]) -> Option<(EnhancedCode, usize)> {
+pub(crate) fn enhanced_code(text: &[u8]) -> Option<(EnhancedCode, usize)> {
     fn number(b: &[u8], at: usize, max_digits: usize) -> Option<(u16, usize)> {
         let digits = b.get(at..)?.iter().take(max_digits + 1).take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 || digits > max_digits {

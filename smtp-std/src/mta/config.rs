@@ -108,6 +108,8 @@ pub struct Config {
     pub dnsbl: Vec<DnsblZone>,
     /// `[spam]`: DNSBL thresholds, greylisting.
     pub spam: SpamConfig,
+    /// `[[milter]]`: mail filters run on each message before it is stored.
+    pub milters: Vec<crate::mta::milter::MilterConfig>,
 }
 
 /// An alias member or a catch-all target of the config file, and where it was written.
@@ -411,6 +413,8 @@ struct RawConfig {
     dnsbl: Vec<RawDnsbl>,
     #[serde(default)]
     spam: SpamConfig,
+    #[serde(default)]
+    milter: Vec<crate::mta::milter::MilterConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -736,6 +740,7 @@ impl Config {
             domain_lines,
             dnsbl,
             spam: SpamConfig { greylist: raw.spam.greylist.filter(|d| !d.is_zero()), ..raw.spam },
+            milters: raw.milter,
         })
     }
 

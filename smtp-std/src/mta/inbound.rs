@@ -162,6 +162,10 @@ pub struct InboundHandler {
     free_space: Option<Arc<crate::mta::space::MinFreeSpace>>,
     /// DNSBL, greylisting, verdict fields ([`crate::mta::spam`]).
     spam: crate::mta::spam::SpamSession,
+    /// `[[milter]]`, run at the end of data before anything is stored; the current message
+    /// goes to `.Junk` when they say so.
+    milters: Option<Arc<crate::mta::milter::Milters>>,
+    milter_junk: bool,
 }
 
 impl InboundHandler {
@@ -182,12 +186,20 @@ impl InboundHandler {
             spf: None,
             free_space: None,
             spam: Default::default(),
+            milters: None,
+            milter_junk: false,
         }
     }
 
     /// DNS blocklists, greylisting and spam verdicts ([`crate::mta::spam`]).
     pub fn with_spam(mut self, spam: crate::mta::spam::Spam) -> Self {
         self.spam = crate::mta::spam::SpamSession::new(Some(Arc::new(spam)));
+        self
+    }
+
+    /// Runs these milters on each message ([`crate::mta::milter`]).
+    pub fn with_milters(mut self, milters: crate::mta::milter::Milters) -> Self {
+        self.milters = Some(Arc::new(milters));
         self
     }
 
@@ -289,6 +301,9 @@ impl InboundHandler {
             }
             header = verdict.header;
             reason = verdict.reason;
+        }
+        if std::mem::take(&mut self.milter_junk) {
+            folder = Some(".Junk");
         }
         if let Some(fields) = self.spam.verdict(folder.is_some()) {
             folder = Some(".Junk");
@@ -723,6 +738,14 @@ impl Handler for InboundHandler {
         // queue entry or signature is made (the spool file goes with `d`).
         if let Some(refusal) = self.sender_refused(session, &mut d) {
             return refusal;
+        }
+        // Milters: their verdict, their edits applied to the spool before it is stored,
+        // queued or signed.
+        if let Some(milters) = self.milters.clone() {
+            match milters.check(session, &mut d) {
+                crate::mta::milter::MilterOutcome::Continue { junk } => self.milter_junk = junk,
+                crate::mta::milter::MilterOutcome::Done(decision) => return decision,
+            }
         }
         // Recipients elsewhere: the message (signed) into the queue first; if the local copies
         // then fail, the entry is taken out again and the client tries later.

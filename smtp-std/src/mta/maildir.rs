@@ -157,6 +157,26 @@ impl Delivery {
         Ok(file)
     }
 
+    /// A new message in the same `tmp/` that starts with this one's prefix (what was written
+    /// before [`Delivery::mark_content_start`]), its content still to be written: an edited
+    /// copy (a milter's changes) that then takes this one's place.
+    pub fn rewrite(&mut self) -> io::Result<Delivery> {
+        let f = self.file.as_mut().ok_or_else(|| io::Error::other("delivery already finished"))?;
+        f.flush()?;
+        let mut next = Maildir::create(&self.root)?.begin()?;
+        let mut prefix = File::open(&self.tmp)?.take(self.content_start);
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let n = prefix.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            next.write(&buf[..n])?;
+        }
+        next.mark_content_start();
+        Ok(next)
+    }
+
     /// The unique name (also used as the queue id in replies and logs).
     pub fn name(&self) -> &str {
         &self.name

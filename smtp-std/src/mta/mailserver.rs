@@ -388,6 +388,11 @@ impl MailServer {
         if let Some(spam) = crate::mta::spam::Spam::from_config(config).map_err(invalid)? {
             handler = handler.with_spam(spam);
         }
+        if !config.milters.is_empty() {
+            let list: Vec<String> = config.milters.iter().map(|m| m.address.to_string()).collect();
+            tracing::info!(milters = %list.join(","), "milters on");
+            handler = handler.with_milters(crate::mta::milter::Milters::new(&config.hostname, config.milters.clone()));
+        }
         if let Some(auth) = parts.mail_auth {
             handler = handler.with_mail_auth(auth);
         }

@@ -13,6 +13,7 @@
 //! | [`accounts`] | users (Dovecot passwd-file, hashed), aliases, subaddressing, catch-all: [`accounts::Directory::resolve`] |
 //! | [`mailbox`], [`maildir`] | local delivery: a Maildir per account, or LMTP to Dovecot |
 //! | [`inbound`] | the SMTP decisions for mail from outside and from our accounts |
+//! | [`milter`] | `[[milter]]`: rspamd, OpenDKIM... on each message before it is stored |
 //! | [`sender`] | sender ownership of submitted mail: MAIL FROM, every `From:`, `Sender:` |
 //! | [`header`], [`address`] | a message's header fields from its spool file; RFC 5322 address lists |
 //! | [`queue`] | the durable outbound queue: store, schedule, workers, delivery status reports |
@@ -39,6 +40,7 @@ pub mod inbound;
 pub mod mailbox;
 pub mod maildir;
 pub mod mailserver;
+pub mod milter;
 pub mod private;
 pub mod privileges;
 pub mod queue;
