@@ -99,6 +99,12 @@ pub fn restart_needed(started: &Config, new: &Config) -> Vec<String> {
         "trusted_networks",
         "the SPF, DKIM and DMARC checks follow it now; its exemption from the per-client limits changes",
     );
+    changed(a.min_data_rate != b.min_data_rate, "limits.min_data_rate", "the new rate applies");
+    changed(a.min_free_space != b.min_free_space, "limits.min_free_space", "the new floor applies");
+    changed(started.dnsbl != new.dnsbl, "dnsbl", "the blocklists asked change");
+    let debug = |x: &dyn std::fmt::Debug| format!("{x:?}");
+    changed(debug(&started.spam) != debug(&new.spam), "spam", "the DNSBL thresholds and greylisting change");
+    changed(debug(&started.milters) != debug(&new.milters), "milter", "the milters asked change");
     changed(started.queue.workers != new.queue.workers, "queue.workers", "the number of delivery workers changes");
     changed(
         started.queue.scan_interval != new.queue.scan_interval,
