@@ -14,6 +14,7 @@
 
 pub mod corrupt;
 pub mod dsn;
+mod entry;
 pub mod notify;
 pub mod schedule;
 pub mod store;
