@@ -81,6 +81,10 @@ pub struct Config {
     pub user: Option<String>,
     /// Networks whose mail is not checked (SPF, DKIM, DMARC). Default: this host.
     pub trusted_networks: Vec<String>,
+    /// Networks whose clients may send mail to any domain without logging in, queued like
+    /// submitted mail and signed when a DKIM key applies (Postfix's `permit_mynetworks`): for
+    /// programs of this host such as Dovecot's Sieve autoreplies. Default: none.
+    pub relay_networks: Vec<String>,
     /// Listeners.
     pub listen: Listen,
     /// TLS certificate and key (STARTTLS on the smtp listeners).
@@ -393,6 +397,8 @@ struct RawConfig {
     user: Option<Spanned<String>>,
     trusted_networks: Option<Vec<Spanned<String>>>,
     #[serde(default)]
+    relay_networks: Vec<Spanned<String>>,
+    #[serde(default)]
     listen: Listen,
     tls: Option<TlsFiles>,
     #[serde(default)]
@@ -655,6 +661,10 @@ impl Config {
             }
             None => vec!["127.0.0.1/32".to_owned(), "::1/128".to_owned()],
         };
+        for (i, n) in raw.relay_networks.iter().enumerate() {
+            check_network(n.get_ref()).map_err(|m| at(n.span(), format!("relay_networks[{i}]"), m))?;
+        }
+        let relay_networks = raw.relay_networks.iter().map(|n| n.get_ref().clone()).collect();
         if let Some(user) = &raw.user {
             if nix::unistd::User::from_name(user.get_ref()).ok().flatten().is_none() {
                 return Err(at(
@@ -723,6 +733,7 @@ impl Config {
             data_dir,
             user: raw.user.map(Spanned::into_inner),
             trusted_networks,
+            relay_networks,
             listen: raw.listen,
             tls: raw.tls.map(|t| TlsFiles { cert: resolve(t.cert), key: resolve(t.key) }),
             dns: raw.dns,

@@ -1,7 +1,8 @@
 //! The handler of `smtp-std serve`: mail for our domains, delivered into the mailboxes.
 //!
 //! At RCPT each recipient is resolved ([`crate::mta::accounts::Directory::resolve`]): an unknown
-//! user of ours gets `550 5.1.1`, another domain `550 5.7.1` (we relay for no one here). The
+//! user of ours gets `550 5.1.1`, another domain `550 5.7.1` unless the client logged in or is
+//! in `relay_networks` ([`Outgoing::relay_networks`]; then it goes to the queue). The
 //! content streams into a spool file (never whole in memory), with our `Received:` on top.
 //! At the end of DATA, for mail from outside, SPF (checked at MAIL), DKIM and DMARC give the
 //! `Authentication-Results:` header and the folder (`.Junk` for DMARC `p=quarantine`), or a
@@ -98,6 +99,20 @@ pub struct Outgoing {
     /// The key of the Sender Rewriting Scheme: forwarded mail leaves with an SRS sender in
     /// the forwarding alias's domain, and bounces to such addresses go back to the sender.
     pub srs_secret: Vec<u8>,
+    /// `relay_networks`: clients in these networks, `(address, prefix length)`, may send to
+    /// other domains without logging in (Postfix's `permit_mynetworks`), their mail queued
+    /// and signed like an account's; for programs of this host, such as Dovecot's Sieve
+    /// autoreplies. Empty: only authenticated clients relay.
+    pub relay_networks: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl Outgoing {
+    /// Whether this session may send to other domains: logged in, or from `relay_networks`.
+    fn may_relay(&self, session: &Session) -> bool {
+        let ip = session.peer.ip().to_canonical();
+        session.user.is_some()
+            || self.relay_networks.iter().any(|&(net, len)| crate::mta::auth::verify::in_network(ip, net, len))
+    }
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -406,8 +421,10 @@ impl InboundHandler {
         let mut entries: Vec<(crate::mta::queue::Entry, Option<Vec<u8>>)> = Vec::new();
         if !self.remote.is_empty() {
             let mut signature = None;
-            if let (Some(_), Route::Accounts { .. }) = (&session.user, &self.policy.route) {
-                // Its senders were checked in `data_end` (`sender_refused`).
+            if let (true, Route::Accounts { .. }) = (out.may_relay(session), &self.policy.route) {
+                // An account's senders were checked in `data_end` (`sender_refused`); the
+                // relay_networks are this host's own programs, trusted like Postfix's
+                // $mynetworks with a signing milter.
                 let mut reader = match crlf(d) {
                     Ok(r) => io::BufReader::with_capacity(64 * 1024, r),
                     Err(e) => return Err(failed("read the spooled message", e)),
@@ -686,14 +703,15 @@ impl Handler for InboundHandler {
                         let text = format!("<{}>: Recipient address rejected: User unknown", clean(&address));
                         refused(session, &address, "unknown user", Decision::reply(550, Some((5, 1, 1)), text))
                     }
-                    Resolution::Foreign if session.user.is_some() && self.policy.outgoing.is_some() => {
+                    Resolution::Foreign if policy.outgoing.as_ref().is_some_and(|o| o.may_relay(session)) => {
                         let mut r = crate::mta::queue::Recipient::new(&address);
                         r.notify = params.notify.map(notify_words);
                         r.orcpt = params.orcpt.map(|o| {
                             let addr = String::from_utf8_lossy(&o.addr.decoded().collect::<Vec<u8>>()).into_owned();
                             format!("{};{}", o.addr_type, clean(&addr))
                         });
-                        tracing::info!(rcpt = address, "recipient for the queue");
+                        let relay = if session.user.is_some() { "authenticated" } else { "relay_networks" };
+                        tracing::info!(rcpt = address, relay, "recipient for the queue");
                         self.remote.push(r);
                         Decision::Accept
                     }
