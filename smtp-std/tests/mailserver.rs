@@ -3,7 +3,8 @@
 //! 5.7.1`), a Maildir per account with `Return-Path:` and `Delivered-To:`, alias fan-out as
 //! hard links, a bad config refused with file, line and key; and with a real Dovecot: mail
 //! delivered by `serve` (running as an ordinary user after binding) read back over IMAP with
-//! Python `imaplib`, and the same through `[delivery] lmtp` into Dovecot's LMTP.
+//! Python `imaplib`, and the same through `[delivery] lmtp` into Dovecot's LMTP, with Sieve
+//! filters and autoreplies (Pigeonhole) whose replies leave through port 25 and the queue.
 // The mail server and the program (feature `mta`).
 #![cfg(feature = "mta")]
 
@@ -705,7 +706,7 @@ vacation :days 7 :subject "Away" "I am away until Monday.";
 
 #[test]
 fn quickstart_with_lmtp_runs_sieve_filters_and_autoreplies() {
-    if !dovecot::available() || !aiosmtpd::have_aiosmtpd() {
+    if !dovecot::available() || !dovecot::sieve_available() || !aiosmtpd::have_aiosmtpd() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

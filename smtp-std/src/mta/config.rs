@@ -848,6 +848,7 @@ sales = ["alice", "bob"]
         assert_eq!(d.catch_all.as_deref(), Some(&["alice@example.org".to_owned()][..]));
         assert_eq!(d.aliases["postmaster"], ["alice@example.org"]);
         assert_eq!(c.trusted_networks, ["127.0.0.1/32", "::1/128"]);
+        assert!(c.relay_networks.is_empty());
         assert!(c.mail_auth);
     }
 
@@ -896,6 +897,8 @@ sales = ["alice", "bob"]
 
         let bad = format!("trusted_networks = [\"10.0.0.0/33\"]\n{EXAMPLE}");
         assert_eq!(error(&bad).1.as_deref(), Some("trusted_networks[0]"));
+        let bad = format!("relay_networks = [\"127.0.0.1/32\", \"localhost\"]\n{EXAMPLE}");
+        assert_eq!(error(&bad).1.as_deref(), Some("relay_networks[1]"));
 
         let bad = EXAMPLE.replace("name = \"example.org\"", "name = \"exa mple.org\"");
         assert_eq!(error(&bad).0, Some(12));
