@@ -3,10 +3,13 @@
 //! 5.7.1`), a Maildir per account with `Return-Path:` and `Delivered-To:`, alias fan-out as
 //! hard links, a bad config refused with file, line and key; and with a real Dovecot: mail
 //! delivered by `serve` (running as an ordinary user after binding) read back over IMAP with
-//! Python `imaplib`, and the same through `[delivery] lmtp` into Dovecot's LMTP.
+//! Python `imaplib`, and the same through `[delivery] lmtp` into Dovecot's LMTP, with Sieve
+//! filters and autoreplies (Pigeonhole) whose replies leave through port 25 and the queue.
 // The mail server and the program (feature `mta`).
 #![cfg(feature = "mta")]
 
+#[path = "common/aiosmtpd.rs"]
+mod aiosmtpd;
 mod common;
 #[path = "common/dnsmasq.rs"]
 mod dnsmasq;
@@ -689,6 +692,114 @@ fn quickstart_with_lmtp_delivers_through_dovecot() {
     let inbox = imap_fetch_all_tls(d.imap, &setup.join("cert.pem"), "alice@example.org", &password, "INBOX");
     assert!(inbox.contains("Subject: by lmtp") && inbox.contains("Return-Path: <x@client.example>"), "{inbox}");
     assert!(p.log_contains("delivered by LMTP"));
+}
+
+/// The Sieve script of alice, as written for quickstart's layout: a folder for work, an
+/// autoreply for the rest.
+const SIEVE: &str = r#"require ["fileinto", "vacation"];
+if header :contains "subject" "work" {
+  fileinto "Work";
+  stop;
+}
+vacation :days 7 :subject "Away" "I am away until Monday.";
+"#;
+
+#[test]
+fn quickstart_with_lmtp_runs_sieve_filters_and_autoreplies() {
+    if !dovecot::available() || !dovecot::sieve_available() || !aiosmtpd::have_aiosmtpd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    open_up(dir.path());
+    let setup = dir.path().join("etc");
+    let socket = dir.path().join("lmtp");
+    // Port 25 on a fixed loopback port: Dovecot's submission_host names it.
+    let port25 = aiosmtpd::free_port();
+    let listen = format!("127.0.0.1:{port25}");
+    let text = quickstart(&setup, &["--lmtp", socket.to_str().unwrap(), "--listen", &listen]);
+    let password = printed_password(&text);
+    let conf = std::fs::read_to_string(setup.join("dovecot.conf")).unwrap();
+    assert!(conf.contains(&format!("\nsubmission_host = {listen}\n")), "{conf}");
+    let config = setup.join("smtp-std.toml");
+    assert!(std::fs::read_to_string(&config).unwrap().contains("\nrelay_networks = [\"127.0.0.1/32\", \"::1/128\"]\n"));
+    let out = Command::new("doveconf").arg("-c").arg(setup.join("dovecot.conf")).arg("-n").output().unwrap();
+    assert!(out.status.success(), "doveconf: {}", String::from_utf8_lossy(&out.stderr));
+    // The world outside: every other domain is delivered to aiosmtpd (the test's one change).
+    let received = dir.path().join("received");
+    std::fs::create_dir(&received).unwrap();
+    let (_py, relay) = aiosmtpd::aiosmtpd(&received, None);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&config).unwrap();
+    let outbound = format!("\n[outbound]\nsmarthost = \"127.0.0.1:{relay}\"\nsmarthost_tls = \"none\"\n");
+    std::io::Write::write_all(&mut f, outbound.as_bytes()).unwrap();
+
+    let p = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert!(p.log_contains("delivering by LMTP"), "{:?}", p.log.lock().unwrap());
+    if root() {
+        wait_until("the privilege drop", Duration::from_secs(10), || p.log_contains("running as nobody"));
+    }
+    // alice's active script, where dovecot.conf says, owned by the server's user.
+    let data = setup.join("data");
+    let owner = std::fs::metadata(&data).unwrap();
+    let home = data.join("home/example.org/alice");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join(".dovecot.sieve"), SIEVE).unwrap();
+    for path in [data.join("home"), data.join("home/example.org"), home.clone(), home.join(".dovecot.sieve")] {
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let d =
+        dovecot::Dovecot::start_including(&dir.path().join("dovecot"), &setup.join("dovecot.conf"), || socket.exists());
+
+    let mut c = Client::connect(format!("127.0.0.1:{port25}").parse().unwrap());
+    assert!(c.reply().starts_with("220 mail.example.org"));
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    let mut send = |from: &str, subject: &str, extra: &str| {
+        let body = format!("From: <{from}>\r\nTo: alice@example.org\r\nSubject: {subject}\r\n{extra}\r\nhello alice");
+        let (r, end) = transaction(&mut c, from, &["alice@example.org"], &body);
+        assert!(r[0].starts_with("250"), "{r:?}");
+        let end = end.unwrap();
+        assert!(end.starts_with("250 2.0.0"), "{subject}: {end}\n{}", d.log());
+    };
+    send("boss@client.example", "work: the report", "");
+    // Two from the same sender: one reply. None to <>, lists, bulk mail or autoreplies.
+    send("friend@client.example", "first", "");
+    send("friend@client.example", "second", "");
+    send("", "a bounce", "");
+    send("news@client.example", "a list", "Precedence: list\r\n");
+    send("digest@client.example", "a list id", "List-Id: <digest.client.example>\r\n");
+    send("robot@client.example", "an autoreply", "Auto-Submitted: auto-replied\r\n");
+    send("other@client.example", "third", "");
+
+    // The filter: work into Work (created), the rest in INBOX.
+    let ca = setup.join("cert.pem");
+    let work = imap_fetch_all_tls(d.imap, &ca, "alice@example.org", &password, "Work");
+    assert!(work.contains("Subject: work: the report") && !work.contains("Subject: first"), "{work}\n{}", d.log());
+    let inbox = imap_fetch_all_tls(d.imap, &ca, "alice@example.org", &password, "INBOX");
+    assert!(inbox.contains("Subject: first") && inbox.contains("Subject: third"), "{inbox}");
+    assert!(!inbox.contains("Subject: work"), "{inbox}");
+
+    // The replies: two (friend once, other), sent during the LMTP deliveries above through
+    // port 25 on loopback (relay_networks) into the queue, then to the world.
+    let env = |n: usize| std::fs::read_to_string(received.join(format!("msg{n}.env"))).unwrap_or_default();
+    wait_until("the two autoreplies", Duration::from_secs(30), || !env(2).is_empty());
+    let queued: Vec<String> =
+        p.log.lock().unwrap().iter().filter(|l| l.contains("recipient for the queue")).cloned().collect();
+    assert_eq!(queued.len(), 2, "{queued:?}\n{}", d.log());
+    assert!(queued.iter().all(|l| l.contains("relay_networks")), "{queued:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!received.join("msg3.env").exists(), "{}", env(3));
+    let mut to: Vec<String> =
+        (1..=2).map(|n| env(n).lines().find_map(|l| l.strip_prefix("to=")).unwrap().into()).collect();
+    to.sort();
+    assert_eq!(to, ["friend@client.example", "other@client.example"], "{}", d.log());
+    for n in 1..=2 {
+        let (env, eml) = (env(n), std::fs::read_to_string(received.join(format!("msg{n}.eml"))).unwrap());
+        // RFC 3834: from <>, marked auto-replied; signed by the domain's key as it left.
+        assert!(env.starts_with("from=\n") || env.starts_with("from=<>\n"), "{env}");
+        assert!(eml.contains("Auto-Submitted: auto-replied"), "{eml}");
+        assert!(eml.contains("Subject: Away") && eml.contains("I am away until Monday."), "{eml}");
+        let signature = eml.find("DKIM-Signature:").map(|at| &eml[at..]).unwrap_or_else(|| panic!("unsigned:\n{eml}"));
+        assert!(signature.contains("d=example.org"), "{eml}");
+    }
 }
 
 #[test]

@@ -59,6 +59,7 @@ impl Submission {
                 None
             }),
             srs_secret: vec![7; 32],
+            relay_networks: Vec::new(),
         };
         let route = Route::Accounts { directory, store: Arc::new(Store::Maildirs(dir.path().join("mailboxes"))) };
         let policy =

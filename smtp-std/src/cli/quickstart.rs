@@ -32,7 +32,10 @@ EXAMPLE:
     smtp-std serve --config /etc/smtp-std/smtp-std.toml
 
   --lmtp 127.0.0.1:24 (or a socket path) hands the mail to Dovecot's LMTP instead of
-  writing the Maildirs; dovecot.conf then has the matching LMTP listener.
+  writing the Maildirs; dovecot.conf then has the matching LMTP listener and runs each
+  account's Sieve script (DATA_DIR/home/DOMAIN/LOCAL/.dovecot.sieve: fileinto, vacation),
+  whose autoreplies go out through port 25 on loopback (relay_networks, no password).
+  Needs Dovecot's LMTP and Pigeonhole (apt: dovecot-lmtpd dovecot-sieve).
   Nothing is overwritten: if any of these files exists in --dir, nothing is written.
   Add more people later with `smtp-std user add bob@example.org --config FILE --generate`.";
 
@@ -79,7 +82,9 @@ pub(crate) struct Quickstart {
     #[arg(long, value_name = "NAME", default_value = "s1")]
     selector: String,
     /// Hand accepted mail to Dovecot's LMTP at this loopback `ADDR:PORT` or Unix socket path
-    /// instead of writing the Maildirs (`[delivery] lmtp`); dovecot.conf gets the listener.
+    /// instead of writing the Maildirs (`[delivery] lmtp`); dovecot.conf gets the listener,
+    /// and Sieve filters and autoreplies (Pigeonhole), the replies sent through port 25 on
+    /// loopback (`relay_networks`).
     #[arg(long, value_name = "ADDR|PATH")]
     lmtp: Option<String>,
 }
@@ -245,16 +250,28 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
         v
     };
     let or = |given: &[SocketAddr], port| if given.is_empty() { defaults(port) } else { given.to_vec() };
-    let (smtp, submission, submissions) = (or(&args.listen, 25), or(&args.submission, 587), or(&args.submissions, 465));
+    let (mut smtp, submission, submissions) =
+        (or(&args.listen, 25), or(&args.submission, 587), or(&args.submissions, 465));
+    // With LMTP, Dovecot's Sieve sends its autoreplies to port 25 on loopback, a relay for
+    // relay_networks (loopback): one smtp listener must take loopback connections.
+    let autoreplies = lmtp.is_some().then(|| loopback_listener(&mut smtp));
     let user_line = match &args.user {
         Some(u) => format!("# Runs as this user after binding the ports: it owns the mail.\nuser = {}\n", quoted(u)),
         None => "# Start as root and run as this user after binding the ports:\n# user = \"vmail\"\n".to_owned(),
     };
     let delivery = match &args.lmtp {
         Some(l) => format!(
-            "\n# Dovecot's LMTP writes the mailboxes (dovecot.conf has the listener).\n[delivery]\nlmtp = {}\n",
+            "\n# Dovecot's LMTP writes the mailboxes (dovecot.conf has the listener), running each\n\
+             # account's Sieve filters.\n[delivery]\nlmtp = {}\n",
             quoted(l.trim())
         ),
+        None => String::new(),
+    };
+    let relay_line = match autoreplies {
+        Some(_) => "# Programs of this host (Dovecot's Sieve autoreplies, to port 25 on loopback) may send\n\
+                    # mail to any domain without logging in: it is queued and signed like the accounts'.\n\
+                    relay_networks = [\"127.0.0.1/32\", \"::1/128\"]\n"
+            .to_owned(),
         None => String::new(),
     };
     let config = format!(
@@ -265,6 +282,7 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
          # Dovecot passwd-file: smtp-std user add|passwd|del|list.\n\
          accounts = {accounts}\n\
          {user_line}\
+         {relay_line}\
          \n[listen]\n\
          # Mail from the world for {domain} (STARTTLS offered).\n\
          smtp = {smtp}\n\
@@ -319,6 +337,7 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
         cert: &cert_pem,
         key: &key_pem,
         lmtp: lmtp.as_ref(),
+        submission_host: autoreplies,
     }
     .text();
 
@@ -377,6 +396,26 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
     println!("  and restart Dovecot (systemctl restart dovecot).");
     println!("Then check the records: smtp-std check --domain {domain} --selector {}", args.selector);
     Ok(())
+}
+
+/// The listener of `smtp` that Dovecot's Sieve reaches on loopback for its autoreplies, as
+/// its `submission_host`: the first one on a loopback or the unspecified address with a port
+/// (`0.0.0.0:25` is reached at `127.0.0.1:25`); if there is none, `127.0.0.1` on the port of
+/// the first listener (25 if it has none) is added to `smtp`.
+fn loopback_listener(smtp: &mut Vec<SocketAddr>) -> SocketAddr {
+    let loopback = |a: &SocketAddr| match a.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => Some(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => Some(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port())),
+        ip if ip.is_loopback() => Some(*a),
+        _ => None,
+    };
+    if let Some(a) = smtp.iter().filter(|a| a.port() != 0).find_map(loopback) {
+        return a;
+    }
+    let port = smtp.iter().map(|a| a.port()).find(|&p| p != 0).unwrap_or(25);
+    let added = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+    smtp.push(added);
+    added
 }
 
 /// `25`, `25/2525`: the ports of `list`, each once.
@@ -457,6 +496,20 @@ mod tests {
         assert_eq!(year_month(19_782), (2024, 2));
         assert_eq!(year_month(19_783), (2024, 3));
         assert_eq!(year_month(20_454), (2026, 1)); // 2026-01-01
+    }
+
+    #[test]
+    fn autoreplies_reach_port_25_on_loopback() {
+        let addrs = |list: &[&str]| list.iter().map(|a| a.parse().unwrap()).collect::<Vec<SocketAddr>>();
+        let mut smtp = addrs(&["0.0.0.0:25", "[2001:db8::7]:25"]);
+        assert_eq!(loopback_listener(&mut smtp), "127.0.0.1:25".parse().unwrap());
+        assert_eq!(smtp.len(), 2);
+        let mut smtp = addrs(&["127.0.0.1:0", "127.0.0.1:2525"]);
+        assert_eq!(loopback_listener(&mut smtp), "127.0.0.1:2525".parse().unwrap());
+        // Only a public address: loopback is added, on its port.
+        let mut smtp = addrs(&["203.0.113.7:25"]);
+        assert_eq!(loopback_listener(&mut smtp), "127.0.0.1:25".parse().unwrap());
+        assert_eq!(smtp, addrs(&["203.0.113.7:25", "127.0.0.1:25"]));
     }
 
     #[test]

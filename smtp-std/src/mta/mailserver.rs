@@ -289,6 +289,7 @@ pub(crate) fn assemble(config: &Config, checked: Checked, base: &Base, owner: Op
         first_attempt_after: q.retry.first().copied().unwrap_or(Duration::from_secs(300)),
         sign,
         srs_secret: base.srs_secret.clone(),
+        relay_networks: relay_networks(config)?,
     };
     let policy = InboundPolicy {
         hostname: config.hostname.clone(),
@@ -297,6 +298,17 @@ pub(crate) fn assemble(config: &Config, checked: Checked, base: &Base, owner: Op
         outgoing: Some(outgoing),
     };
     Ok(Parts { policy, mail_auth, settings, cert })
+}
+
+/// `relay_networks` as networks (checked when the config was read).
+fn relay_networks(config: &Config) -> io::Result<Vec<(std::net::IpAddr, u8)>> {
+    let parse = |n: &String| crate::mta::auth::verify::parse_network(n);
+    let nets = config.relay_networks.iter().map(parse).collect::<Result<Vec<_>, _>>();
+    let nets = nets.map_err(|e| invalid(format!("{}: relay_networks: {e}", config.file.display())))?;
+    if !nets.is_empty() {
+        tracing::info!(networks = %config.relay_networks.join(","), "relaying for relay_networks without login");
+    }
+    Ok(nets)
 }
 
 /// `core` (a server's SMTP configuration) with what `config` sets: our name, the size of a

@@ -7,7 +7,7 @@
 //! What takes effect:
 //! - for **new sessions** (a session in progress finishes with the rules it began with):
 //!   `hostname`, the domains, aliases, catch-alls, DKIM keys, the accounts file, `mail_auth`,
-//!   `trusted_networks` (for the checks), `[dns]`, `[delivery]`, and of `[limits]`:
+//!   `trusted_networks` (for the checks), `relay_networks`, `[dns]`, `[delivery]`, and of `[limits]`:
 //!   `max_message_size`, `max_recipients`, `max_errors`, `timeout`;
 //! - for **the next delivery attempts** of the queue (which keeps running): `[outbound]`
 //!   (smarthost, credentials, port, bind, timeout), `[dns]`, and of `[queue]`: `retry`,

@@ -32,6 +32,18 @@ pub fn available() -> bool {
     installed && root
 }
 
+/// Whether Pigeonhole (Dovecot's Sieve plugin) is installed too; in CI a missing one fails.
+pub fn sieve_available() -> bool {
+    let installed = Path::new("/usr/lib/dovecot/modules/lib90_sieve_plugin.so").exists();
+    if std::env::var_os("CI").is_some() {
+        assert!(installed, "CI: Dovecot's Sieve plugin is not installed (apt dovecot-sieve)");
+    }
+    if !installed {
+        eprintln!("note: Sieve test skipped (needs apt dovecot-sieve)");
+    }
+    installed
+}
+
 impl Dovecot {
     /// Starts Dovecot with its state in `dir`, users from `passwd` (Dovecot passwd-file),
     /// mail at `<mailboxes>/%d/%n` owned by `user`.

@@ -25,6 +25,9 @@ pub(super) struct DovecotConf<'a> {
     pub key: &'a Path,
     /// `[delivery] lmtp`, when smtp-std hands the mail to Dovecot's LMTP.
     pub lmtp: Option<&'a LmtpTarget>,
+    /// With LMTP: smtp-std's port 25 on loopback, where Sieve's autoreplies go (a relay for
+    /// `relay_networks`).
+    pub submission_host: Option<std::net::SocketAddr>,
 }
 
 /// Characters that a path in the Dovecot config cannot hold as is: `%` starts a variable,
@@ -116,7 +119,40 @@ impl DovecotConf<'_> {
             }
             None => {}
         }
+        if self.lmtp.is_some() {
+            t.push_str(&self.sieve());
+        }
         t
+    }
+
+    /// Pigeonhole Sieve on LMTP: each account's active script in its home, its replies to
+    /// smtp-std's port 25 on loopback.
+    fn sieve(&self) -> String {
+        let home = self.data_dir.join("home");
+        let submission = match self.submission_host {
+            Some(a) => format!("submission_host = {a}\n"),
+            None => "# submission_host = 127.0.0.1:25\n".to_owned(),
+        };
+        format!(
+            "\n# Sieve filters and autoreplies (Pigeonhole, apt dovecot-sieve), run by LMTP for each\n\
+             # message. An account's active script is {home}/<domain>/<local>/.dovecot.sieve\n\
+             # (owned by {user}; or a symbolic link into sieve/ next to it), e.g.\n\
+             #   require [\"fileinto\", \"vacation\"];\n\
+             #   if header :contains \"subject\" \"report\" {{ fileinto \"Work\"; }}\n\
+             #   vacation :days 7 :subject \"Away\" \"Back on Monday.\";\n\
+             # fileinto creates the folder it names. Replies (vacation, redirect) go to smtp-std's\n\
+             # port 25 on loopback, which relays for this host without a password (relay_networks\n\
+             # in {config}); vacation answers each sender once per period, never to <>, lists,\n\
+             # bulk mail or other autoreplies (RFC 3834).\n\
+             protocol lmtp {{\n  mail_plugins = $mail_plugins sieve\n}}\n\
+             plugin {{\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}}\n\
+             lda_mailbox_autocreate = yes\n\
+             lda_mailbox_autosubscribe = yes\n\
+             {submission}",
+            home = home.display(),
+            user = self.user,
+            config = self.config.display(),
+        )
     }
 }
 
@@ -136,6 +172,7 @@ mod tests {
             cert: Path::new("/etc/smtp-std/cert.pem"),
             key: Path::new("/etc/smtp-std/key.pem"),
             lmtp,
+            submission_host: lmtp.map(|_| "127.0.0.1:25".parse().unwrap()),
         }
         .text()
     }
@@ -162,6 +199,19 @@ mod tests {
         assert!(t.contains("address = ::1\n    port = 2424\n"), "{t}");
         let t = conf(Some(&LmtpTarget::Unix("/run/smtp-std/lmtp".into())));
         assert!(t.contains("unix_listener /run/smtp-std/lmtp {\n    mode = 0600\n    user = vmail\n"), "{t}");
+    }
+
+    #[test]
+    fn sieve_with_lmtp_only() {
+        let t = conf(Some(&LmtpTarget::Tcp("127.0.0.1:24".into())));
+        assert!(t.contains("protocol lmtp {\n  mail_plugins = $mail_plugins sieve\n}\n"), "{t}");
+        assert!(t.contains("  sieve = file:~/sieve;active=~/.dovecot.sieve\n"), "{t}");
+        assert!(t.contains("/var/lib/smtp-std/home/<domain>/<local>/.dovecot.sieve"), "{t}");
+        assert!(t.contains("\nsubmission_host = 127.0.0.1:25\n"), "{t}");
+        assert!(t.contains("\nlda_mailbox_autocreate = yes\n"), "{t}");
+        assert_eq!(t.matches('{').count(), t.matches('}').count(), "{t}");
+        let t = conf(None);
+        assert!(!t.contains("sieve") && !t.contains("submission_host"), "{t}");
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct Config {
     pub user: Option<String>,
     /// Networks whose mail is not checked (SPF, DKIM, DMARC). Default: this host.
     pub trusted_networks: Vec<String>,
+    /// Networks whose clients may send mail to any domain without logging in, queued like
+    /// submitted mail and signed when a DKIM key applies (Postfix's `permit_mynetworks`): for
+    /// programs of this host such as Dovecot's Sieve autoreplies. Default: none.
+    pub relay_networks: Vec<String>,
     /// Listeners.
     pub listen: Listen,
     /// TLS certificate and key (STARTTLS on the smtp listeners).
@@ -123,6 +127,8 @@ struct RawConfig {
     accounts: Option<PathBuf>,
     user: Option<Spanned<String>>,
     trusted_networks: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    relay_networks: Vec<Spanned<String>>,
     #[serde(default)]
     listen: Listen,
     tls: Option<TlsFiles>,
@@ -386,6 +392,10 @@ impl Config {
             }
             None => vec!["127.0.0.1/32".to_owned(), "::1/128".to_owned()],
         };
+        for (i, n) in raw.relay_networks.iter().enumerate() {
+            check_network(n.get_ref()).map_err(|m| at(n.span(), format!("relay_networks[{i}]"), m))?;
+        }
+        let relay_networks = raw.relay_networks.iter().map(|n| n.get_ref().clone()).collect();
         if let Some(user) = &raw.user {
             if nix::unistd::User::from_name(user.get_ref()).ok().flatten().is_none() {
                 return Err(at(
@@ -454,6 +464,7 @@ impl Config {
             data_dir,
             user: raw.user.map(Spanned::into_inner),
             trusted_networks,
+            relay_networks,
             listen: raw.listen,
             tls: raw.tls.map(|t| TlsFiles { cert: resolve(t.cert), key: resolve(t.key) }),
             dns: raw.dns,
@@ -568,6 +579,7 @@ sales = ["alice", "bob"]
         assert_eq!(d.catch_all.as_deref(), Some(&["alice@example.org".to_owned()][..]));
         assert_eq!(d.aliases["postmaster"], ["alice@example.org"]);
         assert_eq!(c.trusted_networks, ["127.0.0.1/32", "::1/128"]);
+        assert!(c.relay_networks.is_empty());
         assert!(c.mail_auth);
     }
 
@@ -616,6 +628,8 @@ sales = ["alice", "bob"]
 
         let bad = format!("trusted_networks = [\"10.0.0.0/33\"]\n{EXAMPLE}");
         assert_eq!(error(&bad).1.as_deref(), Some("trusted_networks[0]"));
+        let bad = format!("relay_networks = [\"127.0.0.1/32\", \"localhost\"]\n{EXAMPLE}");
+        assert_eq!(error(&bad).1.as_deref(), Some("relay_networks[1]"));
 
         let bad = EXAMPLE.replace("name = \"example.org\"", "name = \"exa mple.org\"");
         assert_eq!(error(&bad).0, Some(12));

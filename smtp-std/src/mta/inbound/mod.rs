@@ -1,7 +1,8 @@
 //! The handler of `smtp-std serve`: mail for our domains, delivered into the mailboxes.
 //!
 //! At RCPT each recipient is resolved ([`crate::mta::accounts::Directory::resolve`]): an unknown
-//! user of ours gets `550 5.1.1`, another domain `550 5.7.1` (we relay for no one here). The
+//! user of ours gets `550 5.1.1`, another domain `550 5.7.1` unless the client logged in or is
+//! in `relay_networks` ([`Outgoing::relay_networks`]; then it goes to the queue). The
 //! content streams into a spool file (never whole in memory), with our `Received:` on top.
 //! At the end of DATA, for mail from outside, SPF (checked at MAIL), DKIM and DMARC give the
 //! `Authentication-Results:` header and the folder (`.Junk` for DMARC `p=quarantine`), or a
@@ -531,14 +532,15 @@ impl Handler for InboundHandler {
                         let text = format!("<{}>: Recipient address rejected: User unknown", clean(&address));
                         refused(session, &address, "unknown user", Decision::reply(550, Some((5, 1, 1)), text))
                     }
-                    Resolution::Foreign if session.user.is_some() && self.policy.outgoing.is_some() => {
+                    Resolution::Foreign if policy.outgoing.as_ref().is_some_and(|o| o.may_relay(session)) => {
                         let mut r = crate::mta::queue::Recipient::new(&address);
                         r.notify = params.notify.map(notify_words);
                         r.orcpt = params.orcpt.map(|o| {
                             let addr = String::from_utf8_lossy(&o.addr.decoded().collect::<Vec<u8>>()).into_owned();
                             format!("{};{}", o.addr_type, clean(&addr))
                         });
-                        tracing::info!(rcpt = address, "recipient for the queue");
+                        let relay = if session.user.is_some() { "authenticated" } else { "relay_networks" };
+                        tracing::info!(rcpt = address, relay, "recipient for the queue");
                         self.remote.push(r);
                         Decision::Accept
                     }

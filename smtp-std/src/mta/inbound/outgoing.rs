@@ -26,6 +26,20 @@ pub struct Outgoing {
     /// The key of the Sender Rewriting Scheme: forwarded mail leaves with an SRS sender in
     /// the forwarding alias's domain, and bounces to such addresses go back to the sender.
     pub srs_secret: Vec<u8>,
+    /// `relay_networks`: clients in these networks, `(address, prefix length)`, may send to
+    /// other domains without logging in (Postfix's `permit_mynetworks`), their mail queued
+    /// and signed like an account's; for programs of this host, such as Dovecot's Sieve
+    /// autoreplies. Empty: only authenticated clients relay.
+    pub relay_networks: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl Outgoing {
+    /// Whether this session may send to other domains: logged in, or from `relay_networks`.
+    pub(super) fn may_relay(&self, session: &Session) -> bool {
+        let ip = session.peer.ip().to_canonical();
+        session.user.is_some()
+            || self.relay_networks.iter().any(|&(net, len)| crate::mta::auth::verify::in_network(ip, net, len))
+    }
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -114,8 +128,10 @@ impl InboundHandler {
         let mut entries: Vec<(crate::mta::queue::Entry, Option<Vec<u8>>)> = Vec::new();
         if !self.remote.is_empty() {
             let mut signature = None;
-            if let (Some(_), Route::Accounts { .. }) = (&session.user, &self.policy.route) {
-                // Its senders were checked in `data_end` (`sender_refused`).
+            if let (true, Route::Accounts { .. }) = (out.may_relay(session), &self.policy.route) {
+                // An account's senders were checked in `data_end` (`sender_refused`); the
+                // relay_networks are this host's own programs, trusted like Postfix's
+                // $mynetworks with a signing milter.
                 let mut reader = match crlf(d) {
                     Ok(r) => io::BufReader::with_capacity(64 * 1024, r),
                     Err(e) => return Err(failed("read the spooled message", e)),
