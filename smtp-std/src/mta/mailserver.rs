@@ -484,8 +484,14 @@ impl MailServer {
         tracing::info!(workers = n, swept, "queue running");
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = reloader.watch_certificates(stop.clone())?;
-        // From here `smtp-std reload` finds the server (its signal handler is in place).
-        crate::mta::control::write_pid_file(&config.data_dir, &pid_file)?;
+        // From here `smtp-std reload` finds the server (its signal handler is in place). A
+        // pid file that cannot be written (a full disk) stops only that, not the mail.
+        if let Err(e) = crate::mta::control::write_pid_file(&config.data_dir, &pid_file) {
+            tracing::warn!(
+                "{e}: `smtp-std reload` will not find this server; send SIGHUP to pid {} instead",
+                std::process::id()
+            );
+        }
         let result = match self.submission {
             Some(sub) if config.listen.smtp.is_empty() => sub.run(),
             Some(sub) => {
