@@ -53,8 +53,12 @@ pub struct MailServer {
     base: Base,
     /// The policy new sessions take (both servers share it).
     live: LivePolicy,
-    /// The certificate every listener presents, when `[tls]` is set.
+    /// The certificate every listener presents, when `[tls]` or `[acme]` is set.
     cert: Option<Arc<CertResolver>>,
+    /// The https/http listeners' state, when `[listen] https` or `http` is set.
+    web: Option<Arc<crate::mta::web::Web>>,
+    /// The ACME certificate's renewer, when `[acme]` is set.
+    acme: Option<crate::mta::acme::Acme>,
 }
 
 fn invalid(message: String) -> io::Error {
@@ -147,6 +151,8 @@ pub(crate) struct Base {
     pub(crate) queue: Queue,
     pub(crate) handoff: Handoff,
     pub(crate) srs_secret: Vec<u8>,
+    /// The MTA-STS policies the https listener serves (a reload replaces them).
+    pub(crate) sites: Arc<crate::mta::web::Sites>,
 }
 
 /// What a config's files gave, read and checked before anything is created or replaced.
@@ -366,6 +372,7 @@ impl MailServer {
                 }
                 secret
             },
+            sites: Arc::new(crate::mta::web::Sites::new(config)),
         };
         let parts = assemble(config, checked, &base, user)?;
 
@@ -384,8 +391,17 @@ impl MailServer {
             .proxy_from(config.listen.proxy.iter().copied())
             .min_data_rate(limits.min_data_rate);
         *options.config_mut() = session_config(config, *options.config());
+        // With [acme]: the stored certificate, or a self-signed one until the CA's comes.
+        let acme_cert = match &config.acme {
+            Some(_) => {
+                let dir = crate::mta::acme::Acme::dir(config);
+                own_dir(&dir, user)?;
+                Some(crate::mta::acme::Acme::initial(&dir, &config.acme_names())?)
+            }
+            None => None,
+        };
         // One certificate for every listener, replaced in place by a reload or a renewal.
-        let cert = match parts.cert {
+        let cert = match parts.cert.or(acme_cert) {
             Some(key) => {
                 let resolver = Arc::new(CertResolver::new(key));
                 options = options.tls(tls::server_config_with_resolver(resolver.clone())?);
@@ -411,6 +427,15 @@ impl MailServer {
         let live = handler.live();
         let submission = (!config.listen.submission.is_empty() || !config.listen.submissions.is_empty())
             .then(|| Server::new(options.clone().auth_optional(false), handler.clone()));
+        let challenges = Arc::new(crate::mta::web::Challenges::default());
+        let listen = &config.listen;
+        let web = (!listen.https.is_empty() || !listen.http.is_empty())
+            .then(|| crate::mta::web::Web::new(base.sites.clone(), challenges.clone(), cert.clone()).map(Arc::new))
+            .transpose()?;
+        let acme = match (&config.acme, &cert) {
+            (Some(_), Some(resolver)) => Some(crate::mta::acme::Acme::new(config, resolver.clone(), challenges)?),
+            _ => None,
+        };
         let q = &config.queue;
         Ok(Self {
             smtp: Server::new(options, handler),
@@ -419,6 +444,8 @@ impl MailServer {
             base,
             live,
             cert,
+            web,
+            acme,
         })
     }
 
@@ -434,6 +461,19 @@ impl MailServer {
         handles.extend(self.submission.as_ref().map(Server::shutdown_handle));
         let mut configs = vec![self.smtp.config_handle()];
         configs.extend(self.submission.as_ref().map(Server::config_handle));
+        let mut web_listeners = Vec::new();
+        for (key, addrs, https) in [("https", &config.listen.https, true), ("http", &config.listen.http, false)] {
+            for addr in addrs {
+                let bound = crate::mta::web::Web::bind(*addr, https).map_err(|e| bind_error(config, key, addr, e))?;
+                tracing::info!(bound = %bound.local_addr()?, "listening for {key} (MTA-STS, ACME)");
+                web_listeners.push(bound);
+            }
+        }
+        if let Some(web) = &self.web {
+            for bound in web_listeners {
+                web.spawn(bound)?;
+            }
+        }
         let reloader =
             crate::mta::reload::Reloader::new(config.clone(), self.base, self.live, ctx.clone(), configs, self.cert);
         let reloader = Arc::new(reloader);
@@ -484,6 +524,7 @@ impl MailServer {
         tracing::info!(workers = n, swept, "queue running");
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = reloader.watch_certificates(stop.clone())?;
+        let acme = self.acme.map(|a| a.spawn(stop.clone())).transpose()?;
         // From here `smtp-std reload` finds the server (its signal handler is in place). A
         // pid file that cannot be written (a full disk) stops only that, not the mail.
         if let Err(e) = crate::mta::control::write_pid_file(&config.data_dir, &pid_file) {
@@ -503,7 +544,7 @@ impl MailServer {
             None => self.smtp.run(),
         };
         stop.store(true, Ordering::SeqCst);
-        if let Some(w) = watcher {
+        for w in watcher.into_iter().chain(acme) {
             let _ = w.join();
         }
         workers.shutdown();

@@ -28,8 +28,11 @@
 //! | [`mailserver`] | all of it put together: listeners, handler, queue workers, signals |
 //! | [`reload`] | `SIGHUP`: the config read again and swapped in whole, or refused whole; certificate renewals |
 //! | [`control`] | the running server's pid file and reload status in `data_dir` |
+//! | [`web`] | `[listen] https`/`http`: MTA-STS policies, ACME challenges; a small HTTPS client |
+//! | [`acme`] | `[acme]`: the certificate from an ACME CA (RFC 8555), renewed and swapped in |
 
 pub mod accounts;
+pub mod acme;
 pub mod address;
 pub mod auth;
 pub mod config;
@@ -50,3 +53,4 @@ pub mod space;
 pub mod spam;
 pub mod srs;
 pub mod stream;
+pub mod web;

@@ -12,11 +12,14 @@
 //! - for **the next delivery attempts** of the queue (which keeps running): `[outbound]`
 //!   (smarthost, credentials, port, bind, timeout), `[dns]`, and of `[queue]`: `retry`,
 //!   `lifetime`, `delay_warning`;
-//! - for **the next TLS handshake** on every listener: the certificate and key of `[tls]`.
+//! - for **the next TLS handshake** on every listener: the certificate and key of `[tls]`;
+//! - for **the next request** on the https listener: the MTA-STS policies (`[[domain]]`
+//!   `mta_sts`, `mta_sts_max_age`, and `hostname`, their MX).
 //!
 //! What needs a restart (named in the log and in `smtp-std reload`'s output; the rest of the
 //! new configuration is taken, these keep their running values): `[listen]` (`smtp`,
-//! `submission`, `submissions`, `proxy`), `user`, `data_dir`, adding or removing `[tls]`, and
+//! `submission`, `submissions`, `proxy`, `https`, `http`), `[acme]` (an ACME certificate is
+//! renewed on its own: [`crate::mta::acme`]), `user`, `data_dir`, adding or removing `[tls]`, and
 //! of `[limits]`: `max_clients`, `max_connections_per_client`, `max_connection_rate`,
 //! `max_auth_failures`; `trusted_networks` as the exemption from those per-client limits;
 //! `[queue]` `workers` and `scan_interval`.
@@ -80,6 +83,9 @@ pub fn restart_needed(started: &Config, new: &Config) -> Vec<String> {
     changed(a.submission != b.submission, "listen.submission", "the listeners change");
     changed(a.submissions != b.submissions, "listen.submissions", "the listeners change");
     changed(a.proxy != b.proxy, "listen.proxy", "the proxies trusted change");
+    changed(a.https != b.https, "listen.https", "the listeners change");
+    changed(a.http != b.http, "listen.http", "the listeners change");
+    changed(started.acme != new.acme, "acme", "the ACME settings change");
     changed(started.user != new.user, "user", "the server's user changes");
     changed(started.data_dir != new.data_dir, "data_dir", "the data directory changes");
     changed(started.tls.is_none() && new.tls.is_some(), "tls", "STARTTLS and implicit TLS start");
@@ -273,6 +279,7 @@ impl Reloader {
             data_dir: started.data_dir.clone(),
             user: started.user.clone(),
             listen: started.listen.clone(),
+            acme: started.acme.clone(),
             tls,
             ..new
         };
@@ -285,6 +292,7 @@ impl Reloader {
         for handle in &self.configs {
             handle.set(session_config(&effective, handle.get()));
         }
+        self.base.sites.set(&effective);
         if let (Some(w), Some(key), Some(files), Some(stamps)) = (&self.cert, parts.cert, &effective.tls, stamps) {
             w.replace(key, files, stamps);
         }

@@ -39,7 +39,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod sections;
+mod web;
 pub use sections::*;
+use web::acme_checks;
 
 /// A config file that cannot be used: where, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,10 @@ pub struct Config {
     pub listen: Listen,
     /// TLS certificate and key (STARTTLS on the smtp listeners).
     pub tls: Option<TlsFiles>,
+    /// The certificate from an ACME CA instead of `[tls]`.
+    pub acme: Option<AcmeConfig>,
+    /// `[[domain]] mta_sts` (and `mta_sts_max_age`): the domains whose MTA-STS policy we serve.
+    pub mta_sts: BTreeMap<String, (crate::mta::web::mtasts::Mode, Duration)>,
     /// DNS for the checks.
     pub dns: DnsConfig,
     /// How accepted mail reaches the mailboxes.
@@ -132,6 +138,7 @@ struct RawConfig {
     #[serde(default)]
     listen: Listen,
     tls: Option<TlsFiles>,
+    acme: Option<Spanned<AcmeConfig>>,
     #[serde(default)]
     dns: DnsConfig,
     #[serde(default)]
@@ -180,6 +187,8 @@ struct RawDomain {
     catch_all: Option<Spanned<Targets>>,
     #[serde(default)]
     aliases: BTreeMap<String, Spanned<Targets>>,
+    mta_sts: Option<Spanned<String>>,
+    mta_sts_max_age: Option<Spanned<String>>,
 }
 
 /// Where the `[listen]` keys are, for the errors that name them (a second, lenient reading
@@ -194,6 +203,7 @@ struct ListenSpans {
 struct ListenKeys {
     submission: Option<Spanned<toml::Value>>,
     submissions: Option<Spanned<toml::Value>>,
+    https: Option<Spanned<toml::Value>>,
 }
 
 /// One address or a list of them.
@@ -322,6 +332,7 @@ impl Config {
         // Every alias member and catch-all, checked once the accounts are known.
         let mut members: Vec<Member> = Vec::new();
         let mut domain_lines = Vec::new();
+        let mut mta_sts = BTreeMap::new();
         for (i, d) in raw.domain.iter().enumerate() {
             let name = d.name.get_ref().trim_end_matches('.').to_ascii_lowercase();
             if !valid_domain(&name) {
@@ -379,6 +390,24 @@ impl Config {
                     return Err(at(k.span(), format!("domain[{i}].dkim_key"), "needs dkim_selector too".into()))
                 }
             };
+            if let Some(mode) = &d.mta_sts {
+                use crate::mta::web::mtasts::{Mode, DEFAULT_MAX_AGE, MAX_MAX_AGE};
+                let m = Mode::parse(mode.get_ref()).map_err(|m| at(mode.span(), format!("domain[{i}].mta_sts"), m))?;
+                let max_age = match &d.mta_sts_max_age {
+                    Some(a) => {
+                        let key = format!("domain[{i}].mta_sts_max_age");
+                        let age = parse_duration(a.get_ref()).map_err(|m| at(a.span(), key.clone(), m))?;
+                        if age > MAX_MAX_AGE || age < Duration::from_secs(86400) {
+                            return Err(at(a.span(), key, "between \"1d\" and \"365d\" (RFC 8461 3.2)".into()));
+                        }
+                        age
+                    }
+                    None => DEFAULT_MAX_AGE,
+                };
+                mta_sts.insert(name.clone(), (m, max_age));
+            } else if let Some(a) = &d.mta_sts_max_age {
+                return Err(at(a.span(), format!("domain[{i}].mta_sts_max_age"), "needs mta_sts too".into()));
+            }
             domains.push(DomainConfig { name, catch_all, aliases, dkim });
             domain_lines.push(line_of(text, d.name.span().start));
         }
@@ -414,8 +443,16 @@ impl Config {
         }
         // Submission is AUTH, and AUTH goes only under TLS: without a certificate such a
         // listener would offer neither STARTTLS nor AUTH, and take no one's mail.
-        if raw.tls.is_none() {
-            let spans: ListenSpans = toml::from_str(text).unwrap_or_default();
+        let spans: ListenSpans = toml::from_str(text).unwrap_or_default();
+        if let Some(acme) = &raw.acme {
+            acme_checks(acme.get_ref(), &raw.tls, &raw.listen).map_err(|(key, m)| at(acme.span(), key, m))?;
+        }
+        if raw.tls.is_none() && raw.acme.is_none() && !raw.listen.https.is_empty() {
+            let line = spans.listen.https.as_ref().map(|s| line_of(text, s.span().start));
+            let m = "needs a certificate: add [acme] (automatic) or [tls] (your files), or remove listen.https";
+            return Err(err(line, Some("listen.https".into()), m.into()));
+        }
+        if raw.tls.is_none() && raw.acme.is_none() {
             for (key, addrs, span, what) in [
                 ("listen.submission", &raw.listen.submission, spans.listen.submission, "STARTTLS"),
                 ("listen.submissions", &raw.listen.submissions, spans.listen.submissions, "implicit TLS"),
@@ -467,6 +504,8 @@ impl Config {
             relay_networks,
             listen: raw.listen,
             tls: raw.tls.map(|t| TlsFiles { cert: resolve(t.cert), key: resolve(t.key) }),
+            acme: raw.acme.map(|a| a.into_inner()).map(|a| AcmeConfig { ca: a.ca.clone().map(&resolve), ..a }),
+            mta_sts,
             dns: raw.dns,
             delivery: DeliveryConfig { lmtp: raw.delivery.lmtp.map(Spanned::into_inner) },
             limits: raw.limits,

@@ -124,6 +124,40 @@ pub struct Listen {
     /// `send-proxy-v2`), on every listener: the client address it carries is the session's.
     #[serde(default)]
     pub proxy: Vec<crate::proxy::Network>,
+    /// HTTPS (port 443): the MTA-STS policies and ACME's tls-alpn-01. Needs `[tls]` or `[acme]`.
+    #[serde(default)]
+    pub https: Vec<SocketAddr>,
+    /// Plain HTTP (port 80): ACME's http-01, and a redirect to https for everything else.
+    #[serde(default)]
+    pub http: Vec<SocketAddr>,
+}
+
+/// `[acme]`: the certificate from an ACME CA (RFC 8555), such as Let's Encrypt, instead of
+/// `[tls]` files (see [`crate::mta::acme`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's directory URL (`https://acme-v02.api.letsencrypt.org/directory`).
+    pub directory: String,
+    /// The account's contact address (the CA writes about expiring certificates or problems).
+    pub email: Option<String>,
+    /// Trust this CA (PEM) for the directory too: a test CA such as pebble's.
+    pub ca: Option<PathBuf>,
+    /// How the CA checks that the names are ours.
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+}
+
+/// `[acme] challenge`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    /// RFC 8737: a TLS handshake on `[listen] https` (port 443) with ALPN `acme-tls/1`.
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// RFC 8555 §8.3: `GET /.well-known/acme-challenge/<token>` on `[listen] http` (port 80).
+    #[serde(rename = "http-01")]
+    Http01,
 }
 
 /// `[outbound]`: how mail leaves.

@@ -1,0 +1,136 @@
+//! MTA-STS (RFC 8461) for our own domains: the policy served at
+//! `https://mta-sts.<domain>/.well-known/mta-sts.txt` and the `_mta-sts.<domain>` TXT record
+//! whose id changes whenever the policy does.
+
+use std::time::Duration;
+
+/// The default `max_age` of our policies: one week (RFC 8461 §3.2 recommends weeks).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 86400);
+
+/// The largest `max_age` RFC 8461 allows: one year.
+pub const MAX_MAX_AGE: Duration = Duration::from_secs(31_557_600);
+
+/// `[[domain]] mta_sts`: what senders are told to do when TLS to our MX fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Deliver only over TLS with a valid certificate for an MX the policy names.
+    Enforce,
+    /// Deliver anyway, and report failures (TLS-RPT).
+    Testing,
+    /// No policy (the way to withdraw one: senders forget their cached one).
+    None,
+}
+
+impl Mode {
+    /// The mode's name in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Testing => "testing",
+            Mode::None => "none",
+        }
+    }
+
+    /// `enforce`, `testing` or `none`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "enforce" => Ok(Mode::Enforce),
+            "testing" => Ok(Mode::Testing),
+            "none" => Ok(Mode::None),
+            _ => Err(format!("{s:?}: expected \"enforce\", \"testing\" or \"none\"")),
+        }
+    }
+}
+
+/// The MTA-STS policy of one of our domains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The mode.
+    pub mode: Mode,
+    /// Our MX host (the server's `hostname`).
+    pub mx: String,
+    /// How long senders may cache it.
+    pub max_age: Duration,
+}
+
+impl Policy {
+    /// The policy file (RFC 8461 §3.2), lines ending in CRLF.
+    pub fn text(&self) -> String {
+        format!(
+            "version: STSv1\r\nmode: {}\r\nmx: {}\r\nmax_age: {}\r\n",
+            self.mode.as_str(),
+            self.mx,
+            self.max_age.as_secs()
+        )
+    }
+
+    /// The policy's id: 20 hex digits of the SHA-256 of its text, so that it changes exactly
+    /// when the policy does.
+    pub fn id(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.text().as_bytes());
+        digest.as_ref()[..10].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The value of the `_mta-sts.<domain>` TXT record.
+    pub fn txt(&self) -> String {
+        format!("v=STSv1; id={}", self.id())
+    }
+}
+
+/// The value of the `_smtp._tls.<domain>` TXT record (RFC 8460) sending TLS reports to
+/// `address`.
+pub fn tlsrpt_txt(address: &str) -> String {
+    format!("v=TLSRPTv1; rua=mailto:{address}")
+}
+
+/// What is wrong with a fetched policy `text` for `domain` served by `hostname` (none: it is
+/// valid and names `hostname`).
+pub fn problems(text: &str, hostname: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let field = |name: &'static str| {
+        text.lines().filter_map(|l| l.split_once(':')).filter(move |(k, _)| k.trim() == name).map(|(_, v)| v.trim())
+    };
+    if field("version").next() != Some("STSv1") {
+        out.push("no \"version: STSv1\" line".to_owned());
+    }
+    match field("mode").next() {
+        Some(m) if Mode::parse(m).is_ok() => {}
+        m => out.push(format!("mode {m:?}: expected enforce, testing or none")),
+    }
+    match field("max_age").next().map(str::parse::<u64>) {
+        Some(Ok(n)) if n <= MAX_MAX_AGE.as_secs() => {}
+        m => out.push(format!("max_age {m:?}: expected seconds, at most {}", MAX_MAX_AGE.as_secs())),
+    }
+    let host = hostname.to_ascii_lowercase();
+    let matches = |p: &str| {
+        let p = p.to_ascii_lowercase();
+        match p.strip_prefix("*.") {
+            Some(rest) => host.split_once('.').is_some_and(|(_, h)| h == rest),
+            None => p == host,
+        }
+    };
+    if !field("mx").any(matches) {
+        out.push(format!("no mx line matches {hostname}: senders that enforce it will not deliver to us"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_text_id_and_check() {
+        let p = Policy { mode: Mode::Enforce, mx: "mx.a.test".into(), max_age: DEFAULT_MAX_AGE };
+        assert_eq!(p.text(), "version: STSv1\r\nmode: enforce\r\nmx: mx.a.test\r\nmax_age: 604800\r\n");
+        assert_eq!(p.id().len(), 20);
+        let testing = Policy { mode: Mode::Testing, ..p.clone() };
+        assert_ne!(p.id(), testing.id(), "the id changes with the policy");
+        assert!(p.txt().starts_with("v=STSv1; id="));
+        assert!(problems(&p.text(), "mx.a.test").is_empty());
+        assert!(problems("version: STSv1\nmode: enforce\nmx: *.a.test\nmax_age: 86400\n", "mx.a.test").is_empty());
+        let bad = problems("version: STSv1\nmode: strict\nmx: other.test\n", "mx.a.test");
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert_eq!(tlsrpt_txt("postmaster@a.test"), "v=TLSRPTv1; rua=mailto:postmaster@a.test");
+    }
+}
