@@ -221,7 +221,10 @@ fn alpn_certificate(name: &str, key_authorization: &str) -> Result<Arc<rustls::s
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest.as_ref())];
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    crate::tls::certified_key_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).map_err(|e| e.to_string())
+    // Not through the usual consistency check: webpki refuses the critical extension.
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| e.to_string())?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(vec![cert.der().clone()], signing)))
 }
 
 /// Orders a certificate for `names` and answers its challenges: the chain (PEM) and its new

@@ -122,8 +122,13 @@ impl Client {
     }
 
     fn exchange(&self, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Response, String> {
-        let (host, port, path) = split_url(url)?;
-        let port = self.port.unwrap_or(port);
+        let (host, url_port, path) = split_url(url)?;
+        let port = self.port.unwrap_or(url_port);
+        let authority = match (url_port, host.contains(':')) {
+            (443, _) => host.clone(),
+            (p, true) => format!("[{host}]:{p}"),
+            (p, false) => format!("{host}:{p}"),
+        };
         let deadline = Instant::now() + self.timeout;
         let addrs: Vec<SocketAddr> = match (host.parse::<IpAddr>(), &self.resolve) {
             (Ok(ip), _) => vec![SocketAddr::new(ip, port)],
@@ -152,7 +157,7 @@ impl Client {
         let conn = rustls::ClientConnection::new(self.tls.clone(), name).map_err(|e| e.to_string())?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: smtp-std/{}\r\nAccept: */*\r\nConnection: close\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: smtp-std/{}\r\nAccept: */*\r\nConnection: close\r\n",
             env!("CARGO_PKG_VERSION")
         );
         if let Some(ct) = content_type {

@@ -263,6 +263,9 @@ fn read_request(conn: &mut impl Read, deadline: Instant) -> io::Result<(String, 
     let mut chunk = [0u8; 1024];
     let end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end > MAX_REQUEST {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "request head too large"));
+            }
             break end;
         }
         if buf.len() > MAX_REQUEST {
