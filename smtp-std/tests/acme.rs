@@ -213,8 +213,20 @@ fn wait_logged(server: &Program, dir: &Path, what: &str, mut cond: impl FnMut() 
     }
 }
 
+/// The policy the server's config below serves.
+fn our_policy() -> smtp_std::mta::web::mtasts::Policy {
+    use smtp_std::mta::web::mtasts::{Mode, Policy, DEFAULT_MAX_AGE};
+    Policy { mode: Mode::Enforce, mx: HOST.to_owned(), max_age: DEFAULT_MAX_AGE }
+}
+
 fn dns() -> Dnsmasq {
-    Dnsmasq::start(&[format!("host-record={HOST},127.0.0.1"), format!("host-record={STS},127.0.0.1")])
+    Dnsmasq::start(&[
+        format!("host-record={HOST},127.0.0.1"),
+        format!("host-record={STS},127.0.0.1"),
+        format!("mx-host=example.test,{HOST},10"),
+        dnsmasq::txt("_mta-sts.example.test", &our_policy().txt()),
+        dnsmasq::txt("_smtp._tls.example.test", "v=TLSRPTv1; rua=mailto:postmaster@example.test"),
+    ])
 }
 
 /// The policy served on the https listener for `mta-sts.example.test`, through a client
@@ -303,5 +315,41 @@ fn http_01_certificate_and_redirect() {
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+
+    // `records` prints the _mta-sts record with the id of the policy served, and TLS-RPT.
+    let bin = env!("CARGO_BIN_EXE_smtp-std");
+    let records = run(
+        Command::new(bin).args(["records", "--domain", "example.test", "--host", HOST, "--ip", "127.0.0.1"]).args([
+            "--mta-sts",
+            "enforce",
+        ]),
+        b"",
+        Duration::from_secs(20),
+    );
+    assert!(records.stdout.contains(&format!("_mta-sts.example.test. 3600 IN TXT \"{}\"", our_policy().txt())), "{}", records.stdout);
+    assert!(records.stdout.contains("mta-sts.example.test. 3600 IN CNAME mx.example.test."), "{}", records.stdout);
+    assert!(
+        records.stdout.contains("_smtp._tls.example.test. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@example.test\""),
+        "{}",
+        records.stdout
+    );
+    // `check` finds both records and fetches the policy over HTTPS (pebble's root trusted).
+    let root = dir.join("root.pem");
+    std::fs::write(&root, pebble.root()).unwrap();
+    let https_port = p.https.to_string();
+    let check = |extra: &[&str]| {
+        let mut cmd = Command::new(bin);
+        cmd.args(["check", "--domain", "example.test", "--dns", &dns.arg(), "--https-port", &https_port]).args(extra);
+        run(&mut cmd, b"", Duration::from_secs(30)).stdout
+    };
+    let out = check(&["--ca", root.to_str().unwrap()]);
+    let url = "https://mta-sts.example.test/.well-known/mta-sts.txt";
+    let id = our_policy().id();
+    assert!(out.contains(&format!("ok:      MTA-STS policy {url}: mode enforce, id {id}")), "{out}");
+    assert!(out.contains("ok:      TLS-RPT \"v=TLSRPTv1; rua=mailto:postmaster@example.test\""), "{out}");
+    // Without trusting the CA: the certificate is named as the problem.
+    let out = check(&[]);
+    eprintln!("check without the CA:\n{out}");
+    assert!(out.contains("error:   MTA-STS policy: GET https://mta-sts.example.test") && out.contains("certificate"), "{out}");
     drop(server);
 }

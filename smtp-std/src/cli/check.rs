@@ -16,6 +16,12 @@ pub(crate) struct Check {
     /// Ask this DNS server (ADDR:PORT) instead of the system's resolvers.
     #[arg(long, value_name = "ADDR")]
     dns: Option<SocketAddr>,
+    /// Trust this CA (PEM) too for the MTA-STS policy's certificate (a private or test CA).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Fetch the MTA-STS policy from this port instead of 443 (tests).
+    #[arg(long, value_name = "PORT", hide = true)]
+    https_port: Option<u16>,
 }
 
 pub(crate) fn run(args: Check) -> ExitCode {
@@ -27,7 +33,19 @@ pub(crate) fn run(args: Check) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let findings = smtp_std::mta::auth::records::check(&dns, &args.domain, args.selector.as_deref());
+    let mut findings = smtp_std::mta::auth::records::check(&dns, &args.domain, args.selector.as_deref());
+    let mut client = match smtp_std::mta::web::client::Client::new(args.ca.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("smtp-std: --ca {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The policy's host is looked up through the same DNS as the records.
+    let resolver = dns.clone();
+    client.resolve = Some(std::sync::Arc::new(move |name: &str| resolver.addresses(name).map_err(std::io::Error::other)));
+    client.port = args.https_port;
+    findings.extend(smtp_std::mta::web::check::check(&dns, &client, &args.domain));
     for f in &findings {
         println!("{f}");
     }

@@ -87,6 +87,11 @@ pub(crate) struct Quickstart {
     /// loopback (`relay_networks`).
     #[arg(long, value_name = "ADDR|PATH")]
     lmtp: Option<String>,
+    /// Get the certificate from Let's Encrypt (`[acme]`, this contact address) instead of the
+    /// self-signed one: tls-alpn-01 on port 443 (`[listen] https`, which also serves the
+    /// domain's MTA-STS policy, mode testing).
+    #[arg(long, value_name = "EMAIL")]
+    acme: Option<String>,
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> std::io::Error {
@@ -252,6 +257,22 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
     let or = |given: &[SocketAddr], port| if given.is_empty() { defaults(port) } else { given.to_vec() };
     let (mut smtp, submission, submissions) =
         (or(&args.listen, 25), or(&args.submission, 587), or(&args.submissions, 465));
+    // With --acme: the certificate from Let's Encrypt, port 443 for its challenge and the
+    // MTA-STS policy (mode testing until `check` is clean).
+    let (tls_comment, https_line, acme_table, mta_sts_line) = match &args.acme {
+        Some(email) => (
+            "# ",
+            format!("# ACME's tls-alpn-01 and the MTA-STS policy of {domain}.\nhttps = {}\n", addresses(&defaults(443))),
+            format!(
+                "\n# The certificate (hostname, mta-sts.{domain}) from Let's Encrypt, renewed on its own,\n\
+                 # kept in data_dir/acme/.\n[acme]\ndirectory = \"https://acme-v02.api.letsencrypt.org/directory\"\n\
+                 email = {}\nchallenge = \"tls-alpn-01\"\n",
+                quoted(email)
+            ),
+            "# MTA-STS: senders must use TLS to us; \"enforce\" once `smtp-std check` is clean.\nmta_sts = \"testing\"\n",
+        ),
+        None => ("", String::new(), String::new(), ""),
+    };
     // With LMTP, Dovecot's Sieve sends its autoreplies to port 25 on loopback, a relay for
     // relay_networks (loopback): one smtp listener must take loopback connections.
     let autoreplies = lmtp.is_some().then(|| loopback_listener(&mut smtp));
@@ -289,13 +310,15 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
          # The accounts send here: STARTTLS (587) or implicit TLS (465), AUTH required.\n\
          submission = {submission}\n\
          submissions = {submissions}\n\
+         {https_line}\
          \n# A self-signed certificate for {hostname_raw}, made by quickstart. Replace the files, or\n\
          # use certbot's (re-read when they change):\n\
          #   cert = \"/etc/letsencrypt/live/{hostname_raw}/fullchain.pem\"\n\
          #   key = \"/etc/letsencrypt/live/{hostname_raw}/privkey.pem\"\n\
-         [tls]\n\
-         cert = {cert}\n\
-         key = {key}\n\
+         {tls_comment}[tls]\n\
+         {tls_comment}cert = {cert}\n\
+         {tls_comment}key = {key}\n\
+         {acme_table}\
          {delivery}\
          \n[[domain]]\n\
          name = {domain_q}\n\
@@ -303,6 +326,7 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
          # half is the {selector}._domainkey.{domain} record.\n\
          dkim_selector = {selector_q}\n\
          dkim_key = {dkim}\n\
+         {mta_sts_line}\
          # catch_all = {local_q}\n\
          [domain.aliases]\n\
          postmaster = {local_q}\n\
@@ -371,6 +395,12 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
         dkim: Some((args.selector.clone(), dkim.record_value())),
         dmarc_policy: "quarantine".to_owned(),
         rua: Some(format!("mailto:postmaster@{domain}")),
+        mta_sts: args.acme.as_ref().map(|_| smtp_std::mta::web::mtasts::Policy {
+            mode: smtp_std::mta::web::mtasts::Mode::Testing,
+            mx: args.hostname.clone(),
+            max_age: smtp_std::mta::web::mtasts::DEFAULT_MAX_AGE,
+        }),
+        tlsrpt: Some(format!("postmaster@{domain}")),
     };
     println!("Wrote into {}:", dir.display());
     println!("  smtp-std.toml   the server (ports {}, {}, {})", ports(&smtp), ports(&submission), ports(&submissions));

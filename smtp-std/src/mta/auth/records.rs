@@ -31,6 +31,11 @@ pub struct Records {
     pub dmarc_policy: String,
     /// Where DMARC aggregate reports go (`mailto:...`).
     pub rua: Option<String>,
+    /// The MTA-STS policy the https listener serves for the domain, if any: its
+    /// `mta-sts.<domain>` name and `_mta-sts.<domain>` TXT record are printed.
+    pub mta_sts: Option<crate::mta::web::mtasts::Policy>,
+    /// Where TLS reports (RFC 8460) go: the `_smtp._tls.<domain>` record (an address).
+    pub tlsrpt: Option<String>,
 }
 
 fn fq(name: &str) -> String {
@@ -85,6 +90,17 @@ impl Records {
             dmarc.push_str(&format!("; rua={rua}"));
         }
         line(&zone_txt(&format!("_dmarc.{d}"), &dmarc));
+        if let Some(policy) = &self.mta_sts {
+            line(&format!("; MTA-STS (mode {}): senders require TLS with a valid certificate to {h}.", policy.mode.as_str()));
+            line(";   The policy is served on port 443 of this name; the id changes with the policy.");
+            line(&format!("mta-sts.{d} 3600 IN CNAME {h}"));
+            line(&zone_txt(&format!("_mta-sts.{d}"), &policy.txt()));
+        }
+        if let Some(address) = &self.tlsrpt {
+            line("; TLS reports: senders report their TLS failures to this address (RFC 8460).");
+            let address = address.strip_prefix("mailto:").unwrap_or(address);
+            line(&zone_txt(&format!("_smtp._tls.{d}"), &crate::mta::web::mtasts::tlsrpt_txt(address)));
+        }
         line("; Reverse DNS: ask the provider of each address to publish these PTR records.");
         let ips = self.ipv4.iter().map(|&a| IpAddr::V4(a)).chain(self.ipv6.iter().map(|&a| IpAddr::V6(a)));
         for ip in ips {

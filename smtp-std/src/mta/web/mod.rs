@@ -11,6 +11,7 @@
 //! at most [`MAX_CONNECTIONS`] at once; a request head is at most [`MAX_REQUEST`] octets and
 //! must arrive within [`REQUEST_TIMEOUT`]; one request per connection.
 
+pub mod check;
 pub mod client;
 pub mod mtasts;
 

@@ -67,8 +67,7 @@ impl Policy {
     /// The policy's id: 20 hex digits of the SHA-256 of its text, so that it changes exactly
     /// when the policy does.
     pub fn id(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, self.text().as_bytes());
-        digest.as_ref()[..10].iter().map(|b| format!("{b:02x}")).collect()
+        id_of(&self.text())
     }
 
     /// The value of the `_mta-sts.<domain>` TXT record.
@@ -77,15 +76,30 @@ impl Policy {
     }
 }
 
+/// The id smtp-std publishes for the policy file `text`: 20 hex digits of its SHA-256.
+pub fn id_of(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref()[..10].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The value of the `_smtp._tls.<domain>` TXT record (RFC 8460) sending TLS reports to
 /// `address`.
 pub fn tlsrpt_txt(address: &str) -> String {
     format!("v=TLSRPTv1; rua=mailto:{address}")
 }
 
-/// What is wrong with a fetched policy `text` for `domain` served by `hostname` (none: it is
-/// valid and names `hostname`).
-pub fn problems(text: &str, hostname: &str) -> Vec<String> {
+/// Whether the policy's `mx` pattern (`mail.example.org`, `*.example.org`) matches `host`.
+pub fn mx_matches(pattern: &str, host: &str) -> bool {
+    let (p, h) = (pattern.trim_end_matches('.').to_ascii_lowercase(), host.trim_end_matches('.').to_ascii_lowercase());
+    match p.strip_prefix("*.") {
+        Some(rest) => h.split_once('.').is_some_and(|(_, parent)| parent == rest),
+        None => p == h,
+    }
+}
+
+/// What is wrong with a fetched policy `text` whose domain has the MX hosts `mx_hosts`
+/// (nothing: it is valid and names every one of them).
+pub fn problems(text: &str, mx_hosts: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let field = |name: &'static str| {
         text.lines().filter_map(|l| l.split_once(':')).filter(move |(k, _)| k.trim() == name).map(|(_, v)| v.trim())
@@ -101,16 +115,10 @@ pub fn problems(text: &str, hostname: &str) -> Vec<String> {
         Some(Ok(n)) if n <= MAX_MAX_AGE.as_secs() => {}
         m => out.push(format!("max_age {m:?}: expected seconds, at most {}", MAX_MAX_AGE.as_secs())),
     }
-    let host = hostname.to_ascii_lowercase();
-    let matches = |p: &str| {
-        let p = p.to_ascii_lowercase();
-        match p.strip_prefix("*.") {
-            Some(rest) => host.split_once('.').is_some_and(|(_, h)| h == rest),
-            None => p == host,
+    for host in mx_hosts {
+        if !field("mx").any(|p| mx_matches(p, host)) {
+            out.push(format!("no mx line matches the MX host {host}: senders that enforce the policy will not deliver there"));
         }
-    };
-    if !field("mx").any(matches) {
-        out.push(format!("no mx line matches {hostname}: senders that enforce it will not deliver to us"));
     }
     out
 }
@@ -127,9 +135,11 @@ mod tests {
         let testing = Policy { mode: Mode::Testing, ..p.clone() };
         assert_ne!(p.id(), testing.id(), "the id changes with the policy");
         assert!(p.txt().starts_with("v=STSv1; id="));
-        assert!(problems(&p.text(), "mx.a.test").is_empty());
-        assert!(problems("version: STSv1\nmode: enforce\nmx: *.a.test\nmax_age: 86400\n", "mx.a.test").is_empty());
-        let bad = problems("version: STSv1\nmode: strict\nmx: other.test\n", "mx.a.test");
+        let mx = ["mx.a.test".to_owned()];
+        assert!(problems(&p.text(), &mx).is_empty());
+        assert!(problems("version: STSv1\nmode: enforce\nmx: *.a.test\nmax_age: 86400\n", &mx).is_empty());
+        assert!(!mx_matches("*.a.test", "a.test") && !mx_matches("*.a.test", "x.mx.a.test"));
+        let bad = problems("version: STSv1\nmode: strict\nmx: other.test\n", &mx);
         assert_eq!(bad.len(), 3, "{bad:?}");
         assert_eq!(tlsrpt_txt("postmaster@a.test"), "v=TLSRPTv1; rua=mailto:postmaster@a.test");
     }
