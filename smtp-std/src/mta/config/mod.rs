@@ -138,7 +138,7 @@ struct RawConfig {
     #[serde(default)]
     listen: Listen,
     tls: Option<TlsFiles>,
-    acme: Option<Spanned<AcmeConfig>>,
+    acme: Option<AcmeConfig>,
     #[serde(default)]
     dns: DnsConfig,
     #[serde(default)]
@@ -197,6 +197,7 @@ struct RawDomain {
 struct ListenSpans {
     #[serde(default)]
     listen: ListenKeys,
+    acme: Option<BTreeMap<String, Spanned<toml::Value>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -445,7 +446,11 @@ impl Config {
         // listener would offer neither STARTTLS nor AUTH, and take no one's mail.
         let spans: ListenSpans = toml::from_str(text).unwrap_or_default();
         if let Some(acme) = &raw.acme {
-            acme_checks(acme.get_ref(), &raw.tls, &raw.listen).map_err(|(key, m)| at(acme.span(), key, m))?;
+            acme_checks(acme, &raw.tls, &raw.listen).map_err(|(key, m)| {
+                let keys = spans.acme.as_ref();
+                let line = key.strip_prefix("acme.").and_then(|k| keys?.get(k)).map(|v| line_of(text, v.span().start));
+                err(line, Some(key), m)
+            })?;
         }
         if raw.tls.is_none() && raw.acme.is_none() && !raw.listen.https.is_empty() {
             let line = spans.listen.https.as_ref().map(|s| line_of(text, s.span().start));
@@ -504,7 +509,7 @@ impl Config {
             relay_networks,
             listen: raw.listen,
             tls: raw.tls.map(|t| TlsFiles { cert: resolve(t.cert), key: resolve(t.key) }),
-            acme: raw.acme.map(|a| a.into_inner()).map(|a| AcmeConfig { ca: a.ca.clone().map(&resolve), ..a }),
+            acme: raw.acme.map(|a| AcmeConfig { ca: a.ca.clone().map(&resolve), ..a }),
             mta_sts,
             dns: raw.dns,
             delivery: DeliveryConfig { lmtp: raw.delivery.lmtp.map(Spanned::into_inner) },

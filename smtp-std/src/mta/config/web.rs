@@ -65,3 +65,56 @@ impl Config {
         names
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "data_dir = \"d\"\nhostname = \"mx.a.test\"\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "x.toml".as_ref())
+    }
+
+    fn domain(extra: &str) -> String {
+        format!("[[domain]]\nname = \"a.test\"\n{extra}")
+    }
+
+    #[test]
+    fn acme_and_mta_sts_keys() {
+        let listen = "[listen]\nsmtp = [\"127.0.0.1:25\"]\nhttps = [\"127.0.0.1:443\"]\n";
+        let acme = "[acme]\ndirectory = \"https://ca.test/dir\"\nemail = \"me@a.test\"\nca = \"ca.pem\"\n";
+        let ok = parse(&format!("{BASE}{listen}{acme}{}", domain("mta_sts = \"enforce\"\n"))).unwrap();
+        let a = ok.acme.as_ref().unwrap();
+        assert_eq!((a.challenge, a.ca.as_deref()), (AcmeChallenge::TlsAlpn01, Some(Path::new("ca.pem"))));
+        assert_eq!(ok.acme_names(), ["mx.a.test", "mta-sts.a.test"]);
+        let (d, p) = &ok.mta_sts_policies()[0];
+        assert_eq!((d.as_str(), p.mx.as_str(), p.max_age.as_secs()), ("a.test", "mx.a.test", 604_800));
+
+        let e = |text: String| parse(&text).unwrap_err();
+        let err = e(format!("{BASE}{listen}{acme}{}", domain("mta_sts = \"strict\"\n")));
+        assert_eq!((err.key.as_deref(), err.line), (Some("domain[0].mta_sts"), Some(12)), "{err}");
+        let err = e(format!("{BASE}{listen}{acme}{}", domain("mta_sts = \"testing\"\nmta_sts_max_age = \"400d\"\n")));
+        assert_eq!(err.key.as_deref(), Some("domain[0].mta_sts_max_age"), "{err}");
+        let err = e(format!("{BASE}{listen}{acme}{}", domain("mta_sts_max_age = \"7d\"\n")));
+        assert!(err.message.contains("needs mta_sts"), "{err}");
+        let err = e(format!("{BASE}{listen}{acme}challenge = \"dns-01\"\n{}", domain("")));
+        assert_eq!(err.key.as_deref(), Some("acme.challenge"), "{err}");
+        assert!(err.message.contains("http-01"), "{err}");
+        let err = e(format!("{BASE}{listen}{acme}challenge = \"http-01\"\n{}", domain("")));
+        assert!(err.message.contains("[listen] http"), "{err}");
+        let err = e(format!("{BASE}{listen}{acme}colour = 1\n{}", domain("")));
+        assert!(err.message.contains("colour"), "{err}");
+        let err = e(format!("{BASE}{listen}[acme]\ndirectory = \"http://ca.test/\"\n{}", domain("")));
+        assert_eq!((err.key.as_deref(), err.line), (Some("acme.directory"), Some(7)), "{err}");
+        let tls = "[tls]\ncert = \"c\"\nkey = \"k\"\n";
+        let err = e(format!("{BASE}{listen}{tls}{acme}{}", domain("")));
+        assert!(err.message.contains("both [acme] and [tls]"), "{err}");
+        let err = e(format!("{BASE}{listen}{}", domain("")));
+        assert_eq!((err.key.as_deref(), err.line), (Some("listen.https"), Some(5)), "{err}");
+        assert!(err.message.contains("[acme]"), "{err}");
+        // Submission under an ACME certificate.
+        let sub = "[listen]\nsmtp = [\"127.0.0.1:25\"]\nsubmissions = [\"127.0.0.1:465\"]\nhttps = [\"127.0.0.1:443\"]\n";
+        assert!(parse(&format!("{BASE}{sub}{acme}{}", domain(""))).is_ok());
+    }
+}
