@@ -36,6 +36,8 @@ EXAMPLE:
   account's Sieve script (DATA_DIR/home/DOMAIN/LOCAL/.dovecot.sieve: fileinto, vacation),
   whose autoreplies go out through port 25 on loopback (relay_networks, no password).
   Needs Dovecot's LMTP and Pigeonhole (apt: dovecot-lmtpd dovecot-sieve).
+  --acme admin@example.org gets the certificate from Let's Encrypt instead ([acme], port 443
+  for its challenge and the domain's MTA-STS policy, mode testing; README \"Certificates\").
   Nothing is overwritten: if any of these files exists in --dir, nothing is written.
   Add more people later with `smtp-std user add bob@example.org --config FILE --generate`.";
 
