@@ -98,7 +98,13 @@ struct Ports {
 }
 
 fn ports() -> Ports {
-    Ports { smtp: free_port(), submission: free_port(), submissions: free_port(), https: free_port(), http: free_port() }
+    Ports {
+        smtp: free_port(),
+        submission: free_port(),
+        submissions: free_port(),
+        https: free_port(),
+        http: free_port(),
+    }
 }
 
 fn setup(dir: &Path, p: &Ports, pebble: &Pebble, challenge: &str) -> PathBuf {
@@ -263,7 +269,10 @@ fn tls_alpn_01_certificate_on_every_listener_and_renewed_without_restart() {
     assert_eq!(served(&trust, p.submission, HOST, true).unwrap(), first, "port 587 STARTTLS");
     assert_eq!(served(&trust, p.https, STS, false).unwrap(), first, "the https listener, mta-sts name");
     let text = policy(&dir.join("root.pem"), p.https).unwrap();
-    assert!(text.starts_with("200 version: STSv1\r\nmode: enforce\r\nmx: mx.example.test\r\nmax_age: 604800"), "{text}");
+    assert!(
+        text.starts_with("200 version: STSv1\r\nmode: enforce\r\nmx: mx.example.test\r\nmax_age: 604800"),
+        "{text}"
+    );
     // Private files.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -319,17 +328,22 @@ fn http_01_certificate_and_redirect() {
     // `records` prints the _mta-sts record with the id of the policy served, and TLS-RPT.
     let bin = env!("CARGO_BIN_EXE_smtp-std");
     let records = run(
-        Command::new(bin).args(["records", "--domain", "example.test", "--host", HOST, "--ip", "127.0.0.1"]).args([
-            "--mta-sts",
-            "enforce",
-        ]),
+        Command::new(bin)
+            .args(["records", "--domain", "example.test", "--host", HOST, "--ip", "127.0.0.1"])
+            .args(["--mta-sts", "enforce"]),
         b"",
         Duration::from_secs(20),
     );
-    assert!(records.stdout.contains(&format!("_mta-sts.example.test. 3600 IN TXT \"{}\"", our_policy().txt())), "{}", records.stdout);
+    assert!(
+        records.stdout.contains(&format!("_mta-sts.example.test. 3600 IN TXT \"{}\"", our_policy().txt())),
+        "{}",
+        records.stdout
+    );
     assert!(records.stdout.contains("mta-sts.example.test. 3600 IN CNAME mx.example.test."), "{}", records.stdout);
     assert!(
-        records.stdout.contains("_smtp._tls.example.test. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@example.test\""),
+        records
+            .stdout
+            .contains("_smtp._tls.example.test. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@example.test\""),
         "{}",
         records.stdout
     );
@@ -350,6 +364,9 @@ fn http_01_certificate_and_redirect() {
     // Without trusting the CA: the certificate is named as the problem.
     let out = check(&[]);
     eprintln!("check without the CA:\n{out}");
-    assert!(out.contains("error:   MTA-STS policy: GET https://mta-sts.example.test") && out.contains("certificate"), "{out}");
+    assert!(
+        out.contains("error:   MTA-STS policy: GET https://mta-sts.example.test") && out.contains("certificate"),
+        "{out}"
+    );
     drop(server);
 }

@@ -43,7 +43,8 @@ pub(crate) fn run(args: Check) -> ExitCode {
     };
     // The policy's host is looked up through the same DNS as the records.
     let resolver = dns.clone();
-    client.resolve = Some(std::sync::Arc::new(move |name: &str| resolver.addresses(name).map_err(std::io::Error::other)));
+    client.resolve =
+        Some(std::sync::Arc::new(move |name: &str| resolver.addresses(name).map_err(std::io::Error::other)));
     client.port = args.https_port;
     findings.extend(smtp_std::mta::web::check::check(&dns, &client, &args.domain));
     for f in &findings {

@@ -34,10 +34,13 @@ impl AccountKey {
         let der = match std::fs::read_to_string(path) {
             Ok(text) => {
                 let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
-                STANDARD.decode(b64.trim()).map_err(|e| named(&format!("not a PEM key ({e}); remove it to make a new account")))?
+                STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| named(&format!("not a PEM key ({e}); remove it to make a new account")))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|e| named(&e))?;
+                let doc =
+                    EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).map_err(|e| named(&e))?;
                 let b64 = STANDARD.encode(doc.as_ref());
                 let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
                 super::write_private(path, pem.as_bytes()).map_err(|e| named(&e))?;
@@ -55,10 +58,7 @@ impl AccountKey {
 
     /// The JWK thumbprint (RFC 7638): the members in lexical order, no spaces.
     fn thumbprint(&self) -> String {
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#,
-            self.jwk["x"], self.jwk["y"]
-        );
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":{},"y":{}}}"#, self.jwk["x"], self.jwk["y"]);
         B64.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
     }
 }
@@ -101,7 +101,9 @@ fn problem(r: &Response) -> String {
             }
             format!("HTTP {}: {}", r.status, text.trim())
         }
-        Err(_) => format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body).chars().take(300).collect::<String>()),
+        Err(_) => {
+            format!("HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body).chars().take(300).collect::<String>())
+        }
     }
 }
 
@@ -119,7 +121,10 @@ impl<'a> Session<'a> {
         }
         let dir = json_of(&r, &format!("the ACME directory {}", order.directory))?;
         let url = |k: &str| {
-            dir[k].as_str().map(str::to_owned).ok_or_else(|| format!("the ACME directory {} has no {k}; {hint}", order.directory))
+            dir[k]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("the ACME directory {} has no {k}; {hint}", order.directory))
         };
         let mut s = Session { order, new_nonce: url("newNonce")?, nonce: None, kid: None };
         let mut payload = json!({"termsOfServiceAgreed": true});
@@ -240,9 +245,9 @@ fn obtain_inner(order: &Order<'_>, names: &[String]) -> Result<(String, String),
     let (mut s, dir) = Session::open(order)?;
     let new_order = dir["newOrder"].as_str().ok_or("the ACME directory has no newOrder")?.to_owned();
     let identifiers: Vec<Value> = names.iter().map(|n| json!({"type": "dns", "value": n})).collect();
-    let r = s.post(&new_order, Some(&json!({"identifiers": identifiers}))).map_err(|e| {
-        format!("the ACME order for {}: {e}", names.join(", "))
-    })?;
+    let r = s
+        .post(&new_order, Some(&json!({"identifiers": identifiers})))
+        .map_err(|e| format!("the ACME order for {}: {e}", names.join(", ")))?;
     let order_url = r.header("location").ok_or("the ACME order: no order URL (Location)")?.to_owned();
     let created = json_of(&r, "the ACME order")?;
     let thumbprint = order.key.thumbprint();
@@ -287,7 +292,8 @@ fn obtain_inner(order: &Order<'_>, names: &[String]) -> Result<(String, String),
     params.distinguished_name.push(rcgen::DnType::CommonName, names[0].clone());
     let csr = params.serialize_request(&key).map_err(|e| format!("the CSR: {e}"))?;
     let finalize = created["finalize"].as_str().ok_or("the ACME order has no finalize URL")?.to_owned();
-    s.post(&finalize, Some(&json!({"csr": B64.encode(csr.der())}))).map_err(|e| format!("finalizing the order: {e}"))?;
+    s.post(&finalize, Some(&json!({"csr": B64.encode(csr.der())})))
+        .map_err(|e| format!("finalizing the order: {e}"))?;
     let done = s.wait(&order_url, "the ACME order", &["valid"])?;
     let cert_url = done["certificate"].as_str().ok_or("the valid ACME order has no certificate URL")?.to_owned();
     let r = s.post(&cert_url, None).map_err(|e| format!("downloading the certificate: {e}"))?;

@@ -92,7 +92,10 @@ impl Records {
         line(&zone_txt(&format!("_dmarc.{d}"), &dmarc));
         if let Some(policy) = &self.mta_sts {
             let mode = policy.mode.as_str();
-            line(&format!("; MTA-STS (mode {mode}): senders must reach {} over TLS with a valid certificate.", self.host));
+            line(&format!(
+                "; MTA-STS (mode {mode}): senders must reach {} over TLS with a valid certificate.",
+                self.host
+            ));
             line(";   The policy is served on port 443 of this name; the id changes with the policy.");
             line(&format!("mta-sts.{d} 3600 IN CNAME {h}"));
             line(&zone_txt(&format!("_mta-sts.{d}"), &policy.txt()));

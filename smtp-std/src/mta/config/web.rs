@@ -16,7 +16,10 @@ pub(super) fn acme_checks(acme: &AcmeConfig, tls: &Option<TlsFiles>, listen: &Li
     if !acme.directory.starts_with("https://") {
         return Err((
             "acme.directory".into(),
-            format!("{:?} is not an https:// URL (Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory)", acme.directory),
+            format!(
+                "{:?} is not an https:// URL (Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory)",
+                acme.directory
+            ),
         ));
     }
     if let Some(email) = &acme.email {
@@ -114,7 +117,8 @@ mod tests {
         assert_eq!((err.key.as_deref(), err.line), (Some("listen.https"), Some(5)), "{err}");
         assert!(err.message.contains("[acme]"), "{err}");
         // Submission under an ACME certificate.
-        let sub = "[listen]\nsmtp = [\"127.0.0.1:25\"]\nsubmissions = [\"127.0.0.1:465\"]\nhttps = [\"127.0.0.1:443\"]\n";
+        let sub =
+            "[listen]\nsmtp = [\"127.0.0.1:25\"]\nsubmissions = [\"127.0.0.1:465\"]\nhttps = [\"127.0.0.1:443\"]\n";
         assert!(parse(&format!("{BASE}{sub}{acme}{}", domain(""))).is_ok());
     }
 }

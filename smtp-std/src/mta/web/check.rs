@@ -17,7 +17,10 @@ fn finding(level: Level, text: String) -> Finding {
 /// The TXT records at `name` starting with `tag`.
 fn tagged(dns: &Dns, name: &str, tag: &str) -> Result<Vec<String>, DnsError> {
     match dns.txt(name) {
-        Ok(v) => Ok(v.into_iter().filter(|t| t.trim_start().to_ascii_lowercase().starts_with(&tag.to_ascii_lowercase())).collect()),
+        Ok(v) => Ok(v
+            .into_iter()
+            .filter(|t| t.trim_start().to_ascii_lowercase().starts_with(&tag.to_ascii_lowercase()))
+            .collect()),
         Err(DnsError::NoData | DnsError::NoSuchName) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
@@ -114,7 +117,11 @@ fn policy(dns: &Dns, client: &Client, domain: &str, rec: &str, out: &mut Vec<Fin
     if problems.is_empty() {
         let mode = text.lines().find_map(|l| l.strip_prefix("mode:")).unwrap_or("").trim().to_owned();
         let level = if mode == "enforce" { Level::Ok } else { Level::Warning };
-        let more = if mode == "enforce" { "" } else { " (senders deliver even when TLS fails: enforce when this check is clean)" };
+        let more = if mode == "enforce" {
+            ""
+        } else {
+            " (senders deliver even when TLS fails: enforce when this check is clean)"
+        };
         out.push(finding(level, format!("MTA-STS policy {url}: mode {mode}, id {id}{more}")));
     }
     for p in problems {

@@ -117,7 +117,13 @@ impl Client {
     }
 
     /// One request; the error names the URL and what failed.
-    pub fn request(&self, method: &str, url: &str, content_type: Option<&str>, body: &[u8]) -> Result<Response, String> {
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Response, String> {
         self.exchange(method, url, content_type, body).map_err(|e| format!("{method} {url}: {e}"))
     }
 
@@ -132,9 +138,11 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let addrs: Vec<SocketAddr> = match (host.parse::<IpAddr>(), &self.resolve) {
             (Ok(ip), _) => vec![SocketAddr::new(ip, port)],
-            (Err(_), Some(resolve)) => {
-                resolve(&host).map_err(|e| format!("resolving {host}: {e}"))?.into_iter().map(|ip| (ip, port).into()).collect()
-            }
+            (Err(_), Some(resolve)) => resolve(&host)
+                .map_err(|e| format!("resolving {host}: {e}"))?
+                .into_iter()
+                .map(|ip| (ip, port).into())
+                .collect(),
             (Err(_), None) => std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
                 .map_err(|e| format!("resolving {host}: {e}"))?
                 .collect(),
@@ -199,14 +207,19 @@ impl Client {
 fn tls_error(host: &str, e: io::Error) -> String {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(c)) => {
-            format!("the certificate of {host} is not valid: {c:?} (is it from a trusted CA, for this name, not expired?)")
+            format!(
+                "the certificate of {host} is not valid: {c:?} (is it from a trusted CA, for this name, not expired?)"
+            )
         }
         _ => e.to_string(),
     }
 }
 
+/// Header fields, names in lower case.
+type Fields = Vec<(String, String)>;
+
 /// The head's end, status and fields.
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, u16, Vec<(String, String)>)>, String> {
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, u16, Fields)>, String> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };

@@ -117,7 +117,9 @@ pub fn problems(text: &str, mx_hosts: &[String]) -> Vec<String> {
     }
     for host in mx_hosts {
         if !field("mx").any(|p| mx_matches(p, host)) {
-            out.push(format!("no mx line matches the MX host {host}: senders that enforce the policy will not deliver there"));
+            out.push(format!(
+                "no mx line matches the MX host {host}: senders that enforce the policy will not deliver there"
+            ));
         }
     }
     out
