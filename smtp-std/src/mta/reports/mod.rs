@@ -14,13 +14,14 @@
 //!   for every domain) a report goes through the queue to its `rua=mailto:` addresses.
 //!
 //! Files: [`config`] the keys, [`aggregate`] the XML, [`tlsrpt`] the JSON, [`unpack`] gzip and
-//! zip, [`evaluations`] the store, [`incoming`] and [`outgoing`].
+//! zip, [`evaluations`] the store, [`incoming`] and [`outgoing`], [`summary`] for the command.
 
 pub mod aggregate;
 pub mod config;
 pub mod evaluations;
 pub mod incoming;
 pub mod outgoing;
+pub mod summary;
 pub mod tlsrpt;
 pub mod unpack;
 
