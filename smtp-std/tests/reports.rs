@@ -151,11 +151,7 @@ fn dmarc_reports_sent_to_the_rua_of_the_senders_domain() {
          [[domain]]\nname = \"d.test\"\n[domain.aliases]\npostmaster = \"alice@a.test\"\n",
         common("a.test", "127.0.0.2", "relay_networks = [\"127.0.0.0/8\"]")
     );
-    let a_conf = setup(
-        a_dir.path(),
-        "alice@a.test:x\ndmarc@a.test:x\nreports@c.test:x\nx@d.test:x\n",
-        &a_config,
-    );
+    let a_conf = setup(a_dir.path(), "alice@a.test:x\ndmarc@a.test:x\nreports@c.test:x\nx@d.test:x\n", &a_config);
     let b_dir = tempfile::tempdir().unwrap();
     let b_config = format!(
         "{}[reports]\naddress = \"dmarc@b.test\"\ninterval = \"3s\"\n\
@@ -321,14 +317,25 @@ fn received_reports_are_kept_listed_and_summarised() {
     }
     assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o700);
 
-    let out = run(Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["reports", "--config", config.to_str().unwrap()]), b"", T);
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["reports", "--config", config.to_str().unwrap()]),
+        b"",
+        T,
+    );
     assert_eq!(out.status, Some(0), "{}\n{}", out.stdout, out.stderr);
     let text = out.stdout;
     assert!(text.contains("DMARC aggregate reports: 2"), "{text}");
-    assert!(text.contains("google.test  about example.org  2023-11-14 22:13 .. 2023-11-15 22:13  14 messages, 4 failing DMARC"), "{text}");
+    assert!(
+        text.contains(
+            "google.test  about example.org  2023-11-14 22:13 .. 2023-11-15 22:13  14 messages, 4 failing DMARC"
+        ),
+        "{text}"
+    );
     assert!(text.contains("zipper.test  about example.org") && text.contains("3 messages, 0 failing DMARC"), "{text}");
     // Per source, failing first: 198.51.100.7 (4 failing, quarantined), then the others.
-    let line = |ip: &str| text.lines().position(|l| l.contains(ip) && !l.contains("about")).unwrap_or_else(|| panic!("{ip}: {text}"));
+    let line = |ip: &str| {
+        text.lines().position(|l| l.contains(ip) && !l.contains("about")).unwrap_or_else(|| panic!("{ip}: {text}"))
+    };
     assert!(line("198.51.100.7") < line("192.0.2.1") && line("198.51.100.7") < line("203.0.113.5"), "{text}");
     let bad = &text.lines().nth(line("198.51.100.7")).unwrap();
     let cols: Vec<&str> = bad.split_whitespace().collect();
@@ -340,7 +347,13 @@ fn received_reports_are_kept_listed_and_summarised() {
     assert!(text.contains("sts policy of example.org: 20 successful, 2 failed sessions"), "{text}");
     assert!(text.contains("certificate-expired: 2 (from 192.0.2.50 to mail.example.org)"), "{text}");
     let other = run(
-        Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["reports", "--config", config.to_str().unwrap(), "--domain", "other.test"]),
+        Command::new(env!("CARGO_BIN_EXE_smtp-std")).args([
+            "reports",
+            "--config",
+            config.to_str().unwrap(),
+            "--domain",
+            "other.test",
+        ]),
         b"",
         T,
     );
@@ -355,8 +368,11 @@ fn a_report_address_not_ours_or_reaching_nobody_is_refused() {
                 [reports]\naddress = \"dmarc@elsewhere.test\"\n[[domain]]\nname = \"example.org\"\n";
     let e = smtp_std::mta::config::Config::parse(text, "x.toml".as_ref()).unwrap_err();
     assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("reports.address")), "{e}");
-    let e = smtp_std::mta::config::Config::parse("data_dir = \"d\"\n[reports]\nsend = 1\n[[domain]]\nname = \"a.test\"\n", "x.toml".as_ref())
-        .unwrap_err();
+    let e = smtp_std::mta::config::Config::parse(
+        "data_dir = \"d\"\n[reports]\nsend = 1\n[[domain]]\nname = \"a.test\"\n",
+        "x.toml".as_ref(),
+    )
+    .unwrap_err();
     assert!(e.message.contains("unknown field"), "{e}");
     let config = setup(
         dir.path(),
@@ -365,7 +381,12 @@ fn a_report_address_not_ours_or_reaching_nobody_is_refused() {
          [reports]\naddress = \"dmarc@example.org\"\n\
          [[domain]]\nname = \"example.org\"\n[domain.aliases]\npostmaster = \"alice\"\n",
     );
-    let out = run(Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["serve", "--config", config.to_str().unwrap()]), b"", T);
+    let out =
+        run(Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["serve", "--config", config.to_str().unwrap()]), b"", T);
     assert_ne!(out.status, Some(0));
-    assert!(out.stderr.contains("smtp-std.toml:6: reports.address: dmarc@example.org reaches no account"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("smtp-std.toml:6: reports.address: dmarc@example.org reaches no account"),
+        "{}",
+        out.stderr
+    );
 }

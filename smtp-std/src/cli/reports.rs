@@ -63,9 +63,10 @@ pub(crate) fn run(args: Reports) -> std::io::Result<()> {
     println!("DMARC aggregate reports: {}", dmarc.len());
     for r in &dmarc {
         let f = r.dmarc.as_ref().expect("filtered");
-        let (messages, failed) = f.records.iter().fold((0, 0), |(m, x), row| {
-            (m + row.count, x + if row.dmarc_pass() { 0 } else { row.count })
-        });
+        let (messages, failed) = f
+            .records
+            .iter()
+            .fold((0, 0), |(m, x), row| (m + row.count, x + if row.dmarc_pass() { 0 } else { row.count }));
         println!(
             "  {}  {}  about {}  {} .. {}  {} messages, {} failing DMARC  (id {})",
             summary::utc(r.received),

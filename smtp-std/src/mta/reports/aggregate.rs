@@ -109,8 +109,8 @@ impl Feedback {
     /// later `urn:ietf:params:xml:ns:dmarc-2.0` one). At most `max_rows` records are read.
     pub fn parse_xml(xml: &str, max_rows: usize) -> Result<Feedback, NotAReport> {
         let options = roxmltree::ParsingOptions { allow_dtd: false, nodes_limit: 4_000_000 };
-        let doc = roxmltree::Document::parse_with_options(xml, options)
-            .map_err(|e| NotAReport(format!("not XML: {e}")))?;
+        let doc =
+            roxmltree::Document::parse_with_options(xml, options).map_err(|e| NotAReport(format!("not XML: {e}")))?;
         let root = doc.root_element();
         if root.tag_name().name() != "feedback" {
             return Err(NotAReport(format!("the root element is <{}>, not <feedback>", root.tag_name().name())));
@@ -271,8 +271,16 @@ mod tests {
                 spf: "pass".into(),
                 header_from: "a.test".into(),
                 envelope_from: "a.test".into(),
-                dkim_results: vec![AuthResult { domain: "a.test".into(), detail: "s<1>".into(), result: "fail".into() }],
-                spf_results: vec![AuthResult { domain: "a.test".into(), detail: "mfrom".into(), result: "pass".into() }],
+                dkim_results: vec![AuthResult {
+                    domain: "a.test".into(),
+                    detail: "s<1>".into(),
+                    result: "fail".into(),
+                }],
+                spf_results: vec![AuthResult {
+                    domain: "a.test".into(),
+                    detail: "mfrom".into(),
+                    result: "pass".into(),
+                }],
             }],
         }
     }

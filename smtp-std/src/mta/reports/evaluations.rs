@@ -95,11 +95,14 @@ impl Store {
         let new = !path.exists();
         let mut f = OpenOptions::new().append(true).create(true).mode(private::FILE_MODE).open(&path)?;
         f.write_all(&line)?;
+        counts.insert(e.domain.clone(), n + 1);
+        // The line is in the file (or in the one `take` renames it to): other sessions need
+        // not wait for the disk.
+        drop(counts);
         f.sync_data()?;
         if new {
             fs::File::open(&self.dir)?.sync_all()?;
         }
-        counts.insert(e.domain.clone(), n + 1);
         Ok(true)
     }
 

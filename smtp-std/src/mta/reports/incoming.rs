@@ -62,9 +62,10 @@ pub fn parse(message: &[u8], from: &str, max: u64, now: SystemTime) -> Option<Re
         };
         let trimmed = body.trim_ascii_start();
         if trimmed.starts_with(b"<") {
-            if let Ok(f) = std::str::from_utf8(trimmed).map_err(|_| ()).and_then(|x| {
-                Feedback::parse_xml(x, MAX_ROWS).map_err(|e| tracing::debug!("part {name:?}: {e}"))
-            }) {
+            if let Ok(f) = std::str::from_utf8(trimmed)
+                .map_err(|_| ())
+                .and_then(|x| Feedback::parse_xml(x, MAX_ROWS).map_err(|e| tracing::debug!("part {name:?}: {e}")))
+            {
                 out.dmarc = Some(f);
                 return Some(out);
             }
@@ -101,7 +102,9 @@ pub fn store(dir: &Path, r: &Received) -> io::Result<PathBuf> {
 /// cannot be read.
 pub fn list(dir: &Path) -> io::Result<Vec<(PathBuf, Result<Received, String>)>> {
     let mut paths: Vec<PathBuf> = match fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+        Ok(rd) => {
+            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect()
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
     };
@@ -109,7 +112,9 @@ pub fn list(dir: &Path) -> io::Result<Vec<(PathBuf, Result<Received, String>)>> 
     Ok(paths
         .into_iter()
         .map(|p| {
-            let r = fs::read(&p).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
+            let r = fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()));
             (p, r)
         })
         .collect())

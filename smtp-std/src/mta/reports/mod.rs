@@ -125,7 +125,11 @@ impl Reports {
         let mut message = Vec::new();
         content.take(self.config.max_report_size.saturating_add(1)).read_to_end(&mut message)?;
         if message.len() as u64 > self.config.max_report_size {
-            tracing::info!(from, max = self.config.max_report_size, "mail to the report address too big to be a report");
+            tracing::info!(
+                from,
+                max = self.config.max_report_size,
+                "mail to the report address too big to be a report"
+            );
             return Ok(None);
         }
         let Some(report) = incoming::parse(&message, from, self.config.max_report_size, SystemTime::now()) else {
@@ -210,8 +214,12 @@ impl Reports {
         for path in store.taken().unwrap_or_default() {
             match outgoing::report_file(&reporter, &path, SystemTime::now()) {
                 Ok(outgoing::Sent::Queued(_)) => {}
-                Ok(outgoing::Sent::Nothing(why)) => tracing::info!(file = %path.display(), "no DMARC report sent: {why}"),
-                Err(e) => tracing::warn!(file = %path.display(), "DMARC report not sent yet, tried again next period: {e}"),
+                Ok(outgoing::Sent::Nothing(why)) => {
+                    tracing::info!(file = %path.display(), "no DMARC report sent: {why}")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "DMARC report not sent yet, tried again next period: {e}")
+                }
             }
         }
     }

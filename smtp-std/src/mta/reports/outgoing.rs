@@ -130,7 +130,8 @@ pub fn build(feedback: &Feedback, hostname: &str, to: &[String], now: SystemTime
     let gz = gz.finish()?;
     let domain = &feedback.policy.domain;
     let file_name = format!("{hostname}!{domain}!{}!{}.xml.gz", feedback.begin, feedback.end);
-    let subject = format!("Report Domain: {domain} Submitter: {} Report-ID: <{}>", feedback.org_name, feedback.report_id);
+    let subject =
+        format!("Report Domain: {domain} Submitter: {} Report-ID: <{}>", feedback.org_name, feedback.report_id);
     let boundary = format!("=_report_{}", feedback.report_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
     let mut m = String::new();
     m.push_str(&format!("From: postmaster@{hostname}\r\nTo: {}\r\n", to.join(",\r\n ")));
@@ -157,6 +158,9 @@ pub fn build(feedback: &Feedback, hostname: &str, to: &[String], now: SystemTime
     Ok(Built { message: m.into_bytes(), file_name, subject })
 }
 
+/// Queues a message from `postmaster@hostname` to the addresses; its queue id.
+pub type Enqueue<'a> = &'a dyn Fn(&[String], &[u8]) -> io::Result<String>;
+
 /// Where a report goes and how it is queued: what [`report_file`] needs of the server.
 pub struct Reporter<'a> {
     /// Our host name: the report's org_name, sender and file name.
@@ -165,8 +169,8 @@ pub struct Reporter<'a> {
     pub ours: &'a [String],
     /// The DNS for the records.
     pub dns: &'a Dns,
-    /// Queues a message from `postmaster@hostname` to the addresses; its queue id.
-    pub enqueue: &'a dyn Fn(&[String], &[u8]) -> io::Result<String>,
+    /// Queues the report message ([`Enqueue`]).
+    pub enqueue: Enqueue<'a>,
 }
 
 /// Reports the evaluations of the taken file `path` (see [`evaluations::Store::take`]),
@@ -203,7 +207,14 @@ pub fn report_file(r: &Reporter<'_>, path: &Path, now: SystemTime) -> io::Result
     Ok(sent)
 }
 
-fn compose(r: &Reporter<'_>, domain: &str, evals: &[Evaluation], begin: u64, end: u64, now: SystemTime) -> io::Result<Sent> {
+fn compose(
+    r: &Reporter<'_>,
+    domain: &str,
+    evals: &[Evaluation],
+    begin: u64,
+    end: u64,
+    now: SystemTime,
+) -> io::Result<Sent> {
     let txt = match r.dns.txt(&format!("_dmarc.{domain}")) {
         Ok(v) => v,
         Err(DnsError::NoSuchName | DnsError::NoData) => return Ok(Sent::Nothing("no DMARC record".into())),
@@ -259,10 +270,14 @@ mod tests {
 
     #[test]
     fn records_and_mailto() {
-        let r = parse_record("a.test", "v=DMARC1; p=Reject; rua=mailto:D@a.test,mailto:x@b.test!10m, https://x; ri=3600")
-            .unwrap();
+        let r =
+            parse_record("a.test", "v=DMARC1; p=Reject; rua=mailto:D@a.test,mailto:x@b.test!10m, https://x; ri=3600")
+                .unwrap();
         assert_eq!(r.rua, [("d@a.test".to_owned(), None), ("x@b.test".to_owned(), Some(10 << 20))]);
-        assert_eq!((r.published.p.as_str(), r.published.sp.as_str(), r.published.adkim.as_str()), ("reject", "reject", "r"));
+        assert_eq!(
+            (r.published.p.as_str(), r.published.sp.as_str(), r.published.adkim.as_str()),
+            ("reject", "reject", "r")
+        );
         assert_eq!((r.ri, r.published.pct), (Some(3600), 100));
         assert_eq!(parse_record("a.test", "v=spf1 -all"), None);
         assert_eq!(parse_record("a.test", "p=none; v=DMARC1"), None, "v first");
@@ -278,7 +293,10 @@ mod tests {
             row: Row { source_ip: ip.into(), count: 1, ..Row::default() },
         };
         let rows = rows(&[e("192.0.2.1"), e("192.0.2.2"), e("192.0.2.1")]);
-        assert_eq!(rows.iter().map(|r| (r.source_ip.as_str(), r.count)).collect::<Vec<_>>(), [("192.0.2.1", 2), ("192.0.2.2", 1)]);
+        assert_eq!(
+            rows.iter().map(|r| (r.source_ip.as_str(), r.count)).collect::<Vec<_>>(),
+            [("192.0.2.1", 2), ("192.0.2.2", 1)]
+        );
     }
 
     #[test]
@@ -295,7 +313,10 @@ mod tests {
         assert_eq!(b.file_name, "mx.b.test!a.test!10!100.xml.gz");
         assert_eq!(b.subject, "Report Domain: a.test Submitter: mx.b.test Report-ID: <100.a.test>");
         let text = String::from_utf8(b.message).unwrap();
-        assert!(text.contains("Content-Type: application/gzip") && text.contains("filename=\"mx.b.test!a.test!10!100.xml.gz\""));
+        assert!(
+            text.contains("Content-Type: application/gzip")
+                && text.contains("filename=\"mx.b.test!a.test!10!100.xml.gz\"")
+        );
         let back = super::super::incoming::parse(text.as_bytes(), "", 1 << 20, UNIX_EPOCH).unwrap();
         assert_eq!(back.dmarc.unwrap(), f);
     }

@@ -60,7 +60,9 @@ pub fn sources<'a>(reports: impl IntoIterator<Item = &'a Received>) -> Vec<Sourc
         }
     }
     let mut v: Vec<SourceSummary> = by.into_values().collect();
-    v.sort_by(|a, b| b.dmarc_fail.cmp(&a.dmarc_fail).then(b.messages.cmp(&a.messages)).then(a.source_ip.cmp(&b.source_ip)));
+    v.sort_by(|a, b| {
+        b.dmarc_fail.cmp(&a.dmarc_fail).then(b.messages.cmp(&a.messages)).then(a.source_ip.cmp(&b.source_ip))
+    });
     v
 }
 
@@ -105,8 +107,14 @@ mod tests {
             ..Default::default()
         };
         let reports = [
-            report("g.test", vec![row("192.0.2.1", 10, "pass", "pass", "none"), row("198.51.100.9", 2, "fail", "fail", "reject")]),
-            report("g.test", vec![row("198.51.100.9", 1, "fail", "fail", "quarantine"), row("192.0.2.1", 5, "fail", "pass", "none")]),
+            report(
+                "g.test",
+                vec![row("192.0.2.1", 10, "pass", "pass", "none"), row("198.51.100.9", 2, "fail", "fail", "reject")],
+            ),
+            report(
+                "g.test",
+                vec![row("198.51.100.9", 1, "fail", "fail", "quarantine"), row("192.0.2.1", 5, "fail", "pass", "none")],
+            ),
             report("m.test", vec![row("192.0.2.1", 1, "pass", "fail", "none")]),
         ];
         let s = sources(&reports);
