@@ -9,11 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::{ProtoError, ProtoErrorKind};
-use hickory_resolver::{Name, TokioResolver};
+use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::TokioResolver;
 
 /// How long one query waits for an answer before it is retried or fails.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -37,9 +38,9 @@ impl DnsError {
     }
 
     /// Classifies a resolver error.
-    pub fn from_proto(e: &ProtoError) -> Self {
-        match e.kind() {
-            ProtoErrorKind::NoRecordsFound(nr) => match nr.response_code {
+    pub fn from_net(e: &NetError) -> Self {
+        match e {
+            NetError::Dns(HickoryDnsError::NoRecordsFound(nr)) => match nr.response_code {
                 ResponseCode::NXDomain => DnsError::NoSuchName,
                 ResponseCode::NoError => DnsError::NoData,
                 code => DnsError::Temporary(format!("DNS server answered {code}")),
@@ -108,11 +109,12 @@ pub type AAnswer = (Result<Vec<std::net::Ipv4Addr>, DnsError>, Option<Duration>)
 pub struct Dns {
     rt: Arc<tokio::runtime::Runtime>,
     resolver: TokioResolver,
+    servers: Arc<[SocketAddr]>,
 }
 
 impl fmt::Debug for Dns {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dns").field("name_servers", &self.resolver.config().name_servers()).finish()
+        f.debug_struct("Dns").field("name_servers", &self.servers).finish()
     }
 }
 
@@ -122,6 +124,14 @@ fn fqdn(name: &str) -> Result<Name, DnsError> {
         return Err(DnsError::Temporary("empty domain name".into()));
     }
     Name::from_str_relaxed(format!("{name}.")).map_err(|e| DnsError::Temporary(format!("bad name {name:?}: {e}")))
+}
+
+/// The IPv4 addresses in an answer.
+fn v4_of(l: &hickory_resolver::lookup::Lookup) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
+    l.answers().iter().filter_map(|r| match &r.data {
+        RData::A(a) => Some(a.0),
+        _ => None,
+    })
 }
 
 fn name_string(n: &Name) -> String {
@@ -143,11 +153,14 @@ impl Dns {
         let config = match server {
             Some(addr) => {
                 opts.use_hosts_file = ResolveHosts::Never;
-                ResolverConfig::from_parts(
-                    None,
-                    vec![],
-                    NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true),
-                )
+                let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                    .into_iter()
+                    .map(|mut c| {
+                        c.port = addr.port();
+                        c
+                    })
+                    .collect();
+                ResolverConfig::from_parts(None, vec![], vec![NameServerConfig::new(addr.ip(), true, connections)])
             }
             None => {
                 let (config, sys) = hickory_resolver::system_conf::read_system_conf()
@@ -156,12 +169,20 @@ impl Dns {
                 config
             }
         };
+        let servers: Arc<[SocketAddr]> = config
+            .name_servers()
+            .iter()
+            .map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map_or(53, |c| c.port)))
+            .collect();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let resolver = {
             let _guard = rt.enter();
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).with_options(opts).build()
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+                .with_options(opts)
+                .build()
+                .map_err(|e| io::Error::other(format!("cannot make the DNS resolver: {e}")))?
         };
-        Ok(Self { rt: Arc::new(rt), resolver })
+        Ok(Self { rt: Arc::new(rt), resolver, servers })
     }
 
     /// The hickory resolver (to hand to mail-auth).
@@ -177,12 +198,16 @@ impl Dns {
     /// The TXT records of `name`, each record's strings joined (RFC 7208 §3.3).
     pub fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
         let n = fqdn(name)?;
-        let lookup = self.block_on(self.resolver.txt_lookup(n)).map_err(|e| DnsError::from_proto(&e))?;
+        let lookup = self.block_on(self.resolver.txt_lookup(n)).map_err(|e| DnsError::from_net(&e))?;
         let records: Vec<String> = lookup
+            .answers()
             .iter()
-            .map(|txt| {
-                let bytes: Vec<u8> = txt.txt_data().iter().flat_map(|s| s.iter().copied()).collect();
-                String::from_utf8_lossy(&bytes).into_owned()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => {
+                    let bytes: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                    Some(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                _ => None,
             })
             .collect();
         if records.is_empty() {
@@ -195,8 +220,15 @@ impl Dns {
     /// for a null MX).
     pub fn mx(&self, name: &str) -> Result<Vec<(u16, String)>, DnsError> {
         let n = fqdn(name)?;
-        let lookup = self.block_on(self.resolver.mx_lookup(n)).map_err(|e| DnsError::from_proto(&e))?;
-        let mut v: Vec<(u16, String)> = lookup.iter().map(|mx| (mx.preference(), name_string(mx.exchange()))).collect();
+        let lookup = self.block_on(self.resolver.mx_lookup(n)).map_err(|e| DnsError::from_net(&e))?;
+        let mut v: Vec<(u16, String)> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::MX(mx) => Some((mx.preference, name_string(&mx.exchange))),
+                _ => None,
+            })
+            .collect();
         if v.is_empty() {
             return Err(DnsError::NoData);
         }
@@ -223,8 +255,8 @@ impl Dns {
                 };
                 match self.resolver.ipv4_lookup(n).await {
                     Ok(l) => {
-                        let ttl = l.as_lookup().valid_until().saturating_duration_since(std::time::Instant::now());
-                        let v: Vec<std::net::Ipv4Addr> = l.iter().map(|a| a.0).collect();
+                        let ttl = l.valid_until().saturating_duration_since(std::time::Instant::now());
+                        let v: Vec<std::net::Ipv4Addr> = v4_of(&l).collect();
                         if v.is_empty() {
                             (Err(DnsError::NoData), Some(ttl))
                         } else {
@@ -232,13 +264,13 @@ impl Dns {
                         }
                     }
                     Err(e) => {
-                        let negative = match e.kind() {
-                            ProtoErrorKind::NoRecordsFound(nr) => {
+                        let negative = match &e {
+                            NetError::Dns(HickoryDnsError::NoRecordsFound(nr)) => {
                                 nr.negative_ttl.map(|t| Duration::from_secs(t.into()))
                             }
                             _ => None,
                         };
-                        (Err(DnsError::from_proto(&e)), negative)
+                        (Err(DnsError::from_net(&e)), negative)
                     }
                 }
             }
@@ -257,12 +289,15 @@ impl Dns {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         match v4 {
-            Ok(l) => out.extend(l.iter().map(|a| IpAddr::V4(a.0))),
-            Err(e) => errors.push(DnsError::from_proto(&e)),
+            Ok(l) => out.extend(v4_of(&l).map(IpAddr::V4)),
+            Err(e) => errors.push(DnsError::from_net(&e)),
         }
         match v6 {
-            Ok(l) => out.extend(l.iter().map(|a| IpAddr::V6(a.0))),
-            Err(e) => errors.push(DnsError::from_proto(&e)),
+            Ok(l) => out.extend(l.answers().iter().filter_map(|r| match &r.data {
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })),
+            Err(e) => errors.push(DnsError::from_net(&e)),
         }
         if !out.is_empty() {
             return Ok(out);

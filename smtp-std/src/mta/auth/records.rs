@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hickory_resolver::Name;
+use hickory_resolver::proto::rr::Name;
 use mail_auth::common::parse::TxtRecordParser;
 use mail_auth::dmarc::{Dmarc, Policy};
 use mail_auth::spf::Spf;

@@ -191,8 +191,10 @@ impl fmt::Debug for Verifier {
 /// reports SERVFAIL/REFUSED as "no records found").
 fn dns_failure(e: &Error) -> bool {
     match e {
-        Error::DnsError(_) => true,
-        Error::DnsRecordNotFound(code) => !matches!(*code, ResponseCode::NXDomain | ResponseCode::NoError),
+        Error::Dns(mail_auth::DnsError::Resolver(_)) => true,
+        Error::Dns(mail_auth::DnsError::RecordNotFound(code)) => {
+            !matches!(*code, ResponseCode::NXDomain | ResponseCode::NoError)
+        }
         _ => false,
     }
 }
@@ -202,6 +204,20 @@ fn dkim_temporary(o: &DkimOutput<'_>) -> Option<String> {
         DkimResult::TempError(e) => Some(e.to_string()),
         DkimResult::PermError(e) | DkimResult::Fail(e) | DkimResult::Neutral(e) if dns_failure(e) => {
             Some(e.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The DMARC record lookup (the tree walk of RFC 9989) failed: mail-auth then reports its
+/// error as both the SPF and the DKIM alignment result, and no record.
+fn dmarc_walk_failed(dmarc: &DmarcOutput) -> Option<String> {
+    if dmarc.dmarc_record().is_some() || dmarc.domain().is_empty() {
+        return None;
+    }
+    match (dmarc.spf_result(), dmarc.dkim_result()) {
+        (DmarcResult::TempError(e), DmarcResult::TempError(_)) => {
+            Some(format!("DMARC lookup for {}: {e}", dmarc.domain()))
         }
         _ => None,
     }
@@ -367,6 +383,7 @@ impl Verifier {
         let temporary = dkim
             .iter()
             .find_map(|o| dkim_temporary(o).map(|t| (Lookup::DkimKey, t)))
+            .or_else(|| dmarc_walk_failed(&dmarc).map(|t| (Lookup::Dmarc, t)))
             .or_else(|| dmarc_temporary(dmarc.spf_result()).map(|t| (Lookup::Spf, t)))
             .or_else(|| dmarc_temporary(dmarc.dkim_result()).map(|t| (Lookup::DkimKey, t)))
             .or_else(|| self.dmarc_record_unknown(&dmarc).map(|t| (Lookup::Dmarc, t)));
