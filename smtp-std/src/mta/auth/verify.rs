@@ -421,7 +421,7 @@ impl Verifier {
             (true, _) => (Action::Inbox, format!("DMARC failed for {} (p=none)", dmarc.domain())),
             (false, _) => (Action::Inbox, "ok".to_owned()),
         };
-        let evaluation = dmarc.dmarc_record().map(|record| {
+        let evaluation = dmarc.dmarc_record().map(|_| {
             let disposition = match action {
                 Action::Reject => "reject",
                 Action::Junk => "quarantine",
@@ -441,7 +441,8 @@ impl Verifier {
                 dkim_aligned: *dmarc.dkim_result() == DmarcResult::Pass,
                 spf_aligned: *dmarc.spf_result() == DmarcResult::Pass,
                 disposition,
-                ri: Some(u64::from(record.ri)),
+                // RFC 9989 has no `ri` (mail-auth 0.13 reads none): the sender looks it up.
+                ri: None,
             })
         });
         Verdict { action, header, reason, evaluation }

@@ -23,7 +23,8 @@ pub struct Evaluation {
     pub at: u64,
     /// The policy domain (lower case).
     pub domain: String,
-    /// The domain's reporting period in hours (its `ri`, rounded: [`interval_hours`]).
+    /// The domain's reporting period in hours when it was evaluated (24 when unknown; the
+    /// sender looks up the `ri` of the record again, rounded: [`interval_hours`]).
     pub interval_hours: u32,
     /// The report row of this message (`count` 1).
     pub row: Row,

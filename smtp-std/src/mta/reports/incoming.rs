@@ -7,16 +7,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::MessageParser;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::Feedback;
 use super::tlsrpt::TlsReport;
-use super::unpack;
 use crate::mta::private;
-
-/// The most records read from one aggregate report.
-pub const MAX_ROWS: usize = 100_000;
 
 /// A report received, as kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,50 +29,31 @@ pub struct Received {
     pub tls: Option<TlsReport>,
 }
 
-/// The report in `message` (parsed whole: the caller bounds its size), each attachment
-/// inflated to at most `max` bytes; `None`: none found.
+/// The report in `message` (parsed whole: the caller bounds its size) as mail-auth reads it
+/// ([`mail_auth::report::Report::parse_rfc5322`], [`mail_auth::report::tlsrpt::TlsReport::parse_rfc5322`]),
+/// each attachment inflated to at most `max` bytes; `None`: none found.
 pub fn parse(message: &[u8], from: &str, max: u64, now: SystemTime) -> Option<Received> {
-    let msg = MessageParser::default().parse(message)?;
-    let mut out = Received {
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let dmarc = mail_auth::report::Report::parse_rfc5322(message, max);
+    let tls = match &dmarc {
+        Ok(_) => None,
+        // The TLS report as mail-auth read it, in its JSON form (RFC 8460's names), into ours.
+        Err(_) => mail_auth::report::tlsrpt::TlsReport::parse_rfc5322(message, max)
+            .ok()
+            .and_then(|t| serde_json::to_vec(&t).ok())
+            .and_then(|json| TlsReport::parse_json(&json).ok()),
+    };
+    if dmarc.is_err() && tls.is_none() {
+        return None;
+    }
+    let subject = MessageParser::default().parse_headers(message).and_then(|m| m.subject().map(str::to_owned));
+    Some(Received {
         received: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         from: from.to_owned(),
-        subject: msg.subject().unwrap_or("").to_owned(),
-        ..Default::default()
-    };
-    for part in &msg.parts {
-        if part.is_multipart() {
-            continue;
-        }
-        let bytes = part.contents();
-        let name = part.attachment_name().unwrap_or("").to_ascii_lowercase();
-        let subtype = part.content_type().and_then(|c| c.subtype()).unwrap_or("").to_ascii_lowercase();
-        let inflated = if name.ends_with(".zip") || subtype.contains("zip") && !subtype.contains("gzip") {
-            unpack::unzip_first(bytes, max)
-        } else {
-            unpack::gunzip(bytes, max)
-        };
-        let body: &[u8] = match &inflated {
-            Some(b) => b,
-            None if bytes.len() as u64 <= max => bytes,
-            None => continue,
-        };
-        let trimmed = body.trim_ascii_start();
-        if trimmed.starts_with(b"<") {
-            if let Ok(f) = std::str::from_utf8(trimmed)
-                .map_err(|_| ())
-                .and_then(|x| Feedback::parse_xml(x, MAX_ROWS).map_err(|e| tracing::debug!("part {name:?}: {e}")))
-            {
-                out.dmarc = Some(f);
-                return Some(out);
-            }
-        } else if trimmed.starts_with(b"{") {
-            if let Ok(t) = TlsReport::parse_json(trimmed) {
-                out.tls = Some(t);
-                return Some(out);
-            }
-        }
-    }
-    None
+        subject: subject.unwrap_or_default(),
+        dmarc: dmarc.ok().map(|r| Feedback::from_report(&r)),
+        tls,
+    })
 }
 
 /// Keeps `r` in `dir` (a private file named after its arrival and a counter); its path.
@@ -154,11 +131,13 @@ mod tests {
         let f = r.dmarc.unwrap();
         assert_eq!((f.org_name.as_str(), f.records[0].count, r.received), ("x.test", 2, 1000));
         assert!(parse(&mime("text/xml", "r.xml", XML.as_bytes()), "", 1 << 20, now).unwrap().dmarc.is_some());
-        let json = br#"{"organization-name":"o","policies":[]}"#;
+        let json = br#"{"organization-name":"o","date-range":{"start-datetime":"2026-12-01T00:00:00Z",
+            "end-datetime":"2026-12-01T23:59:59Z"},"contact-info":"c","report-id":"i","policies":[]}"#;
         let t = parse(&mime("application/tlsrpt+gzip", "t.json.gz", &gz(json)), "", 1 << 20, now).unwrap();
         assert_eq!(t.tls.unwrap().organization_name, "o");
         assert!(parse(b"From: a@b.test\r\nSubject: hello\r\n\r\n<p>not a report</p>\r\n", "", 1 << 20, now).is_none());
         assert!(parse(&mime("application/gzip", "x.xml.gz", &gz(XML.as_bytes())), "", 10, now).is_none(), "limit");
+        assert_eq!(r.subject, "Report Domain: a.test");
     }
 
     #[test]

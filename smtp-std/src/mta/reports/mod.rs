@@ -13,8 +13,9 @@
 //!   domain's period (its `ri` rounded as mox does, by default a day, UTC; `[reports] interval`
 //!   for every domain) a report goes through the queue to its `rua=mailto:` addresses.
 //!
-//! Files: [`config`] the keys, [`aggregate`] the XML, [`tlsrpt`] the JSON, [`unpack`] gzip and
-//! zip, [`evaluations`] the store, [`incoming`] and [`outgoing`], [`summary`] for the command.
+//! Files: [`config`] the keys, [`aggregate`] the XML we write and the reports we keep,
+//! [`tlsrpt`] the TLS reports we keep, [`evaluations`] the store, [`incoming`] (mail-auth's
+//! report parsers) and [`outgoing`], [`summary`] for the command.
 
 pub mod aggregate;
 pub mod config;
@@ -23,7 +24,6 @@ pub mod incoming;
 pub mod outgoing;
 pub mod summary;
 pub mod tlsrpt;
-pub mod unpack;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -194,9 +194,19 @@ impl Reports {
             Vec::new()
         });
         for (domain, hours) in domains {
-            // Without `interval` the step is an hour: a domain of `hours` is due at the UTC
-            // hours that are multiples of it (mox's schedule).
-            if self.config.interval.is_some() || hour % u64::from(hours.max(1)) == 0 {
+            // Without `interval` the step is an hour: a domain is due at the UTC hours that
+            // are multiples of its period, from the `ri` of its record now (mox's schedule).
+            let due = self.config.interval.is_some() || {
+                let hours = match dns.txt(&format!("_dmarc.{domain}")) {
+                    Ok(txt) => txt
+                        .iter()
+                        .find_map(|t| outgoing::parse_record(&domain, t))
+                        .map_or(hours, |r| evaluations::interval_hours(r.ri)),
+                    Err(_) => hours,
+                };
+                hour % u64::from(hours.max(1)) == 0
+            };
+            if due {
                 if let Err(e) = store.take(&domain, end) {
                     tracing::error!(domain, "DMARC evaluations: {e}");
                 }

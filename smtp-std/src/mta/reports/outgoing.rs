@@ -306,7 +306,14 @@ mod tests {
             report_id: "100.a.test".into(),
             begin: 10,
             end: 100,
-            policy: PolicyPublished { domain: "a.test".into(), ..Default::default() },
+            policy: PolicyPublished {
+                domain: "a.test".into(),
+                adkim: "r".into(),
+                aspf: "s".into(),
+                p: "reject".into(),
+                sp: "none".into(),
+                pct: 100,
+            },
             ..Default::default()
         };
         let b = build(&f, "mx.b.test", &["d@a.test".into()], UNIX_EPOCH).unwrap();

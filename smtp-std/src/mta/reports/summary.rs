@@ -120,7 +120,7 @@ mod tests {
         let s = sources(&reports);
         assert_eq!(s.len(), 3);
         assert_eq!((s[0].source_ip.as_str(), s[0].messages, s[0].dmarc_fail), ("198.51.100.9", 3, 3));
-        assert_eq!((s[0].rejected, s[0].quarantined), (1, 1));
+        assert_eq!((s[0].rejected, s[0].quarantined), (2, 1));
         assert_eq!((s[1].org.as_str(), s[1].messages, s[1].spf_pass, s[1].dkim_pass), ("g.test", 15, 10, 15));
         assert_eq!(s[2].org, "m.test");
     }
