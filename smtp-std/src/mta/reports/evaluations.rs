@@ -38,6 +38,16 @@ pub fn interval_hours(ri: Option<u64>) -> u32 {
     [24, 12, 8, 6, 4, 3, 2].into_iter().find(|&h| hours >= u64::from(h)).unwrap_or(1)
 }
 
+/// Whether a period of `hours` ends at `end` (seconds since the epoch, a whole hour): the
+/// periods of a day start at UTC midnight, as mox's do.
+pub fn due_at(end: u64, hours: u32) -> bool {
+    let hour = match (end / 3600) % 24 {
+        0 => 24,
+        h => h,
+    };
+    end % 3600 == 0 && hour % u64::from(hours.max(1)) == 0
+}
+
 /// Whether `domain` can name a file (a DNS name in lower case, no `/` nor leading dot).
 pub fn file_safe(domain: &str) -> bool {
     !domain.is_empty()
@@ -174,6 +184,15 @@ mod tests {
         assert_eq!(interval_hours(None), 24);
         assert_eq!((h(1), h(3600), h(3601), h(7200), h(5 * 3600), h(10 * 3600)), (1, 1, 2, 2, 4, 8));
         assert_eq!((h(13 * 3600), h(86400), h(7 * 86400)), (12, 24, 24));
+    }
+
+    #[test]
+    fn periods_end_at_their_utc_hours() {
+        let day = 20_000 * 86400;
+        assert!(due_at(day, 24) && due_at(day, 1) && due_at(day, 8));
+        assert!(!due_at(day + 3600, 24) && due_at(day + 3600, 1) && !due_at(day + 3600, 2));
+        assert!(due_at(day + 8 * 3600, 8) && due_at(day + 8 * 3600, 4) && !due_at(day + 8 * 3600, 12));
+        assert!(due_at(day + 12 * 3600, 12) && !due_at(day + 12 * 3600 + 5, 12), "whole hours only");
     }
 
     #[test]

@@ -185,10 +185,6 @@ impl Reports {
         dns: &crate::mta::auth::dns::Dns,
     ) {
         let Some(store) = &self.store else { return };
-        let hour = match (end / 3600) % 24 {
-            0 => 24,
-            h => h,
-        };
         let domains = store.domains().unwrap_or_else(|e| {
             tracing::error!("DMARC evaluations: {e}");
             Vec::new()
@@ -204,7 +200,7 @@ impl Reports {
                         .map_or(hours, |r| evaluations::interval_hours(r.ri)),
                     Err(_) => hours,
                 };
-                hour % u64::from(hours.max(1)) == 0
+                evaluations::due_at(end, hours)
             };
             if due {
                 if let Err(e) = store.take(&domain, end) {
