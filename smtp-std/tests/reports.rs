@@ -2,7 +2,7 @@
 //! on 127.0.0.3) with dnsmasq serving their MX, SPF and DMARC records; b.test receives mail
 //! from a.test's server (SPF pass) and from another host in a.test's name (SPF fail), and
 //! a.test's `rua` mailboxes get a gzipped RFC 7489 report that Python parses (`email`,
-//! `gzip`, `xml.etree`) with the right counts; an external `rua` only with its
+//! `gzip`, `xml.etree`) with the right counts, DKIM-signed by b.test; an external `rua` only with its
 //! `_report._dmarc` authorisation. Received: reports built by Python's `email` package (DMARC
 //! XML gzipped and zipped, a TLS-RPT JSON gzipped) mailed to the report address are kept and
 //! `smtp-std reports` lists and sums them, the failing source first; a message that is no
@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use common::*;
 use dnsmasq::{txt, Dnsmasq};
+use smtp_std::mta::auth::{DkimAlgorithm, DkimKey};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -120,6 +121,8 @@ fn dmarc_reports_sent_to_the_rua_of_the_senders_domain() {
         return;
     }
     let port = common_port();
+    // b.test signs its mail, the reports too (From postmaster@b.test, its host name).
+    let (key, pem) = DkimKey::generate(DkimAlgorithm::Ed25519).unwrap();
     let dns = Dnsmasq::start(&[
         "host-record=mx.a.test,127.0.0.2".to_owned(),
         "host-record=mx.b.test,127.0.0.3".to_owned(),
@@ -133,10 +136,11 @@ fn dmarc_reports_sent_to_the_rua_of_the_senders_domain() {
         txt("a.test._report._dmarc.c.test", "v=DMARC1"),
         txt("b.test", "v=spf1 ip4:127.0.0.3 -all"),
         txt("_dmarc.b.test", "v=DMARC1; p=none; rua=mailto:dmarc@b.test"),
+        txt("s1._domainkey.b.test", &key.record_value()),
     ]);
     let common = |name: &str, ip: &str, extra: &str| {
         format!(
-            "hostname = \"mx.{name}\"\ndata_dir = \"data\"\naccounts = \"passwd\"\n\
+            "hostname = \"{name}\"\ndata_dir = \"data\"\naccounts = \"passwd\"\n\
              trusted_networks = [\"192.0.2.0/24\"]\n{extra}\n\
              [listen]\nsmtp = [\"{ip}:{port}\"]\n[dns]\nserver = \"{}\"\ntimeout = \"2s\"\n\
              [outbound]\nport = {port}\nbind = \"{ip}\"\n",
@@ -153,9 +157,11 @@ fn dmarc_reports_sent_to_the_rua_of_the_senders_domain() {
     );
     let a_conf = setup(a_dir.path(), "alice@a.test:x\ndmarc@a.test:x\nreports@c.test:x\nx@d.test:x\n", &a_config);
     let b_dir = tempfile::tempdir().unwrap();
+    std::fs::write(b_dir.path().join("dkim.key"), pem).unwrap();
     let b_config = format!(
         "{}[reports]\naddress = \"dmarc@b.test\"\ninterval = \"3s\"\n\
-         [[domain]]\nname = \"b.test\"\n[domain.aliases]\npostmaster = \"bob\"\ndmarc = \"bob\"\n",
+         [[domain]]\nname = \"b.test\"\ndkim_selector = \"s1\"\ndkim_key = \"dkim.key\"\n\
+         [domain.aliases]\npostmaster = \"bob\"\ndmarc = \"bob\"\n",
         common("b.test", "127.0.0.3", "")
     );
     let b_conf = setup(b_dir.path(), "bob@b.test:x\n", &b_config);
@@ -191,14 +197,17 @@ fn dmarc_reports_sent_to_the_rua_of_the_senders_domain() {
         sum == want
     });
     let first = last.clone();
-    assert!(first.contains("FROM postmaster@mx.b.test") && first.contains("ORG mx.b.test"), "{first}");
+    assert!(first.contains("FROM postmaster@b.test") && first.contains("ORG b.test"), "{first}");
     assert!(first.contains("POLICY a.test none"), "{first}");
     let file = first.lines().find(|l| l.starts_with("FILE ")).unwrap();
     let parts: Vec<&str> = file["FILE ".len()..].split('!').collect();
-    assert_eq!((parts.len(), parts[0], parts[1]), (4, "mx.b.test", "a.test"), "{file}");
+    assert_eq!((parts.len(), parts[0], parts[1]), (4, "b.test", "a.test"), "{file}");
     assert!(parts[3].ends_with(".xml.gz") && parts[2].parse::<u64>().is_ok(), "{file}");
     let subject = first.lines().find(|l| l.starts_with("SUBJECT ")).unwrap();
-    assert!(subject.starts_with("SUBJECT Report Domain: a.test Submitter: mx.b.test Report-ID: <"), "{subject}");
+    assert!(subject.starts_with("SUBJECT Report Domain: a.test Submitter: b.test Report-ID: <"), "{subject}");
+    // Signed by b.test, and a.test found the signature good.
+    let stored = String::from_utf8(std::fs::read(&files(&rua, "new")[0]).unwrap()).unwrap().replace("\r\n\t", " ");
+    assert!(stored.contains("dkim=pass header.d=b.test"), "{stored}");
     // The authorised external address got it too, the unauthorised one not.
     let c = a_dir.path().join("data/mailboxes/c.test/reports");
     wait_until("c.test's rua got the report", T, || !files(&c, "new").is_empty());

@@ -386,7 +386,7 @@ impl MailServer {
         };
         let parts = assemble(config, checked, &base, user)?;
         own_dir(&crate::mta::reports::dir(&config.data_dir), user)?;
-        let reports = Arc::new(crate::mta::reports::Reports::open(config)?);
+        let reports = Arc::new(crate::mta::reports::Reports::open(config)?.with_signer(signer(config)?));
 
         let limits = &config.limits;
         // The trusted networks (this host by default) are exempt, as Postfix exempts $mynetworks.

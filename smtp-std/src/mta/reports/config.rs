@@ -27,6 +27,9 @@ pub struct ReportsConfig {
     /// The most evaluations kept per sending domain until its next report (beyond them the
     /// domain's evaluations are not recorded, and a warning is logged). Default 100000.
     pub max_evaluations: usize,
+    /// Received reports older than this are deleted (looked at hourly). Default 400 days.
+    #[serde(deserialize_with = "duration")]
+    pub keep_received: Duration,
     /// The line of `address` (set once the file is read), for errors found later.
     #[serde(skip)]
     pub address_line: Option<usize>,
@@ -40,6 +43,7 @@ impl Default for ReportsConfig {
             interval: None,
             max_report_size: 20 << 20,
             max_evaluations: 100_000,
+            keep_received: Duration::from_secs(400 * 86400),
             address_line: None,
         }
     }
@@ -52,6 +56,7 @@ impl PartialEq for ReportsConfig {
             && self.interval == o.interval
             && self.max_report_size == o.max_report_size
             && self.max_evaluations == o.max_evaluations
+            && self.keep_received == o.keep_received
     }
 }
 
@@ -83,6 +88,11 @@ impl ReportsConfig {
         }
         Ok(())
     }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::mta::config::parse_duration(&s).map_err(de::Error::custom)
 }
 
 fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

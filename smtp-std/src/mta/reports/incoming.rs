@@ -75,6 +75,22 @@ pub fn store(dir: &Path, r: &Received) -> io::Result<PathBuf> {
     Err(io::Error::other(format!("{}: 1000 reports in one second", dir.display())))
 }
 
+/// Deletes the reports in `dir` that arrived before `before` (seconds since the epoch, as
+/// their file names begin); how many.
+pub fn prune(dir: &Path, before: u64) -> io::Result<usize> {
+    let mut n = 0;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let at = name.split('-').next().and_then(|t| t.parse::<u64>().ok());
+        if name.ends_with(".json") && at.is_some_and(|t| t < before) {
+            fs::remove_file(&path)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// The reports kept in `dir`, oldest first: each file's path and its report, or why it
 /// cannot be read.
 pub fn list(dir: &Path) -> io::Result<Vec<(PathBuf, Result<Received, String>)>> {
@@ -152,6 +168,8 @@ mod tests {
         assert_eq!(l.len(), 3);
         assert_eq!(l[0].1.as_ref().unwrap(), &r);
         assert!(l[2].1.is_err());
+        assert_eq!(prune(dir.path(), 6).unwrap(), 2, "the two from second 5");
+        assert_eq!(list(dir.path()).unwrap().len(), 1);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&p1).unwrap().permissions().mode() & 0o777, 0o600);
     }

@@ -49,7 +49,6 @@ pub fn received_dir(data_dir: &Path) -> PathBuf {
 
 /// The reports of a running server: where received ones are kept, the evaluations waiting
 /// for the reports we send.
-#[derive(Debug)]
 pub struct Reports {
     config: ReportsConfig,
     address: Option<String>,
@@ -57,6 +56,14 @@ pub struct Reports {
     store: Option<evaluations::Store>,
     hostname: String,
     ours: Vec<String>,
+    /// DKIM-signs a report when our key covers its From domain (the host name's).
+    sign: Option<crate::mta::inbound::Signer>,
+}
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reports").field("address", &self.address).field("received", &self.received).finish()
+    }
 }
 
 impl Reports {
@@ -83,7 +90,14 @@ impl Reports {
             store,
             hostname: config.hostname.clone(),
             ours: config.domains.iter().map(|d| d.name.to_ascii_lowercase()).collect(),
+            sign: None,
         })
+    }
+
+    /// Signs the reports we send with `sign` (the one of submitted mail: our domains' keys).
+    pub fn with_signer(mut self, sign: crate::mta::inbound::Signer) -> Self {
+        self.sign = Some(sign);
+        self
     }
 
     /// Whether `rcpt` is the report address.
@@ -145,8 +159,9 @@ impl Reports {
         Ok(Some(path))
     }
 
-    /// Starts the thread that sends the DMARC reports (when `send_dmarc` is on): at the end
-    /// of each period, see [`outgoing`]. It stops soon after `stop` is set.
+    /// Starts the thread that sends the DMARC reports (when `send_dmarc` is on) at the end of
+    /// each period (see [`outgoing`]), and deletes the received reports older than
+    /// `keep_received`. It stops soon after `stop` is set.
     pub fn start_sender(
         self: &Arc<Self>,
         queue: crate::mta::queue::Queue,
@@ -156,7 +171,6 @@ impl Reports {
     ) -> io::Result<Option<JoinHandle<()>>> {
         if self.store.is_none() {
             tracing::info!("DMARC aggregate reports not sent ([reports] send_dmarc = false)");
-            return Ok(None);
         }
         let me = self.clone();
         let step = self.config.interval.map_or(3600, |d| d.as_secs().max(1));
@@ -184,6 +198,12 @@ impl Reports {
         handoff: &crate::mta::queue::worker::Handoff,
         dns: &crate::mta::auth::dns::Dns,
     ) {
+        let before = end.saturating_sub(self.config.keep_received.as_secs());
+        match incoming::prune(&self.received, before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "received reports older than [reports] keep_received deleted"),
+            Err(e) => tracing::warn!(dir = %self.received.display(), "old reports not deleted: {e}"),
+        }
         let Some(store) = &self.store else { return };
         let domains = store.domains().unwrap_or_else(|e| {
             tracing::error!("DMARC evaluations: {e}");
@@ -212,7 +232,10 @@ impl Reports {
         let enqueue = |to: &[String], message: &[u8]| -> io::Result<String> {
             let rcpts = to.iter().map(|a| crate::mta::queue::Recipient::new(a)).collect();
             let mut entry = crate::mta::queue::Entry::new(&from, rcpts, SystemTime::now());
-            let id = queue.submit(&mut entry, message)?;
+            let split = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 4);
+            let signature = self.sign.as_ref().and_then(|sign| sign(&message[..split], &mut &message[split..]));
+            let signed = [signature.as_deref().unwrap_or_default(), message].concat();
+            let id = queue.submit(&mut entry, &signed)?;
             handoff.attempt_now(&id);
             Ok(id)
         };
