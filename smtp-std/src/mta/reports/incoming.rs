@@ -168,9 +168,9 @@ mod tests {
         assert_eq!(l.len(), 3);
         assert_eq!(l[0].1.as_ref().unwrap(), &r);
         assert!(l[2].1.is_err());
-        assert_eq!(prune(dir.path(), 6).unwrap(), 2, "the two from second 5");
-        assert_eq!(list(dir.path()).unwrap().len(), 1);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&p1).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(prune(dir.path(), 6).unwrap(), 2, "the two from second 5");
+        assert_eq!(list(dir.path()).unwrap().len(), 1);
     }
 }
