@@ -312,8 +312,7 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
          [domain.aliases]\n\
          postmaster = {local_q}\n\
          abuse = {local_q}\n\
-         # Mail to the report address that is no report.\n\
-         dmarc = {local_q}\n",
+         {dmarc_alias}",
         hostname = quoted(&args.hostname),
         hostname_raw = args.hostname,
         data = quoted(&data_dir.to_string_lossy()),
@@ -325,6 +324,12 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
         key = quoted(&key_pem.to_string_lossy()),
         domain_q = quoted(domain),
         reports_q = quoted(&format!("dmarc@{domain}")),
+        // (An account named dmarc is the report address itself.)
+        dmarc_alias = if local.eq_ignore_ascii_case("dmarc") {
+            String::new()
+        } else {
+            format!("# Mail to the report address that is no report.\ndmarc = {}\n", quoted(local))
+        },
         local_q = quoted(local),
         selector = args.selector,
         selector_q = quoted(&args.selector),
