@@ -1,8 +1,9 @@
 //! The DMARC evaluations of received mail, kept per policy domain until its next report:
-//! one line of JSON per message appended to `<dir>/<domain>.jsonl` and fsynced; at a
-//! report's time the file is renamed into `<dir>/sending/` (new evaluations start a new
-//! file) and removed once the report is queued, so a crash loses nothing and sends nothing
-//! twice but the report being queued at that moment.
+//! one line of JSON per message appended to `<dir>/<domain>.jsonl` (not fsynced: a crash
+//! may lose the last seconds of evaluations, never mail); at a report's time the file is
+//! renamed (and that fsynced) into `<dir>/sending/` (new evaluations start a new file) and
+//! removed once the report is queued, so nothing is sent twice but the report being queued
+//! at that moment.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -85,7 +86,7 @@ impl Store {
         self.dir.join(format!("{domain}.jsonl"))
     }
 
-    /// Appends `e` to its domain's file and fsyncs it; `Ok(false)`: the domain has
+    /// Appends `e` to its domain's file (not fsynced); `Ok(false)`: the domain has
     /// [`Store::open`]'s maximum already (not recorded).
     pub fn add(&self, e: &Evaluation) -> io::Result<bool> {
         if !file_safe(&e.domain) {
@@ -103,17 +104,14 @@ impl Store {
         }
         let mut line = serde_json::to_vec(e).map_err(io::Error::other)?;
         line.push(b'\n');
-        let new = !path.exists();
         let mut f = OpenOptions::new().append(true).create(true).mode(private::FILE_MODE).open(&path)?;
         f.write_all(&line)?;
         counts.insert(e.domain.clone(), n + 1);
-        // The line is in the file (or in the one `take` renames it to): other sessions need
-        // not wait for the disk.
+        // Not fsynced: an evaluation is statistics, not mail. The page cache writes it out
+        // within seconds, and a crash loses at most those lines (a torn last line is skipped
+        // by `read`); an fsync here would cost every received message a second journal
+        // commit before its 250.
         drop(counts);
-        f.sync_data()?;
-        if new {
-            fs::File::open(&self.dir)?.sync_all()?;
-        }
         Ok(true)
     }
 
@@ -136,6 +134,13 @@ impl Store {
     pub fn take(&self, domain: &str, end: u64) -> io::Result<Option<PathBuf>> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let to = self.dir.join("sending").join(format!("{domain}.{end}.jsonl"));
+        // The period's lines on the disk before the file changes its name (they were
+        // appended without an fsync).
+        match fs::File::open(self.current(domain)) {
+            Ok(f) => f.sync_all()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
         match fs::rename(self.current(domain), &to) {
             Ok(()) => {
                 counts.insert(domain.to_owned(), 0);
