@@ -58,6 +58,9 @@ pub struct Reports {
     ours: Vec<String>,
     /// DKIM-signs a report when our key covers its From domain (the host name's).
     sign: Option<crate::mta::inbound::Signer>,
+    /// Held while a message to the report address is in memory: one at a time, so that
+    /// many sessions sending at once hold `max_report_size` (and its inflation) once.
+    parsing: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Reports {
@@ -91,6 +94,7 @@ impl Reports {
             hostname: config.hostname.clone(),
             ours: config.domains.iter().map(|d| d.name.to_ascii_lowercase()).collect(),
             sign: None,
+            parsing: std::sync::Mutex::new(()),
         })
     }
 
@@ -124,7 +128,7 @@ impl Reports {
     }
 
     /// A message for `rcpts` only to the report address, read from `content` (at most
-    /// `max_report_size` of it is held): when it holds a report, keeps it and says where
+    /// `max_report_size` of it is held, by one session at a time): when it holds a report, keeps it and says where
     /// (the message needs no delivery). `None`: deliver it as usual. `Err`: reading the
     /// message or writing the report failed.
     pub fn receive(
@@ -136,6 +140,7 @@ impl Reports {
         if rcpts.len() != 1 || !self.is_report_address(&rcpts[0].0) {
             return Ok(None);
         }
+        let _one = self.parsing.lock().unwrap_or_else(|p| p.into_inner());
         let mut message = Vec::new();
         content.take(self.config.max_report_size.saturating_add(1)).read_to_end(&mut message)?;
         if message.len() as u64 > self.config.max_report_size {
