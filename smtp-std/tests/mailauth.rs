@@ -445,6 +445,8 @@ example.org. 3600 IN TXT \"v=spf1 ip4:203.0.113.7 ip6:2001:db8::7 mx -all\"
 ;   and publish the record it prints (or pass --selector S --key FILE here).
 ; DMARC: what receivers do with mail that fails both SPF and DKIM alignment.
 _dmarc.example.org. 3600 IN TXT \"v=DMARC1; p=reject; rua=mailto:dmarc@example.org\"
+; TLS reports: senders report their TLS failures to this address (RFC 8460).
+_smtp._tls.example.org. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:postmaster@example.org\"
 ; Reverse DNS: ask the provider of each address to publish these PTR records.
 7.113.0.203.in-addr.arpa. 3600 IN PTR mail.example.org.
 7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. 3600 IN PTR mail.example.org.
@@ -487,6 +489,7 @@ fn check_good_and_broken_domains() {
         txt("good.test", "v=spf1 mx -all"),
         txt("_dmarc.good.test", "v=DMARC1; p=reject; rua=mailto:d@good.test"),
         txt("s1._domainkey.good.test", &key.record_value()),
+        txt("_smtp._tls.good.test", "v=TLSRPTv1; rua=mailto:tls@good.test"),
         // Warnings only: p=none.
         "mx-host=monitor.test,mail.good.test,10".to_owned(),
         txt("monitor.test", "v=spf1 mx ~all"),
@@ -496,6 +499,8 @@ fn check_good_and_broken_domains() {
         txt("broken.test", "v=spf1 mx"),
         txt("broken.test", "v=spf1 -all"),
         txt("s1._domainkey.broken.test", "v=DKIM1; k=rsa; p=AAAA"),
+        txt("_mta-sts.broken.test", "v=STSv1; id=not-an-id"),
+        txt("_smtp._tls.broken.test", "v=TLSRPTv1;"),
         // No MX at all, one SPF record without -all.
         "host-record=nomx.test,192.0.2.2".to_owned(),
         txt("nomx.test", "v=spf1 a"),
@@ -513,7 +518,11 @@ fn check_good_and_broken_domains() {
     assert_eq!(out.status, Some(0), "{}", out.stdout);
     assert!(out.stdout.contains("ok:      MX 10 mail.good.test (192.0.2.1, 2001:db8::1)"), "{}", out.stdout);
     assert!(out.stdout.contains("ok:      DKIM key at s1._domainkey.good.test"), "{}", out.stdout);
-    assert!(!out.stdout.contains("error") && !out.stdout.contains("warning:"), "{}", out.stdout);
+    assert!(out.stdout.contains("ok:      TLS-RPT \"v=TLSRPTv1; rua=mailto:tls@good.test\""), "{}", out.stdout);
+    // Only MTA-STS is missing (a warning: senders cannot insist on TLS).
+    let warnings: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert!(warnings.len() == 1 && warnings[0].contains("no MTA-STS record at _mta-sts.good.test"), "{}", out.stdout);
+    assert!(!out.stdout.contains("error"), "{}", out.stdout);
 
     let out = check("monitor.test", None);
     assert_eq!(out.status, Some(0), "{}", out.stdout);
@@ -526,6 +535,8 @@ fn check_good_and_broken_domains() {
         "error:   2 SPF records for broken.test",
         "error:   no DMARC record",
         "error:   DKIM record at s1._domainkey.broken.test is bad",
+        "error:   MTA-STS record \"v=STSv1; id=not-an-id\": id must be 1 to 32 letters and digits",
+        "error:   TLS-RPT record \"v=TLSRPTv1;\" at _smtp._tls.broken.test has no rua=mailto:",
     ] {
         assert!(out.stdout.contains(want), "{want:?} missing in:\n{}", out.stdout);
     }
