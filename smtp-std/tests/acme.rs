@@ -3,7 +3,9 @@
 //! certificate for its hostname and `mta-sts.<domain>` by tls-alpn-01 (and, in another
 //! test, http-01), presents it on 25 (STARTTLS), 587 (STARTTLS), 465 and the https listener,
 //! where it serves the MTA-STS policy; and renews it (pebble's certificates are made to live
-//! 24 s here, so renewal comes at 16 s) into every listener without a restart.
+//! 24 s here, so renewal comes at 16 s) into every listener without a restart. `records`
+//! prints the MTA-STS and TLS-RPT records, `check` finds them and fetches the policy, a reload
+//! changes the policy served; an unreachable directory is named in the log and retried.
 #![cfg(feature = "mta")]
 
 mod common;
@@ -297,6 +299,32 @@ fn tls_alpn_01_certificate_on_every_listener_and_renewed_without_restart() {
 }
 
 #[test]
+fn an_unreachable_directory_is_named_and_retried_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = ports();
+    let nowhere = Pebble {
+        _child: ChildGuard(Command::new("true").spawn().unwrap()),
+        dir_url: format!("https://127.0.0.1:{}/dir", free_port()),
+        management: ([127, 0, 0, 1], 1).into(),
+        ca: dir.join("ca.pem"),
+    };
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+    std::fs::write(&nowhere.ca, ca.cert.pem()).unwrap();
+    let config = setup(dir, &p, &nowhere, "tls-alpn-01");
+    let server = Program::start(dir, &["--config", config.to_str().unwrap()]);
+    wait_until("the ACME error in the log", Duration::from_secs(20), || server.log_contains("ACME: no certificate"));
+    let log = server.log.lock().unwrap().join("\n");
+    let want = format!("ACME: no certificate from {0}: the ACME directory: GET {0}: connecting to", nowhere.dir_url);
+    assert!(log.contains(&want) && log.contains("check [acme] directory"), "{log}");
+    assert!(log.contains("retry_in_s=60"), "{log}");
+    // Meanwhile the mail listeners run, on the stand-in certificate.
+    let mut tcp = TcpStream::connect(("127.0.0.1", p.smtp)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(smtp_reply(&mut tcp).starts_with("220"));
+}
+
+#[test]
 fn http_01_certificate_and_redirect() {
     if !have("pebble") || !Dnsmasq::available() {
         return;
@@ -361,6 +389,17 @@ fn http_01_certificate_and_redirect() {
     let id = our_policy().id();
     assert!(out.contains(&format!("ok:      MTA-STS policy {url}: mode enforce, id {id}")), "{out}");
     assert!(out.contains("ok:      TLS-RPT \"v=TLSRPTv1; rua=mailto:postmaster@example.test\""), "{out}");
+    // A reload changes the policy served (and so its id).
+    let text = std::fs::read_to_string(&config).unwrap().replace("mta_sts = \"enforce\"", "mta_sts = \"testing\"");
+    std::fs::write(&config, text).unwrap();
+    let reload =
+        run(Command::new(bin).args(["reload", "--config", config.to_str().unwrap()]), b"", Duration::from_secs(20));
+    assert_eq!(reload.status, Some(0), "{} {}", reload.stdout, reload.stderr);
+    let served = policy(&root, p.https).unwrap();
+    assert!(served.contains("mode: testing"), "{served}");
+    let out = check(&["--ca", root.to_str().unwrap()]);
+    assert!(out.contains("warning: MTA-STS policy") && out.contains("mode testing"), "{out}");
+    assert!(out.contains("the policy served now has id"), "the stale id is named: {out}");
     // Without trusting the CA: the certificate is named as the problem.
     let out = check(&[]);
     eprintln!("check without the CA:\n{out}");
