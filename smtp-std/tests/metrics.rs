@@ -2,8 +2,8 @@
 //! of every kind — a message stored, recipients refused, a message refused, an AUTH failure,
 //! a submission relayed through a smarthost (in-process receiver) where one recipient is
 //! delivered and one refused for good (a bounce back into alice's mailbox) — with the numbers
-//! checked exactly; a second scrape after more traffic (and a recipient deferred) shows them
-//! grown and the queue's gauges. A bad `metrics` address is refused at start with file,
+//! checked exactly; a second scrape after more traffic (a recipient deferred, a connection
+//! over `max_connections_per_client`) shows them grown, the limit hit and the queue's gauges. A bad `metrics` address is refused at start with file,
 //! line and key.
 #![cfg(feature = "mta")]
 
@@ -112,6 +112,7 @@ fn config(dir: &Path, smarthost: u16, metrics: &str) -> (String, u16) {
 data_dir = "data"
 accounts = "passwd"
 mail_auth = false
+trusted_networks = []
 [listen]
 smtp = ["127.0.0.1:0"]
 submission = ["127.0.0.1:{submission}"]
@@ -123,6 +124,8 @@ key = {key:?}
 smarthost = "127.0.0.1:{smarthost}"
 smarthost_tls = "none"
 timeout = "10s"
+[limits]
+max_connections_per_client = 2
 [queue]
 retry = ["1s"]
 scan_interval = "200ms"
@@ -166,7 +169,8 @@ fn scrape_after_a_delivery_a_refusal_and_a_bounce() {
     .stdout;
     let not_after = not_after.trim().trim_start_matches("notAfter=");
     let py = format!("import ssl; print(int(ssl.cert_time_to_seconds({not_after:?})))");
-    let expiry: f64 = run(Command::new("python3").args(["-c", &py]), b"", Duration::from_secs(10)).stdout.trim().parse().unwrap();
+    let expiry: f64 =
+        run(Command::new("python3").args(["-c", &py]), b"", Duration::from_secs(10)).stdout.trim().parse().unwrap();
     check(&m, &[("smtp_std_tls_certificate_expiry_timestamp_seconds", expiry)]);
     assert_eq!(curl(metrics, "/").0, 404);
     assert_eq!(curl(metrics, "/metricsx").0, 404);
@@ -213,7 +217,8 @@ except smtplib.SMTPDataError as e:
             ("smtp_std_messages_submitted_total", 1.0),
             ("smtp_std_recipients_refused_total{reason=\"unknown_user\"}", 1.0),
             ("smtp_std_recipients_refused_total{reason=\"relay_denied\"}", 1.0),
-            ("smtp_std_auth_failures_total", 1.0),
+            // smtplib tries PLAIN, then LOGIN: two AUTH commands refused.
+            ("smtp_std_auth_failures_total", 2.0),
             // friend@far.test, and the bounce into alice's mailbox; nobody@far.test.
             ("smtp_std_deliveries_total{result=\"delivered\"}", 2.0),
             ("smtp_std_deliveries_total{result=\"bounced\"}", 1.0),
@@ -240,11 +245,20 @@ out.append(len(s.sendmail("alice@a.test", ["later@far.test"], b"From: alice@a.te
     wait_until("a deferral", Duration::from_secs(20), || {
         scrape(metrics)["smtp_std_deliveries_total{result=\"deferred\"}"] >= 1.0
     });
+    // A third connection at once from this client: refused by max_connections_per_client.
+    let mut held = [Client::connect(mta.addr), Client::connect(mta.addr)];
+    for c in &mut held {
+        assert!(c.reply().starts_with("220 "));
+    }
+    let mut third = Client::connect(mta.addr);
+    assert!(third.reply().starts_with("421 4.7.0"));
     let m = scrape(metrics);
     check(
         &m,
         &[
-            ("smtp_std_sessions_opened_total{listener=\"smtp\"}", 2.0),
+            ("smtp_std_limit_hits_total{limit=\"connections_per_client\"}", 1.0),
+            ("smtp_std_limit_hits_total{limit=\"connection_rate\"}", 0.0),
+            ("smtp_std_sessions_opened_total{listener=\"smtp\"}", 4.0),
             ("smtp_std_sessions_opened_total{listener=\"submission\"}", 2.0),
             ("smtp_std_messages_received_total{result=\"accepted\",reason=\"\"}", 4.0),
             ("smtp_std_messages_submitted_total", 2.0),
@@ -263,7 +277,11 @@ fn a_bad_metrics_address_is_refused_with_file_line_and_key() {
     std::fs::write(&path, &text).unwrap();
     let line = text.lines().position(|l| l.starts_with("metrics =")).unwrap() + 1;
     let out = run(
-        Command::new(env!("CARGO_BIN_EXE_smtp-std")).current_dir(dir.path()).args(["serve", "--config", "smtp-std.toml"]),
+        Command::new(env!("CARGO_BIN_EXE_smtp-std")).current_dir(dir.path()).args([
+            "serve",
+            "--config",
+            "smtp-std.toml",
+        ]),
         b"",
         Duration::from_secs(30),
     );
@@ -276,7 +294,11 @@ fn a_bad_metrics_address_is_refused_with_file_line_and_key() {
     let (text, _) = config(dir.path(), 25, &format!("\"{addr}\""));
     std::fs::write(&path, &text).unwrap();
     let out = run(
-        Command::new(env!("CARGO_BIN_EXE_smtp-std")).current_dir(dir.path()).args(["serve", "--config", "smtp-std.toml"]),
+        Command::new(env!("CARGO_BIN_EXE_smtp-std")).current_dir(dir.path()).args([
+            "serve",
+            "--config",
+            "smtp-std.toml",
+        ]),
         b"",
         Duration::from_secs(30),
     );

@@ -12,8 +12,8 @@ use smtp_std::mta::accounts::AccountsFile;
 use smtp_std::mta::config::Config;
 use smtp_std::mta::inbound::{InboundHandler, InboundPolicy, Route};
 use smtp_std::mta::maildir::{system_hostname, Maildir};
-use smtp_std::mta::metrics::Metered;
 use smtp_std::mta::mailserver::MailServer;
+use smtp_std::mta::metrics::Metered;
 use smtp_std::proxy::Network;
 use smtp_std::{tls, Options, Server};
 

@@ -22,17 +22,20 @@ pub struct Metered<H> {
     inner: H,
     /// The server of the submission listeners (587 and 465, told apart by implicit TLS).
     submission: bool,
+    /// A piece of the current message could not be stored: the end of data is refused with
+    /// `4xx` (the binding calls `data_abort` with no error).
+    chunk_failed: Option<Reason>,
 }
 
 impl<H> Metered<H> {
     /// `inner` on the `smtp` listeners.
     pub fn smtp(inner: H) -> Self {
-        Self { inner, submission: false }
+        Self { inner, submission: false, chunk_failed: None }
     }
 
     /// `inner` on the `submission` and `submissions` listeners.
     pub fn submission(inner: H) -> Self {
-        Self { inner, submission: true }
+        Self { inner, submission: true, chunk_failed: None }
     }
 
     /// The handler inside.
@@ -143,6 +146,7 @@ impl<H: Handler> Handler for Metered<H> {
     }
 
     fn data_start(&mut self, session: &Session) -> Decision {
+        self.chunk_failed = None;
         let d = self.inner.data_start(session);
         if refusal(&d).is_some() {
             message_end(&d, session);
@@ -151,7 +155,12 @@ impl<H: Handler> Handler for Metered<H> {
     }
 
     fn data_chunk(&mut self, session: &Session, chunk: &[u8]) -> io::Result<()> {
-        self.inner.data_chunk(session, chunk)
+        let result = self.inner.data_chunk(session, chunk);
+        if let Err(e) = &result {
+            let storage = crate::handler::is_storage_full(e);
+            self.chunk_failed = Some(if storage { Reason::Storage } else { Reason::Local });
+        }
+        result
     }
 
     fn data_end(&mut self, session: &Session, size: u64) -> Decision {
@@ -161,11 +170,12 @@ impl<H: Handler> Handler for Metered<H> {
     }
 
     fn data_abort(&mut self, session: &Session, error: Option<DataError>) {
-        let (result, why) = match error {
-            None => (Received::Lost, Reason::None),
-            Some(DataError::TooBig) => (Received::Refused, Reason::Size),
-            Some(DataError::BareLineEnding | DataError::LineTooLong) => (Received::Refused, Reason::Content),
-            Some(_) => (Received::Refused, Reason::Other),
+        let (result, why) = match (error, self.chunk_failed.take()) {
+            (None, Some(why)) => (Received::Deferred, why),
+            (None, None) => (Received::Lost, Reason::None),
+            (Some(DataError::TooBig), _) => (Received::Refused, Reason::Size),
+            (Some(DataError::BareLineEnding | DataError::LineTooLong), _) => (Received::Refused, Reason::Content),
+            (Some(_), _) => (Received::Refused, Reason::Other),
         };
         get().received(result, why);
         self.inner.data_abort(session, error)

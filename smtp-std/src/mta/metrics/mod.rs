@@ -222,10 +222,6 @@ impl<V: Values> ByLabel<V> {
             c.inc();
         }
     }
-
-    fn get(&self, v: V) -> u64 {
-        self.counters.get(v.index()).map_or(0, Counter::get)
-    }
 }
 
 /// What scrapes compute: the queue's entries and the certificate.
@@ -274,29 +270,48 @@ impl Metrics {
         let mut received = Vec::new();
         for result in Received::ALL {
             for reason in Reason::ALL {
-                received.push(received_family.get_or_create_owned(&[("result", result.label()), ("reason", reason.label())]));
+                received.push(
+                    received_family.get_or_create_owned(&[("result", result.label()), ("reason", reason.label())]),
+                );
             }
         }
         r.register("messages_received", "Messages clients sent, by result and reason of a refusal", received_family);
-        let rcpt_refused = ByLabel::new(&mut r, "recipients_refused", "Recipients refused at RCPT, by reason", "reason");
+        let rcpt_refused =
+            ByLabel::new(&mut r, "recipients_refused", "Recipients refused at RCPT, by reason", "reason");
         let submitted = Counter::default();
-        r.register("messages_submitted", "Messages accepted from authenticated clients (submission)", submitted.clone());
-        let deliveries = ByLabel::new(&mut r, "deliveries", "Recipients' delivery attempts from the queue, by result", "result");
-        let seconds = Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 16)));
+        r.register(
+            "messages_submitted",
+            "Messages accepted from authenticated clients (submission)",
+            submitted.clone(),
+        );
+        let deliveries =
+            ByLabel::new(&mut r, "deliveries", "Recipients' delivery attempts from the queue, by result", "result");
+        let seconds =
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 16)));
         let delivery_seconds =
             Delivery::ALL.iter().map(|d| seconds.get_or_create_owned(&[("result", d.label())])).collect();
-        r.register("delivery_duration_seconds", "Duration of the delivery attempt of each recipient, by result", seconds);
+        r.register(
+            "delivery_duration_seconds",
+            "Duration of the delivery attempt of each recipient, by result",
+            seconds,
+        );
         let auth_failures = Counter::default();
         r.register("auth_failures", "AUTH attempts refused (wrong user or password)", auth_failures.clone());
-        let limits = ByLabel::new(&mut r, "limit_hits", "Clients refused by a per-client limit or max_clients", "limit");
+        let limits =
+            ByLabel::new(&mut r, "limit_hits", "Clients refused by a per-client limit or max_clients", "limit");
         let spf = ByLabel::new(&mut r, "spf_results", "SPF results of mail from outside", "result");
-        let dkim = ByLabel::new(&mut r, "dkim_results", "DKIM results of mail from outside (one per signature)", "result");
+        let dkim =
+            ByLabel::new(&mut r, "dkim_results", "DKIM results of mail from outside (one per signature)", "result");
         let dmarc = ByLabel::new(&mut r, "dmarc_results", "DMARC results of mail from outside", "result");
         let dnsbl = ByLabel::new(&mut r, "dnsbl_hits", "DNSBL zones listing a client, by kind of list", "list");
         let milter = ByLabel::new(&mut r, "milter_verdicts", "What the milters decided about a message", "verdict");
         let (queue_entries, queue_oldest, cert_expiry) = (Gauge::default(), Gauge::default(), Gauge::default());
         r.register("queue_entries", "Messages in the outbound queue", queue_entries.clone());
-        r.register("queue_oldest_age_seconds", "Age of the oldest message in the queue (0: empty)", queue_oldest.clone());
+        r.register(
+            "queue_oldest_age_seconds",
+            "Age of the oldest message in the queue (0: empty)",
+            queue_oldest.clone(),
+        );
         r.register(
             "tls_certificate_expiry_timestamp_seconds",
             "When the [tls] certificate expires (its notAfter, unix seconds)",
@@ -412,16 +427,6 @@ impl Metrics {
     /// The running server's queue and certificate, for the gauges computed at each scrape.
     pub fn set_sources(&self, sources: Sources) {
         *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = sources;
-    }
-
-    /// Counters for tests: messages received as `result`/`reason`.
-    pub fn received_count(&self, result: Received, reason: Reason) -> u64 {
-        self.received.get(result.index() * Reason::ALL.len() + reason.index()).map_or(0, Counter::get)
-    }
-
-    /// Counters for tests: recipients refused for `reason`.
-    pub fn rcpt_refused_count(&self, reason: RcptReason) -> u64 {
-        self.rcpt_refused.get(reason)
     }
 
     /// Every metric in the OpenMetrics text format, the gauges computed now.
