@@ -8,6 +8,8 @@
 #![cfg(feature = "mta")]
 
 mod common;
+#[path = "common/dnsmasq.rs"]
+mod dnsmasq;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -174,6 +176,18 @@ fn scrape_after_a_delivery_a_refusal_and_a_bounce() {
     check(&m, &[("smtp_std_tls_certificate_expiry_timestamp_seconds", expiry)]);
     assert_eq!(curl(metrics, "/").0, 404);
     assert_eq!(curl(metrics, "/metricsx").0, 404);
+    // A head past 8 KiB is refused; a client that says nothing holds up no scrape.
+    let big = format!("X-Big: {}", "a".repeat(9000));
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "-H", &big])
+        .arg(format!("http://127.0.0.1:{metrics}/metrics"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "431");
+    let _silent = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(curl(metrics, "/metrics").0, 200);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 
     // Port 25: a message stored for alice; an unknown user and a relay attempt refused.
     assert_eq!(plain(mta.addr, &["alice@a.test", "nobody@a.test", "x@far.test"]), [250, 550, 550, 250]);
@@ -304,4 +318,69 @@ fn a_bad_metrics_address_is_refused_with_file_line_and_key() {
     );
     assert_ne!(out.status, Some(0), "{}", out.stderr);
     assert!(out.stderr.contains(&format!("listen.metrics: cannot listen on {addr}")), "{}", out.stderr);
+}
+
+/// A message on port 25 from the loopback address `source`, from `from` to alice: the reply
+/// to the end of data.
+fn from_source(source: &str, server: SocketAddr, from: &str) -> String {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.connect_timeout(&server.into(), Duration::from_secs(5)).unwrap();
+    let mut c = Client::from_stream(sock.into());
+    assert!(c.reply().starts_with("220"));
+    assert!(c.cmd("EHLO client.sender.test").starts_with("250"));
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@a.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    let end = c.cmd(&format!("From: {from}\r\nSubject: hi\r\nMessage-ID: <1@sender.test>\r\n\r\nhello\r\n."));
+    let _ = c.cmd("QUIT");
+    end
+}
+
+#[test]
+fn spf_dkim_dmarc_and_dnsbl_results_counted() {
+    if !have("curl") || !dnsmasq::Dnsmasq::available() {
+        return;
+    }
+    // bl.test lists 127.0.0.9 (and its test point 127.0.0.2); sender.test's SPF names 127.0.0.9.
+    let dns = dnsmasq::Dnsmasq::start(&[
+        "address=/2.0.0.127.bl.test/127.0.0.2".to_owned(),
+        "address=/9.0.0.127.bl.test/127.0.0.2".to_owned(),
+        dnsmasq::txt("sender.test", "v=spf1 ip4:127.0.0.9 -all"),
+        dnsmasq::txt("_dmarc.sender.test", "v=DMARC1; p=none"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("passwd"), passwd_text("alice@a.test:wonderland\n")).unwrap();
+    let metrics = free_port();
+    let text = format!(
+        "hostname = \"mx.a.test\"\ndata_dir = \"data\"\naccounts = \"passwd\"\ntrusted_networks = []\n\
+         [listen]\nsmtp = [\"127.0.0.1:0\"]\nmetrics = [\"127.0.0.1:{metrics}\"]\n\
+         [dns]\nserver = \"{}\"\ntimeout = \"2s\"\n[spam]\ndnsbl_threshold = 3\n\
+         [[dnsbl]]\nzone = \"bl.test\"\n[[domain]]\nname = \"a.test\"\n[domain.aliases]\npostmaster = \"alice\"\n",
+        dns.arg()
+    );
+    let path = dir.path().join("smtp-std.toml");
+    std::fs::write(&path, text).unwrap();
+    let mta = Program::start(dir.path(), &["--config", path.to_str().unwrap()]);
+    wait_until("the metrics listener", Duration::from_secs(10), || TcpListener::bind(("127.0.0.1", metrics)).is_err());
+
+    // From the address SPF names (and bl.test lists: below the threshold, into .Junk), then
+    // from another (SPF fail; DMARC fails, p=none: delivered).
+    assert!(from_source("127.0.0.9", mta.addr, "x@sender.test").starts_with("250"));
+    assert!(from_source("127.0.0.10", mta.addr, "x@sender.test").starts_with("250"));
+    let m = scrape(metrics);
+    check(
+        &m,
+        &[
+            ("smtp_std_dnsbl_hits_total{list=\"block\"}", 1.0),
+            ("smtp_std_dnsbl_hits_total{list=\"allow\"}", 0.0),
+            ("smtp_std_spf_results_total{result=\"pass\"}", 1.0),
+            ("smtp_std_spf_results_total{result=\"fail\"}", 1.0),
+            ("smtp_std_dkim_results_total{result=\"none\"}", 2.0),
+            ("smtp_std_dmarc_results_total{result=\"pass\"}", 1.0),
+            ("smtp_std_dmarc_results_total{result=\"fail\"}", 1.0),
+            ("smtp_std_messages_received_total{result=\"accepted\",reason=\"\"}", 2.0),
+            ("smtp_std_tls_certificate_expiry_timestamp_seconds", 0.0),
+        ],
+    );
 }

@@ -117,11 +117,11 @@ fn read_head(stream: &mut TcpStream) -> io::Result<Head> {
             return Ok(Head::Closed);
         }
         head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            return Ok(Head::Complete(head));
-        }
         if head.len() > MAX_REQUEST {
             return Ok(Head::TooLarge);
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            return Ok(Head::Complete(head));
         }
     }
 }

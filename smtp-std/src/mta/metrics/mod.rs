@@ -500,4 +500,30 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
     }
+
+    #[test]
+    fn milter_verdicts() {
+        use crate::mta::milter::MilterOutcome;
+        use crate::Decision;
+        let m = Metrics::new();
+        m.milter_outcome(&MilterOutcome::Continue { junk: false });
+        m.milter_outcome(&MilterOutcome::Continue { junk: true });
+        m.milter_outcome(&MilterOutcome::Done(Decision::reply(550, Some((5, 7, 1)), "no")));
+        m.milter_outcome(&MilterOutcome::Done(Decision::reply(451, Some((4, 7, 1)), "later")));
+        m.milter_outcome(&MilterOutcome::Done(Decision::reply(451, Some((4, 7, 1)), "later")));
+        m.milter_outcome(&MilterOutcome::Done(Decision::reply(250, Some((2, 0, 0)), "discarded")));
+        let got: Vec<u64> = Milter::ALL.iter().map(|v| m.milter.counters[v.index()].get()).collect();
+        assert_eq!(got, [1, 1, 1, 2, 1]);
+        m.dnsbl_hit(3);
+        m.dnsbl_hit(-2);
+        m.limit_hit(Limit::MaxClients);
+        let text = m.encode();
+        for line in [
+            "smtp_std_milter_verdicts_total{verdict=\"tempfail\"} 2",
+            "smtp_std_dnsbl_hits_total{list=\"allow\"} 1",
+            "smtp_std_limit_hits_total{limit=\"max_clients\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
 }
