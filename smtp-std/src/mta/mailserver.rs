@@ -4,8 +4,9 @@
 //!
 //! Listeners: `smtp` (port 25: mail for our domains; AUTH optional, offered under TLS),
 //! `submission` (587: STARTTLS, AUTH required before MAIL) and `submissions` (465: implicit
-//! TLS, AUTH required); `metrics` serves `GET /metrics` ([`crate::mta::metrics`]). One handler serves all: an authenticated account may send to any
-//! domain (as its own addresses only), everyone else only to ours.
+//! TLS, AUTH required); `metrics` serves `GET /metrics` ([`crate::mta::metrics`]). One
+//! handler serves all: an authenticated account may send to any domain (as its own addresses
+//! only), everyone else only to ours.
 //!
 //! Everything a config file names is read and checked before anything is created: the
 //! accounts, that every alias member and catch-all of ours and `postmaster@` every domain
