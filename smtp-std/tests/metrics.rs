@@ -3,7 +3,8 @@
 //! a submission relayed through a smarthost (in-process receiver) where one recipient is
 //! delivered and one refused for good (a bounce back into alice's mailbox) — with the numbers
 //! checked exactly; a second scrape after more traffic (a recipient deferred, a connection
-//! over `max_connections_per_client`) shows them grown, the limit hit and the queue's gauges. A bad `metrics` address is refused at start with file,
+//! over `max_connections_per_client`) shows them grown, the limit hit and the queue's gauges;
+//! a renewed certificate and a reload move the expiry gauge. A bad `metrics` address is refused at start with file,
 //! line and key.
 #![cfg(feature = "mta")]
 
@@ -281,6 +282,23 @@ out.append(len(s.sendmail("alice@a.test", ["later@far.test"], b"From: alice@a.te
         ],
     );
     assert!(m["smtp_std_queue_oldest_age_seconds"] >= 0.0 && m["smtp_std_queue_oldest_age_seconds"] < 60.0);
+
+    // A renewed certificate (valid to 2031-03-04) and a reload: the gauge follows.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2031, 3, 4);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let renewed = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), renewed.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_smtp-std")).args(["reload", "--config"]).arg(&path),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    wait_until("the renewed certificate's expiry", Duration::from_secs(10), || {
+        scrape(metrics)["smtp_std_tls_certificate_expiry_timestamp_seconds"] == 1_930_348_800.0
+    });
 }
 
 #[test]
