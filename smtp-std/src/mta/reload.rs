@@ -18,8 +18,8 @@
 //!
 //! What needs a restart (named in the log and in `smtp-std reload`'s output; the rest of the
 //! new configuration is taken, these keep their running values): `[listen]` (`smtp`,
-//! `submission`, `submissions`, `proxy`, `https`, `http`), `[acme]` (an ACME certificate is
-//! renewed on its own: [`crate::mta::acme`]), `user`, `data_dir`, adding or removing `[tls]`, and
+//! `submission`, `submissions`, `proxy`, `metrics`, `https`, `http`), `[acme]` (an ACME
+//! certificate is renewed on its own: [`crate::mta::acme`]), `user`, `data_dir`, adding or removing `[tls]`, and
 //! of `[limits]`: `max_clients`, `max_connections_per_client`, `max_connection_rate`,
 //! `max_auth_failures`; `trusted_networks` as the exemption from those per-client limits;
 //! `[queue]` `workers` and `scan_interval`; `[reports]`.
@@ -86,6 +86,7 @@ pub fn restart_needed(started: &Config, new: &Config) -> Vec<String> {
     changed(a.https != b.https, "listen.https", "the listeners change");
     changed(a.http != b.http, "listen.http", "the listeners change");
     changed(started.acme != new.acme, "acme", "the ACME settings change");
+    changed(a.metrics != b.metrics, "listen.metrics", "the metrics listeners change");
     changed(started.user != new.user, "user", "the server's user changes");
     changed(started.data_dir != new.data_dir, "data_dir", "the data directory changes");
     changed(started.tls.is_none() && new.tls.is_some(), "tls", "STARTTLS and implicit TLS start");

@@ -130,6 +130,10 @@ pub struct Listen {
     /// Plain HTTP (port 80): ACME's http-01, and a redirect to https for everything else.
     #[serde(default)]
     pub http: Vec<SocketAddr>,
+    /// `GET /metrics` (Prometheus text format) on these addresses; none by default. Keep it
+    /// on loopback or a private network: it tells how much mail flows.
+    #[serde(default)]
+    pub metrics: Vec<SocketAddr>,
 }
 
 /// `[acme]`: the certificate from an ACME CA (RFC 8555), such as Let's Encrypt, instead of
