@@ -58,3 +58,4 @@ pub mod spam;
 pub mod srs;
 pub mod stream;
 pub mod web;
+pub mod x509;

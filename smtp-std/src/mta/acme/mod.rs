@@ -14,7 +14,6 @@
 //! - Challenges: `tls-alpn-01` (RFC 8737) on `[listen] https`, `http-01` on `[listen] http`
 //!   ([`crate::mta::web`]). `[acme] ca` adds a CA trusted for the directory (a test CA).
 
-pub mod der;
 pub mod protocol;
 
 use std::io::{self, Write};
@@ -98,7 +97,7 @@ impl Acme {
             return 0;
         }
         let current = self.resolver.current();
-        match current.cert.first().and_then(|c| der::validity(c)) {
+        match current.cert.first().and_then(|c| crate::mta::x509::validity(c)) {
             Some((nb, na)) if na > nb => nb + (na - nb) * 2 / 3,
             _ => 0,
         }
@@ -145,7 +144,7 @@ impl Acme {
                     Ok(()) => {
                         retry = RETRY_FIRST;
                         wait_until = self.due();
-                        let valid = self.resolver.current().cert.first().and_then(|c| der::validity(c));
+                        let valid = self.resolver.current().cert.first().and_then(|c| crate::mta::x509::validity(c));
                         tracing::info!(
                             names,
                             directory = self.config.directory,

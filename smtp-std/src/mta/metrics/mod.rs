@@ -63,11 +63,10 @@ values! {
     }
 }
 
-mod cert;
 mod handler;
 pub mod http;
 
-pub use cert::not_after;
+pub use crate::mta::x509::not_after;
 pub use handler::Metered;
 
 values! {

@@ -1,5 +1,5 @@
-//! Just enough DER to read a certificate's validity period (RFC 5280 §4.1.2.5), for the
-//! renewal time; everything else in the certificate is skipped.
+//! Just enough DER to read a certificate's validity period (RFC 5280 §4.1.2.5): ACME's
+//! renewal time and the metrics' expiry gauge. Everything else in the certificate is skipped.
 
 /// A TLV: its tag, its content, and what follows it.
 fn tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -38,9 +38,15 @@ fn time(tag: u8, text: &[u8]) -> Option<i64> {
         0x18 if text.len() == 14 => (text[..4].parse().ok()?, &text[4..]),
         _ => return None,
     };
+    if !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n = |i: usize| rest.get(i..i + 2)?.parse::<i64>().ok();
-    let days = days_from_civil(year, n(0)?, n(2)?);
-    Some(days * 86400 + n(4)? * 3600 + n(6)? * 60 + n(8)?)
+    let (month, day, hour, minute, second) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second)
 }
 
 /// The `notBefore` and `notAfter` of the DER certificate `cert`, as Unix seconds.
@@ -59,6 +65,11 @@ pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
     Some((time(t1, nb)?, time(t2, na)?))
 }
 
+/// The `notAfter` of the DER certificate `cert`, as Unix seconds.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    validity(cert).map(|(_, after)| after)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +86,30 @@ mod tests {
         assert_eq!(na, 2_569_104_000); // 2051-05-31T00:00:00Z (GeneralizedTime)
         assert_eq!(validity(&cert.der()[..40]), None);
         assert_eq!(validity(b"\x30\x84\xff\xff\xff\xff"), None);
+    }
+
+    #[test]
+    fn not_after_in_both_time_forms() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 3, 4);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.clone().self_signed(&key).unwrap();
+        assert_eq!(not_after(cert.der()), Some(1_930_348_800)); // 2031-03-04T00:00:00Z
+        params.not_after = rcgen::date_time_ymd(2055, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(not_after(cert.der()), Some(2_682_374_400), "GeneralizedTime from 2050 on");
+    }
+
+    #[test]
+    fn times_and_garbage() {
+        assert_eq!(time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(time(0x17, b"000229120000Z"), Some(951_825_600));
+        assert_eq!(time(0x18, b"20380119031408Z"), Some(2_147_483_648));
+        assert_eq!(time(0x17, b"7001010000Z"), None);
+        assert_eq!(time(0x17, b"701301000000Z"), None);
+        assert_eq!(time(0x17, b"70010100+000Z"), None);
+        for bad in [&b""[..], b"\x30", b"\x30\x82\xff\xff", b"\x30\x03\x30\x01\x00", b"\x30\x85\x01\x01\x01\x01\x01"] {
+            assert_eq!(not_after(bad), None, "{bad:?}");
+        }
     }
 }
