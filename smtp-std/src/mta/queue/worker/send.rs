@@ -151,6 +151,7 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
     mx.session.tls_config = Some(client::insecure_tls_config());
     mx.port = s.outbound.port;
     mx.pool = Some(s.pool.clone());
+    mx.dane = s.outbound.dane.clone();
     let (file, offset, len) = message.into_parts();
     let mut spool = Spool::from_file_range(file, offset, len);
     deliver::deliver(&s.dns, &mx, &envelope, &mut spool)
