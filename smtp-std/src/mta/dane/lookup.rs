@@ -153,7 +153,9 @@ fn ask(server: SocketAddr, timeout: Duration, name: &Name, rtype: RecordType) ->
         return Ok(answer);
     }
     let mut tcp = TcpStream::connect_timeout(&server, timeout).map_err(|e| format!("TCP: {e}"))?;
-    tcp.set_read_timeout(Some(timeout)).and_then(|()| tcp.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(timeout))
+        .and_then(|()| tcp.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
     let len = u16::try_from(wire.len()).map_err(|_| "query too long".to_owned())?;
     let mut framed = len.to_be_bytes().to_vec();
     framed.extend_from_slice(&wire);

@@ -45,22 +45,32 @@ impl Tlsa {
             }
     }
 
+    /// The record of `usage`, `selector` and `matching` for the certificate `der` (what to
+    /// publish for it); `None` for an unknown selector or matching type, or a certificate
+    /// whose key cannot be found.
+    pub fn of_certificate(usage: u8, selector: u8, matching: u8, der: &[u8]) -> Option<Self> {
+        let selected = match selector {
+            0 => der,
+            1 => spki_of(der)?,
+            _ => return None,
+        };
+        let data = match matching {
+            0 => selected.to_vec(),
+            1 => ring::digest::digest(&ring::digest::SHA256, selected).as_ref().to_vec(),
+            2 => ring::digest::digest(&ring::digest::SHA512, selected).as_ref().to_vec(),
+            _ => return None,
+        };
+        Some(Self { usage, selector, matching, data })
+    }
+
     /// Whether the certificate `der` matches this record's selector, matching type and data.
     pub fn matches(&self, der: &[u8]) -> bool {
-        let selected = match self.selector {
-            0 => der,
-            1 => match spki_of(der) {
-                Some(s) => s,
-                None => return false,
-            },
-            _ => return false,
-        };
-        match self.matching {
-            0 => selected == self.data.as_slice(),
-            1 => ring::digest::digest(&ring::digest::SHA256, selected).as_ref() == self.data.as_slice(),
-            2 => ring::digest::digest(&ring::digest::SHA512, selected).as_ref() == self.data.as_slice(),
-            _ => false,
-        }
+        Self::of_certificate(self.usage, self.selector, self.matching, der).is_some_and(|t| t.data == self.data)
+    }
+
+    /// The association data in hex (as in a zone file).
+    pub fn data_hex(&self) -> String {
+        self.data.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -164,11 +174,8 @@ impl DaneVerifier {
             }
         }
         let list: Vec<String> = self.records.iter().map(ToString::to_string).collect();
-        let mut text = format!(
-            "DANE: the certificate of {} matches none of its TLSA records ({})",
-            self.host,
-            list.join(", ")
-        );
+        let mut text =
+            format!("DANE: the certificate of {} matches none of its TLSA records ({})", self.host, list.join(", "));
         if !why.is_empty() {
             text.push_str(": ");
             text.push_str(&why.join("; "));
@@ -186,7 +193,9 @@ impl ServerCertVerifier for DaneVerifier {
         _: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates, now).map(|()| ServerCertVerified::assertion()).map_err(rustls::Error::General)
+        self.check(end_entity, intermediates, now)
+            .map(|()| ServerCertVerified::assertion())
+            .map_err(rustls::Error::General)
     }
 
     fn verify_tls12_signature(
@@ -241,10 +250,8 @@ mod tests {
         p.distinguished_name.push(rcgen::DnType::CommonName, "Test TA");
         let ca = p.self_signed(&ca_key).unwrap();
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
         (ca, leaf_key, leaf.der().clone())
     }
 

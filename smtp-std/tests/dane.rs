@@ -1,0 +1,320 @@
+//! DANE outbound (RFC 7672) against real peers: a zone signed with bind9's tools, served by
+//! knotd, behind a validating unbound anchored to it (all on loopback, see
+//! `common/dnssec.rs`), and receiving servers on 127.0.0.2 to 127.0.0.7. A matching DANE-EE
+//! record → delivered over TLS; a mismatching one → deferred naming host and records; a TLSA
+//! answer altered after signing (bogus) → deferred; a DANE-TA record → delivered after a chain
+//! and name check; TLSA but no STARTTLS → deferred; an unsigned domain → delivered
+//! opportunistically. With the AD bit of unbound (`trust-ad`) and with hickory's own
+//! validation (`validate`), and through `serve`'s queue, where `queue list` names the failure.
+#![cfg(feature = "mta")]
+
+mod common;
+#[path = "common/dnsmasq.rs"]
+mod dnsmasq;
+#[path = "common/dnssec.rs"]
+mod dnssec;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use dnssec::{SignedDns, Zone};
+use smtp_std::client::Envelope;
+use smtp_std::mta::auth::Dns;
+use smtp_std::mta::dane::{Dane, DnssecMode, Tlsa};
+use smtp_std::mta::deliver::{self, MxOptions, Spool, Status};
+use smtp_std::{Decision, Handler, Options, Running, Server, Session};
+
+/// What the receivers got: (recipients, over TLS).
+type Got = Arc<Mutex<Vec<(Vec<String>, bool)>>>;
+
+#[derive(Clone)]
+struct Collect(Got);
+
+impl Handler for Collect {
+    fn data_end(&mut self, s: &Session, _: u64) -> Decision {
+        self.0.lock().unwrap().push((s.envelope.rcpt_to.clone(), s.tls));
+        Decision::Accept
+    }
+}
+
+/// A port free on 127.0.0.2 to 127.0.0.7 alike.
+fn shared_port() -> u16 {
+    loop {
+        let p = dnsmasq::free_port();
+        if (2..=7).all(|h| TcpListener::bind((Ipv4Addr::new(127, 0, 0, h), p)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+struct Peers {
+    dns: SignedDns,
+    port: u16,
+    got: Got,
+    _servers: Vec<Running>,
+    _dir: tempfile::TempDir,
+}
+
+fn skip() -> bool {
+    if !SignedDns::available() {
+        return true;
+    }
+    false
+}
+
+/// The receivers and the signed zone `dane.test` (with its hosts) and unsigned `plain.test`.
+fn peers() -> Peers {
+    let dir = tempfile::tempdir().unwrap();
+    let port = shared_port();
+    let got: Got = Default::default();
+    // A self-signed certificate (DANE-EE ignores names and dates) on .2 to .4 and .7.
+    let c = cert(dir.path());
+    let mut servers = Vec::new();
+    let mut tls_server = Server::new(
+        Options::new("mx.dane.test").tls(smtp_std::tls::server_config_from_files(&c.cert_pem, &c.key_pem).unwrap()),
+        Collect(got.clone()),
+    );
+    for h in [2, 3, 4] {
+        tls_server.listen((Ipv4Addr::new(127, 0, 0, h), port)).unwrap();
+    }
+    servers.push(tls_server.spawn());
+    // No TLS at all on .5 (plain.test) and .7 (notls.dane.test).
+    let mut plain = Server::new(Options::new("mx.plain.test"), Collect(got.clone()));
+    plain.listen(("127.0.0.5", port)).unwrap();
+    plain.listen(("127.0.0.7", port)).unwrap();
+    servers.push(plain.spawn());
+    // A certificate for mxta.dane.test from a CA (DANE-TA) on .6, the chain with the CA.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, "DANE test TA");
+    let ca = p.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["mxta.dane.test".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let chain = dir.path().join("ta-chain.pem");
+    let key = dir.path().join("ta-key.pem");
+    std::fs::write(&chain, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    let mut ta_server = Server::new(
+        Options::new("mxta.dane.test").tls(smtp_std::tls::server_config_from_files(&chain, &key).unwrap()),
+        Collect(got.clone()),
+    );
+    ta_server.listen(("127.0.0.6", port)).unwrap();
+    servers.push(ta_server.spawn());
+
+    let ee = Tlsa::of_certificate(3, 1, 1, &c.der).unwrap().data_hex();
+    let ta = Tlsa::of_certificate(2, 0, 1, ca.der()).unwrap().data_hex();
+    let wrong = "ab".repeat(32);
+    let bogus = "11".repeat(32);
+    let host = |name: &str, mx: &str, ip: u8, tlsa: Option<&str>| {
+        let mut v = vec![format!("{name}. IN MX 10 {mx}."), format!("{mx}. IN A 127.0.0.{ip}")];
+        if let Some(t) = tlsa {
+            v.push(format!("_{port}._tcp.{mx}. IN TLSA {t}"));
+        }
+        v
+    };
+    let mut records = Vec::new();
+    records.extend(host("dane.test", "mx.dane.test", 2, Some(&format!("3 1 1 {ee}"))));
+    records.extend(host("bad.dane.test", "mxbad.dane.test", 3, Some(&format!("3 1 1 {wrong}"))));
+    records.extend(host("bogus.dane.test", "mxbogus.dane.test", 4, Some(&format!("3 1 1 {bogus}"))));
+    records.extend(host("ta.dane.test", "mxta.dane.test", 6, Some(&format!("2 0 1 {ta}"))));
+    records.extend(host("notls.dane.test", "mxnotls.dane.test", 7, Some(&format!("3 1 1 {ee}"))));
+    records.extend(host("nodane.dane.test", "mxnodane.dane.test", 5, None));
+    let signed = Zone { name: "dane.test", records };
+    let plain = Zone { name: "plain.test", records: host("plain.test", "mx.plain.test", 5, None) };
+    // The bogus TLSA data changed after signing: its signature no longer verifies.
+    let dns =
+        SignedDns::start(
+            &signed,
+            |text| {
+                text.lines()
+                    .map(|l| {
+                        if l.contains("IN TLSA") && l.contains("1111") {
+                            l.replace("1111", "2222")
+                        } else {
+                            l.to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            },
+            &[plain],
+        );
+    Peers { dns, port, got, _servers: servers, _dir: dir }
+}
+
+/// Delivers one message to `to` with `dane`: the recipient's status and error.
+fn send(p: &Peers, dane: Option<Arc<Dane>>, to: &str) -> (Status, String) {
+    let dns = Dns::with_timeout(Some(p.dns.resolver), Duration::from_secs(3), 2).unwrap();
+    let mut o = MxOptions::new("client.test");
+    o.port = p.port;
+    o.dane = dane;
+    o.session = o.session.timeout(Duration::from_secs(10));
+    let env = Envelope::new("me@client.test", [to]);
+    let mut spool = Spool::from_bytes(b"Subject: dane\r\n\r\nhello\r\n".to_vec());
+    let r = deliver::deliver(&dns, &o, &env, &mut spool).pop().unwrap();
+    (r.status, r.to_string())
+}
+
+fn got_for(p: &Peers, to: &str) -> Vec<bool> {
+    p.got.lock().unwrap().iter().filter(|(r, _)| r.iter().any(|x| x == to)).map(|(_, tls)| *tls).collect()
+}
+
+/// The outcomes that the same with either validation.
+fn the_matrix(p: &Peers, dane: Arc<Dane>) {
+    let (s, e) = send(p, Some(dane.clone()), "a@dane.test");
+    assert_eq!(s, Status::Accepted, "{e}");
+    assert_eq!(got_for(p, "a@dane.test"), [true], "over TLS");
+
+    let (s, e) = send(p, Some(dane.clone()), "b@bad.dane.test");
+    assert_eq!(s, Status::Deferred, "{e}");
+    assert!(e.contains("DANE: the certificate of mxbad.dane.test matches none of its TLSA records (3 1 1 abab"), "{e}");
+    assert!(got_for(p, "b@bad.dane.test").is_empty());
+    // Without DANE the same host takes it (opportunistic TLS accepts any certificate).
+    let (s, e) = send(p, None, "b2@bad.dane.test");
+    assert_eq!(s, Status::Accepted, "{e}");
+
+    let (s, e) = send(p, Some(dane.clone()), "c@bogus.dane.test");
+    assert_eq!(s, Status::Deferred, "{e}");
+    assert!(e.contains(&format!("DANE: the TLSA records of _{}._tcp.mxbogus.dane.test", p.port)), "{e}");
+    assert!(got_for(p, "c@bogus.dane.test").is_empty());
+
+    let (s, e) = send(p, Some(dane.clone()), "d@ta.dane.test");
+    assert_eq!(s, Status::Accepted, "{e}");
+    assert_eq!(got_for(p, "d@ta.dane.test"), [true]);
+
+    let (s, e) = send(p, Some(dane.clone()), "e@notls.dane.test");
+    assert_eq!(s, Status::Deferred, "{e}");
+    assert!(e.contains("DANE: mxnotls.dane.test [127.0.0.7] has TLSA records but does not offer STARTTLS"), "{e}");
+
+    // A signed domain whose MX host has no TLSA (a secure denial): opportunistic.
+    let (s, e) = send(p, Some(dane.clone()), "f@nodane.dane.test");
+    assert_eq!(s, Status::Accepted, "{e}");
+}
+
+#[test]
+fn dane_with_the_resolvers_ad_bit() {
+    if skip() {
+        return;
+    }
+    let p = peers();
+    let dane =
+        Arc::new(Dane::new(DnssecMode::TrustAd, Some(p.dns.resolver), Duration::from_secs(3), None).unwrap().unwrap());
+    let (secure, text) = dane.probe("dane.test");
+    assert!(secure, "{text}");
+    let (secure, text) = dane.probe("plain.test");
+    assert!(!secure && text.contains("does not validate"), "{text}");
+    // The authoritative server sets no AD bit: nothing is secure through it.
+    let direct =
+        Dane::new(DnssecMode::TrustAd, Some(p.dns.authoritative), Duration::from_secs(3), None).unwrap().unwrap();
+    assert!(!direct.probe("dane.test").0);
+    the_matrix(&p, dane.clone());
+    // An unsigned domain: delivered opportunistically (no TLS offered there at all).
+    let (s, e) = send(&p, Some(dane), "g@plain.test");
+    assert_eq!(s, Status::Accepted, "{e}");
+    assert_eq!(got_for(&p, "g@plain.test"), [false]);
+}
+
+#[test]
+fn dane_with_hickorys_validation() {
+    if skip() {
+        return;
+    }
+    let p = peers();
+    let dane = Arc::new(
+        Dane::new(DnssecMode::Validate, Some(p.dns.resolver), Duration::from_secs(3), Some(&p.dns.anchor))
+            .unwrap()
+            .unwrap(),
+    );
+    let (secure, text) = dane.probe("dane.test");
+    assert!(secure, "{text}");
+    the_matrix(&p, dane.clone());
+    // Here the only trust anchor is dane.test's (no root): hickory cannot prove plain.test
+    // unsigned, so its MX answer fails validation and the attempt waits; never treated as
+    // insecure, which an attacker could otherwise arrange. (With the root's keys, the default,
+    // an unsigned delegation is proven insecure and delivery is opportunistic.)
+    let (s, e) = send(&p, Some(dane), "g@plain.test");
+    assert_eq!(s, Status::Deferred, "{e}");
+    assert!(e.contains("DANE: the MX records of plain.test cannot be validated"), "{e}");
+}
+
+#[test]
+fn serve_defers_a_mismatch_and_queue_list_says_why() {
+    if skip() {
+        return;
+    }
+    let p = peers();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("passwd"), passwd_text("alice@client.test:secret\n")).unwrap();
+    let smtp = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = dir.path().join("smtp-std.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"hostname = "mx.client.test"
+data_dir = "data"
+accounts = "passwd"
+relay_networks = ["127.0.0.1/32"]
+mail_auth = false
+[listen]
+smtp = ["{smtp}"]
+[dns]
+server = "{resolver}"
+timeout = "2s"
+dnssec = "trust-ad"
+[outbound]
+port = {port}
+timeout = "10s"
+[queue]
+retry = ["1h"]
+scan_interval = "200ms"
+lifetime = "2h"
+[[domain]]
+name = "client.test"
+[domain.aliases]
+postmaster = "alice"
+"#,
+            resolver = p.dns.resolver,
+            port = p.port,
+        ),
+    )
+    .unwrap();
+    drop(TcpListener::bind(smtp).ok());
+    let program = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let addr: SocketAddr = smtp;
+    wait_until("smtp listening", Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_ok());
+    for to in ["x@dane.test", "y@bad.dane.test"] {
+        let mut c = Client::connect(addr);
+        assert_eq!(c.code(), 220);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<alice@client.test>").starts_with("250"));
+        assert!(c.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        let r = c.cmd("From: alice@client.test\r\nSubject: dane\r\n\r\nhi\r\n.");
+        assert!(r.starts_with("250"), "{r}");
+    }
+    wait_until("x@dane.test delivered", Duration::from_secs(30), || got_for(&p, "x@dane.test") == [true]);
+    let list = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+            .args(["queue", "list", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    wait_until("the DANE failure in queue list", Duration::from_secs(30), || list().contains("DANE:"));
+    let text = list();
+    assert!(
+        text.contains("y@bad.dane.test pending  last: ")
+            && text.contains("DANE: the certificate of mxbad.dane.test matches none of its TLSA records"),
+        "{text}"
+    );
+    assert!(program.log_contains("DANE: the certificate of mxbad.dane.test"), "the log names it too");
+    assert!(got_for(&p, "y@bad.dane.test").is_empty());
+}
