@@ -214,6 +214,20 @@ fn dane_with_the_resolvers_ad_bit() {
     let direct =
         Dane::new(DnssecMode::TrustAd, Some(p.dns.authoritative), Duration::from_secs(3), None).unwrap().unwrap();
     assert!(!direct.probe("dane.test").0);
+    // `check` says whether the resolver validates.
+    let check = |dns: SocketAddr, mode: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+            .args(["check", "--domain", "dane.test", "--dnssec-probe", "dane.test", "--dnssec", mode, "--dns"])
+            .arg(dns.to_string())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = check(p.dns.resolver, "trust-ad");
+    assert!(out.contains("ok:      DNSSEC: the answer for dane.test is validated by the resolver's AD bit"), "{out}");
+    let out = check(p.dns.authoritative, "trust-ad");
+    assert!(out.contains("warning: DNSSEC: the answer for dane.test is not validated"), "{out}");
+    assert!(!check(p.dns.resolver, "off").contains("DNSSEC"));
     the_matrix(&p, dane.clone());
     // An unsigned domain: delivered opportunistically (no TLS offered there at all).
     let (s, e) = send(&p, Some(dane), "g@plain.test");

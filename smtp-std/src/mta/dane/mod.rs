@@ -195,7 +195,9 @@ impl Dane {
             _ => "hickory's own validation (dnssec = \"validate\")",
         };
         match self.validation.lookup(name, RecordType::SOA) {
-            Answer::Secure(_) => (true, format!("DNSSEC: the answer for {name} is validated by {how}: DANE is on")),
+            Answer::Secure(_) => {
+                (true, format!("DNSSEC: the answer for {name} is validated by {how}: DANE outbound works with it"))
+            }
             Answer::Insecure(_) => (
                 false,
                 format!(
