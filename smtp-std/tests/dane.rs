@@ -25,17 +25,23 @@ use smtp_std::client::Envelope;
 use smtp_std::mta::auth::Dns;
 use smtp_std::mta::dane::{Dane, DnssecMode, Tlsa};
 use smtp_std::mta::deliver::{self, MxOptions, Spool, Status};
+use smtp_std::proto::parse::params::MailParams;
+use smtp_std::proto::parse::path::ReversePath;
 use smtp_std::{Decision, Handler, Options, Running, Server, Session};
 
-/// What the receivers got: (recipients, over TLS).
-type Got = Arc<Mutex<Vec<(Vec<String>, bool)>>>;
+/// What the receivers got: (recipients, over TLS, with REQUIRETLS).
+type Got = Arc<Mutex<Vec<(Vec<String>, bool, bool)>>>;
 
 #[derive(Clone)]
-struct Collect(Got);
+struct Collect(Got, bool);
 
 impl Handler for Collect {
+    fn mail_from(&mut self, _: &Session, _: &ReversePath<'_>, params: &MailParams<'_>) -> Decision {
+        self.1 = params.requiretls;
+        Decision::Accept
+    }
     fn data_end(&mut self, s: &Session, _: u64) -> Decision {
-        self.0.lock().unwrap().push((s.envelope.rcpt_to.clone(), s.tls));
+        self.0.lock().unwrap().push((s.envelope.rcpt_to.clone(), s.tls, self.1));
         Decision::Accept
     }
 }
@@ -73,16 +79,17 @@ fn peers() -> Peers {
     // A self-signed certificate (DANE-EE ignores names and dates) on .2 to .4 and .7.
     let c = cert(dir.path());
     let mut servers = Vec::new();
-    let mut tls_server = Server::new(
-        Options::new("mx.dane.test").tls(smtp_std::tls::server_config_from_files(&c.cert_pem, &c.key_pem).unwrap()),
-        Collect(got.clone()),
-    );
+    // It offers REQUIRETLS (under TLS); the DANE-TA host below does not.
+    let mut options =
+        Options::new("mx.dane.test").tls(smtp_std::tls::server_config_from_files(&c.cert_pem, &c.key_pem).unwrap());
+    options.config_mut().capabilities.requiretls = true;
+    let mut tls_server = Server::new(options, Collect(got.clone(), false));
     for h in [2, 3, 4] {
         tls_server.listen((Ipv4Addr::new(127, 0, 0, h), port)).unwrap();
     }
     servers.push(tls_server.spawn());
     // No TLS at all on .5 (plain.test) and .7 (notls.dane.test).
-    let mut plain = Server::new(Options::new("mx.plain.test"), Collect(got.clone()));
+    let mut plain = Server::new(Options::new("mx.plain.test"), Collect(got.clone(), false));
     plain.listen(("127.0.0.5", port)).unwrap();
     plain.listen(("127.0.0.7", port)).unwrap();
     servers.push(plain.spawn());
@@ -103,7 +110,7 @@ fn peers() -> Peers {
     std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
     let mut ta_server = Server::new(
         Options::new("mxta.dane.test").tls(smtp_std::tls::server_config_from_files(&chain, &key).unwrap()),
-        Collect(got.clone()),
+        Collect(got.clone(), false),
     );
     ta_server.listen(("127.0.0.6", port)).unwrap();
     servers.push(ta_server.spawn());
@@ -151,19 +158,37 @@ fn peers() -> Peers {
 
 /// Delivers one message to `to` with `dane`: the recipient's status and error.
 fn send(p: &Peers, dane: Option<Arc<Dane>>, to: &str) -> (Status, String) {
+    let (s, e, _) = send_with(p, dane, to, false);
+    (s, e)
+}
+
+/// [`send`] with REQUIRETLS or not; also the enhanced status code of a failure.
+fn send_with(
+    p: &Peers,
+    dane: Option<Arc<Dane>>,
+    to: &str,
+    requiretls: bool,
+) -> (Status, String, Option<(u8, u16, u16)>) {
     let dns = Dns::with_timeout(Some(p.dns.resolver), Duration::from_secs(3), 2).unwrap();
     let mut o = MxOptions::new("client.test");
     o.port = p.port;
     o.dane = dane;
     o.session = o.session.timeout(Duration::from_secs(10));
-    let env = Envelope::new("me@client.test", [to]);
+    let mut env = Envelope::new("me@client.test", [to]);
+    env.requiretls = requiretls;
     let mut spool = Spool::from_bytes(b"Subject: dane\r\n\r\nhello\r\n".to_vec());
     let r = deliver::deliver(&dns, &o, &env, &mut spool).pop().unwrap();
-    (r.status, r.to_string())
+    (r.status, r.to_string(), r.enhanced)
 }
 
+/// For each message `to` got: whether it came over TLS.
 fn got_for(p: &Peers, to: &str) -> Vec<bool> {
-    p.got.lock().unwrap().iter().filter(|(r, _)| r.iter().any(|x| x == to)).map(|(_, tls)| *tls).collect()
+    p.got.lock().unwrap().iter().filter(|(r, _, _)| r.iter().any(|x| x == to)).map(|(_, tls, _)| *tls).collect()
+}
+
+/// For each message `to` got: whether MAIL carried REQUIRETLS.
+fn requiretls_for(p: &Peers, to: &str) -> Vec<bool> {
+    p.got.lock().unwrap().iter().filter(|(r, _, _)| r.iter().any(|x| x == to)).map(|(_, _, rt)| *rt).collect()
 }
 
 /// The outcomes that the same with either validation.
@@ -196,6 +221,21 @@ fn the_matrix(p: &Peers, dane: Arc<Dane>) {
     // A signed domain whose MX host has no TLSA (a secure denial): opportunistic.
     let (s, e) = send(p, Some(dane.clone()), "f@nodane.dane.test");
     assert_eq!(s, Status::Accepted, "{e}");
+
+    // REQUIRETLS: out only by DANE to a host that offers it, and passed on; else 5.7.30.
+    let (s, e, _) = send_with(p, Some(dane.clone()), "r1@dane.test", true);
+    assert_eq!(s, Status::Accepted, "{e}");
+    assert_eq!(requiretls_for(p, "r1@dane.test"), [true], "the parameter is passed on");
+    let (s, e, code) = send_with(p, Some(dane.clone()), "r2@ta.dane.test", true);
+    assert_eq!((s, code), (Status::Failed, Some((5, 7, 30))), "{e}");
+    assert!(e.contains("REQUIRETLS: mxta.dane.test [127.0.0.6]") && e.contains("does not offer REQUIRETLS"), "{e}");
+    let (s, e, code) = send_with(p, Some(dane.clone()), "r3@nodane.dane.test", true);
+    assert_eq!((s, code), (Status::Failed, Some((5, 7, 30))), "{e}");
+    assert!(e.contains("REQUIRETLS: mxnodane.dane.test has no usable TLSA records"), "{e}");
+    let (s, e, code) = send_with(p, None, "r4@dane.test", true);
+    assert_eq!((s, code), (Status::Failed, Some((5, 7, 30))), "{e}");
+    assert!(e.contains("REQUIRETLS: no validated TLS possible to dane.test (DANE is off here"), "{e}");
+    assert!(requiretls_for(p, "r4@dane.test").is_empty());
 }
 
 #[test]
@@ -230,9 +270,15 @@ fn dane_with_the_resolvers_ad_bit() {
     assert!(!check(p.dns.resolver, "off").contains("DNSSEC"));
     the_matrix(&p, dane.clone());
     // An unsigned domain: delivered opportunistically (no TLS offered there at all).
-    let (s, e) = send(&p, Some(dane), "g@plain.test");
+    let (s, e) = send(&p, Some(dane.clone()), "g@plain.test");
     assert_eq!(s, Status::Accepted, "{e}");
     assert_eq!(got_for(&p, "g@plain.test"), [false]);
+    let (s, e, code) = send_with(&p, Some(dane), "h@plain.test", true);
+    assert_eq!((s, code), (Status::Failed, Some((5, 7, 30))), "{e}");
+    assert!(
+        e.contains("REQUIRETLS: no validated TLS possible to plain.test (its MX records are not DNSSEC-signed"),
+        "{e}"
+    );
 }
 
 #[test]

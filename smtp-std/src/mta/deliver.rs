@@ -21,6 +21,11 @@
 //! DNSSEC-secure, each host's TLSA records decide; a host with usable records gets mandatory
 //! TLS and a certificate check against them (no retry without TLS), and a failure there is a
 //! temporary failure naming the host and the mismatch, the next host is tried.
+//!
+//! REQUIRETLS (RFC 8689, [`Envelope::requiretls`]): the message goes only to a host with
+//! usable TLSA records of a domain whose MX answer is secure, over the TLS DANE checks, and
+//! only if that host offers REQUIRETLS (the parameter is passed on); otherwise it fails with
+//! `5.7.30` ([`RecipientStatus::enhanced`]).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -271,6 +276,8 @@ pub struct RecipientStatus {
     pub unsendable: bool,
     /// The host that gave the last answer: `name [address]`.
     pub host: Option<String>,
+    /// The enhanced status code of a failure that has its own (`5.7.30` for REQUIRETLS).
+    pub enhanced: Option<(u8, u16, u16)>,
 }
 
 impl RecipientStatus {
@@ -282,6 +289,7 @@ impl RecipientStatus {
             error: Some(error.to_string()),
             unsendable: false,
             host: host.map(str::to_owned),
+            enhanced: None,
         }
     }
 }
@@ -442,6 +450,21 @@ fn deliver_domain(
         },
         None => None,
     };
+    let requiretls = |out: &mut [Option<RecipientStatus>], ids: &[usize], e: &str, host: Option<&str>| {
+        tracing::info!(domain, "{e}");
+        set_status(envelope, out, ids, Status::Failed, &e, host);
+        for &i in ids {
+            if let Some(s) = out[i].as_mut() {
+                s.enhanced = Some((5, 7, 30));
+            }
+        }
+    };
+    if envelope.requiretls && dane.is_none() {
+        let why = if options.dane.is_some() { "its MX records are not DNSSEC-signed" } else { "DANE is off here" };
+        let e = format!("REQUIRETLS: no validated TLS possible to {domain} ({why}; no MTA-STS yet)");
+        requiretls(out, indices, &e, None);
+        return;
+    }
     let mut pending: Vec<usize> = indices.to_vec();
     let mut tried = 0;
     'hosts: for host in &hosts {
@@ -462,6 +485,11 @@ fn deliver_domain(
                 tracing::debug!(domain, host = %host.host, "DANE: only unusable TLSA records, TLS required")
             }
             HostTls::Opportunistic => {}
+        }
+        if envelope.requiretls && !matches!(tls, HostTls::Authenticated { .. }) {
+            let e = format!("REQUIRETLS: {} has no usable TLSA records, so its TLS cannot be validated", host.host);
+            requiretls(out, &pending, &e, Some(&host.host));
+            continue 'hosts;
         }
         for &addr in &host.addresses {
             if tried >= options.max_addresses {
@@ -495,6 +523,13 @@ fn deliver_domain(
                     tracing::info!(domain, host = %label, "{e}");
                     let status = if e.is_transient() { Status::Deferred } else { Status::Failed };
                     set_status(envelope, out, &pending, status, &e, Some(&label));
+                    continue 'hosts;
+                }
+                Err(Attempt::Send(SendError::Request(smtp_proto::client::ApiError::NotOffered(
+                    smtp_proto::client::Extension::RequireTls,
+                )))) => {
+                    let e = format!("REQUIRETLS: {label} does not offer REQUIRETLS, which the message requires");
+                    requiretls(out, &pending, &e, Some(&label));
                     continue 'hosts;
                 }
                 Err(Attempt::Send(e)) if e.is_transient() => {
@@ -531,6 +566,7 @@ fn deliver_domain(
                     error: r.reply.is_none().then(|| "not answered".to_owned()),
                     unsendable: false,
                     host: Some(label.clone()),
+                    enhanced: None,
                 });
             }
             pending = still;

@@ -327,6 +327,8 @@ pub(crate) fn session_config(config: &Config, mut core: smtp_proto::server::Conf
     core.max_message_size = (limits.max_message_size > 0).then_some(limits.max_message_size);
     core.max_recipients = limits.max_recipients.max(1);
     core.max_errors = limits.max_errors.max(1);
+    // Advertised only under TLS (the core's rule); messages carrying it leave only by DANE.
+    core.capabilities.requiretls = true;
     core.timeouts = match limits.timeout {
         Some(t) => smtp_proto::server::Timeouts { command: t, data: t, tls_handshake: t },
         None => smtp_proto::server::Timeouts::default(),

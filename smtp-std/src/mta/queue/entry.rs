@@ -92,6 +92,10 @@ pub struct Entry {
     /// SMTPUTF8 was given.
     #[serde(default)]
     pub smtputf8: bool,
+    /// REQUIRETLS (RFC 8689) was given: the message leaves only over TLS validated by DANE,
+    /// with REQUIRETLS passed on, else it bounces (`5.7.30`). Absent in older entries: off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
     /// The delay notice went out.
     #[serde(default)]
     pub delay_notified: bool,
@@ -113,6 +117,7 @@ impl Entry {
             envid: None,
             ret_full: false,
             smtputf8: false,
+            requiretls: false,
             delay_notified: false,
             recipients,
         }

@@ -77,6 +77,7 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
         }),
     );
     envelope.envid = entry.envid.clone();
+    envelope.requiretls = entry.requiretls;
     envelope.ret =
         Some(if entry.ret_full { smtp_proto::parse::params::Ret::Full } else { smtp_proto::parse::params::Ret::Hdrs });
     let message = match ctx.queue.message(&entry.id) {
@@ -93,9 +94,27 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
         o.tls_config = relay.tls_config.clone();
         o.auth = relay.auth.clone();
         let host = Some(relay.server.clone());
+        if entry.requiretls && relay.tls == TlsMode::Off {
+            let text = format!("REQUIRETLS: the relay {} is used without TLS (smarthost_tls = \"none\")", relay.server);
+            return rcpts
+                .iter()
+                .map(|_| Outcome::new(Outcome3::Failed, text.clone(), host.clone(), (5, 7, 30)))
+                .collect();
+        }
         let all = |e: &client::SendError| -> Vec<Outcome> {
-            let (state, status) =
-                if e.is_transient() { (Outcome3::Deferred, (4, 4, 1)) } else { (Outcome3::Failed, (5, 0, 0)) };
+            let requiretls = matches!(
+                e,
+                client::SendError::Request(smtp_proto::client::ApiError::NotOffered(
+                    smtp_proto::client::Extension::RequireTls
+                ))
+            );
+            let (state, status) = if requiretls {
+                (Outcome3::Failed, (5, 7, 30))
+            } else if e.is_transient() {
+                (Outcome3::Deferred, (4, 4, 1))
+            } else {
+                (Outcome3::Failed, (5, 0, 0))
+            };
             // No connection is no reply: say so, naming the relay.
             let text = match e {
                 client::SendError::Connect { server, source } => format!("could not connect to {server}: {source}"),
@@ -164,9 +183,12 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
             (None, deliver::Status::Deferred) => {
                 Outcome::new(Outcome3::Deferred, s.error.clone().unwrap_or_default(), s.host.clone(), (4, 4, 1))
             }
-            (None, deliver::Status::Failed) => {
-                Outcome::new(Outcome3::Failed, s.error.clone().unwrap_or_default(), s.host.clone(), (5, 4, 4))
-            }
+            (None, deliver::Status::Failed) => Outcome::new(
+                Outcome3::Failed,
+                s.error.clone().unwrap_or_default(),
+                s.host.clone(),
+                s.enhanced.unwrap_or((5, 4, 4)),
+            ),
         })
         .collect()
 }
