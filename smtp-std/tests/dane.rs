@@ -312,6 +312,7 @@ fn serve_defers_a_mismatch_and_queue_list_says_why() {
     let p = peers();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("passwd"), passwd_text("alice@client.test:secret\n")).unwrap();
+    let tls = cert(dir.path());
     let smtp = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let config = dir.path().join("smtp-std.toml");
     std::fs::write(
@@ -324,6 +325,9 @@ relay_networks = ["127.0.0.1/32"]
 mail_auth = false
 [listen]
 smtp = ["{smtp}"]
+[tls]
+cert = {cert:?}
+key = {key:?}
 [dns]
 server = "{resolver}"
 timeout = "2s"
@@ -342,6 +346,8 @@ postmaster = "alice"
 "#,
             resolver = p.dns.resolver,
             port = p.port,
+            cert = tls.cert_pem,
+            key = tls.key_pem,
         ),
     )
     .unwrap();
@@ -377,4 +383,45 @@ postmaster = "alice"
     );
     assert!(program.log_contains("DANE: the certificate of mxbad.dane.test"), "the log names it too");
     assert!(got_for(&p, "y@bad.dane.test").is_empty());
+
+    // REQUIRETLS: offered only after STARTTLS, refused before it; a message carrying it goes
+    // out by DANE with the parameter passed on, or bounces with 5.7.30 (headers only).
+    let script = format!(
+        r#"
+import smtplib, ssl
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", {port})
+s.ehlo("client.test")
+out = [s.has_extn("requiretls")]
+out.append(s.mail("alice@client.test", ["REQUIRETLS"])[0])
+s.rset()
+s.starttls(context=ctx)
+s.ehlo("client.test")
+out.append(s.has_extn("requiretls"))
+for to in ["z@dane.test", "w@plain.test"]:
+    s.sendmail("alice@client.test", [to], "From: alice@client.test\r\nSubject: secret\r\n\r\nbody line\r\n", mail_options=["REQUIRETLS"])
+s.quit()
+print(out)
+"#,
+        port = smtp.port()
+    );
+    let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(out.status.success(), "smtplib: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[False, 555, True]");
+    wait_until("z@dane.test delivered", Duration::from_secs(30), || !got_for(&p, "z@dane.test").is_empty());
+    assert_eq!(requiretls_for(&p, "z@dane.test"), [true]);
+    let inbox = dir.path().join("data/mailboxes/client.test/alice/new");
+    let bounce = || {
+        std::fs::read_dir(&inbox)
+            .map(|d| d.flatten().map(|f| std::fs::read_to_string(f.path()).unwrap_or_default()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.contains("w@plain.test"))
+    };
+    wait_until("the REQUIRETLS bounce", Duration::from_secs(30), || bounce().is_some());
+    let b = bounce().unwrap();
+    assert!(b.contains("Status: 5.7.30"), "{b}");
+    assert!(b.contains("REQUIRETLS: no validated TLS possible to plain.test"), "{b}");
+    assert!(b.contains("Subject: secret") && !b.contains("body line"), "headers only: {b}");
+    assert!(got_for(&p, "w@plain.test").is_empty());
 }

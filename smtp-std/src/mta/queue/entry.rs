@@ -138,3 +138,20 @@ impl Entry {
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requiretls_is_written_only_when_set_and_read_back_from_older_entries() {
+        let mut e = Entry::new("a@b.test", vec![Recipient::new("c@d.test")], UNIX_EPOCH);
+        let old = toml::to_string(&e).unwrap();
+        assert!(!old.contains("requiretls"), "{old}");
+        assert!(!toml::from_str::<Entry>(&old).unwrap().requiretls);
+        e.requiretls = true;
+        let text = toml::to_string(&e).unwrap();
+        assert!(text.contains("requiretls = true"), "{text}");
+        assert_eq!(toml::from_str::<Entry>(&text).unwrap(), e);
+    }
+}
