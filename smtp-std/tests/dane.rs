@@ -355,17 +355,19 @@ postmaster = "alice"
     let program = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
     let addr: SocketAddr = smtp;
     wait_until("smtp listening", Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_ok());
-    for to in ["x@dane.test", "y@bad.dane.test"] {
+    // The third asks with `TLS-Required: No` (RFC 8689) that DANE not hold it back.
+    for (to, field) in [("x@dane.test", ""), ("y@bad.dane.test", ""), ("v@bad.dane.test", "TLS-Required: No\r\n")] {
         let mut c = Client::connect(addr);
         assert_eq!(c.code(), 220);
         assert!(c.cmd("EHLO client.test").starts_with("250"));
         assert!(c.cmd("MAIL FROM:<alice@client.test>").starts_with("250"));
         assert!(c.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
         assert!(c.cmd("DATA").starts_with("354"));
-        let r = c.cmd("From: alice@client.test\r\nSubject: dane\r\n\r\nhi\r\n.");
+        let r = c.cmd(&format!("From: alice@client.test\r\n{field}Subject: dane\r\n\r\nhi\r\n."));
         assert!(r.starts_with("250"), "{r}");
     }
     wait_until("x@dane.test delivered", Duration::from_secs(30), || got_for(&p, "x@dane.test") == [true]);
+    wait_until("v@bad.dane.test delivered", Duration::from_secs(30), || got_for(&p, "v@bad.dane.test") == [true]);
     let list = || {
         let o = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
             .args(["queue", "list", "--config"])

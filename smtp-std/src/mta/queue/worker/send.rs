@@ -164,13 +164,17 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
             Err(e) => all(&e),
         };
     }
+    // `TLS-Required: No` (RFC 8689 §5): the sender asks that DANE (and MTA-STS) not hold the
+    // message back: opportunistic TLS only. Ignored with REQUIRETLS.
+    let mut message = message;
+    let tls_optional = !entry.requiretls && tls_required_no(&mut message);
     let mut mx = MxOptions::new(&s.outbound.hostname);
     mx.session = session_options(s, "");
     mx.session.tls = TlsMode::Opportunistic;
     mx.session.tls_config = Some(client::insecure_tls_config());
     mx.port = s.outbound.port;
     mx.pool = Some(s.pool.clone());
-    mx.dane = s.outbound.dane.clone();
+    mx.dane = if tls_optional { None } else { s.outbound.dane.clone() };
     let (file, offset, len) = message.into_parts();
     let mut spool = Spool::from_file_range(file, offset, len);
     deliver::deliver(&s.dns, &mx, &envelope, &mut spool)
@@ -191,6 +195,13 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
             ),
         })
         .collect()
+}
+
+/// Whether the message's header has `TLS-Required: No`.
+fn tls_required_no(message: &mut crate::mta::queue::store::Message) -> bool {
+    use crate::mta::header::{read_fields, MAX_HEADER_SECTION};
+    let fields = message.reader().ok().and_then(|r| read_fields(r, &["TLS-Required"], MAX_HEADER_SECTION).ok());
+    fields.is_some_and(|f| f.iter().any(|f| String::from_utf8_lossy(&f.value).trim().eq_ignore_ascii_case("no")))
 }
 
 /// NOTIFY as stored (`NEVER` or words) → the client's flags.
