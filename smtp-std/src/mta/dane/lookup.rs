@@ -38,7 +38,7 @@ pub enum Validation {
         timeout: Duration,
     },
     /// hickory's validation (a [`Dns`] made with a trust anchor).
-    Hickory(Dns),
+    Hickory(Box<Dns>),
 }
 
 /// Largest answer over UDP we ask for (the DNS flag day 2020 size).

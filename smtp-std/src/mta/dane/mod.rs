@@ -131,7 +131,7 @@ impl Dane {
                     }
                     None => None,
                 };
-                Validation::Hickory(Dns::validating(server, timeout, 2, anchors)?)
+                Validation::Hickory(Box::new(Dns::validating(server, timeout, 2, anchors)?))
             }
         };
         Ok(Some(Self { validation, mode }))
