@@ -68,6 +68,9 @@ enum Command {
     /// Make the running server read its config file again (SIGHUP) and say how it went.
     #[command(after_long_help = cli::reload::RELOAD_AFTER)]
     Reload(cli::reload::Reload),
+    /// List and summarise the DMARC and TLS reports received at [reports] address.
+    #[command(after_long_help = cli::reports::REPORTS_AFTER)]
+    Reports(cli::reports::Reports),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Queue(q) => return cli::queue::run(q),
         Command::User(u) => return cli::user::run(u),
         Command::Reload(r) => return cli::reload::run(r),
+        Command::Reports(r) => cli::reports::run(r),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -413,7 +413,8 @@ fn quickstart_then_serve_at_once() {
         "example.org. 3600 IN MX 10 mail.example.org.",
         "\"v=spf1 ip4:203.0.113.7 mx -all\"",
         "s1._domainkey.example.org.",
-        "_dmarc.example.org. 3600 IN TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.org\"",
+        "_dmarc.example.org. 3600 IN TXT \"v=DMARC1; p=quarantine; rua=mailto:dmarc@example.org\"",
+        "_smtp._tls.example.org. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:dmarc@example.org\"",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
@@ -424,6 +425,7 @@ fn quickstart_then_serve_at_once() {
     let c = smtp_std::mta::config::Config::load(config.as_ref()).unwrap();
     assert!(c.tls.is_some() && !c.listen.submission.is_empty() && !c.listen.submissions.is_empty());
     assert_eq!(c.domains[0].dkim, Some(("s1".to_owned(), setup.join("dkim-s1.key"))));
+    assert_eq!(c.reports.address().as_deref(), Some("dmarc@example.org"));
     let mode = |f: &str| std::fs::metadata(setup.join(f)).unwrap().mode() & 0o777;
     assert_eq!((mode("dkim-s1.key"), mode("key.pem"), mode("cert.pem")), (0o600, 0o600, 0o644));
     assert!(std::fs::read_to_string(setup.join("cert.pem")).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));

@@ -625,7 +625,7 @@ fn forwarding_with_srs_and_the_bounce_back() {
     let m = &read_new(&bob)[0];
     let srs = m.strip_prefix("Return-Path: <").and_then(|r| r.split('>').next()).unwrap().to_owned();
     assert!(srs.starts_with("SRS0=") && srs.ends_with("=c.test=sender@a.test"), "{m}");
-    assert!(m.contains("spf=pass") && m.contains("smtp.mailfrom=SRS0=") && m.contains("designates 127.0.0.2"), "{m}");
+    assert!(m.contains("spf=pass") && m.contains("smtp.mailfrom=\"SRS0=") && m.contains("designates 127.0.0.2"), "{m}");
 
     // A bounce to the SRS address goes back to sender@c.test; a forged one is refused.
     let c_mx = receiver("127.0.0.4", port, Mode::Accept);

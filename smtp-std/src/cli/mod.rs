@@ -6,6 +6,7 @@ pub(crate) mod queue;
 pub(crate) mod quickstart;
 pub(crate) mod records;
 pub(crate) mod reload;
+pub(crate) mod reports;
 pub(crate) mod send;
 pub(crate) mod serve;
 pub(crate) mod user;

@@ -297,6 +297,11 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
          cert = {cert}\n\
          key = {key}\n\
          {delivery}\
+         \n# DMARC aggregate and TLS reports about {domain} arrive here (the rua of its DMARC and\n\
+         # TLS-RPT records): `smtp-std reports --config FILE` sums them up. DMARC reports about\n\
+         # the mail we receive go out daily to the domains that ask (send_dmarc = false: none).\n\
+         [reports]\n\
+         address = {reports_q}\n\
          \n[[domain]]\n\
          name = {domain_q}\n\
          # Mail from the domain's accounts to other domains is signed with this key; its public\n\
@@ -306,7 +311,8 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
          # catch_all = {local_q}\n\
          [domain.aliases]\n\
          postmaster = {local_q}\n\
-         abuse = {local_q}\n",
+         abuse = {local_q}\n\
+         {dmarc_alias}",
         hostname = quoted(&args.hostname),
         hostname_raw = args.hostname,
         data = quoted(&data_dir.to_string_lossy()),
@@ -317,6 +323,13 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
         cert = quoted(&cert_pem.to_string_lossy()),
         key = quoted(&key_pem.to_string_lossy()),
         domain_q = quoted(domain),
+        reports_q = quoted(&format!("dmarc@{domain}")),
+        // (An account named dmarc is the report address itself.)
+        dmarc_alias = if local.eq_ignore_ascii_case("dmarc") {
+            String::new()
+        } else {
+            format!("# Mail to the report address that is no report.\ndmarc = {}\n", quoted(local))
+        },
         local_q = quoted(local),
         selector = args.selector,
         selector_q = quoted(&args.selector),
@@ -370,7 +383,7 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
         ipv6: args.ipv6.into_iter().collect(),
         dkim: Some((args.selector.clone(), dkim.record_value())),
         dmarc_policy: "quarantine".to_owned(),
-        rua: Some(format!("mailto:postmaster@{domain}")),
+        rua: Some(format!("mailto:dmarc@{domain}")),
     };
     println!("Wrote into {}:", dir.display());
     println!("  smtp-std.toml   the server (ports {}, {}, {})", ports(&smtp), ports(&submission), ports(&submissions));
@@ -385,8 +398,10 @@ pub(crate) fn run(args: Quickstart) -> std::io::Result<()> {
     println!("Account {address}, password (shown once, keep it): {password}");
     println!();
     println!("Publish these DNS records (DMARC quarantines what neither SPF nor the DKIM signature");
-    println!("vouches for; postmaster@{domain} receives the reports):");
+    println!("vouches for; dmarc@{domain} receives the reports, `smtp-std reports` shows them):");
     print!("{}", records.zone());
+    println!("; TLS-RPT (RFC 8460): senders report failed TLS sessions to the same address.");
+    println!("_smtp._tls.{domain}. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:dmarc@{domain}\"");
     println!();
     println!("Start the server:");
     println!("  smtp-std serve --config {}", config_path.display());

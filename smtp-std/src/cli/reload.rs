@@ -23,7 +23,8 @@ WHAT TAKES EFFECT:
 NEEDS A RESTART (named in the output; the rest is taken):
   [listen], user, data_dir, adding or removing [tls], [limits] max_clients,
   max_connections_per_client, max_connection_rate, max_auth_failures, [queue] workers,
-  scan_interval, and trusted_networks as the exemption from the per-client limits.
+  scan_interval, [reports], and trusted_networks as the exemption from the per-client
+  limits.
 
 EXIT STATUS:
   0 reloaded, 1 refused (the error is printed) or no answer, 3 no server running.

@@ -55,6 +55,8 @@ pub struct MailServer {
     live: LivePolicy,
     /// The certificate every listener presents, when `[tls]` is set.
     cert: Option<Arc<CertResolver>>,
+    /// `[reports]`: received reports kept, DMARC reports sent.
+    reports: Arc<crate::mta::reports::Reports>,
 }
 
 fn invalid(message: String) -> io::Error {
@@ -197,6 +199,21 @@ pub(crate) fn check(config: &Config) -> io::Result<Checked> {
                     "{postmaster} reaches no account: mail to it must always be accepted (RFC 5321 4.5.1); \
                      add `postmaster = \"you\"` under [domain.aliases] of {}, or the account",
                     d.name
+                ),
+            };
+            return Err(invalid(e.to_string()));
+        }
+    }
+    if let Some(address) = config.reports.address() {
+        if !directory.resolve(&address).is_deliverable() {
+            let e = ConfigError {
+                file: config.file.clone(),
+                line: config.reports.address_line,
+                key: Some("reports.address".into()),
+                message: format!(
+                    "{address} reaches no account: mail to it that is no report is delivered there; \
+                     add an alias (`{} = \"you\"` under [domain.aliases]) or the account",
+                    address.split('@').next().unwrap_or("dmarc")
                 ),
             };
             return Err(invalid(e.to_string()));
@@ -377,6 +394,8 @@ impl MailServer {
             },
         };
         let parts = assemble(config, checked, &base, user)?;
+        own_dir(&crate::mta::reports::dir(&config.data_dir), user)?;
+        let reports = Arc::new(crate::mta::reports::Reports::open(config)?.with_signer(signer(config)?));
 
         let limits = &config.limits;
         // The trusted networks (this host by default) are exempt, as Postfix exempts $mynetworks.
@@ -417,6 +436,7 @@ impl MailServer {
         if let Some(auth) = parts.mail_auth {
             handler = handler.with_mail_auth(auth);
         }
+        handler = handler.with_reports(reports.clone());
         let live = handler.live();
         let submission = (!config.listen.submission.is_empty() || !config.listen.submissions.is_empty())
             .then(|| Server::new(options.clone().auth_optional(false), handler.clone()));
@@ -428,6 +448,7 @@ impl MailServer {
             base,
             live,
             cert,
+            reports,
         })
     }
 
@@ -489,10 +510,12 @@ impl MailServer {
             }
         }
         let swept = ctx.queue.sweep()?;
+        let (queue, handoff, dns) = (ctx.queue.clone(), ctx.handoff.clone(), ctx.settings().dns.clone());
         let workers = Workers::start(ctx, n, scan);
         tracing::info!(workers = n, swept, "queue running");
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = reloader.watch_certificates(stop.clone())?;
+        let reporter = self.reports.start_sender(queue, handoff, dns, stop.clone())?;
         // From here `smtp-std reload` finds the server (its signal handler is in place). A
         // pid file that cannot be written (a full disk) stops only that, not the mail.
         if let Err(e) = crate::mta::control::write_pid_file(&config.data_dir, &pid_file) {
@@ -514,6 +537,9 @@ impl MailServer {
         stop.store(true, Ordering::SeqCst);
         if let Some(w) = watcher {
             let _ = w.join();
+        }
+        if let Some(r) = reporter {
+            let _ = r.join();
         }
         workers.shutdown();
         crate::mta::control::remove_pid_file(&config.data_dir);

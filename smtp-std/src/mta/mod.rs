@@ -22,6 +22,7 @@
 //! | [`stream`] | a spooled message read without holding it: its header block, CRLF lines |
 //! | [`srs`] | the Sender Rewriting Scheme for forwarded mail |
 //! | [`spam`] | DNS blocklists and allow lists, greylisting, spam verdicts to `.Junk` |
+//! | [`reports`] | DMARC aggregate reports received and sent, TLS reports received (`[reports]`) |
 //! | [`space`] | room on the disk: `452 4.3.1` at MAIL below `[limits] min_free_space` |
 //! | [`auth`] | SPF, DKIM, DMARC, DKIM signing, the DNS records to publish |
 //! | [`private`] | files 0600 and directories 0700 under `data_dir`, whatever the umask |
@@ -47,6 +48,7 @@ pub mod private;
 pub mod privileges;
 pub mod queue;
 pub mod reload;
+pub mod reports;
 pub mod sender;
 pub mod space;
 pub mod spam;

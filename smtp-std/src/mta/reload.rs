@@ -19,7 +19,7 @@
 //! `submission`, `submissions`, `proxy`), `user`, `data_dir`, adding or removing `[tls]`, and
 //! of `[limits]`: `max_clients`, `max_connections_per_client`, `max_connection_rate`,
 //! `max_auth_failures`; `trusted_networks` as the exemption from those per-client limits;
-//! `[queue]` `workers` and `scan_interval`.
+//! `[queue]` `workers` and `scan_interval`; `[reports]`.
 //!
 //! The certificate and key files are also looked at every minute on their own (their time,
 //! size and inode, through symbolic links such as certbot's `live/`): when they change and
@@ -105,6 +105,7 @@ pub fn restart_needed(started: &Config, new: &Config) -> Vec<String> {
     let debug = |x: &dyn std::fmt::Debug| format!("{x:?}");
     changed(debug(&started.spam) != debug(&new.spam), "spam", "the DNSBL thresholds and greylisting change");
     changed(debug(&started.milters) != debug(&new.milters), "milter", "the milters asked change");
+    changed(started.reports != new.reports, "reports", "the report address and DMARC reports sent change");
     changed(started.queue.workers != new.queue.workers, "queue.workers", "the number of delivery workers changes");
     changed(
         started.queue.scan_interval != new.queue.scan_interval,

@@ -123,6 +123,9 @@ pub struct Verdict {
     pub header: String,
     /// One line for logs and replies (why it was refused or junked, or the DNS failure).
     pub reason: String,
+    /// The DMARC evaluation, for the aggregate report to the From domain
+    /// ([`crate::mta::reports`]); `None` without a DMARC record or a verdict.
+    pub evaluation: Option<crate::mta::reports::Evaluation>,
 }
 
 /// Where the checks apply: every client but the authenticated ones and those from the
@@ -228,6 +231,18 @@ fn dmarc_temporary(r: &DmarcResult) -> Option<String> {
     }
 }
 
+/// A DKIM result as the aggregate report writes it (RFC 7489 appendix C `DKIMResultType`).
+fn dkim_word(r: &DkimResult) -> &'static str {
+    match r {
+        DkimResult::Pass => "pass",
+        DkimResult::Neutral(_) => "neutral",
+        DkimResult::Fail(_) => "fail",
+        DkimResult::PermError(_) => "permerror",
+        DkimResult::TempError(_) => "temperror",
+        DkimResult::None => "none",
+    }
+}
+
 fn is_domain(s: &str) -> bool {
     !s.is_empty() && !s.starts_with('[') && s.parse::<IpAddr>().is_err() && s.contains('.')
 }
@@ -293,6 +308,7 @@ impl Verifier {
             action: Action::Junk,
             header: String::new(),
             reason: format!("message not readable: {e}"),
+            evaluation: None,
         })
     }
 
@@ -331,7 +347,12 @@ impl Verifier {
         };
         let mut head = results.to_string();
         if let Some(t) = &spf.temporary {
-            return Verdict { action: Action::TempFail(Lookup::Spf), header: String::new(), reason: t.clone() };
+            return Verdict {
+                action: Action::TempFail(Lookup::Spf),
+                header: String::new(),
+                reason: t.clone(),
+                evaluation: None,
+            };
         }
         let Some(msg) = msg else {
             head.push_str(";\r\n\tdkim=none;\r\n\tdmarc=permerror (message header not parsable)");
@@ -339,6 +360,7 @@ impl Verifier {
                 action: Action::Junk,
                 header: format!("Authentication-Results: {head}\r\n"),
                 reason: "message header not parsable".into(),
+                evaluation: None,
             };
         };
         let spf_domain = if spf.mail_from.contains('@') { spf.output.domain() } else { helo_domain };
@@ -355,6 +377,7 @@ impl Verifier {
                 action: Action::TempFail(Lookup::Dmarc),
                 header: String::new(),
                 reason: "DKIM/DMARC check timed out".into(),
+                evaluation: None,
             };
         };
         let temporary = dkim
@@ -365,7 +388,7 @@ impl Verifier {
             .or_else(|| dmarc_temporary(dmarc.dkim_result()).map(|t| (Lookup::DkimKey, t)))
             .or_else(|| self.dmarc_record_unknown(&dmarc).map(|t| (Lookup::Dmarc, t)));
         if let Some((lookup, t)) = temporary {
-            return Verdict { action: Action::TempFail(lookup), header: String::new(), reason: t };
+            return Verdict { action: Action::TempFail(lookup), header: String::new(), reason: t, evaluation: None };
         }
 
         if dkim.is_empty() {
@@ -398,7 +421,31 @@ impl Verifier {
             (true, _) => (Action::Inbox, format!("DMARC failed for {} (p=none)", dmarc.domain())),
             (false, _) => (Action::Inbox, "ok".to_owned()),
         };
-        Verdict { action, header, reason }
+        let evaluation = dmarc.dmarc_record().map(|_| {
+            let disposition = match action {
+                Action::Reject => "reject",
+                Action::Junk => "quarantine",
+                _ => "none",
+            };
+            let spf_result = spf.output.result().to_string().to_ascii_lowercase();
+            crate::mta::reports::evaluation(crate::mta::reports::Observed {
+                ip: spf.ip,
+                spf_domain,
+                spf_scope: if spf.helo_identity() { "helo" } else { "mfrom" },
+                spf: &spf_result,
+                dkim: dkim
+                    .iter()
+                    .filter_map(|o| Some((o.signature()?.d.clone(), o.signature()?.s.clone(), dkim_word(o.result()))))
+                    .collect(),
+                header_from: dmarc.domain(),
+                dkim_aligned: *dmarc.dkim_result() == DmarcResult::Pass,
+                spf_aligned: *dmarc.spf_result() == DmarcResult::Pass,
+                disposition,
+                // RFC 9989 has no `ri` (mail-auth 0.13 reads none): the sender looks it up.
+                ri: None,
+            })
+        });
+        Verdict { action, header, reason, evaluation }
     }
 
     /// mail-auth found no DMARC record for the From domain: was that a DNS failure?

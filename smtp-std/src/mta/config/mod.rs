@@ -117,6 +117,8 @@ pub struct Config {
     pub spam: SpamConfig,
     /// `[[milter]]`: mail filters run on each message before it is stored.
     pub milters: Vec<crate::mta::milter::MilterConfig>,
+    /// `[reports]`: DMARC and TLS reports received, DMARC reports sent.
+    pub reports: crate::mta::reports::ReportsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +154,8 @@ struct RawConfig {
     spam: SpamConfig,
     #[serde(default)]
     milter: Vec<crate::mta::milter::MilterConfig>,
+    #[serde(default)]
+    reports: crate::mta::reports::ReportsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,6 +467,8 @@ impl Config {
             }
             dnsbl.push(DnsblZone { zone, score });
         }
+        let names: Vec<String> = domains.iter().map(|d: &DomainConfig| d.name.clone()).collect();
+        raw.reports.check(&names).map_err(|(span, key, message)| at(span, key, message))?;
         let data_dir = resolve(raw.data_dir);
         Ok(Config {
             file: file.to_owned(),
@@ -490,6 +496,10 @@ impl Config {
             dnsbl,
             spam: SpamConfig { greylist: raw.spam.greylist.filter(|d| !d.is_zero()), ..raw.spam },
             milters: raw.milter,
+            reports: crate::mta::reports::ReportsConfig {
+                address_line: raw.reports.address.as_ref().map(|a| line_of(text, a.span().start)),
+                ..raw.reports
+            },
         })
     }
 

@@ -142,6 +142,8 @@ pub struct InboundHandler {
     /// goes to `.Junk` when they say so.
     milters: Option<Arc<crate::mta::milter::Milters>>,
     milter_junk: bool,
+    /// `[reports]`: reports arriving at its address, DMARC evaluations recorded.
+    reports: Option<Arc<crate::mta::reports::Reports>>,
 }
 
 impl InboundHandler {
@@ -165,6 +167,7 @@ impl InboundHandler {
             spam: Default::default(),
             milters: None,
             milter_junk: false,
+            reports: None,
         }
     }
 
@@ -177,6 +180,13 @@ impl InboundHandler {
     /// Runs these milters on each message ([`crate::mta::milter`]).
     pub fn with_milters(mut self, milters: crate::mta::milter::Milters) -> Self {
         self.milters = Some(Arc::new(milters));
+        self
+    }
+
+    /// Keeps the reports that arrive at `[reports] address` and records DMARC evaluations
+    /// ([`crate::mta::reports`]).
+    pub fn with_reports(mut self, reports: Arc<crate::mta::reports::Reports>) -> Self {
+        self.reports = Some(reports);
         self
     }
 
@@ -257,13 +267,16 @@ impl InboundHandler {
         if let (Some(auth), Some(spf)) = (self.mail_auth.clone(), self.spf.take()) {
             use crate::mta::auth::Action;
             // The spooled message streams through the checks: only its header block is held.
-            let verdict = match d.content().and_then(|mut f| auth.verifier.verify_spooled(&spf, &mut f)) {
+            let mut verdict = match d.content().and_then(|mut f| auth.verifier.verify_spooled(&spf, &mut f)) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(id = name, "cannot read the spooled message back: {e}");
                     return Decision::io_error(&e);
                 }
             };
+            if let (Some(reports), Some(e)) = (&self.reports, verdict.evaluation.take()) {
+                reports.record(e, &self.rcpts);
+            }
             match verdict.action {
                 Action::TempFail(lookup) => {
                     tracing::warn!(id = name, reason = verdict.reason, ?lookup, "DNS failure: message deferred");
@@ -285,6 +298,9 @@ impl InboundHandler {
         if let Some(fields) = self.spam.verdict(folder.is_some()) {
             folder = Some(".Junk");
             header.push_str(&fields);
+        }
+        if let Some(stored) = self.take_report(session, &mut d) {
+            return stored;
         }
         if let Route::Accounts { store, .. } = &self.policy.route {
             if let Store::Lmtp { target, options, .. } = &**store {
@@ -310,6 +326,21 @@ impl InboundHandler {
 }
 
 impl InboundHandler {
+    /// A report for `[reports] address` (its only recipient): kept, and the `250` to give
+    /// ([`crate::mta::reports::Reports::receive`]); `None`: deliver the message as usual.
+    fn take_report(&self, session: &Session, d: &mut Delivery) -> Option<Decision> {
+        let reports = self.reports.as_ref()?;
+        let from = session.envelope.mail_from.as_deref().unwrap_or("");
+        match d.content().and_then(|mut f| reports.receive(&self.rcpts, from, &mut f)) {
+            Ok(Some(_)) => Some(Decision::reply(250, Some((2, 0, 0)), format!("Ok: report kept as {}", d.name()))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(id = d.name(), "cannot keep the report: {e}");
+                Some(Decision::io_error(&e))
+            }
+        }
+    }
+
     /// Hands the message to the LMTP server for every account (in groups of at most
     /// [`crate::lmtp::MAX_RECIPIENTS`]); `250` only when LMTP accepted it for all of them.
     fn deliver_lmtp(
