@@ -86,6 +86,8 @@ impl SignedDns {
         run(Command::new("dnssec-signzone")
             .args(["-S", "-z", "-O", "full", "-K"])
             .arg(d)
+            .arg("-d") // the dsset file too, not in the working directory
+            .arg(d)
             .args(["-o", signed.name, "-f"])
             .arg(d.join("signed.zone"))
             .arg(d.join("signed.src"))
