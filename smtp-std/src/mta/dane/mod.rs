@@ -19,10 +19,12 @@
 //! Where MTA-STS (RFC 8461) will plug in: a domain without DANE (the MX answer insecure, or no
 //! host with TLSA records) is where its policy applies; DANE takes precedence (RFC 8461 §2).
 //!
+//! A domain without MX records whose denial is secure gets DANE for its implicit MX (the
+//! domain itself as the host, §2.2.1).
+//!
 //! Not done: TLSA base names from CNAME expansion of MX hosts (§2.2.2; the MX host's own name
-//! is used), DANE for the implicit MX (a domain without MX records), and checking that the
-//! host's address records are secure before asking for TLSA (we ask regardless, which only
-//! makes DANE apply more often).
+//! is used), and checking that the host's address records are secure before asking for TLSA
+//! (we ask regardless, which only makes DANE apply more often).
 
 pub mod lookup;
 pub mod verify;
