@@ -133,6 +133,9 @@ fn peers() -> Peers {
     records.extend(host("ta.dane.test", "mxta.dane.test", 6, Some(&format!("2 0 1 {ta}"))));
     records.extend(host("notls.dane.test", "mxnotls.dane.test", 7, Some(&format!("3 1 1 {ee}"))));
     records.extend(host("nodane.dane.test", "mxnodane.dane.test", 5, None));
+    // No MX: the domain is its own (implicit) MX host, and its TLSA records apply.
+    records.push("implicit.dane.test. IN A 127.0.0.3".to_owned());
+    records.push(format!("_{port}._tcp.implicit.dane.test. IN TLSA 3 1 1 {wrong}"));
     let signed = Zone { name: "dane.test", records };
     let plain = Zone { name: "plain.test", records: host("plain.test", "mx.plain.test", 5, None) };
     // The bogus TLSA data changed after signing: its signature no longer verifies.
@@ -217,6 +220,10 @@ fn the_matrix(p: &Peers, dane: Arc<Dane>) {
     let (s, e) = send(p, Some(dane.clone()), "e@notls.dane.test");
     assert_eq!(s, Status::Deferred, "{e}");
     assert!(e.contains("DANE: mxnotls.dane.test [127.0.0.7] has TLSA records but does not offer STARTTLS"), "{e}");
+
+    let (s, e) = send(p, Some(dane.clone()), "i@implicit.dane.test");
+    assert_eq!(s, Status::Deferred, "{e}");
+    assert!(e.contains("DANE: the certificate of implicit.dane.test matches none"), "{e}");
 
     // A signed domain whose MX host has no TLSA (a secure denial): opportunistic.
     let (s, e) = send(p, Some(dane.clone()), "f@nodane.dane.test");
