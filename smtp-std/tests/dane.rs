@@ -3,9 +3,11 @@
 //! `common/dnssec.rs`), and receiving servers on 127.0.0.2 to 127.0.0.7. A matching DANE-EE
 //! record → delivered over TLS; a mismatching one → deferred naming host and records; a TLSA
 //! answer altered after signing (bogus) → deferred; a DANE-TA record → delivered after a chain
-//! and name check; TLSA but no STARTTLS → deferred; an unsigned domain → delivered
-//! opportunistically. With the AD bit of unbound (`trust-ad`) and with hickory's own
-//! validation (`validate`), and through `serve`'s queue, where `queue list` names the failure.
+//! and name check; TLSA but no STARTTLS → deferred; only PKIX records → TLS without a
+//! certificate check; the implicit MX of a signed domain → its TLSA apply; an unsigned domain →
+//! delivered opportunistically; REQUIRETLS and `TLS-Required: No`. With the AD bit of unbound
+//! (`trust-ad`) and with hickory's own validation (`validate`), and through `serve`'s queue,
+//! where `queue list` names the failure.
 #![cfg(feature = "mta")]
 
 mod common;
@@ -133,6 +135,9 @@ fn peers() -> Peers {
     records.extend(host("ta.dane.test", "mxta.dane.test", 6, Some(&format!("2 0 1 {ta}"))));
     records.extend(host("notls.dane.test", "mxnotls.dane.test", 7, Some(&format!("3 1 1 {ee}"))));
     records.extend(host("nodane.dane.test", "mxnodane.dane.test", 5, None));
+    // Only PKIX records (unusable for SMTP): TLS mandatory, any certificate.
+    records.extend(host("pkix.dane.test", "mxpkix.dane.test", 3, Some(&format!("1 1 1 {wrong}"))));
+    records.extend(host("pkixplain.dane.test", "mxpkixplain.dane.test", 5, Some(&format!("0 0 1 {wrong}"))));
     // No MX: the domain is its own (implicit) MX host, and its TLSA records apply.
     records.push("implicit.dane.test. IN A 127.0.0.3".to_owned());
     records.push(format!("_{port}._tcp.implicit.dane.test. IN TLSA 3 1 1 {wrong}"));
@@ -220,6 +225,13 @@ fn the_matrix(p: &Peers, dane: Arc<Dane>) {
     let (s, e) = send(p, Some(dane.clone()), "e@notls.dane.test");
     assert_eq!(s, Status::Deferred, "{e}");
     assert!(e.contains("DANE: mxnotls.dane.test [127.0.0.7] has TLSA records but does not offer STARTTLS"), "{e}");
+
+    let (s, e) = send(p, Some(dane.clone()), "j@pkix.dane.test");
+    assert_eq!(s, Status::Accepted, "{e}");
+    assert_eq!(got_for(p, "j@pkix.dane.test"), [true]);
+    let (s, e) = send(p, Some(dane.clone()), "k@pkixplain.dane.test");
+    assert_eq!(s, Status::Deferred, "{e}");
+    assert!(e.contains("has TLSA records but does not offer STARTTLS"), "{e}");
 
     let (s, e) = send(p, Some(dane.clone()), "i@implicit.dane.test");
     assert_eq!(s, Status::Deferred, "{e}");
