@@ -277,6 +277,25 @@ pub trait Handler: Clone + Send + 'static {
     fn close(&mut self, session: &Session) {
         let _ = session;
     }
+
+    /// The server refused `peer` by one of its limits, without asking the other hooks: a
+    /// connection (per-client limits, `max_clients`; [`Handler::connect`] is not called) or,
+    /// [`Limited::Client`]`(`[`Refusal::AuthLocked`](crate::limits::Refusal::AuthLocked)`)`,
+    /// an AUTH from a locked-out client. Called on the accepting thread (for connections):
+    /// keep it short, e.g. a counter. Default: nothing.
+    fn limited(&self, peer: SocketAddr, limit: Limited) {
+        let _ = (peer, limit);
+    }
+}
+
+/// Which limit refused a client ([`Handler::limited`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limited {
+    /// A per-client limit ([`crate::limits`]): connections, connection rate, AUTH failures.
+    Client(crate::limits::Refusal),
+    /// The server holds [`crate::Options::max_clients`] sessions already.
+    MaxClients,
 }
 
 /// The default handler: accepts every message and discards it (like Postfix `smtp-sink`).

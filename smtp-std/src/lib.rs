@@ -116,7 +116,7 @@ mod shared;
 pub mod tls;
 
 pub use client::{send, Delivery, SendError, SendOptions, SmtpClient, TlsMode};
-pub use handler::{AuthRequest, Decision, Envelope, Handler, OwnedReply, Session, Sink};
+pub use handler::{AuthRequest, Decision, Envelope, Handler, Limited, OwnedReply, Session, Sink};
 pub use options::{Options, DEFAULT_MIN_DATA_RATE, DEFAULT_PARK_AFTER, DEFAULT_SESSION_STACK};
 pub use server::{ConfigHandle, Running, Server, ShutdownHandle};
 pub use smtp_proto as proto;

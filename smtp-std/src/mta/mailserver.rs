@@ -4,8 +4,9 @@
 //!
 //! Listeners: `smtp` (port 25: mail for our domains; AUTH optional, offered under TLS),
 //! `submission` (587: STARTTLS, AUTH required before MAIL) and `submissions` (465: implicit
-//! TLS, AUTH required). One handler serves all: an authenticated account may send to any
-//! domain (as its own addresses only), everyone else only to ours.
+//! TLS, AUTH required); `metrics` serves `GET /metrics` ([`crate::mta::metrics`]). One
+//! handler serves all: an authenticated account may send to any domain (as its own addresses
+//! only), everyone else only to ours.
 //!
 //! Everything a config file names is read and checked before anything is created: the
 //! accounts, that every alias member and catch-all of ours and `postmaster@` every domain
@@ -34,6 +35,7 @@ use crate::mta::config::{Config, ConfigError};
 use crate::mta::inbound::{InboundHandler, InboundPolicy, LivePolicy, Outgoing, Route, Signer};
 use crate::mta::mailbox::Store;
 use crate::mta::maildir::{create_dir_durably, Maildir};
+use crate::mta::metrics::Metered;
 use crate::mta::privileges;
 use crate::mta::queue::worker::{Context, Handoff, Local, Outbound, Settings, Smarthost, Workers};
 use crate::mta::queue::{Queue, Schedule};
@@ -43,9 +45,9 @@ use crate::{tls, Options, Server};
 /// A mail server ready to bind its ports.
 pub struct MailServer {
     /// Port 25.
-    smtp: Server<InboundHandler>,
+    smtp: Server<Metered<InboundHandler>>,
     /// Ports 587 and 465 (AUTH required).
-    submission: Option<Server<InboundHandler>>,
+    submission: Option<Server<Metered<InboundHandler>>>,
     /// The queue's workers to start (the submission handler hands them new entries through
     /// the context's [`crate::mta::queue::worker::Handoff`]), how many, how often they scan.
     workers: (Arc<Context>, usize, Duration),
@@ -439,10 +441,10 @@ impl MailServer {
         handler = handler.with_reports(reports.clone());
         let live = handler.live();
         let submission = (!config.listen.submission.is_empty() || !config.listen.submissions.is_empty())
-            .then(|| Server::new(options.clone().auth_optional(false), handler.clone()));
+            .then(|| Server::new(options.clone().auth_optional(false), Metered::submission(handler.clone())));
         let q = &config.queue;
         Ok(Self {
-            smtp: Server::new(options, handler),
+            smtp: Server::new(options, Metered::smtp(handler)),
             submission,
             workers: (ctx, q.workers, q.scan_interval),
             base,
@@ -464,6 +466,8 @@ impl MailServer {
         handles.extend(self.submission.as_ref().map(Server::shutdown_handle));
         let mut configs = vec![self.smtp.config_handle()];
         configs.extend(self.submission.as_ref().map(Server::config_handle));
+        let sources = crate::mta::metrics::Sources { queue: Some(self.base.queue.clone()), cert: self.cert.clone() };
+        crate::mta::metrics::get().set_sources(sources);
         let reloader =
             crate::mta::reload::Reloader::new(config.clone(), self.base, self.live, ctx.clone(), configs, self.cert);
         let reloader = Arc::new(reloader);
@@ -481,6 +485,12 @@ impl MailServer {
                 let bound = sub.listen_tls(addr).map_err(|e| bind_error(config, "submissions", addr, e))?;
                 tracing::info!(%bound, "listening for submission over implicit TLS (AUTH required)");
             }
+        }
+        for addr in &config.listen.metrics {
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| bind_error(config, "metrics", addr, e))?;
+            let bound = listener.local_addr()?;
+            crate::mta::metrics::http::spawn(listener)?;
+            tracing::info!(%bound, "serving metrics at GET /metrics");
         }
         if let Some(user) = &config.user {
             privileges::drop_to(user)?;

@@ -3,7 +3,7 @@
 //!
 //! Nothing in the binding (the crate's top-level modules) imports anything from here; with
 //! `default-features = false` this module and its dependencies (argon2, bcrypt, sha-crypt,
-//! serde, toml, mail-auth, hickory-resolver, tokio) are not built at all.
+//! serde, toml, mail-auth, hickory-resolver, tokio, prometheus-client) are not built at all.
 //!
 //! Its parts, each a module of its own:
 //!
@@ -27,6 +27,7 @@
 //! | [`auth`] | SPF, DKIM, DMARC, DKIM signing, the DNS records to publish |
 //! | [`private`] | files 0600 and directories 0700 under `data_dir`, whatever the umask |
 //! | [`privileges`] | the drop to an ordinary user after binding the ports |
+//! | [`metrics`] | Prometheus counters and gauges, `GET /metrics` on `[listen] metrics` |
 //! | [`mailserver`] | all of it put together: listeners, handler, queue workers, signals |
 //! | [`reload`] | `SIGHUP`: the config read again and swapped in whole, or refused whole; certificate renewals |
 //! | [`control`] | the running server's pid file and reload status in `data_dir` |
@@ -43,6 +44,7 @@ pub mod inbound;
 pub mod mailbox;
 pub mod maildir;
 pub mod mailserver;
+pub mod metrics;
 pub mod milter;
 pub mod private;
 pub mod privileges;

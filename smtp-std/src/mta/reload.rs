@@ -16,7 +16,7 @@
 //!
 //! What needs a restart (named in the log and in `smtp-std reload`'s output; the rest of the
 //! new configuration is taken, these keep their running values): `[listen]` (`smtp`,
-//! `submission`, `submissions`, `proxy`), `user`, `data_dir`, adding or removing `[tls]`, and
+//! `submission`, `submissions`, `proxy`, `metrics`), `user`, `data_dir`, adding or removing `[tls]`, and
 //! of `[limits]`: `max_clients`, `max_connections_per_client`, `max_connection_rate`,
 //! `max_auth_failures`; `trusted_networks` as the exemption from those per-client limits;
 //! `[queue]` `workers` and `scan_interval`; `[reports]`.
@@ -80,6 +80,7 @@ pub fn restart_needed(started: &Config, new: &Config) -> Vec<String> {
     changed(a.submission != b.submission, "listen.submission", "the listeners change");
     changed(a.submissions != b.submissions, "listen.submissions", "the listeners change");
     changed(a.proxy != b.proxy, "listen.proxy", "the proxies trusted change");
+    changed(a.metrics != b.metrics, "listen.metrics", "the metrics listeners change");
     changed(started.user != new.user, "user", "the server's user changes");
     changed(started.data_dir != new.data_dir, "data_dir", "the data directory changes");
     changed(started.tls.is_none() && new.tls.is_some(), "tls", "STARTTLS and implicit TLS start");

@@ -133,6 +133,7 @@ impl<H: Handler> Server<H> {
                 Ok(p) => Some(p),
                 Err(r) => {
                     tracing::warn!(%peer, client = %crate::limits::ClientKey::of(peer.ip()), "refused: {r}");
+                    handler.limited(peer, crate::Limited::Client(r));
                     refuse(&stream, r.reply());
                     return None;
                 }
@@ -142,6 +143,7 @@ impl<H: Handler> Server<H> {
         if active >= shared.options.max_clients {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(%peer, active, "too many clients: refused");
+            handler.limited(peer, crate::Limited::MaxClients);
             refuse(&stream, Reply::TOO_MANY_CONNECTIONS);
             return None;
         }

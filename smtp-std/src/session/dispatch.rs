@@ -58,6 +58,7 @@ impl<H: Handler> Conn<H> {
                         let mechanism = req.mechanism;
                         let user = loggable_user(&mut self.handler, &self.session, req.identity);
                         log!(warn, self.session, mechanism, user, "auth refused: client locked out");
+                        self.handler.limited(self.session.peer, crate::Limited::Client(Refusal::AuthLocked));
                         self.decide(&Refusal::AuthLocked.reply().into());
                     }
                     Some(req) => {
@@ -74,6 +75,7 @@ impl<H: Handler> Conn<H> {
                                 user,
                                 "auth failed: too many failures, client locked out"
                             );
+                            self.handler.limited(self.session.peer, crate::Limited::Client(Refusal::AuthLocked));
                             self.decide(&Refusal::AuthLocked.reply().into());
                         } else if self.decide(&d) {
                             log!(info, self.session, mechanism, user, "auth ok");

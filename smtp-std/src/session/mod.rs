@@ -161,6 +161,7 @@ pub(crate) fn serve<H: Handler>(
             Ok(permit) => Some(permit),
             Err(r) => {
                 tracing::warn!(id, %peer, proxy = %via, "refused: {r}");
+                handler.limited(peer, crate::Limited::Client(r));
                 if !implicit {
                     refuse(&tcp, &config, r.reply());
                 }

@@ -124,6 +124,10 @@ pub struct Listen {
     /// `send-proxy-v2`), on every listener: the client address it carries is the session's.
     #[serde(default)]
     pub proxy: Vec<crate::proxy::Network>,
+    /// `GET /metrics` (Prometheus text format) on these addresses; none by default. Keep it
+    /// on loopback or a private network: it tells how much mail flows.
+    #[serde(default)]
+    pub metrics: Vec<SocketAddr>,
 }
 
 /// `[outbound]`: how mail leaves.

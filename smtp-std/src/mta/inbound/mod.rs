@@ -277,6 +277,7 @@ impl InboundHandler {
             if let (Some(reports), Some(e)) = (&self.reports, verdict.evaluation.take()) {
                 reports.record(e, &self.rcpts);
             }
+            crate::mta::metrics::get().auth_results(&verdict.header);
             match verdict.action {
                 Action::TempFail(lookup) => {
                     tracing::warn!(id = name, reason = verdict.reason, ?lookup, "DNS failure: message deferred");
@@ -624,7 +625,9 @@ impl Handler for InboundHandler {
         // Milters: their verdict, their edits applied to the spool before it is stored,
         // queued or signed.
         if let Some(milters) = self.milters.clone() {
-            match milters.check(session, &mut d) {
+            let outcome = milters.check(session, &mut d);
+            crate::mta::metrics::get().milter_outcome(&outcome);
+            match outcome {
                 crate::mta::milter::MilterOutcome::Continue { junk } => self.milter_junk = junk,
                 crate::mta::milter::MilterOutcome::Done(decision) => return decision,
             }

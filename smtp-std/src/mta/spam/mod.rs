@@ -172,6 +172,7 @@ impl SpamSession {
             let ip = session.peer.ip().to_canonical();
             let started = std::time::Instant::now();
             let r = d.check(ip);
+            r.listings.iter().for_each(|l| crate::mta::metrics::get().dnsbl_hit(l.score));
             let took_ms = started.elapsed().as_secs_f64() * 1e3;
             if r.listings.is_empty() && r.failed.is_empty() {
                 tracing::debug!(%ip, took_ms, "dnsbl: not listed");

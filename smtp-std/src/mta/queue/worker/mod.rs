@@ -41,6 +41,7 @@ use crate::mta::accounts::{Directory, Resolution};
 use crate::mta::auth::Dns;
 use crate::mta::deliver::{self, MxOptions, SessionPool, Spool};
 use crate::mta::mailbox::{deliver_file, Store};
+use crate::mta::metrics;
 use send::deliver_pending;
 
 /// A relay every outbound message goes through (`[outbound] smarthost`).
@@ -340,7 +341,9 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
 
     let pending: Vec<usize> =
         entry.recipients.iter().enumerate().filter(|(_, r)| r.state == State::Pending).map(|(i, _)| i).collect();
+    let started = std::time::Instant::now();
     let outcomes = deliver_pending(ctx, &s, entry, &pending);
+    let took = started.elapsed();
     // The crash test (tests/queue.rs) dies here on purpose: after a remote 250, before the
     // outcome is written — the one window in which a recipient can get a second copy.
     if std::env::var_os("SMTP_STD_TEST_CRASH_AFTER_DELIVERY").is_some()
@@ -372,6 +375,7 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
             Outcome3::Delivered => {
                 tracing::info!(id, rcpt = r.address, reply = o.text, host = o.remote_mta.as_deref(), "delivered");
                 r.state = State::Delivered;
+                metrics::get().delivery(metrics::Delivery::Delivered, took);
                 if r.wants("SUCCESS") {
                     delivered.push((i, o));
                 }
@@ -379,6 +383,7 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
             Outcome3::Failed => {
                 tracing::info!(id, rcpt = r.address, reply = o.text, host = o.remote_mta.as_deref(), "failed for good");
                 r.state = State::Bounced;
+                metrics::get().delivery(metrics::Delivery::Bounced, took);
                 if r.wants("FAILURE") {
                     failed.push((i, o));
                 }
@@ -392,6 +397,7 @@ fn attempt_pending(ctx: &Context, p: &mut Pending, now: SystemTime, fresh: bool)
                     next = entry.next_attempt,
                     "deferred"
                 );
+                metrics::get().delivery(metrics::Delivery::Deferred, took);
                 if !entry.delay_notified && s.schedule.delay_notice_due(age) && r.wants("DELAY") {
                     delayed.push((i, o));
                 }
