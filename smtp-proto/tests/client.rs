@@ -410,9 +410,25 @@ fn envelope_checks() {
     s.output.clear();
     s.client.send_mail(&env).unwrap_err();
     env.eight_bit = false;
+    env.requiretls = true;
+    assert_eq!(s.client.send_mail(&env), Err(ApiError::NotOffered(Extension::RequireTls)));
+    env.requiretls = false;
     s.client.send_mail(&env).unwrap();
     s.drain();
     assert_eq!(s.output_str(), "MAIL FROM:<m@c>\r\n");
+}
+
+#[test]
+fn requiretls_when_offered() {
+    let mut s = Session::new(Config::new("c"), Mode::Whole);
+    greet(&mut s, b"250-mx\r\n250 REQUIRETLS\r\n");
+    s.output.clear();
+    let rcpts = to(&["a@x"]);
+    let mut env = Envelope::new("m@c", &rcpts);
+    env.requiretls = true;
+    s.client.send_mail(&env).unwrap();
+    s.drain();
+    assert_eq!(s.output_str(), "MAIL FROM:<m@c> REQUIRETLS\r\n");
 }
 
 #[test]

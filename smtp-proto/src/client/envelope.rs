@@ -49,12 +49,15 @@ pub struct Envelope<'a> {
     pub ret: Option<Ret>,
     /// `ENVID=` (DSN), xtext-encoded by the client.
     pub envid: Option<&'a str>,
+    /// `REQUIRETLS` (RFC 8689): the message may only travel over validated TLS; refused if the
+    /// server does not offer it (it does only under TLS).
+    pub requiretls: bool,
 }
 
 impl<'a> Envelope<'a> {
     /// An envelope with no parameters.
     pub const fn new(from: &'a str, to: &'a [Recipient<'a>]) -> Self {
-        Self { from, to, size: None, eight_bit: false, ret: None, envid: None }
+        Self { from, to, size: None, eight_bit: false, ret: None, envid: None, requiretls: false }
     }
 }
 

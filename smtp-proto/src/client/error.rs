@@ -170,6 +170,8 @@ pub enum Extension {
     SmtpUtf8,
     /// 8BITMIME.
     EightBitMime,
+    /// REQUIRETLS (RFC 8689).
+    RequireTls,
 }
 
 /// The caller's request was refused; nothing was written.

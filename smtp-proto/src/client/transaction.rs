@@ -23,7 +23,8 @@ impl<const N: usize> Client<N> {
     /// an address, or a control character in ENVID/ORCPT; [`ApiError::BadParameter`] for an
     /// empty ENVID/ORCPT or one too long once encoded; [`ApiError::SizeExceeded`] if the
     /// declared size exceeds the server's SIZE; [`ApiError::NotOffered`] for a non-ASCII
-    /// address without SMTPUTF8 or `eight_bit` without 8BITMIME; [`ApiError::TooLong`] if the
+    /// address without SMTPUTF8, `eight_bit` without 8BITMIME or `requiretls` without
+    /// REQUIRETLS; [`ApiError::TooLong`] if the
     /// commands do not fit the output buffer.
     pub fn send_mail(&mut self, env: &Envelope<'_>) -> Result<(), ApiError> {
         self.ready()?;
@@ -58,6 +59,9 @@ impl<const N: usize> Client<N> {
         if env.eight_bit && !self.caps.eightbitmime {
             return Err(ApiError::NotOffered(Extension::EightBitMime));
         }
+        if env.requiretls && !self.caps.requiretls {
+            return Err(ApiError::NotOffered(Extension::RequireTls));
+        }
         let caps = self.caps;
         self.compact();
         let start = self.len;
@@ -74,6 +78,9 @@ impl<const N: usize> Client<N> {
         }
         if utf8 {
             w.bytes(b" SMTPUTF8")?;
+        }
+        if env.requiretls {
+            w.bytes(b" REQUIRETLS")?;
         }
         if caps.dsn {
             match env.ret {

@@ -22,6 +22,41 @@ pub(crate) struct Check {
     /// Fetch the MTA-STS policy from this port instead of 443 (tests).
     #[arg(long, value_name = "PORT", hide = true)]
     https_port: Option<u16>,
+    /// How the server gets DNSSEC status (`[dns] dnssec`): `trust-ad` (the resolver's AD bit),
+    /// `validate` (its own validation) or `off` (no DNSSEC check). Says whether DANE can work.
+    #[arg(long, value_name = "MODE", default_value = "trust-ad")]
+    dnssec: String,
+    /// With `--dnssec validate`: the trust anchor file (`[dns] trust_anchor`).
+    #[arg(long, value_name = "FILE")]
+    trust_anchor: Option<std::path::PathBuf>,
+    /// A DNSSEC-signed name asked to see whether answers are validated.
+    #[arg(long, value_name = "NAME", default_value = "ietf.org")]
+    dnssec_probe: String,
+}
+
+/// Whether the resolver validates (DANE outbound needs it): `None` with `--dnssec off`.
+fn dnssec_finding(args: &Check) -> Option<smtp_std::mta::auth::records::Finding> {
+    use smtp_std::mta::auth::records::{Finding, Level};
+    use smtp_std::mta::dane::{Dane, DnssecMode};
+    let mode = match args.dnssec.as_str() {
+        "off" => return None,
+        "trust-ad" => DnssecMode::TrustAd,
+        "validate" => DnssecMode::Validate,
+        other => {
+            return Some(Finding {
+                level: Level::Error,
+                text: format!("--dnssec {other:?}: give off, validate or trust-ad"),
+            })
+        }
+    };
+    let timeout = smtp_std::mta::auth::dns::QUERY_TIMEOUT;
+    let dane = match Dane::new(mode, args.dns, timeout, args.trust_anchor.as_deref()) {
+        Ok(Some(d)) => d,
+        Ok(None) => return None,
+        Err(e) => return Some(Finding { level: Level::Error, text: format!("DNSSEC: {e}") }),
+    };
+    let (secure, text) = dane.probe(&args.dnssec_probe);
+    Some(Finding { level: if secure { Level::Ok } else { Level::Warning }, text })
 }
 
 pub(crate) fn run(args: Check) -> ExitCode {
@@ -47,6 +82,7 @@ pub(crate) fn run(args: Check) -> ExitCode {
         Some(std::sync::Arc::new(move |name: &str| resolver.addresses(name).map_err(std::io::Error::other)));
     client.port = args.https_port;
     findings.extend(smtp_std::mta::web::check::check(&dns, &client, &args.domain));
+    findings.extend(dnssec_finding(&args));
     for f in &findings {
         println!("{f}");
     }

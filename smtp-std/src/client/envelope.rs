@@ -153,6 +153,8 @@ pub struct Envelope {
     pub envid: Option<String>,
     /// `BODY=8BITMIME` (refused if the server does not offer 8BITMIME).
     pub eight_bit: bool,
+    /// `REQUIRETLS` (RFC 8689; refused if the server does not offer it).
+    pub requiretls: bool,
 }
 
 impl Envelope {
@@ -165,6 +167,7 @@ impl Envelope {
             ret: None,
             envid: None,
             eight_bit: false,
+            requiretls: false,
         }
     }
 

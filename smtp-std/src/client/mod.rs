@@ -284,6 +284,7 @@ impl SmtpClient {
         env.ret = envelope.ret;
         env.envid = envelope.envid.as_deref();
         env.eight_bit = envelope.eight_bit;
+        env.requiretls = envelope.requiretls;
         self.core.send_mail(&env).map_err(|e| match e {
             ApiError::ForbiddenCharacter(a) => SendError::Invalid(format!("forbidden character in {a:?}")),
             e => SendError::Request(e),

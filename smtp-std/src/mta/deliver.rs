@@ -16,6 +16,16 @@
 //! checked against that an attacker on the path could not also change (the MX record), so
 //! MTAs encrypt opportunistically and accept any certificate. A failed handshake is retried
 //! once without TLS, as MTAs do in that mode.
+//!
+//! With DANE ([`MxOptions::dane`], [`crate::mta::dane`]): for a domain whose MX answer is
+//! DNSSEC-secure, each host's TLSA records decide; a host with usable records gets mandatory
+//! TLS and a certificate check against them (no retry without TLS), and a failure there is a
+//! temporary failure naming the host and the mismatch, the next host is tried.
+//!
+//! REQUIRETLS (RFC 8689, [`Envelope::requiretls`]): the message goes only to a host with
+//! usable TLSA records of a domain whose MX answer is secure, over the TLS DANE checks, and
+//! only if that host offers REQUIRETLS (the parameter is passed on); otherwise it fails with
+//! `5.7.30` ([`RecipientStatus::enhanced`]).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -29,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{self, Envelope, Reply, SendError, SendOptions, SmtpClient, TlsMode};
 use crate::mta::auth::{DkimKey, Dns, MxError, MxHost};
+use crate::mta::dane::{Dane, HostTls};
 
 /// The part of a message a [`Spool`] keeps in memory before it moves to a temporary file.
 pub const SPOOL_MEMORY: usize = 4 << 20;
@@ -182,6 +193,9 @@ pub struct MxOptions {
     /// Keep sessions open for the next message to the same host (the queue's workers);
     /// `None`: QUIT after each message.
     pub pool: Option<Arc<SessionPool>>,
+    /// DANE (RFC 7672) for the MX hosts of DNSSEC-signed domains; `None`: opportunistic TLS
+    /// only.
+    pub dane: Option<Arc<Dane>>,
 }
 
 /// How long an unused session stays in a [`SessionPool`].
@@ -231,7 +245,7 @@ impl MxOptions {
         let mut session = SendOptions::new("", ehlo);
         session.tls = TlsMode::Opportunistic;
         session.tls_config = Some(client::insecure_tls_config());
-        Self { session, port: 25, max_addresses: MAX_ADDRESSES, pool: None }
+        Self { session, port: 25, max_addresses: MAX_ADDRESSES, pool: None, dane: None }
     }
 }
 
@@ -262,6 +276,8 @@ pub struct RecipientStatus {
     pub unsendable: bool,
     /// The host that gave the last answer: `name [address]`.
     pub host: Option<String>,
+    /// The enhanced status code of a failure that has its own (`5.7.30` for REQUIRETLS).
+    pub enhanced: Option<(u8, u16, u16)>,
 }
 
 impl RecipientStatus {
@@ -273,6 +289,7 @@ impl RecipientStatus {
             error: Some(error.to_string()),
             unsendable: false,
             host: host.map(str::to_owned),
+            enhanced: None,
         }
     }
 }
@@ -345,6 +362,7 @@ enum Attempt {
 fn attempt(
     options: &MxOptions,
     host: &MxHost,
+    tls: &HostTls,
     addr: IpAddr,
     envelope: &Envelope,
     message: &mut Spool,
@@ -353,12 +371,25 @@ fn attempt(
     o.server = SocketAddr::new(addr, options.port).to_string();
     o.tls_server_name = Some(host.host.clone());
     o.auth = None;
+    // A kept session is reused only under the same policy (DANE checks the name, too).
+    let key = match tls {
+        HostTls::Authenticated { config, .. } => {
+            o.tls = TlsMode::Required;
+            o.tls_config = Some(config.clone());
+            format!("{} dane {}", o.server, host.host)
+        }
+        HostTls::Encrypted => {
+            o.tls = TlsMode::Required;
+            format!("{} tls", o.server)
+        }
+        _ => o.server.clone(),
+    };
     if let Some(pool) = &options.pool {
-        if let Some(mut session) = pool.take(&o.server) {
+        if let Some(mut session) = pool.take(&key) {
             let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
             match session.send(envelope, reader) {
                 Ok(delivery) => {
-                    pool.put(&o.server, session);
+                    pool.put(&key, session);
                     return Ok(delivery);
                 }
                 // A kept session the server has meanwhile closed: a new one below.
@@ -379,7 +410,7 @@ fn attempt(
     let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
     let delivery = session.send(envelope, reader).map_err(Attempt::Send)?;
     match &options.pool {
-        Some(pool) => pool.put(&o.server, session),
+        Some(pool) => pool.put(&key, session),
         None => {
             let _ = session.quit();
         }
@@ -406,9 +437,60 @@ fn deliver_domain(
         }
     };
     shuffle_equal_preferences(&mut hosts);
+    // DANE applies when the MX answer is secure (RFC 7672 §2.2). Without it is where an
+    // MTA-STS policy (RFC 8461) would apply: DANE takes precedence.
+    let dane = match &options.dane {
+        Some(d) => match d.mx_is_secure(domain) {
+            Ok(secure) => secure.then_some(d),
+            Err(e) => {
+                tracing::info!(domain, "no delivery: {e}");
+                set_status(envelope, out, indices, Status::Deferred, &e, None);
+                return;
+            }
+        },
+        None => None,
+    };
+    let requiretls = |out: &mut [Option<RecipientStatus>], ids: &[usize], e: &str, host: Option<&str>| {
+        tracing::info!(domain, "{e}");
+        set_status(envelope, out, ids, Status::Failed, &e, host);
+        for &i in ids {
+            if let Some(s) = out[i].as_mut() {
+                s.enhanced = Some((5, 7, 30));
+            }
+        }
+    };
+    if envelope.requiretls && dane.is_none() {
+        let why = if options.dane.is_some() { "its MX records are not DNSSEC-signed" } else { "DANE is off here" };
+        let e = format!("REQUIRETLS: no validated TLS possible to {domain} ({why}; no MTA-STS yet)");
+        requiretls(out, indices, &e, None);
+        return;
+    }
     let mut pending: Vec<usize> = indices.to_vec();
     let mut tried = 0;
     'hosts: for host in &hosts {
+        let tls = match dane {
+            Some(d) if !host.addresses.is_empty() => d.host(&host.host, options.port),
+            _ => HostTls::Opportunistic,
+        };
+        match &tls {
+            HostTls::Unusable(e) => {
+                tracing::info!(domain, host = %host.host, "{e}");
+                set_status(envelope, out, &pending, Status::Deferred, e, Some(&host.host));
+                continue 'hosts;
+            }
+            HostTls::Authenticated { records, .. } => {
+                tracing::debug!(domain, host = %host.host, records = records.len(), "DANE: TLS and a matching certificate required")
+            }
+            HostTls::Encrypted => {
+                tracing::debug!(domain, host = %host.host, "DANE: only unusable TLSA records, TLS required")
+            }
+            HostTls::Opportunistic => {}
+        }
+        if envelope.requiretls && !matches!(tls, HostTls::Authenticated { .. }) {
+            let e = format!("REQUIRETLS: {} has no usable TLSA records, so its TLS cannot be validated", host.host);
+            requiretls(out, &pending, &e, Some(&host.host));
+            continue 'hosts;
+        }
         for &addr in &host.addresses {
             if tried >= options.max_addresses {
                 break 'hosts;
@@ -417,7 +499,7 @@ fn deliver_domain(
             let label = format!("{} [{addr}]", host.host);
             let mut sub = envelope.clone();
             sub.to = pending.iter().map(|&i| envelope.to[i].clone()).collect();
-            let rcpt_results = match attempt(options, host, addr, &sub, message) {
+            let rcpt_results = match attempt(options, host, &tls, addr, &sub, message) {
                 Ok(delivery) => {
                     tracing::info!(domain, host = %label, "message accepted: {}", delivery.reply);
                     delivery.recipients
@@ -430,11 +512,24 @@ fn deliver_domain(
                     set_status(envelope, out, &pending, Status::Deferred, &e, Some(&label));
                     continue;
                 }
+                Err(Attempt::Setup(SendError::StartTlsNotOffered)) if !matches!(tls, HostTls::Opportunistic) => {
+                    let e = format!("DANE: {label} has TLSA records but does not offer STARTTLS");
+                    tracing::info!(domain, host = %label, "{e}");
+                    set_status(envelope, out, &pending, Status::Deferred, &e, Some(&label));
+                    continue 'hosts;
+                }
                 Err(Attempt::Setup(e)) => {
                     // Greeting, EHLO or STARTTLS failed (4xx or 5xx): the next host.
                     tracing::info!(domain, host = %label, "{e}");
                     let status = if e.is_transient() { Status::Deferred } else { Status::Failed };
                     set_status(envelope, out, &pending, status, &e, Some(&label));
+                    continue 'hosts;
+                }
+                Err(Attempt::Send(SendError::Request(smtp_proto::client::ApiError::NotOffered(
+                    smtp_proto::client::Extension::RequireTls,
+                )))) => {
+                    let e = format!("REQUIRETLS: {label} does not offer REQUIRETLS, which the message requires");
+                    requiretls(out, &pending, &e, Some(&label));
                     continue 'hosts;
                 }
                 Err(Attempt::Send(e)) if e.is_transient() => {
@@ -471,6 +566,7 @@ fn deliver_domain(
                     error: r.reply.is_none().then(|| "not answered".to_owned()),
                     unsendable: false,
                     host: Some(label.clone()),
+                    enhanced: None,
                 });
             }
             pending = still;

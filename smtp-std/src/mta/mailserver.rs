@@ -167,6 +167,7 @@ pub(crate) struct Checked {
     sign: Signer,
     smarthost: Option<Smarthost>,
     queue_dns: Dns,
+    dane: Option<Arc<crate::mta::dane::Dane>>,
     mail_auth: Option<MailAuthPolicy>,
 }
 
@@ -266,6 +267,11 @@ pub(crate) fn check(config: &Config) -> io::Result<Checked> {
     let timeout = config.dns.timeout.unwrap_or(Duration::from_secs(3));
     let queue_dns =
         Dns::with_timeout(config.dns.server, timeout, 2).map_err(|e| invalid(format!("{file}: dns: {e}")))?;
+    let d = &config.dns;
+    let dane = crate::mta::dane::Dane::new(d.dnssec, d.server, timeout, d.trust_anchor.as_deref())
+        .map_err(|e| invalid(format!("{file}: dns: {e}")))?
+        .map(Arc::new);
+    tracing::info!(dnssec = %d.dnssec, "DANE outbound {}", if dane.is_some() { "on" } else { "off" });
     let mail_auth = if config.mail_auth {
         Some(
             mail_auth_policy(&config.hostname, config.dns.server, timeout, &config.trusted_networks)
@@ -275,13 +281,13 @@ pub(crate) fn check(config: &Config) -> io::Result<Checked> {
         tracing::info!("SPF, DKIM and DMARC checks off (mail_auth = false)");
         None
     };
-    Ok(Checked { accounts, directory, cert, sign: signer(config)?, smarthost, queue_dns, mail_auth })
+    Ok(Checked { accounts, directory, cert, sign: signer(config)?, smarthost, queue_dns, dane, mail_auth })
 }
 
 /// Puts the parts of a running server together from `config` and what [`check`] read, on
 /// `base`; the LMTP spool, when there is one, is created for `owner`.
 pub(crate) fn assemble(config: &Config, checked: Checked, base: &Base, owner: Option<&str>) -> io::Result<Parts> {
-    let Checked { accounts, directory, cert, sign, smarthost, queue_dns, mail_auth } = checked;
+    let Checked { accounts, directory, cert, sign, smarthost, queue_dns, dane, mail_auth } = checked;
     let store = Arc::new(match &config.delivery.lmtp {
         Some(lmtp) => {
             let target = LmtpTarget::parse(lmtp)
@@ -302,6 +308,7 @@ pub(crate) fn assemble(config: &Config, checked: Checked, base: &Base, owner: Op
             bind: o.bind,
             smarthost,
             timeout: o.timeout,
+            dane,
         },
         dns: queue_dns,
         local: Some(Local { directory: directory.clone(), store: store.clone() }),
@@ -345,6 +352,8 @@ pub(crate) fn session_config(config: &Config, mut core: smtp_proto::server::Conf
     core.max_message_size = (limits.max_message_size > 0).then_some(limits.max_message_size);
     core.max_recipients = limits.max_recipients.max(1);
     core.max_errors = limits.max_errors.max(1);
+    // Advertised only under TLS (the core's rule); messages carrying it leave only by DANE.
+    core.capabilities.requiretls = true;
     core.timeouts = match limits.timeout {
         Some(t) => smtp_proto::server::Timeouts { command: t, data: t, tls_handshake: t },
         None => smtp_proto::server::Timeouts::default(),

@@ -18,6 +18,7 @@
 //! | [`header`], [`address`] | a message's header fields from its spool file; RFC 5322 address lists |
 //! | [`queue`] | the durable outbound queue: store, schedule, workers, delivery status reports |
 //! | [`deliver`] | delivery to the recipients' MX hosts (DNS, then the binding's client) |
+//! | [`dane`] | DANE outbound (RFC 7672): validated TLSA records and the certificate check they make |
 //! | [`stream`] | a spooled message read without holding it: its header block, CRLF lines |
 //! | [`srs`] | the Sender Rewriting Scheme for forwarded mail |
 //! | [`spam`] | DNS blocklists and allow lists, greylisting, spam verdicts to `.Junk` |
@@ -39,6 +40,7 @@ pub mod address;
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod dane;
 pub mod deliver;
 pub mod header;
 pub mod inbound;

@@ -147,6 +147,27 @@ impl Dns {
 
     /// [`Dns::new`] with the time one query waits for an answer and how often it is tried.
     pub fn with_timeout(server: Option<SocketAddr>, timeout: Duration, attempts: usize) -> io::Result<Self> {
+        Self::build(server, timeout, attempts, None)
+    }
+
+    /// [`Dns::with_timeout`] validating every answer with DNSSEC from `trust_anchor` (the
+    /// root's keys when `None`); each record then carries its proof (secure, insecure, bogus).
+    pub fn validating(
+        server: Option<SocketAddr>,
+        timeout: Duration,
+        attempts: usize,
+        trust_anchor: Option<hickory_resolver::proto::dnssec::TrustAnchors>,
+    ) -> io::Result<Self> {
+        let anchors = trust_anchor.unwrap_or_default();
+        Self::build(server, timeout, attempts, Some(Arc::new(anchors)))
+    }
+
+    fn build(
+        server: Option<SocketAddr>,
+        timeout: Duration,
+        attempts: usize,
+        validate: Option<Arc<hickory_resolver::proto::dnssec::TrustAnchors>>,
+    ) -> io::Result<Self> {
         let mut opts = ResolverOpts::default();
         opts.timeout = timeout;
         opts.attempts = attempts.max(1);
@@ -177,12 +198,22 @@ impl Dns {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let resolver = {
             let _guard = rt.enter();
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+            if let Some(anchors) = validate {
+                opts.validate = true;
+                builder = builder.with_trust_anchor(anchors);
+            }
+            builder
                 .with_options(opts)
                 .build()
                 .map_err(|e| io::Error::other(format!("cannot make the DNS resolver: {e}")))?
         };
         Ok(Self { rt: Arc::new(rt), resolver, servers })
+    }
+
+    /// The name servers asked.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
     }
 
     /// The hickory resolver (to hand to mail-auth).

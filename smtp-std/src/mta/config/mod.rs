@@ -478,6 +478,13 @@ impl Config {
                 }
             }
         }
+        if raw.dns.trust_anchor.is_some() && raw.dns.dnssec != crate::mta::dane::DnssecMode::Validate {
+            return Err(err(
+                None,
+                Some("dns.trust_anchor".into()),
+                "is used only with dnssec = \"validate\": set that, or remove trust_anchor".into(),
+            ));
+        }
         if let Some(lmtp) = &raw.delivery.lmtp {
             if let Err(message) = crate::lmtp::LmtpTarget::parse(lmtp.get_ref()) {
                 return Err(at(lmtp.span(), "delivery.lmtp".into(), message));
@@ -517,7 +524,7 @@ impl Config {
             tls: raw.tls.map(|t| TlsFiles { cert: resolve(t.cert), key: resolve(t.key) }),
             acme: raw.acme.map(|a| AcmeConfig { ca: a.ca.clone().map(&resolve), ..a }),
             mta_sts,
-            dns: raw.dns,
+            dns: DnsConfig { trust_anchor: raw.dns.trust_anchor.clone().map(&resolve), ..raw.dns },
             delivery: DeliveryConfig { lmtp: raw.delivery.lmtp.map(Spanned::into_inner) },
             limits: raw.limits,
             outbound: OutboundConfig {
@@ -618,6 +625,21 @@ sales = ["alice", "bob"]
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/smtp-std/smtp-std.toml"))
+    }
+
+    #[test]
+    fn dnssec_modes() {
+        assert_eq!(parse(EXAMPLE).unwrap().dns.dnssec, crate::mta::dane::DnssecMode::Off);
+        let c = parse(&EXAMPLE.replace("[dns]", "[dns]\ndnssec = \"trust-ad\"")).unwrap();
+        assert_eq!(c.dns.dnssec, crate::mta::dane::DnssecMode::TrustAd);
+        let c = parse(&EXAMPLE.replace("[dns]", "[dns]\ndnssec = \"validate\"\ntrust_anchor = \"ta.key\"")).unwrap();
+        assert_eq!(c.dns.trust_anchor.as_deref(), Some(Path::new("/etc/smtp-std/ta.key")));
+        let (line, key, m) = error(&EXAMPLE.replace("[dns]", "[dns]\ndnssec = \"yes\""));
+        // toml places an unknown enum value at its table's line.
+        assert_eq!((line, key.as_deref()), (Some(10), Some("dns.dnssec")));
+        assert!(m.contains("`off`, `validate`, `trust-ad`"), "{m}");
+        let (_, key, m) = error(&EXAMPLE.replace("[dns]", "[dns]\ntrust_anchor = \"ta.key\""));
+        assert_eq!(key.as_deref(), Some("dns.trust_anchor"), "{m}");
     }
 
     #[test]

@@ -240,6 +240,13 @@ pub struct DnsConfig {
     /// How long one query waits (`"3s"`).
     #[serde(default, deserialize_with = "duration_opt")]
     pub timeout: Option<Duration>,
+    /// DNSSEC, and so DANE outbound: `"off"` (the default), `"validate"` (hickory validates)
+    /// or `"trust-ad"` (trust the AD bit of `server`, a local validating resolver).
+    #[serde(default)]
+    pub dnssec: crate::mta::dane::DnssecMode,
+    /// With `dnssec = "validate"`: a file of DNSKEY records to validate from instead of the
+    /// root's keys (a test zone's).
+    pub trust_anchor: Option<PathBuf>,
 }
 
 /// `[delivery]`.

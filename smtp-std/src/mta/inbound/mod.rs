@@ -128,6 +128,8 @@ pub struct InboundHandler {
     /// DSN parameters of the transaction (ENVID decoded, RET=FULL) and SMTPUTF8.
     envid: Option<String>,
     ret_full: bool,
+    /// REQUIRETLS was given with MAIL (the core accepts it only under TLS).
+    requiretls: bool,
     /// The message being received and where its copies go.
     current: Option<(Delivery, Vec<Copy>)>,
     mail_auth: Option<Arc<crate::mta::auth::MailAuthPolicy>>,
@@ -157,6 +159,7 @@ impl InboundHandler {
             forward_domain: None,
             envid: None,
             ret_full: false,
+            requiretls: false,
             current: None,
             mail_auth: None,
             spf: None,
@@ -482,6 +485,7 @@ impl Handler for InboundHandler {
         }
         self.envid = params.envid.map(|x| String::from_utf8_lossy(&x.decoded().collect::<Vec<u8>>()).into_owned());
         self.ret_full = params.ret == Some(smtp_proto::parse::params::Ret::Full);
+        self.requiretls = params.requiretls;
         if let (Some(user), Route::Accounts { directory, .. }) = (&session.user, &self.policy.route) {
             let address = reverse_path_string(from);
             if !directory.owns(user, &address) {

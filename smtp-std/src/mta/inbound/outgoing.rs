@@ -144,8 +144,10 @@ impl InboundHandler {
             }
             let mut entry = crate::mta::queue::Entry::new(from, self.remote.clone(), now);
             entry.envid = self.envid.clone();
-            entry.ret_full = self.ret_full;
+            // A bounce of a REQUIRETLS message may travel without TLS: headers only.
+            entry.ret_full = self.ret_full && !self.requiretls;
             entry.smtputf8 = session.envelope.smtputf8;
+            entry.requiretls = self.requiretls;
             entries.push((entry, signature));
         }
         if let (false, Some(domain)) = (self.forward.is_empty(), &self.forward_domain) {
@@ -157,6 +159,7 @@ impl InboundHandler {
             let rcpts = self.forward.iter().map(|a| crate::mta::queue::Recipient::new(a)).collect();
             let mut entry = crate::mta::queue::Entry::new(&sender, rcpts, now);
             entry.smtputf8 = session.envelope.smtputf8;
+            entry.requiretls = self.requiretls;
             entries.push((entry, None));
         }
         let mut ids = Vec::new();

@@ -92,6 +92,10 @@ pub struct Entry {
     /// SMTPUTF8 was given.
     #[serde(default)]
     pub smtputf8: bool,
+    /// REQUIRETLS (RFC 8689) was given: the message leaves only over TLS validated by DANE,
+    /// with REQUIRETLS passed on, else it bounces (`5.7.30`). Absent in older entries: off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requiretls: bool,
     /// The delay notice went out.
     #[serde(default)]
     pub delay_notified: bool,
@@ -113,6 +117,7 @@ impl Entry {
             envid: None,
             ret_full: false,
             smtputf8: false,
+            requiretls: false,
             delay_notified: false,
             recipients,
         }
@@ -132,4 +137,21 @@ impl Entry {
 /// Unix seconds of `t`.
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requiretls_is_written_only_when_set_and_read_back_from_older_entries() {
+        let mut e = Entry::new("a@b.test", vec![Recipient::new("c@d.test")], UNIX_EPOCH);
+        let old = toml::to_string(&e).unwrap();
+        assert!(!old.contains("requiretls"), "{old}");
+        assert!(!toml::from_str::<Entry>(&old).unwrap().requiretls);
+        e.requiretls = true;
+        let text = toml::to_string(&e).unwrap();
+        assert!(text.contains("requiretls = true"), "{text}");
+        assert_eq!(toml::from_str::<Entry>(&text).unwrap(), e);
+    }
 }

@@ -70,6 +70,8 @@ pub struct Outbound {
     pub smarthost: Option<Smarthost>,
     /// Bound on each network wait; `None`: RFC 5321's.
     pub timeout: Option<Duration>,
+    /// DANE for the MX hosts (`[dns] dnssec`), when on.
+    pub dane: Option<Arc<crate::mta::dane::Dane>>,
 }
 
 /// Our own mailboxes, for recipients in our domains (bounces to our senders, say).

@@ -77,6 +77,7 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
         }),
     );
     envelope.envid = entry.envid.clone();
+    envelope.requiretls = entry.requiretls;
     envelope.ret =
         Some(if entry.ret_full { smtp_proto::parse::params::Ret::Full } else { smtp_proto::parse::params::Ret::Hdrs });
     let message = match ctx.queue.message(&entry.id) {
@@ -93,9 +94,27 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
         o.tls_config = relay.tls_config.clone();
         o.auth = relay.auth.clone();
         let host = Some(relay.server.clone());
+        if entry.requiretls && relay.tls == TlsMode::Off {
+            let text = format!("REQUIRETLS: the relay {} is used without TLS (smarthost_tls = \"none\")", relay.server);
+            return rcpts
+                .iter()
+                .map(|_| Outcome::new(Outcome3::Failed, text.clone(), host.clone(), (5, 7, 30)))
+                .collect();
+        }
         let all = |e: &client::SendError| -> Vec<Outcome> {
-            let (state, status) =
-                if e.is_transient() { (Outcome3::Deferred, (4, 4, 1)) } else { (Outcome3::Failed, (5, 0, 0)) };
+            let requiretls = matches!(
+                e,
+                client::SendError::Request(smtp_proto::client::ApiError::NotOffered(
+                    smtp_proto::client::Extension::RequireTls
+                ))
+            );
+            let (state, status) = if requiretls {
+                (Outcome3::Failed, (5, 7, 30))
+            } else if e.is_transient() {
+                (Outcome3::Deferred, (4, 4, 1))
+            } else {
+                (Outcome3::Failed, (5, 0, 0))
+            };
             // No connection is no reply: say so, naming the relay.
             let text = match e {
                 client::SendError::Connect { server, source } => format!("could not connect to {server}: {source}"),
@@ -145,12 +164,17 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
             Err(e) => all(&e),
         };
     }
+    // `TLS-Required: No` (RFC 8689 §5): the sender asks that DANE (and MTA-STS) not hold the
+    // message back: opportunistic TLS only. Ignored with REQUIRETLS.
+    let mut message = message;
+    let tls_optional = !entry.requiretls && tls_required_no(&mut message);
     let mut mx = MxOptions::new(&s.outbound.hostname);
     mx.session = session_options(s, "");
     mx.session.tls = TlsMode::Opportunistic;
     mx.session.tls_config = Some(client::insecure_tls_config());
     mx.port = s.outbound.port;
     mx.pool = Some(s.pool.clone());
+    mx.dane = if tls_optional { None } else { s.outbound.dane.clone() };
     let (file, offset, len) = message.into_parts();
     let mut spool = Spool::from_file_range(file, offset, len);
     deliver::deliver(&s.dns, &mx, &envelope, &mut spool)
@@ -163,11 +187,21 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
             (None, deliver::Status::Deferred) => {
                 Outcome::new(Outcome3::Deferred, s.error.clone().unwrap_or_default(), s.host.clone(), (4, 4, 1))
             }
-            (None, deliver::Status::Failed) => {
-                Outcome::new(Outcome3::Failed, s.error.clone().unwrap_or_default(), s.host.clone(), (5, 4, 4))
-            }
+            (None, deliver::Status::Failed) => Outcome::new(
+                Outcome3::Failed,
+                s.error.clone().unwrap_or_default(),
+                s.host.clone(),
+                s.enhanced.unwrap_or((5, 4, 4)),
+            ),
         })
         .collect()
+}
+
+/// Whether the message's header has `TLS-Required: No`.
+fn tls_required_no(message: &mut crate::mta::queue::store::Message) -> bool {
+    use crate::mta::header::{read_fields, MAX_HEADER_SECTION};
+    let fields = message.reader().ok().and_then(|r| read_fields(r, &["TLS-Required"], MAX_HEADER_SECTION).ok());
+    fields.is_some_and(|f| f.iter().any(|f| String::from_utf8_lossy(&f.value).trim().eq_ignore_ascii_case("no")))
 }
 
 /// NOTIFY as stored (`NEVER` or words) → the client's flags.
