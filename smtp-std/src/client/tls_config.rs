@@ -46,6 +46,25 @@ pub fn tls_config_from_ca_pem(pem: &[u8]) -> io::Result<Arc<ClientConfig>> {
     Ok(config_with_roots(roots))
 }
 
+/// Mozilla's roots and also the CA certificates of the PEM file `extra` (a private CA);
+/// names are verified. The error names the file.
+pub fn tls_config_with_extra_ca(extra: Option<&Path>) -> io::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra {
+        let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let mut n = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(bad("no certificate in it (-----BEGIN CERTIFICATE-----)".into()));
+        }
+    }
+    Ok(config_with_roots(roots))
+}
+
 /// Like [`tls_config_from_ca_pem`], reading the file.
 pub fn tls_config_from_ca_file(path: &Path) -> io::Result<Arc<ClientConfig>> {
     let pem = std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;

@@ -22,8 +22,15 @@
 //! TLS and a certificate check against them (no retry without TLS), and a failure there is a
 //! temporary failure naming the host and the mismatch, the next host is tried.
 //!
+//! With MTA-STS ([`MxOptions::sts`], [`crate::mta::sts`]): for a host without DANE, a
+//! domain's `enforce` policy allows only the MX hosts it names, over TLS with a certificate
+//! valid for the MX name (else a temporary failure naming the domain, the policy and what
+//! failed, and the next host); a `testing` policy checks the same, logs a failure and
+//! delivers as without a policy.
+//!
 //! REQUIRETLS (RFC 8689, [`Envelope::requiretls`]): the message goes only to a host with
-//! usable TLSA records of a domain whose MX answer is secure, over the TLS DANE checks, and
+//! usable TLSA records of a domain whose MX answer is secure, over the TLS DANE checks (or
+//! to an MX host of an MTA-STS `enforce` policy over TLS validated for its name), and
 //! only if that host offers REQUIRETLS (the parameter is passed on); otherwise it fails with
 //! `5.7.30` ([`RecipientStatus::enhanced`]).
 
@@ -196,6 +203,10 @@ pub struct MxOptions {
     /// DANE (RFC 7672) for the MX hosts of DNSSEC-signed domains; `None`: opportunistic TLS
     /// only.
     pub dane: Option<Arc<Dane>>,
+    /// MTA-STS (RFC 8461) for the hosts without DANE; `None`: off.
+    pub sts: Option<Arc<crate::mta::sts::Sts>>,
+    /// Told the outcome of TLS with each host of a domain under a policy (TLS-RPT).
+    pub tls_outcomes: Option<Arc<dyn crate::mta::sts::TlsOutcomes>>,
 }
 
 /// How long an unused session stays in a [`SessionPool`].
@@ -245,7 +256,7 @@ impl MxOptions {
         let mut session = SendOptions::new("", ehlo);
         session.tls = TlsMode::Opportunistic;
         session.tls_config = Some(client::insecure_tls_config());
-        Self { session, port: 25, max_addresses: MAX_ADDRESSES, pool: None, dane: None }
+        Self { session, port: 25, max_addresses: MAX_ADDRESSES, pool: None, dane: None, sts: None, tls_outcomes: None }
     }
 }
 
@@ -359,7 +370,12 @@ enum Attempt {
     Send(SendError),
 }
 
+/// Tells the TLS-RPT counter the outcome of TLS with a host: `None` success, else the
+/// result type.
+type Report<'a> = &'a dyn Fn(&str, Option<&'static str>);
+
 fn attempt(
+    report: Report<'_>,
     options: &MxOptions,
     host: &MxHost,
     tls: &HostTls,
@@ -382,6 +398,11 @@ fn attempt(
             o.tls = TlsMode::Required;
             format!("{} tls", o.server)
         }
+        HostTls::WebPki { config, .. } => {
+            o.tls = TlsMode::Required;
+            o.tls_config = Some(config.clone());
+            format!("{} sts {}", o.server, host.host)
+        }
         _ => o.server.clone(),
     };
     if let Some(pool) = &options.pool {
@@ -399,6 +420,29 @@ fn attempt(
         }
     }
     let mut session = match SmtpClient::connect(&o) {
+        // MTA-STS testing: the failure is reported, the message goes out as without a policy.
+        Err(e @ (SendError::Tls(_) | SendError::StartTlsNotOffered))
+            if matches!(tls, HostTls::WebPki { enforce: false, .. }) =>
+        {
+            tracing::info!(host = %host.host, %addr, "MTA-STS testing policy: {e}; delivering anyway");
+            report(&host.host, Some(crate::mta::sts::result_type(&e, false)));
+            let mut plain = options.session.clone();
+            plain.server = o.server.clone();
+            plain.tls_server_name = o.tls_server_name.clone();
+            plain.auth = None;
+            let fallback = SmtpClient::connect(&plain);
+            let mut fallback = match fallback {
+                Err(SendError::Tls(_)) => {
+                    plain.tls = TlsMode::Off;
+                    SmtpClient::connect(&plain).map_err(Attempt::Setup)?
+                }
+                r => r.map_err(Attempt::Setup)?,
+            };
+            let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
+            let delivery = fallback.send(envelope, reader).map_err(Attempt::Send)?;
+            let _ = fallback.quit();
+            return Ok(delivery);
+        }
         Err(SendError::Tls(e)) if o.tls == TlsMode::Opportunistic => {
             tracing::info!(host = %host.host, %addr, "TLS handshake failed ({e}); trying again without TLS");
             o.tls = TlsMode::Off;
@@ -407,6 +451,9 @@ fn attempt(
         r => r.map_err(Attempt::Setup)?,
     };
     tracing::debug!(host = %host.host, %addr, tls = session.is_tls(), "connected");
+    if matches!(tls, HostTls::WebPki { .. } | HostTls::Authenticated { .. }) {
+        report(&host.host, None);
+    }
     let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
     let delivery = session.send(envelope, reader).map_err(Attempt::Send)?;
     match &options.pool {
@@ -459,19 +506,58 @@ fn deliver_domain(
             }
         }
     };
-    if envelope.requiretls && dane.is_none() {
+    // MTA-STS: the policy applies to the hosts without DANE (RFC 8461 §2).
+    let sts = match &options.sts {
+        Some(s) => match s.policy(domain) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(r) = &options.tls_outcomes {
+                    let kind = if e.starts_with("policy invalid") { "sts-policy-invalid" } else { "sts-policy-fetch-error" };
+                    r.record(domain, crate::mta::sts::PolicyRef::NotFound, "", Some(kind));
+                }
+                None
+            }
+        },
+        None => None,
+    };
+    let report = |host: &str, failure: Option<&'static str>| {
+        if let Some(r) = &options.tls_outcomes {
+            let policy = match (&sts, &dane) {
+                (_, Some(_)) => crate::mta::sts::PolicyRef::Tlsa,
+                (Some(p), None) => crate::mta::sts::PolicyRef::Sts(p),
+                (None, None) => return,
+            };
+            r.record(domain, policy, host, failure);
+        }
+    };
+    let enforce = sts.as_ref().is_some_and(|p| p.policy.mode == crate::mta::web::mtasts::Mode::Enforce);
+    if envelope.requiretls && dane.is_none() && !enforce {
         let why = if options.dane.is_some() { "its MX records are not DNSSEC-signed" } else { "DANE is off here" };
-        let e = format!("REQUIRETLS: no validated TLS possible to {domain} ({why}; no MTA-STS yet)");
+        let e = format!("REQUIRETLS: no validated TLS possible to {domain} ({why}, and no MTA-STS enforce policy)");
         requiretls(out, indices, &e, None);
         return;
     }
     let mut pending: Vec<usize> = indices.to_vec();
     let mut tried = 0;
     'hosts: for host in &hosts {
-        let tls = match dane {
+        let mut tls = match dane {
             Some(d) if !host.addresses.is_empty() => d.host(&host.host, options.port),
             _ => HostTls::Opportunistic,
         };
+        if let (HostTls::Opportunistic, Some(p), Some(s)) = (&tls, &sts, &options.sts) {
+            if !p.policy.allows(&host.host) {
+                let e = format!("{}: the MX host {} is not one it names", p.describe(domain), host.host);
+                if enforce {
+                    tracing::info!(domain, host = %host.host, "{e}");
+                    set_status(envelope, out, &pending, Status::Deferred, &e, Some(&host.host));
+                    continue 'hosts;
+                }
+                tracing::info!(domain, host = %host.host, "{e} (testing: delivering anyway)");
+                report(&host.host, Some("validation-failure"));
+            } else {
+                tls = HostTls::WebPki { config: s.tls(), enforce };
+            }
+        }
         match &tls {
             HostTls::Unusable(e) => {
                 tracing::info!(domain, host = %host.host, "{e}");
@@ -484,10 +570,13 @@ fn deliver_domain(
             HostTls::Encrypted => {
                 tracing::debug!(domain, host = %host.host, "DANE: only unusable TLSA records, TLS required")
             }
-            HostTls::Opportunistic => {}
+            HostTls::WebPki { .. } | HostTls::Opportunistic => {}
         }
-        if envelope.requiretls && !matches!(tls, HostTls::Authenticated { .. }) {
-            let e = format!("REQUIRETLS: {} has no usable TLSA records, so its TLS cannot be validated", host.host);
+        if envelope.requiretls && !matches!(tls, HostTls::Authenticated { .. } | HostTls::WebPki { enforce: true, .. }) {
+            let e = format!(
+                "REQUIRETLS: {} has no usable TLSA records and no MTA-STS enforce policy names it, so its TLS cannot be validated",
+                host.host
+            );
             requiretls(out, &pending, &e, Some(&host.host));
             continue 'hosts;
         }
@@ -499,7 +588,7 @@ fn deliver_domain(
             let label = format!("{} [{addr}]", host.host);
             let mut sub = envelope.clone();
             sub.to = pending.iter().map(|&i| envelope.to[i].clone()).collect();
-            let rcpt_results = match attempt(options, host, &tls, addr, &sub, message) {
+            let rcpt_results = match attempt(&report, options, host, &tls, addr, &sub, message) {
                 Ok(delivery) => {
                     tracing::info!(domain, host = %label, "message accepted: {}", delivery.reply);
                     delivery.recipients
@@ -512,13 +601,31 @@ fn deliver_domain(
                     set_status(envelope, out, &pending, Status::Deferred, &e, Some(&label));
                     continue;
                 }
+                Err(Attempt::Setup(e @ (SendError::StartTlsNotOffered | SendError::Tls(_))))
+                    if matches!(tls, HostTls::WebPki { .. }) =>
+                {
+                    let what = match &e {
+                        SendError::StartTlsNotOffered => "does not offer STARTTLS".to_owned(),
+                        e => format!("TLS failed: {e}"),
+                    };
+                    let p = sts.as_ref().map_or_else(String::new, |p| p.describe(domain));
+                    let e2 = format!("{p}: {label} {what}");
+                    report(&host.host, Some(crate::mta::sts::result_type(&e, false)));
+                    tracing::info!(domain, host = %label, "{e2}");
+                    set_status(envelope, out, &pending, Status::Deferred, &e2, Some(&label));
+                    continue 'hosts;
+                }
                 Err(Attempt::Setup(SendError::StartTlsNotOffered)) if !matches!(tls, HostTls::Opportunistic) => {
+                    report(&host.host, Some("starttls-not-supported"));
                     let e = format!("DANE: {label} has TLSA records but does not offer STARTTLS");
                     tracing::info!(domain, host = %label, "{e}");
                     set_status(envelope, out, &pending, Status::Deferred, &e, Some(&label));
                     continue 'hosts;
                 }
                 Err(Attempt::Setup(e)) => {
+                    if matches!((&e, &tls), (SendError::Tls(_), HostTls::Authenticated { .. })) {
+                        report(&host.host, Some(crate::mta::sts::result_type(&e, true)));
+                    }
                     // Greeting, EHLO or STARTTLS failed (4xx or 5xx): the next host.
                     tracing::info!(domain, host = %label, "{e}");
                     let status = if e.is_transient() { Status::Deferred } else { Status::Failed };

@@ -272,6 +272,10 @@ pub(crate) fn check(config: &Config) -> io::Result<Checked> {
         .map_err(|e| invalid(format!("{file}: dns: {e}")))?
         .map(Arc::new);
     tracing::info!(dnssec = %d.dnssec, "DANE outbound {}", if dane.is_some() { "on" } else { "off" });
+    if let Some(ca) = &o.mta_sts_ca {
+        crate::client::tls_config_with_extra_ca(Some(ca))
+            .map_err(|e| invalid(format!("{file}: outbound.mta_sts_ca: {e}")))?;
+    }
     let mail_auth = if config.mail_auth {
         Some(
             mail_auth_policy(&config.hostname, config.dns.server, timeout, &config.trusted_networks)
@@ -282,6 +286,19 @@ pub(crate) fn check(config: &Config) -> io::Result<Checked> {
         None
     };
     Ok(Checked { accounts, directory, cert, sign: signer(config)?, smarthost, queue_dns, dane, mail_auth })
+}
+
+/// Outbound MTA-STS (`[outbound] mta_sts`, on by default), its cache in `data_dir/mta-sts`.
+fn sts(config: &Config, data_dir: &std::path::Path, dns: &Dns) -> io::Result<Option<Arc<crate::mta::sts::Sts>>> {
+    let o = &config.outbound;
+    if o.mta_sts == Some(false) {
+        tracing::info!("MTA-STS outbound off (outbound.mta_sts = false)");
+        return Ok(None);
+    }
+    let options = crate::mta::sts::StsOptions { ca: o.mta_sts_ca.clone(), https_port: o.mta_sts_https_port };
+    let sts = crate::mta::sts::Sts::new(dns.clone(), &data_dir.join("mta-sts"), &options)
+        .map_err(|e| invalid(format!("{}: outbound.mta_sts: {e}", config.file.display())))?;
+    Ok(Some(Arc::new(sts)))
 }
 
 /// Puts the parts of a running server together from `config` and what [`check`] read, on
@@ -309,6 +326,8 @@ pub(crate) fn assemble(config: &Config, checked: Checked, base: &Base, owner: Op
             smarthost,
             timeout: o.timeout,
             dane,
+            sts: sts(config, &base.data_dir, &queue_dns)?,
+            tls_outcomes: None,
         },
         dns: queue_dns,
         local: Some(Local { directory: directory.clone(), store: store.clone() }),

@@ -59,5 +59,6 @@ pub mod space;
 pub mod spam;
 pub mod srs;
 pub mod stream;
+pub mod sts;
 pub mod web;
 pub mod x509;

@@ -530,6 +530,7 @@ impl Config {
             outbound: OutboundConfig {
                 smarthost_password_file: raw.outbound.smarthost_password_file.clone().map(&resolve),
                 smarthost_ca: raw.outbound.smarthost_ca.clone().map(&resolve),
+                mta_sts_ca: raw.outbound.mta_sts_ca.clone().map(&resolve),
                 ..raw.outbound
             },
             queue: raw.queue,

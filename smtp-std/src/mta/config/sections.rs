@@ -183,6 +183,13 @@ pub struct OutboundConfig {
     pub smarthost_tls: Option<String>,
     /// Trust only this CA file for the smarthost's certificate (default: Mozilla's roots).
     pub smarthost_ca: Option<PathBuf>,
+    /// MTA-STS (RFC 8461) for the recipients' domains (default true).
+    pub mta_sts: Option<bool>,
+    /// Also trust this CA file (PEM) for MTA-STS: the policy hosts' and the MX hosts'
+    /// certificates (a private CA; default: Mozilla's roots only).
+    pub mta_sts_ca: Option<PathBuf>,
+    /// Fetch MTA-STS policies from this port instead of 443 (tests).
+    pub mta_sts_https_port: Option<u16>,
     /// Bound on each network wait (`"60s"`); default RFC 5321's.
     #[serde(default, deserialize_with = "duration_opt")]
     pub timeout: Option<Duration>,

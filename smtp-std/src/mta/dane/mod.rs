@@ -81,6 +81,15 @@ pub enum HostTls {
     },
     /// A secure TLSA set with only unusable records: TLS mandatory, not authenticated.
     Encrypted,
+    /// An MTA-STS policy (no DANE for the host): TLS with a certificate `config` checks
+    /// against the web PKI for the MX name; `enforce`: else no delivery, otherwise (`testing`)
+    /// a failure is only reported.
+    WebPki {
+        /// Mozilla's roots and `[outbound] mta_sts_ca`.
+        config: Arc<rustls::ClientConfig>,
+        /// Whether the policy's mode is `enforce`.
+        enforce: bool,
+    },
     /// The host cannot be used now (its TLSA lookup failed): why.
     Unusable(String),
 }

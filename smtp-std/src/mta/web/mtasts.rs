@@ -97,13 +97,52 @@ pub fn mx_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+/// A policy fetched from another domain (RFC 8461 §3.2): what a sender enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The mode.
+    pub mode: Mode,
+    /// The `mx` patterns (`mail.example.org`, `*.example.org`).
+    pub mx: Vec<String>,
+    /// How long it may be cached.
+    pub max_age: Duration,
+}
+
+impl Fetched {
+    /// Whether one of the policy's `mx` patterns matches `host`.
+    pub fn allows(&self, host: &str) -> bool {
+        self.mx.iter().any(|p| mx_matches(p, host))
+    }
+}
+
+/// The values of the fields called `name` in a policy text.
+fn fields<'a>(text: &'a str, name: &'static str) -> impl Iterator<Item = &'a str> + 'a {
+    text.lines().filter_map(|l| l.split_once(':')).filter(move |(k, _)| k.trim() == name).map(|(_, v)| v.trim())
+}
+
+/// Parses a fetched policy `text`; the error says what is wrong with it (the problems of
+/// [`problems`]). A policy in `enforce` or `testing` mode without an `mx` line is invalid.
+pub fn parse(text: &str) -> Result<Fetched, String> {
+    let mut errors = problems(text, &[]);
+    let mx: Vec<String> = fields(text, "mx").map(str::to_owned).collect();
+    let mode = fields(text, "mode").next().and_then(|m| Mode::parse(m).ok());
+    if mx.is_empty() && mode.is_some_and(|m| m != Mode::None) {
+        errors.push("no mx line".to_owned());
+    }
+    let max_age = fields(text, "max_age").next().and_then(|v| v.parse::<u64>().ok());
+    match (mode, max_age) {
+        (Some(mode), Some(secs)) if errors.is_empty() => {
+            Ok(Fetched { mode, mx, max_age: Duration::from_secs(secs) })
+        }
+        _ => Err(errors.join("; ")),
+    }
+}
+
 /// What is wrong with a fetched policy `text` whose domain has the MX hosts `mx_hosts`
 /// (nothing: it is valid and names every one of them).
 pub fn problems(text: &str, mx_hosts: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    let field = |name: &'static str| {
-        text.lines().filter_map(|l| l.split_once(':')).filter(move |(k, _)| k.trim() == name).map(|(_, v)| v.trim())
-    };
+    let field = |name: &'static str| fields(text, name);
     if field("version").next() != Some("STSv1") {
         out.push("no \"version: STSv1\" line".to_owned());
     }
@@ -143,6 +182,10 @@ mod tests {
         assert!(!mx_matches("*.a.test", "a.test") && !mx_matches("*.a.test", "x.mx.a.test"));
         let bad = problems("version: STSv1\nmode: strict\nmx: other.test\n", &mx);
         assert_eq!(bad.len(), 3, "{bad:?}");
+        let f = parse("version: STSv1\nmode: enforce\nmx: *.a.test\nmx: mx.b.test\nmax_age: 86400\n").unwrap();
+        assert!(f.allows("mx1.a.test") && f.allows("MX.B.TEST.") && !f.allows("a.test"));
+        assert!(parse("version: STSv1\nmode: enforce\nmax_age: 86400\n").is_err());
+        assert!(parse("garbage").is_err());
         assert_eq!(tlsrpt_txt("postmaster@a.test"), "v=TLSRPTv1; rua=mailto:postmaster@a.test");
     }
 }

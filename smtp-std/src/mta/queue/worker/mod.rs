@@ -72,6 +72,10 @@ pub struct Outbound {
     pub timeout: Option<Duration>,
     /// DANE for the MX hosts (`[dns] dnssec`), when on.
     pub dane: Option<Arc<crate::mta::dane::Dane>>,
+    /// MTA-STS for the MX hosts without DANE (`[outbound] mta_sts`), when on.
+    pub sts: Option<Arc<crate::mta::sts::Sts>>,
+    /// Where the outcomes of TLS under a policy are counted (TLS-RPT), when on.
+    pub tls_outcomes: Option<Arc<dyn crate::mta::sts::TlsOutcomes>>,
 }
 
 /// Our own mailboxes, for recipients in our domains (bounces to our senders, say).

@@ -175,6 +175,8 @@ pub(super) fn deliver_remote(ctx: &Context, s: &Settings, entry: &Entry, rcpts: 
     mx.port = s.outbound.port;
     mx.pool = Some(s.pool.clone());
     mx.dane = if tls_optional { None } else { s.outbound.dane.clone() };
+    mx.sts = if tls_optional { None } else { s.outbound.sts.clone() };
+    mx.tls_outcomes = s.outbound.tls_outcomes.clone();
     let (file, offset, len) = message.into_parts();
     let mut spool = Spool::from_file_range(file, offset, len);
     deliver::deliver(&s.dns, &mx, &envelope, &mut spool)
