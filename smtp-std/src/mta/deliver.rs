@@ -512,7 +512,8 @@ fn deliver_domain(
             Ok(p) => p,
             Err(e) => {
                 if let Some(r) = &options.tls_outcomes {
-                    let kind = if e.starts_with("policy invalid") { "sts-policy-invalid" } else { "sts-policy-fetch-error" };
+                    let kind =
+                        if e.starts_with("policy invalid") { "sts-policy-invalid" } else { "sts-policy-fetch-error" };
                     r.record(domain, crate::mta::sts::PolicyRef::NotFound, "", Some(kind));
                 }
                 None
@@ -547,13 +548,13 @@ fn deliver_domain(
         if let (HostTls::Opportunistic, Some(p), Some(s)) = (&tls, &sts, &options.sts) {
             if !p.policy.allows(&host.host) {
                 let e = format!("{}: the MX host {} is not one it names", p.describe(domain), host.host);
+                report(&host.host, Some("validation-failure"));
                 if enforce {
                     tracing::info!(domain, host = %host.host, "{e}");
                     set_status(envelope, out, &pending, Status::Deferred, &e, Some(&host.host));
                     continue 'hosts;
                 }
                 tracing::info!(domain, host = %host.host, "{e} (testing: delivering anyway)");
-                report(&host.host, Some("validation-failure"));
             } else {
                 tls = HostTls::WebPki { config: s.tls(), enforce };
             }
@@ -572,7 +573,8 @@ fn deliver_domain(
             }
             HostTls::WebPki { .. } | HostTls::Opportunistic => {}
         }
-        if envelope.requiretls && !matches!(tls, HostTls::Authenticated { .. } | HostTls::WebPki { enforce: true, .. }) {
+        if envelope.requiretls && !matches!(tls, HostTls::Authenticated { .. } | HostTls::WebPki { enforce: true, .. })
+        {
             let e = format!(
                 "REQUIRETLS: {} has no usable TLSA records and no MTA-STS enforce policy names it, so its TLS cannot be validated",
                 host.host

@@ -80,7 +80,12 @@ impl Policy {
 
     /// `enforce policy id X of example.org (mx: a, *.b)`.
     pub fn describe(&self, domain: &str) -> String {
-        format!("MTA-STS {} policy of {domain} (id {}, mx: {})", self.policy.mode.as_str(), self.id, self.policy.mx.join(", "))
+        format!(
+            "MTA-STS {} policy of {domain} (id {}, mx: {})",
+            self.policy.mode.as_str(),
+            self.id,
+            self.policy.mx.join(", ")
+        )
     }
 }
 
@@ -188,7 +193,11 @@ impl Sts {
             Ok(v) => v.into_iter().filter(|t| t.trim_start().starts_with("v=STSv1")).collect::<Vec<_>>(),
             Err(DnsError::NoData | DnsError::NoSuchName) => Vec::new(),
             Err(e) => {
-                tracing::info!(domain, "MTA-STS: the lookup of {name} failed ({e}); cached policy: {}", cached.is_some());
+                tracing::info!(
+                    domain,
+                    "MTA-STS: the lookup of {name} failed ({e}); cached policy: {}",
+                    cached.is_some()
+                );
                 return Ok(cached.filter(|p| p.policy.mode != Mode::None));
             }
         };
@@ -289,7 +298,8 @@ mod tests {
 
     #[test]
     fn cache_text_round_trip_and_staleness() {
-        let policy = Fetched { mode: Mode::Enforce, mx: vec!["*.a.test".into()], max_age: Duration::from_secs(86400 * 10) };
+        let policy =
+            Fetched { mode: Mode::Enforce, mx: vec!["*.a.test".into()], max_age: Duration::from_secs(86400 * 10) };
         let p = Policy { id: "abc".into(), policy, fetched: 1000 };
         assert_eq!(Policy::from_text(&p.to_text()), Some(p.clone()));
         assert!(!p.stale(1000 + 86400));

@@ -131,9 +131,7 @@ pub fn parse(text: &str) -> Result<Fetched, String> {
     }
     let max_age = fields(text, "max_age").next().and_then(|v| v.parse::<u64>().ok());
     match (mode, max_age) {
-        (Some(mode), Some(secs)) if errors.is_empty() => {
-            Ok(Fetched { mode, mx, max_age: Duration::from_secs(secs) })
-        }
+        (Some(mode), Some(secs)) if errors.is_empty() => Ok(Fetched { mode, mx, max_age: Duration::from_secs(secs) }),
         _ => Err(errors.join("; ")),
     }
 }

@@ -1,0 +1,291 @@
+//! MTA-STS outbound (RFC 8461) against real peers: dnsmasq serves `_mta-sts`, MX and host
+//! records on loopback, a Python `http.server` over TLS serves the policies as
+//! `mta-sts.<domain>` with a certificate of a test CA, and receiving servers on 127.0.0.2
+//! (a certificate valid for the MX names) and 127.0.0.3 (a certificate for another name).
+//! The sender trusts the test CA as `[outbound] mta_sts_ca` would. `enforce` + a matching MX
+//! with a valid certificate → delivered over TLS; a certificate for another name → deferred
+//! naming the policy; an MX the policy does not name → deferred; `testing` + a bad
+//! certificate → delivered and the failure counted; a policy cached on disk is still used when
+//! the policy server is gone; REQUIRETLS leaves over an enforce policy.
+#![cfg(feature = "mta")]
+
+mod common;
+#[path = "common/dnsmasq.rs"]
+mod dnsmasq;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use dnsmasq::Dnsmasq;
+use smtp_std::client::Envelope;
+use smtp_std::mta::auth::Dns;
+use smtp_std::mta::deliver::{self, MxOptions, Spool, Status};
+use smtp_std::mta::sts::{PolicyRef, Sts, StsOptions, TlsOutcomes};
+use smtp_std::{Decision, Handler, Options, Running, Server, Session};
+
+/// What the receivers got: (recipients, over TLS).
+type Got = Arc<Mutex<Vec<(Vec<String>, bool)>>>;
+
+#[derive(Clone)]
+struct Collect(Got);
+
+impl Handler for Collect {
+    fn data_end(&mut self, s: &Session, _: u64) -> Decision {
+        self.0.lock().unwrap().push((s.envelope.rcpt_to.clone(), s.tls));
+        Decision::Accept
+    }
+}
+
+/// The outcomes deliver reports: (domain, policy type, host, failure).
+#[derive(Debug, Default)]
+struct Outcomes(Mutex<Vec<(String, String, String, Option<&'static str>)>>);
+
+impl TlsOutcomes for Outcomes {
+    fn record(&self, domain: &str, policy: PolicyRef<'_>, host: &str, failure: Option<&'static str>) {
+        let kind = match policy {
+            PolicyRef::Sts(p) => format!("sts {}", p.policy.mode.as_str()),
+            PolicyRef::Tlsa => "tlsa".into(),
+            PolicyRef::NotFound => "no-policy-found".into(),
+        };
+        self.0.lock().unwrap().push((domain.into(), kind, host.into(), failure));
+    }
+}
+
+/// A port free on 127.0.0.2 and 127.0.0.3 alike.
+fn shared_port() -> u16 {
+    loop {
+        let p = dnsmasq::free_port();
+        if (2..=3).all(|h| TcpListener::bind((Ipv4Addr::new(127, 0, 0, h), p)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+/// The policies served, by domain.
+const POLICIES: &[(&str, &str)] = &[
+    ("good.test", "enforce\nmx: mx.good.test\nmx: *.backup.test"),
+    ("badcert.test", "enforce\nmx: mx.badcert.test"),
+    ("notlisted.test", "enforce\nmx: mx.elsewhere.test"),
+    ("testing.test", "testing\nmx: mx.testing.test"),
+];
+
+pub struct Peers {
+    pub port: u16,
+    pub https_port: u16,
+    pub dns: Dnsmasq,
+    pub got: Got,
+    pub ca: std::path::PathBuf,
+    pub https: Option<ChildGuard>,
+    _servers: Vec<Running>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A certificate for `names` signed by the CA: (chain file, key file).
+fn leaf(
+    dir: &Path,
+    tag: &str,
+    names: &[&str],
+    ca: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, ca, ca_key).unwrap();
+    let (c, k) = (dir.join(format!("{tag}.pem")), dir.join(format!("{tag}-key.pem")));
+    std::fs::write(&c, format!("{}{}", cert.pem(), ca.pem())).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// The HTTPS policy server: Python's http.server with ssl, answering by the Host field.
+fn start_https(dir: &Path, port: u16, chain: &Path, key: &Path) -> ChildGuard {
+    let policies: String = POLICIES
+        .iter()
+        .map(|(d, p)| format!("{d:?}: {:?},", format!("version: STSv1\nmode: {p}\nmax_age: 86400\n")))
+        .collect();
+    let script = format!(
+        r#"
+import http.server, ssl
+P = {{{policies}}}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        host = self.headers.get("Host", "").split(":")[0]
+        body = P.get(host[len("mta-sts."):]) if host.startswith("mta-sts.") else None
+        if self.path != "/.well-known/mta-sts.txt" or body is None:
+            self.send_response(404); self.end_headers(); return
+        b = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+s = http.server.HTTPServer(("127.0.0.1", {port}), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain({chain:?}, {key:?})
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#,
+        chain = chain.to_str().unwrap(),
+        key = key.to_str().unwrap(),
+    );
+    let script_path = dir.join("https.py");
+    std::fs::write(&script_path, script).unwrap();
+    let child = Command::new("python3")
+        .arg(&script_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("https.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(child);
+    wait_until("the https policy server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    guard
+}
+
+pub fn skip() -> bool {
+    !(Dnsmasq::available() && have("python3")) && std::env::var_os("CI").is_none()
+}
+
+pub fn peers(extra_dns: &[String]) -> Peers {
+    let dir = tempfile::tempdir().unwrap();
+    let port = shared_port();
+    let https_port = dnsmasq::free_port();
+    let got: Got = Default::default();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, "MTA-STS test CA");
+    let ca = p.self_signed(&ca_key).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let (good, good_key) =
+        leaf(dir.path(), "mx", &["mx.good.test", "mx2.backup.test", "mx.notlisted.test"], &ca, &ca_key);
+    let (bad, bad_key) = leaf(dir.path(), "other", &["other.test"], &ca, &ca_key);
+    let sts_names: Vec<String> = POLICIES.iter().map(|(d, _)| format!("mta-sts.{d}")).collect();
+    let sts_refs: Vec<&str> = sts_names.iter().map(String::as_str).collect();
+    let (web, web_key) = leaf(dir.path(), "web", &sts_refs, &ca, &ca_key);
+    let mut servers = Vec::new();
+    let mut options =
+        Options::new("mx.good.test").tls(smtp_std::tls::server_config_from_files(&good, &good_key).unwrap());
+    options.config_mut().capabilities.requiretls = true;
+    let mut s = Server::new(options, Collect(got.clone()));
+    s.listen(("127.0.0.2", port)).unwrap();
+    servers.push(s.spawn());
+    let mut s = Server::new(
+        Options::new("mx.badcert.test").tls(smtp_std::tls::server_config_from_files(&bad, &bad_key).unwrap()),
+        Collect(got.clone()),
+    );
+    s.listen(("127.0.0.3", port)).unwrap();
+    servers.push(s.spawn());
+    let mut lines = Vec::new();
+    for (i, (d, _)) in POLICIES.iter().enumerate() {
+        lines.push(format!("txt-record=_mta-sts.{d},\"v=STSv1; id={i}a\""));
+        lines.push(format!("host-record=mta-sts.{d},127.0.0.1"));
+    }
+    for (d, mx, ip) in [
+        ("good.test", "mx.good.test", 2),
+        ("badcert.test", "mx.badcert.test", 3),
+        ("notlisted.test", "mx.notlisted.test", 2),
+        ("testing.test", "mx.testing.test", 3),
+        ("nopolicy.test", "mx.nopolicy.test", 3),
+    ] {
+        lines.push(format!("mx-host={d},{mx},10"));
+        lines.push(format!("host-record={mx},127.0.0.{ip}"));
+    }
+    lines.extend(extra_dns.iter().cloned());
+    let dns = Dnsmasq::start(&lines);
+    let https = Some(start_https(dir.path(), https_port, &web, &web_key));
+    Peers { port, https_port, dns, got, ca: ca_file, https, _servers: servers, dir }
+}
+
+fn sts(p: &Peers, cache: &Path) -> Arc<Sts> {
+    let dns = Dns::with_timeout(Some(p.dns.addr), Duration::from_secs(3), 2).unwrap();
+    let options = StsOptions { ca: Some(p.ca.clone()), https_port: Some(p.https_port) };
+    Arc::new(Sts::new(dns, cache, &options).unwrap())
+}
+
+/// Delivers one message to `to`: the recipient's status and text.
+fn send(p: &Peers, sts: &Arc<Sts>, outcomes: &Arc<Outcomes>, to: &str, requiretls: bool) -> (Status, String) {
+    let dns = Dns::with_timeout(Some(p.dns.addr), Duration::from_secs(3), 2).unwrap();
+    let mut o = MxOptions::new("client.test");
+    o.port = p.port;
+    o.sts = Some(sts.clone());
+    o.tls_outcomes = Some(outcomes.clone());
+    o.session = o.session.timeout(Duration::from_secs(10));
+    let mut env = Envelope::new("me@client.test", [to]);
+    env.requiretls = requiretls;
+    let mut spool = Spool::from_bytes(b"Subject: sts\r\n\r\nhello\r\n".to_vec());
+    let r = deliver::deliver(&dns, &o, &env, &mut spool).pop().unwrap();
+    (r.status, r.to_string())
+}
+
+fn got_for(p: &Peers, to: &str) -> Vec<bool> {
+    p.got.lock().unwrap().iter().filter(|(r, _)| r.iter().any(|x| x == to)).map(|(_, tls)| *tls).collect()
+}
+
+#[test]
+fn enforce_testing_and_the_cache() {
+    if skip() {
+        return;
+    }
+    let mut p = peers(&[]);
+    let cache = p.dir.path().join("mta-sts");
+    let s = sts(&p, &cache);
+    let outcomes = Arc::new(Outcomes::default());
+
+    let (st, e) = send(&p, &s, &outcomes, "a@good.test", false);
+    assert_eq!(st, Status::Accepted, "{e}");
+    assert_eq!(got_for(&p, "a@good.test"), [true], "over TLS");
+
+    let (st, e) = send(&p, &s, &outcomes, "b@badcert.test", false);
+    assert_eq!(st, Status::Deferred, "{e}");
+    assert!(e.contains("MTA-STS enforce policy of badcert.test") && e.contains("mx.badcert.test"), "{e}");
+    assert!(got_for(&p, "b@badcert.test").is_empty());
+
+    let (st, e) = send(&p, &s, &outcomes, "c@notlisted.test", false);
+    assert_eq!(st, Status::Deferred, "{e}");
+    assert!(e.contains("MTA-STS enforce policy of notlisted.test") && e.contains("not one it names"), "{e}");
+    assert!(got_for(&p, "c@notlisted.test").is_empty());
+
+    let (st, e) = send(&p, &s, &outcomes, "d@testing.test", false);
+    assert_eq!(st, Status::Accepted, "testing delivers anyway: {e}");
+    assert_eq!(got_for(&p, "d@testing.test").len(), 1);
+
+    // No policy: opportunistic, a bad certificate does not matter, nothing is counted.
+    let (st, e) = send(&p, &s, &outcomes, "e@nopolicy.test", false);
+    assert_eq!(st, Status::Accepted, "{e}");
+
+    // REQUIRETLS leaves over an enforce policy's validated TLS, not without a policy.
+    let (st, e) = send(&p, &s, &outcomes, "f@good.test", true);
+    assert_eq!(st, Status::Accepted, "{e}");
+    let (st, e) = send(&p, &s, &outcomes, "g@nopolicy.test", true);
+    assert_eq!(st, Status::Failed, "{e}");
+
+    let seen = outcomes.0.lock().unwrap().clone();
+    let has = |d: &str, kind: &str, f: Option<&str>| seen.iter().any(|(x, k, _, y)| x == d && k == kind && *y == f);
+    assert!(has("good.test", "sts enforce", None), "{seen:?}");
+    assert!(has("badcert.test", "sts enforce", Some("certificate-host-mismatch")), "{seen:?}");
+    assert!(has("testing.test", "sts testing", Some("certificate-host-mismatch")), "{seen:?}");
+    assert!(has("notlisted.test", "sts enforce", Some("validation-failure")), "{seen:?}");
+    assert!(!seen.iter().any(|(d, ..)| d == "nopolicy.test"), "{seen:?}");
+
+    // The cache is private and durable: with the policy server gone, a new process (a new
+    // Sts on the same directory) still enforces the policies it fetched.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cache.join("notlisted.test")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    drop(p.https.take());
+    let s2 = sts(&p, &cache);
+    let (st, e) = send(&p, &s2, &outcomes, "h@notlisted.test", false);
+    assert_eq!(st, Status::Deferred, "{e}");
+    assert!(e.contains("MTA-STS enforce policy of notlisted.test"), "{e}");
+    let (st, e) = send(&p, &s2, &outcomes, "i@good.test", false);
+    assert_eq!(st, Status::Accepted, "{e}");
+}
