@@ -157,6 +157,8 @@ pub(crate) struct Base {
     pub(crate) srs_secret: Vec<u8>,
     /// The MTA-STS policies the https listener serves (a reload replaces them).
     pub(crate) sites: Arc<crate::mta::web::Sites>,
+    /// Where the outcomes of outbound TLS are counted for TLS-RPT (`[reports] send_tls`).
+    pub(crate) tls_outcomes: Option<Arc<dyn crate::mta::sts::TlsOutcomes>>,
 }
 
 /// What a config's files gave, read and checked before anything is created or replaced.
@@ -327,7 +329,7 @@ pub(crate) fn assemble(config: &Config, checked: Checked, base: &Base, owner: Op
             timeout: o.timeout,
             dane,
             sts: sts(config, &base.data_dir, &queue_dns)?,
-            tls_outcomes: None,
+            tls_outcomes: base.tls_outcomes.clone(),
         },
         dns: queue_dns,
         local: Some(Local { directory: directory.clone(), store: store.clone() }),
@@ -406,7 +408,10 @@ impl MailServer {
         if let (Some(user), Ok(corrupt)) = (user, queue.corrupt_dir()) {
             privileges::chown_to(&corrupt, user)?;
         }
+        own_dir(&crate::mta::reports::dir(&config.data_dir), user)?;
+        let reports = Arc::new(crate::mta::reports::Reports::open(config)?.with_signer(signer(config)?));
         let base = Base {
+            tls_outcomes: reports.tls_outcomes(),
             data_dir: config.data_dir.clone(),
             queue,
             handoff: Handoff::default(),
@@ -422,8 +427,6 @@ impl MailServer {
             sites: Arc::new(crate::mta::web::Sites::new(config)),
         };
         let parts = assemble(config, checked, &base, user)?;
-        own_dir(&crate::mta::reports::dir(&config.data_dir), user)?;
-        let reports = Arc::new(crate::mta::reports::Reports::open(config)?.with_signer(signer(config)?));
 
         let limits = &config.limits;
         // The trusted networks (this host by default) are exempt, as Postfix exempts $mynetworks.

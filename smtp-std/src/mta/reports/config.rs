@@ -16,6 +16,9 @@ pub struct ReportsConfig {
     pub address: Option<Spanned<String>>,
     /// Send DMARC aggregate reports to the domains whose mail we received (default on).
     pub send_dmarc: bool,
+    /// Send TLS reports (RFC 8460) to the domains we delivered to under an MTA-STS policy or
+    /// DANE, daily (default on).
+    pub send_tls: bool,
     /// The reporting period for every domain instead of the domain's `ri` (rounded up to whole
     /// hours dividing a day, as mox does: 1, 2, 3, 4, 6, 8, 12 or 24 hours, default 24).
     /// For tests and for an operator who wants fewer reports; `None`: the record's `ri`.
@@ -40,6 +43,7 @@ impl Default for ReportsConfig {
         Self {
             address: None,
             send_dmarc: true,
+            send_tls: true,
             interval: None,
             max_report_size: 20 << 20,
             max_evaluations: 100_000,
@@ -53,6 +57,7 @@ impl PartialEq for ReportsConfig {
     fn eq(&self, o: &Self) -> bool {
         self.address() == o.address()
             && self.send_dmarc == o.send_dmarc
+            && self.send_tls == o.send_tls
             && self.interval == o.interval
             && self.max_report_size == o.max_report_size
             && self.max_evaluations == o.max_evaluations

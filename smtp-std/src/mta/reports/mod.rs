@@ -24,6 +24,7 @@ pub mod incoming;
 pub mod outgoing;
 pub mod summary;
 pub mod tlsrpt;
+pub mod tlsrpt_out;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ pub struct Reports {
     address: Option<String>,
     received: PathBuf,
     store: Option<evaluations::Store>,
+    /// The outcomes of our outbound TLS for the TLS reports we send (`send_tls`).
+    tls: Option<Arc<tlsrpt_out::Counter>>,
     hostname: String,
     ours: Vec<String>,
     /// DKIM-signs a report when our key covers its From domain (the host name's).
@@ -86,7 +89,12 @@ impl Reports {
             true => Some(evaluations::Store::open(base.join("dmarc-out"), r.max_evaluations)?),
             false => None,
         };
+        let tls = match r.send_tls {
+            true => Some(Arc::new(tlsrpt_out::Counter::open(base.join("tlsrpt-out"), r.max_evaluations)?)),
+            false => None,
+        };
         Ok(Self {
+            tls,
             config: r.clone(),
             address: r.address(),
             received,
@@ -102,6 +110,11 @@ impl Reports {
     pub fn with_signer(mut self, sign: crate::mta::inbound::Signer) -> Self {
         self.sign = Some(sign);
         self
+    }
+
+    /// Where the outcomes of outbound TLS are counted for TLS-RPT (`None`: `send_tls` off).
+    pub fn tls_outcomes(&self) -> Option<Arc<dyn crate::mta::sts::TlsOutcomes>> {
+        self.tls.clone().map(|c| c as Arc<dyn crate::mta::sts::TlsOutcomes>)
     }
 
     /// Whether `rcpt` is the report address.
@@ -209,6 +222,7 @@ impl Reports {
             Ok(n) => tracing::info!(n, "received reports older than [reports] keep_received deleted"),
             Err(e) => tracing::warn!(dir = %self.received.display(), "old reports not deleted: {e}"),
         }
+        self.tick_tls(end, queue, handoff, dns);
         let Some(store) = &self.store else { return };
         let domains = store.domains().unwrap_or_else(|e| {
             tracing::error!("DMARC evaluations: {e}");
@@ -256,6 +270,45 @@ impl Reports {
                 }
             }
         }
+    }
+}
+
+impl Reports {
+    /// The queued submission of a report from `postmaster@<hostname>`, DKIM-signed when we can.
+    fn enqueue(
+        &self,
+        queue: &crate::mta::queue::Queue,
+        handoff: &crate::mta::queue::worker::Handoff,
+        to: &[String],
+        message: &[u8],
+    ) -> io::Result<String> {
+        let from = format!("postmaster@{}", self.hostname);
+        let rcpts = to.iter().map(|a| crate::mta::queue::Recipient::new(a)).collect();
+        let mut entry = crate::mta::queue::Entry::new(&from, rcpts, SystemTime::now());
+        let split = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 4);
+        let signature = self.sign.as_ref().and_then(|sign| sign(&message[..split], &mut &message[split..]));
+        let signed = [signature.as_deref().unwrap_or_default(), message].concat();
+        let id = queue.submit(&mut entry, &signed)?;
+        handoff.attempt_now(&id);
+        Ok(id)
+    }
+
+    /// The TLS reports: daily (at 00:00 UTC), or every `interval`.
+    fn tick_tls(
+        &self,
+        end: u64,
+        queue: &crate::mta::queue::Queue,
+        handoff: &crate::mta::queue::worker::Handoff,
+        dns: &crate::mta::auth::dns::Dns,
+    ) {
+        let Some(counter) = &self.tls else { return };
+        let period = self.config.interval.unwrap_or(Duration::from_secs(86400));
+        if self.config.interval.is_none() && end % 86400 != 0 {
+            return;
+        }
+        let enqueue = |to: &[String], message: &[u8]| self.enqueue(queue, handoff, to, message);
+        let reporter = outgoing::Reporter { hostname: &self.hostname, ours: &self.ours, dns, enqueue: &enqueue };
+        tlsrpt_out::tick(counter, &reporter, end, period);
     }
 }
 

@@ -58,6 +58,9 @@ pub struct Policy {
     /// `policy-domain`.
     #[serde(rename = "policy-domain")]
     pub policy_domain: String,
+    /// `policy-string`: the policy's lines (an MTA-STS policy), when there is one.
+    #[serde(rename = "policy-string", skip_serializing_if = "Vec::is_empty")]
+    pub policy_string: Vec<String>,
     /// `mx-host`.
     #[serde(rename = "mx-host")]
     pub mx_host: Vec<String>,
@@ -83,7 +86,7 @@ pub struct FailureDetail {
     #[serde(rename = "result-type")]
     pub result_type: String,
     /// `sending-mta-ip`.
-    #[serde(rename = "sending-mta-ip")]
+    #[serde(rename = "sending-mta-ip", skip_serializing_if = "String::is_empty")]
     pub sending_mta_ip: String,
     /// `receiving-mx-hostname`.
     #[serde(rename = "receiving-mx-hostname")]
