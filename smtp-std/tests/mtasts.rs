@@ -13,7 +13,7 @@ mod common;
 #[path = "common/dnsmasq.rs"]
 mod dnsmasq;
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -27,15 +27,20 @@ use smtp_std::mta::deliver::{self, MxOptions, Spool, Status};
 use smtp_std::mta::sts::{PolicyRef, Sts, StsOptions, TlsOutcomes};
 use smtp_std::{Decision, Handler, Options, Running, Server, Session};
 
-/// What the receivers got: (recipients, over TLS).
-type Got = Arc<Mutex<Vec<(Vec<String>, bool)>>>;
+/// What the receivers got: (recipients, over TLS, the message).
+type Got = Arc<Mutex<Vec<(Vec<String>, bool, Vec<u8>)>>>;
 
 #[derive(Clone)]
-struct Collect(Got);
+struct Collect(Got, Vec<u8>);
 
 impl Handler for Collect {
+    fn data_chunk(&mut self, _: &Session, chunk: &[u8]) -> std::io::Result<()> {
+        self.1.extend_from_slice(chunk);
+        Ok(())
+    }
     fn data_end(&mut self, s: &Session, _: u64) -> Decision {
-        self.0.lock().unwrap().push((s.envelope.rcpt_to.clone(), s.tls));
+        let message = std::mem::take(&mut self.1);
+        self.0.lock().unwrap().push((s.envelope.rcpt_to.clone(), s.tls, message));
         Decision::Accept
     }
 }
@@ -174,12 +179,12 @@ pub fn peers(extra_dns: &[String]) -> Peers {
     let mut options =
         Options::new("mx.good.test").tls(smtp_std::tls::server_config_from_files(&good, &good_key).unwrap());
     options.config_mut().capabilities.requiretls = true;
-    let mut s = Server::new(options, Collect(got.clone()));
+    let mut s = Server::new(options, Collect(got.clone(), Vec::new()));
     s.listen(("127.0.0.2", port)).unwrap();
     servers.push(s.spawn());
     let mut s = Server::new(
         Options::new("mx.badcert.test").tls(smtp_std::tls::server_config_from_files(&bad, &bad_key).unwrap()),
-        Collect(got.clone()),
+        Collect(got.clone(), Vec::new()),
     );
     s.listen(("127.0.0.3", port)).unwrap();
     servers.push(s.spawn());
@@ -194,6 +199,7 @@ pub fn peers(extra_dns: &[String]) -> Peers {
         ("notlisted.test", "mx.notlisted.test", 2),
         ("testing.test", "mx.testing.test", 3),
         ("nopolicy.test", "mx.nopolicy.test", 3),
+        ("rua.test", "mx.rua.test", 2),
     ] {
         lines.push(format!("mx-host={d},{mx},10"));
         lines.push(format!("host-record={mx},127.0.0.{ip}"));
@@ -226,7 +232,7 @@ fn send(p: &Peers, sts: &Arc<Sts>, outcomes: &Arc<Outcomes>, to: &str, requiretl
 }
 
 fn got_for(p: &Peers, to: &str) -> Vec<bool> {
-    p.got.lock().unwrap().iter().filter(|(r, _)| r.iter().any(|x| x == to)).map(|(_, tls)| *tls).collect()
+    p.got.lock().unwrap().iter().filter(|(r, ..)| r.iter().any(|x| x == to)).map(|(_, tls, _)| *tls).collect()
 }
 
 #[test]
@@ -288,4 +294,137 @@ fn enforce_testing_and_the_cache() {
     assert!(e.contains("MTA-STS enforce policy of notlisted.test"), "{e}");
     let (st, e) = send(&p, &s2, &outcomes, "i@good.test", false);
     assert_eq!(st, Status::Accepted, "{e}");
+}
+
+/// The TLS reports `tls@rua.test` got, as Python reads them: per domain, successes, failures
+/// and result types, summed over reports.
+fn reports_got(p: &Peers) -> String {
+    let dir = p.dir.path().join("got");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, (r, _, m)) in p.got.lock().unwrap().iter().enumerate() {
+        if r.iter().any(|x| x == "tls@rua.test") {
+            std::fs::write(dir.join(format!("{i}.eml")), m).unwrap();
+        }
+    }
+    let script = format!(
+        r#"
+import email, glob, gzip, json
+out = {{}}
+for f in sorted(glob.glob("{dir}/*.eml")):
+    m = email.message_from_bytes(open(f, "rb").read())
+    assert m.get_content_type() == "multipart/report" and m.get_param("report-type") == "tlsrpt", m.get_content_type()
+    assert m["TLS-Report-Domain"] and m["TLS-Report-Submitter"] == "mx.client.test"
+    assert m["Subject"].startswith("Report Domain: " + m["TLS-Report-Domain"] + " Submitter: mx.client.test Report-ID: <")
+    for part in m.walk():
+        if part.get_content_type() == "application/tlsrpt+gzip":
+            r = json.loads(gzip.decompress(part.get_payload(decode=True)))
+            assert r["organization-name"] == "mx.client.test" and r["date-range"]["start-datetime"].endswith("Z")
+            for pol in r["policies"]:
+                d = pol["policy"]["policy-domain"]
+                assert d == m["TLS-Report-Domain"]
+                o = out.setdefault(d, [pol["policy"]["policy-type"], 0, 0, []])
+                o[1] += pol["summary"]["total-successful-session-count"]
+                o[2] += pol["summary"]["total-failure-session-count"]
+                for fd in pol.get("failure-details", []):
+                    o[3].append(fd["result-type"] + "@" + fd["receiving-mx-hostname"])
+for d in sorted(out):
+    print(d, out[d][0], out[d][1], out[d][2], ",".join(sorted(set(out[d][3]))))
+"#,
+        dir = dir.display()
+    );
+    let o = Command::new("python3").arg("-c").arg(script).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn serve_enforces_lists_the_reason_and_sends_tls_reports() {
+    if skip() {
+        return;
+    }
+    let txt = |d: &str| format!("txt-record=_smtp._tls.{d},\"v=TLSRPTv1; rua=mailto:tls@rua.test\"");
+    let p = peers(&[txt("good.test"), txt("badcert.test"), txt("testing.test")]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("passwd"), passwd_text("alice@client.test:secret\n")).unwrap();
+    let smtp = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = dir.path().join("smtp-std.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"hostname = "mx.client.test"
+data_dir = "data"
+accounts = "passwd"
+relay_networks = ["127.0.0.1/32"]
+mail_auth = false
+[listen]
+smtp = ["{smtp}"]
+[dns]
+server = "{resolver}"
+timeout = "2s"
+[outbound]
+port = {port}
+timeout = "10s"
+mta_sts_ca = {ca:?}
+mta_sts_https_port = {https}
+[queue]
+retry = ["1h"]
+scan_interval = "200ms"
+lifetime = "2h"
+[reports]
+interval = "2s"
+[[domain]]
+name = "client.test"
+[domain.aliases]
+postmaster = "alice"
+"#,
+            resolver = p.dns.addr,
+            port = p.port,
+            ca = p.ca,
+            https = p.https_port,
+        ),
+    )
+    .unwrap();
+    drop(TcpListener::bind(smtp).ok());
+    let program = Program::start(dir.path(), &["--config", config.to_str().unwrap()]);
+    let addr: SocketAddr = smtp;
+    wait_until("smtp listening", Duration::from_secs(10), || std::net::TcpStream::connect(addr).is_ok());
+    for to in ["a@good.test", "b@badcert.test", "d@testing.test"] {
+        let mut c = Client::connect(addr);
+        assert_eq!(c.code(), 220);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        assert!(c.cmd("MAIL FROM:<alice@client.test>").starts_with("250"));
+        assert!(c.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        let r = c.cmd("From: alice@client.test\r\nSubject: sts\r\n\r\nhi\r\n.");
+        assert!(r.starts_with("250"), "{r}");
+    }
+    wait_until("a@good.test delivered", Duration::from_secs(30), || got_for(&p, "a@good.test") == [true]);
+    wait_until("d@testing.test delivered", Duration::from_secs(30), || got_for(&p, "d@testing.test").len() == 1);
+    let list = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_smtp-std"))
+            .args(["queue", "list", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    wait_until("the MTA-STS failure in queue list", Duration::from_secs(30), || list().contains("MTA-STS"));
+    let text = list();
+    assert!(
+        text.contains("b@badcert.test pending") && text.contains("MTA-STS enforce policy of badcert.test"),
+        "{text}"
+    );
+    assert!(program.log_contains("MTA-STS enforce policy of badcert.test"), "the log names it too");
+    assert!(got_for(&p, "b@badcert.test").is_empty());
+    let expected = "badcert.test sts 0 1 certificate-host-mismatch@mx.badcert.test\n\
+                    good.test sts 1 0 \n\
+                    testing.test sts 0 1 certificate-host-mismatch@mx.testing.test\n";
+    let mut last = String::new();
+    wait_until("the TLS reports", Duration::from_secs(30), || {
+        last = reports_got(&p);
+        last == expected
+    });
+    assert_eq!(last, expected);
+    assert!(std::fs::metadata(dir.path().join("data/mta-sts/good.test")).is_ok(), "the policy cached");
 }

@@ -193,14 +193,21 @@ pub fn report(hostname: &str, domain: &str, outcomes: &[Outcome], begin: u64, en
 }
 
 /// The report message (RFC 8460 §5.3) to `to`.
-pub fn message(report: &TlsReport, domain: &str, hostname: &str, to: &[String], now: SystemTime) -> io::Result<Vec<u8>> {
+pub fn message(
+    report: &TlsReport,
+    domain: &str,
+    hostname: &str,
+    to: &[String],
+    now: SystemTime,
+) -> io::Result<Vec<u8>> {
     use base64::Engine;
     let json = serde_json::to_vec(report).map_err(io::Error::other)?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&json)?;
     let gz = gz.finish()?;
     let begin = report.date_range.start.get(..10).unwrap_or("");
-    let file_name = format!("{hostname}!{domain}!{}!{}.json.gz", begin, report.report_id.split('.').next().unwrap_or(""));
+    let file_name =
+        format!("{hostname}!{domain}!{}!{}.json.gz", begin, report.report_id.split('.').next().unwrap_or(""));
     let boundary = format!("=_tlsrpt_{}", report.report_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
     let mut m = String::new();
     m.push_str(&format!("From: postmaster@{hostname}\r\nTo: {}\r\n", to.join(",\r\n ")));
@@ -249,7 +256,8 @@ pub fn rua(txt: &str) -> Option<Vec<String>> {
 
 /// Reads an outcome file (lines that do not parse are skipped).
 fn read(path: &Path) -> io::Result<Vec<Outcome>> {
-    let text = std::fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
@@ -313,7 +321,8 @@ fn send(r: &Reporter<'_>, domain: &str, outcomes: &[Outcome], begin: u64, end: u
     let report = report(r.hostname, domain, outcomes, begin, end);
     let m = message(&report, domain, r.hostname, &to, SystemTime::now())?;
     let id = (r.enqueue)(&to, &m)?;
-    let (ok, failed) = report.policies.iter().fold((0, 0), |(a, b), p| (a + p.summary.successful, b + p.summary.failed));
+    let (ok, failed) =
+        report.policies.iter().fold((0, 0), |(a, b), p| (a + p.summary.successful, b + p.summary.failed));
     tracing::info!(domain, to = %to.join(","), ok, failed, id, "TLS report queued");
     Ok(())
 }
@@ -332,7 +341,13 @@ mod tests {
             mx: mx.into(),
             result: r.map(str::to_owned),
         };
-        let rep = report("mx.me.test", "a.test", &[o("mx.a.test", None), o("mx.a.test", Some("starttls-not-supported")), o("mx.a.test", None)], 0, 86400);
+        let rep = report(
+            "mx.me.test",
+            "a.test",
+            &[o("mx.a.test", None), o("mx.a.test", Some("starttls-not-supported")), o("mx.a.test", None)],
+            0,
+            86400,
+        );
         assert_eq!(rep.policies.len(), 1);
         assert_eq!((rep.policies[0].summary.successful, rep.policies[0].summary.failed), (2, 1));
         assert_eq!(rep.policies[0].failure_details[0].result_type, "starttls-not-supported");
