@@ -47,7 +47,10 @@ impl Handler for Collect {
 
 /// The outcomes deliver reports: (domain, policy type, host, failure).
 #[derive(Debug, Default)]
-struct Outcomes(Mutex<Vec<(String, String, String, Option<&'static str>)>>);
+struct Outcomes(Mutex<Vec<Seen>>);
+
+/// (domain, policy type, host, failure).
+type Seen = (String, String, String, Option<&'static str>);
 
 impl TlsOutcomes for Outcomes {
     fn record(&self, domain: &str, policy: PolicyRef<'_>, host: &str, failure: Option<&'static str>) {

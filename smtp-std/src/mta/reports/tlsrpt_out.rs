@@ -151,10 +151,13 @@ fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// One policy's part of a report being counted: its MX hosts, the summary, the failures by
+/// result type and MX host.
+type Counted = (Vec<String>, Summary, BTreeMap<(String, String), u64>);
+
 /// The report about `outcomes` (all of one domain) for the period `begin..end`.
 pub fn report(hostname: &str, domain: &str, outcomes: &[Outcome], begin: u64, end: u64) -> TlsReport {
-    let mut policies: BTreeMap<(String, Vec<String>), (Vec<String>, Summary, BTreeMap<(String, String), u64>)> =
-        BTreeMap::new();
+    let mut policies: BTreeMap<(String, Vec<String>), Counted> = BTreeMap::new();
     for o in outcomes {
         let entry = policies.entry((o.policy_type.clone(), o.policy_string.clone())).or_default();
         if !o.mx.is_empty() && !entry.0.contains(&o.mx) {
