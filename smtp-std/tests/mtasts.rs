@@ -203,10 +203,14 @@ pub fn peers(extra_dns: &[String]) -> Peers {
         ("testing.test", "mx.testing.test", 3),
         ("nopolicy.test", "mx.nopolicy.test", 3),
         ("rua.test", "mx.rua.test", 2),
+        ("nocert.test", "mx.nocert.test", 3),
     ] {
         lines.push(format!("mx-host={d},{mx},10"));
         lines.push(format!("host-record={mx},127.0.0.{ip}"));
     }
+    // A record, but the policy host's certificate does not name it.
+    lines.push("txt-record=_mta-sts.nocert.test,\"v=STSv1; id=1\"".to_owned());
+    lines.push("host-record=mta-sts.nocert.test,127.0.0.1".to_owned());
     lines.extend(extra_dns.iter().cloned());
     let dns = Dnsmasq::start(&lines);
     let https = Some(start_https(dir.path(), https_port, &web, &web_key));
@@ -276,6 +280,11 @@ fn enforce_testing_and_the_cache() {
     let (st, e) = send(&p, &s, &outcomes, "g@nopolicy.test", true);
     assert_eq!(st, Status::Failed, "{e}");
 
+    // A policy that cannot be fetched (the policy host's certificate is not valid for it):
+    // delivered as without a policy, and counted.
+    let (st, e) = send(&p, &s, &outcomes, "j@nocert.test", false);
+    assert_eq!(st, Status::Accepted, "{e}");
+
     let seen = outcomes.0.lock().unwrap().clone();
     let has = |d: &str, kind: &str, f: Option<&str>| seen.iter().any(|(x, k, _, y)| x == d && k == kind && *y == f);
     assert!(has("good.test", "sts enforce", None), "{seen:?}");
@@ -283,6 +292,7 @@ fn enforce_testing_and_the_cache() {
     assert!(has("testing.test", "sts testing", Some("certificate-host-mismatch")), "{seen:?}");
     assert!(has("notlisted.test", "sts enforce", Some("validation-failure")), "{seen:?}");
     assert!(!seen.iter().any(|(d, ..)| d == "nopolicy.test"), "{seen:?}");
+    assert!(has("nocert.test", "no-policy-found", Some("sts-webpki-invalid")), "{seen:?}");
 
     // The cache is private and durable: with the policy server gone, a new process (a new
     // Sts on the same directory) still enforces the policies it fetched.

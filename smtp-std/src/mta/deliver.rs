@@ -370,9 +370,9 @@ enum Attempt {
     Send(SendError),
 }
 
-/// Tells the TLS-RPT counter the outcome of TLS with a host: `None` success, else the
-/// result type.
-type Report<'a> = &'a dyn Fn(&str, Option<&'static str>);
+/// Tells the TLS-RPT counter the outcome of TLS with a host (under DANE or not): `None`
+/// success, else the result type.
+type Report<'a> = &'a dyn Fn(&str, bool, Option<&'static str>);
 
 fn attempt(
     report: Report<'_>,
@@ -425,7 +425,7 @@ fn attempt(
             if matches!(tls, HostTls::WebPki { enforce: false, .. }) =>
         {
             tracing::info!(host = %host.host, %addr, "MTA-STS testing policy: {e}; delivering anyway");
-            report(&host.host, Some(crate::mta::sts::result_type(&e, false)));
+            report(&host.host, false, Some(crate::mta::sts::result_type(&e, false)));
             let mut plain = options.session.clone();
             plain.server = o.server.clone();
             plain.tls_server_name = o.tls_server_name.clone();
@@ -452,7 +452,7 @@ fn attempt(
     };
     tracing::debug!(host = %host.host, %addr, tls = session.is_tls(), "connected");
     if matches!(tls, HostTls::WebPki { .. } | HostTls::Authenticated { .. }) {
-        report(&host.host, None);
+        report(&host.host, matches!(tls, HostTls::Authenticated { .. }), None);
     }
     let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
     let delivery = session.send(envelope, reader).map_err(Attempt::Send)?;
@@ -512,8 +512,7 @@ fn deliver_domain(
             Ok(p) => p,
             Err(e) => {
                 if let Some(r) = &options.tls_outcomes {
-                    let kind =
-                        if e.starts_with("policy invalid") { "sts-policy-invalid" } else { "sts-policy-fetch-error" };
+                    let kind = crate::mta::sts::fetch_result_type(&e);
                     r.record(domain, crate::mta::sts::PolicyRef::NotFound, "", Some(kind));
                 }
                 None
@@ -521,12 +520,12 @@ fn deliver_domain(
         },
         None => None,
     };
-    let report = |host: &str, failure: Option<&'static str>| {
+    let report = |host: &str, under_dane: bool, failure: Option<&'static str>| {
         if let Some(r) = &options.tls_outcomes {
-            let policy = match (&sts, &dane) {
-                (_, Some(_)) => crate::mta::sts::PolicyRef::Tlsa,
-                (Some(p), None) => crate::mta::sts::PolicyRef::Sts(p),
-                (None, None) => return,
+            let policy = match &sts {
+                _ if under_dane => crate::mta::sts::PolicyRef::Tlsa,
+                Some(p) => crate::mta::sts::PolicyRef::Sts(p),
+                None => return,
             };
             r.record(domain, policy, host, failure);
         }
@@ -548,7 +547,7 @@ fn deliver_domain(
         if let (HostTls::Opportunistic, Some(p), Some(s)) = (&tls, &sts, &options.sts) {
             if !p.policy.allows(&host.host) {
                 let e = format!("{}: the MX host {} is not one it names", p.describe(domain), host.host);
-                report(&host.host, Some("validation-failure"));
+                report(&host.host, false, Some("validation-failure"));
                 if enforce {
                     tracing::info!(domain, host = %host.host, "{e}");
                     set_status(envelope, out, &pending, Status::Deferred, &e, Some(&host.host));
@@ -612,13 +611,13 @@ fn deliver_domain(
                     };
                     let p = sts.as_ref().map_or_else(String::new, |p| p.describe(domain));
                     let e2 = format!("{p}: {label} {what}");
-                    report(&host.host, Some(crate::mta::sts::result_type(&e, false)));
+                    report(&host.host, false, Some(crate::mta::sts::result_type(&e, false)));
                     tracing::info!(domain, host = %label, "{e2}");
                     set_status(envelope, out, &pending, Status::Deferred, &e2, Some(&label));
                     continue 'hosts;
                 }
                 Err(Attempt::Setup(SendError::StartTlsNotOffered)) if !matches!(tls, HostTls::Opportunistic) => {
-                    report(&host.host, Some("starttls-not-supported"));
+                    report(&host.host, true, Some("starttls-not-supported"));
                     let e = format!("DANE: {label} has TLSA records but does not offer STARTTLS");
                     tracing::info!(domain, host = %label, "{e}");
                     set_status(envelope, out, &pending, Status::Deferred, &e, Some(&label));
@@ -626,7 +625,7 @@ fn deliver_domain(
                 }
                 Err(Attempt::Setup(e)) => {
                     if matches!((&e, &tls), (SendError::Tls(_), HostTls::Authenticated { .. })) {
-                        report(&host.host, Some(crate::mta::sts::result_type(&e, true)));
+                        report(&host.host, true, Some(crate::mta::sts::result_type(&e, true)));
                     }
                     // Greeting, EHLO or STARTTLS failed (4xx or 5xx): the next host.
                     tracing::info!(domain, host = %label, "{e}");

@@ -273,6 +273,17 @@ pub trait TlsOutcomes: Send + Sync + std::fmt::Debug {
     fn record(&self, domain: &str, policy: PolicyRef<'_>, host: &str, failure: Option<&'static str>);
 }
 
+/// The RFC 8460 §4.3 result type of a policy that could not be had ([`Sts::policy`]'s error).
+pub fn fetch_result_type(e: &str) -> &'static str {
+    if e.starts_with("policy invalid") {
+        "sts-policy-invalid"
+    } else if e.to_ascii_lowercase().contains("certificate") {
+        "sts-webpki-invalid"
+    } else {
+        "sts-policy-fetch-error"
+    }
+}
+
 /// The RFC 8460 §4.3 result type of a failed TLS setup (`dane`: under TLSA records).
 pub fn result_type(e: &crate::client::SendError, dane: bool) -> &'static str {
     let text = match e {
