@@ -347,9 +347,24 @@ impl DataDecoder {
     /// ```
     #[inline]
     pub fn decode_into(&mut self, input: &[u8], out: &mut [u8]) -> DecodedInto {
-        let input = &input[..min(input.len(), out.len().saturating_sub(1))];
-        let d = self.step::<true>(input, out);
-        DecodedInto { consumed: d.consumed, written: d.body.len(), end: d.end }
+        let (mut consumed, mut written) = (0, 0);
+        // Step after step: a step ends at each line-start dot (the zero-copy form must, its
+        // body being a slice of the input), but here the next one writes on behind it, so
+        // one call goes through the stuffed lines. Each step gets at most the room left
+        // minus one (a held CR makes the body one byte longer than what it consumes), and
+        // the call consumes at most `out.len() - 1` in all.
+        let most = min(input.len(), out.len().saturating_sub(1));
+        loop {
+            let room = out.len() - written;
+            let piece = &input[consumed..most];
+            let piece = &piece[..min(piece.len(), room.saturating_sub(1))];
+            let d = self.step::<true>(piece, &mut out[written..]);
+            consumed += d.consumed;
+            written += d.body.len();
+            if d.end.is_some() || d.consumed == 0 || d.consumed == piece.len() {
+                return DecodedInto { consumed, written, end: d.end };
+            }
+        }
     }
 
     /// [`decode`](Self::decode), and with `COPY` also the body into `out` (at least
