@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, BenchmarkId, Criterion, Throughput};
-use smtp_proto::data::{BarePolicy, DataDecoder, Stuffer, __scan_floor};
+use smtp_proto::data::{__scan_floor, BarePolicy, DataDecoder, Stuffer};
 
 /// A realistic message body on the wire: `lines` lines of `width` printable bytes, 1% of them
 /// starting with a (stuffed) dot, then the terminator.
@@ -273,9 +273,15 @@ fn summary() {
         for _ in 0..5 {
             let r = [
                 best(reps, || memcpy(black_box(wire), *read, &mut sink)),
-                best(reps, || { black_box(ours_scan(black_box(wire), *read)); }),
-                best(reps, || { black_box(ours_copy(black_box(wire), *read, &mut direct)); }),
-                best(reps, || { black_box(floor(black_box(wire), *read)); }),
+                best(reps, || {
+                    black_box(ours_scan(black_box(wire), *read));
+                }),
+                best(reps, || {
+                    black_box(ours_copy(black_box(wire), *read, &mut direct));
+                }),
+                best(reps, || {
+                    black_box(floor(black_box(wire), *read));
+                }),
                 best(reps, || stalwart(black_box(wire), *read, &mut sink)),
             ];
             for (a, b) in t.iter_mut().zip(r) {

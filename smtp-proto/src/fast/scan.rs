@@ -203,33 +203,56 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
     if COPY {
         out[0] = hay[from];
     }
-    while i <= end - BLOCK {
-        let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
+    'scan: {
+        while i <= end - BLOCK {
+            let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
+            if COPY {
+                // Whether or not the block is canonical: the caller uses what comes before `r`.
+                out[i - from..i - from + BLOCK].copy_from_slice(&w[1..]);
+            }
+            let (clean, lf) = block(w);
+            if !clean {
+                // Go on up to the first pair that is not canonical, unless that passes the end
+                // of a line that may be too long (see below).
+                if !(LIMIT && lf && i + BLOCK > stop) {
+                    i += first_bad(w);
+                }
+                break 'scan;
+            }
+            if LIMIT && lf {
+                // Lines ending in this block started at or after the stop's line, or at or after
+                // `i` (an LF of this block is at `i - 1` or later); the ones starting after `i`
+                // are at most BLOCK long, within `max_line`. So checking the block end against
+                // `stop` covers the first, and `i + max_line` is a lower bound of the stop of the
+                // line that goes on after the block.
+                if i + BLOCK > stop {
+                    break 'scan;
+                }
+                stop = i.saturating_add(max_line);
+            }
+            i += BLOCK;
+        }
+        // The last `n < BLOCK` pairs, as one more block padded with zeros (not CR, LF or dot,
+        // so a padding pair fails only after a CR at the end, whose LF is not here yet: the
+        // back-up below). Without it the caller walked the tail of every read line by line.
+        let n = end - i;
+        if n == 0 {
+            break 'scan;
+        }
+        let mut w = [0u8; BLOCK + 1];
+        w[..n + 1].copy_from_slice(&hay[i - 1..end]);
         if COPY {
-            // Whether or not the block is canonical: the caller uses what comes before `r`.
-            out[i - from..i - from + BLOCK].copy_from_slice(&w[1..]);
+            out[i - from..end - from].copy_from_slice(&hay[i..end]);
         }
-        let (clean, lf) = block(w);
-        if !clean {
-            // Go on up to the first pair that is not canonical, unless that passes the end
-            // of a line that may be too long (see below).
-            if !(LIMIT && lf && i + BLOCK > stop) {
-                i += first_bad(w);
+        let lf = block(&w).1;
+        let bad = first_bad(&w);
+        if bad < n {
+            if !(LIMIT && lf && end > stop) {
+                i += bad;
             }
-            break;
+        } else if !(LIMIT && lf && end > stop) {
+            i = end;
         }
-        if LIMIT && lf {
-            // Lines ending in this block started at or after the stop's line, or at or after
-            // `i` (an LF of this block is at `i - 1` or later); the ones starting after `i`
-            // are at most BLOCK long, within `max_line`. So checking the block end against
-            // `stop` covers the first, and `i + max_line` is a lower bound of the stop of the
-            // line that goes on after the block.
-            if i + BLOCK > stop {
-                break;
-            }
-            stop = i.saturating_add(max_line);
-        }
-        i += BLOCK;
     }
     // Pairs up to `i - 1` are checked: a CR at `i - 1` is not (its LF is unchecked), and an LF
     // at `i - 1` is not followed by a checked byte. Back up to before them.
@@ -253,8 +276,8 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
 pub(crate) mod avx512 {
     use super::BLOCK;
     use core::arch::x86_64::{
-        __m512i, _mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8, _mm512_storeu_si512, _mm_prefetch,
-        _MM_HINT_T0,
+        __m512i, _mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8,
+        _mm512_set1_epi8, _mm512_storeu_si512, _mm_prefetch, _MM_HINT_T0,
     };
 
     /// How far ahead the loop asks for the next blocks. A 1 MiB body is about the size of a
@@ -367,72 +390,96 @@ pub(crate) mod avx512 {
             out
         };
         let k = Consts::new();
-        loop {
-            // Two blocks a step and one branch for both, while both are canonical (and, with
-            // the line limit, no line ends past its stop): the loop's own instructions (index,
-            // bounds, branch) per block halved, which measured ~10% on the zero-copy bench.
-            // Anything else goes to the one-block step below, which redoes the first block
-            // exactly as the portable build does, so the result is the same.
-            while i + 2 * BLOCK <= end {
-                let (v0, v1) = (load(hay, i), load(hay, i + BLOCK));
-                // Hints, not accesses: an address past the end of `hay` (computed without
-                // `add`'s in-bounds requirement) is harmless.
-                _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + PREFETCH).cast());
-                _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + BLOCK + PREFETCH).cast());
+        'scan: {
+            loop {
+                // Two blocks a step and one branch for both, while both are canonical (and, with
+                // the line limit, no line ends past its stop): the loop's own instructions (index,
+                // bounds, branch) per block halved, which measured ~10% on the zero-copy bench.
+                // Anything else goes to the one-block step below, which redoes the first block
+                // exactly as the portable build does, so the result is the same.
+                while i + 2 * BLOCK <= end {
+                    let (v0, v1) = (load(hay, i), load(hay, i + BLOCK));
+                    // Hints, not accesses: an address past the end of `hay` (computed without
+                    // `add`'s in-bounds requirement) is harmless.
+                    _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + PREFETCH).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + BLOCK + PREFETCH).cast());
+                    if COPY {
+                        // Both loads come before both stores: a load behind a store waited for
+                        // it (the copying scan ran at ~0.6x memcpy that way).
+                        store(out, i - from, v0);
+                        store(out, i - from + BLOCK, v1);
+                    }
+                    let (bad0, lf0, is_cr0, is_lf0) = k.masks(v0, cr_in, lf_in);
+                    let (bad1, lf1, is_cr1, is_lf1) = k.masks(v1, is_cr0 >> 63, is_lf0 >> 63);
+                    if bad0 | bad1 != 0 {
+                        break;
+                    }
+                    if LIMIT {
+                        let mut s = stop;
+                        if lf0 != 0 {
+                            if i + BLOCK > s {
+                                break;
+                            }
+                            s = i.saturating_add(max_line);
+                        }
+                        if lf1 != 0 {
+                            if i + 2 * BLOCK > s {
+                                break;
+                            }
+                            s = (i + BLOCK).saturating_add(max_line);
+                        }
+                        stop = s;
+                    }
+                    (cr_in, lf_in) = (is_cr1 >> 63, is_lf1 >> 63);
+                    i += 2 * BLOCK;
+                }
+                if i + BLOCK > end {
+                    break;
+                }
+                // One block, as in the portable build.
+                let v = load(hay, i);
                 if COPY {
-                    // Both loads come before both stores: a load behind a store waited for
-                    // it (the copying scan ran at ~0.6x memcpy that way).
-                    store(out, i - from, v0);
-                    store(out, i - from + BLOCK, v1);
+                    store(out, i - from, v);
                 }
-                let (bad0, lf0, is_cr0, is_lf0) = k.masks(v0, cr_in, lf_in);
-                let (bad1, lf1, is_cr1, is_lf1) = k.masks(v1, is_cr0 >> 63, is_lf0 >> 63);
-                if bad0 | bad1 != 0 {
-                    break;
-                }
-                if LIMIT {
-                    let mut s = stop;
-                    if lf0 != 0 {
-                        if i + BLOCK > s {
-                            break;
-                        }
-                        s = i.saturating_add(max_line);
+                let (bad, after_lf, is_cr, is_lf) = k.masks(v, cr_in, lf_in);
+                if bad != 0 {
+                    if !(LIMIT && after_lf != 0 && i + BLOCK > stop) {
+                        i += bad.trailing_zeros() as usize;
                     }
-                    if lf1 != 0 {
-                        if i + 2 * BLOCK > s {
-                            break;
-                        }
-                        s = (i + BLOCK).saturating_add(max_line);
-                    }
-                    stop = s;
+                    break 'scan;
                 }
-                (cr_in, lf_in) = (is_cr1 >> 63, is_lf1 >> 63);
-                i += 2 * BLOCK;
+                // The line limit exactly as in the portable build (`after_lf` is its `lf`).
+                if LIMIT && after_lf != 0 {
+                    if i + BLOCK > stop {
+                        break 'scan;
+                    }
+                    stop = i.saturating_add(max_line);
+                }
+                (cr_in, lf_in) = (is_cr >> 63, is_lf >> 63);
+                i += BLOCK;
             }
-            if i + BLOCK > end {
-                break;
+            // The last `n < BLOCK` pairs, as the portable build does them: the bytes past the end
+            // read as zeros (a masked load), the pairs from `n` on ignored but for the LF test.
+            let n = end - i;
+            if n == 0 {
+                break 'scan;
             }
-            // One block, as in the portable build.
-            let v = load(hay, i);
+            let valid = (1u64 << n) - 1;
+            let b = &hay[i..end];
+            // SAFETY: the mask selects the first `n` bytes, the `n` readable bytes of `b`; the
+            // bytes it leaves out are not accessed (AVX-512 masked loads suppress their faults).
+            let v = unsafe { _mm512_maskz_loadu_epi8(valid, b.as_ptr().cast()) };
             if COPY {
-                store(out, i - from, v);
+                let o = &mut out[i - from..end - from];
+                // SAFETY: the mask selects the first `n` bytes, the `n` writable bytes of `o`; the
+                // others are not written.
+                unsafe { _mm512_mask_storeu_epi8(o.as_mut_ptr().cast(), valid, v) };
             }
-            let (bad, after_lf, is_cr, is_lf) = k.masks(v, cr_in, lf_in);
-            if bad != 0 {
-                if !(LIMIT && after_lf != 0 && i + BLOCK > stop) {
-                    i += bad.trailing_zeros() as usize;
-                }
-                break;
+            let (bad, after_lf, _, _) = k.masks(v, cr_in, lf_in);
+            let bad = bad & valid;
+            if !(LIMIT && after_lf != 0 && end > stop) {
+                i += if bad != 0 { bad.trailing_zeros() as usize } else { n };
             }
-            // The line limit exactly as in the portable build (`after_lf` is its `lf`).
-            if LIMIT && after_lf != 0 {
-                if i + BLOCK > stop {
-                    break;
-                }
-                stop = i.saturating_add(max_line);
-            }
-            (cr_in, lf_in) = (is_cr >> 63, is_lf >> 63);
-            i += BLOCK;
         }
         match hay[i - 1] {
             b'\n' => i - 2,
