@@ -14,13 +14,15 @@
 //! Written as a branch-free loop over fixed-size arrays, the compiler turns this into vector
 //! compares and one mask test per block (SSE2 on x86_64, NEON on aarch64; checked in the
 //! assembly). The scan stops at the first pair of a block that fails; the caller goes on a
-//! CR/LF at a time from there, and comes back here after it.
+//! CR/LF at a time from there, and comes back here after it. The last, partial block of the
+//! input is checked the same way (padded with zeros, which are none of CR, LF and dot), so
+//! every read is scanned to its end; a CR or LF there waits for the next read.
 //!
 //! Three builds, the fastest the CPU runs chosen at run time: AVX-512BW intrinsics (one load
-//! and three compares into 64-bit masks per block, [`avx512`]), the portable code compiled
-//! with AVX2, and the portable code for the target's baseline (the only one without `std`,
-//! and the one miri runs). The two `unsafe` calls and the intrinsics' loads and stores are
-//! all of the crate's `unsafe`; the `scan_paths` fuzz target holds every build to the
+//! and three compares into 64-bit masks per block, two blocks per step, a masked load for the
+//! last one, [`avx512`]), the portable code compiled with AVX2, and the portable code for the target's baseline (the only one without `std`,
+//! and the one miri runs). The `unsafe` calls of those builds and the intrinsics' loads and
+//! stores are all of the crate's `unsafe` (with `fast::printable_prefix`); the `scan_paths` fuzz target holds every build to the
 //! portable one, in all four forms (line limit or not, copying or not).
 
 /// Pairs checked per block.
