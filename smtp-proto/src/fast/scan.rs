@@ -14,13 +14,15 @@
 //! Written as a branch-free loop over fixed-size arrays, the compiler turns this into vector
 //! compares and one mask test per block (SSE2 on x86_64, NEON on aarch64; checked in the
 //! assembly). The scan stops at the first pair of a block that fails; the caller goes on a
-//! CR/LF at a time from there, and comes back here after it.
+//! CR/LF at a time from there, and comes back here after it. The last, partial block of the
+//! input is checked the same way (padded with zeros, which are none of CR, LF and dot), so
+//! every read is scanned to its end; a CR or LF there waits for the next read.
 //!
 //! Three builds, the fastest the CPU runs chosen at run time: AVX-512BW intrinsics (one load
-//! and three compares into 64-bit masks per block, [`avx512`]), the portable code compiled
-//! with AVX2, and the portable code for the target's baseline (the only one without `std`,
-//! and the one miri runs). The two `unsafe` calls and the intrinsics' loads and stores are
-//! all of the crate's `unsafe`; the `scan_paths` fuzz target holds every build to the
+//! and three compares into 64-bit masks per block, two blocks per step, a masked load for the
+//! last one, [`avx512`]), the portable code compiled with AVX2, and the portable code for the target's baseline (the only one without `std`,
+//! and the one miri runs). The `unsafe` calls of those builds and the intrinsics' loads and
+//! stores are all of the crate's `unsafe` (with `fast::printable_prefix`); the `scan_paths` fuzz target holds every build to the
 //! portable one, in all four forms (line limit or not, copying or not).
 
 /// Pairs checked per block.
@@ -157,6 +159,17 @@ pub(crate) fn run<const LIMIT: bool, const COPY: bool>(
     }
 }
 
+/// [`avx512::floor`] if the CPU runs it (for the bench).
+pub(crate) fn floor(hay: &[u8]) -> Option<u64> {
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+    if std::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: `avx512::floor` needs AVX-512BW, which the CPU was just found to have.
+        return Some(unsafe { avx512::floor(hay) });
+    }
+    let _ = hay;
+    None
+}
+
 /// [`skip_portable`] compiled for AVX2 (twice the bytes per compare of the SSE2 baseline).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 #[target_feature(enable = "avx2")]
@@ -192,33 +205,56 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
     if COPY {
         out[0] = hay[from];
     }
-    while i <= end - BLOCK {
-        let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
+    'scan: {
+        while i <= end - BLOCK {
+            let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
+            if COPY {
+                // Whether or not the block is canonical: the caller uses what comes before `r`.
+                out[i - from..i - from + BLOCK].copy_from_slice(&w[1..]);
+            }
+            let (clean, lf) = block(w);
+            if !clean {
+                // Go on up to the first pair that is not canonical, unless that passes the end
+                // of a line that may be too long (see below).
+                if !(LIMIT && lf && i + BLOCK > stop) {
+                    i += first_bad(w);
+                }
+                break 'scan;
+            }
+            if LIMIT && lf {
+                // Lines ending in this block started at or after the stop's line, or at or after
+                // `i` (an LF of this block is at `i - 1` or later); the ones starting after `i`
+                // are at most BLOCK long, within `max_line`. So checking the block end against
+                // `stop` covers the first, and `i + max_line` is a lower bound of the stop of the
+                // line that goes on after the block.
+                if i + BLOCK > stop {
+                    break 'scan;
+                }
+                stop = i.saturating_add(max_line);
+            }
+            i += BLOCK;
+        }
+        // The last `n < BLOCK` pairs, as one more block padded with zeros (not CR, LF or dot,
+        // so a padding pair fails only after a CR at the end, whose LF is not here yet: the
+        // back-up below). Without it the caller walked the tail of every read line by line.
+        let n = end - i;
+        if n == 0 {
+            break 'scan;
+        }
+        let mut w = [0u8; BLOCK + 1];
+        w[..n + 1].copy_from_slice(&hay[i - 1..end]);
         if COPY {
-            // Whether or not the block is canonical: the caller uses what comes before `r`.
-            out[i - from..i - from + BLOCK].copy_from_slice(&w[1..]);
+            out[i - from..end - from].copy_from_slice(&hay[i..end]);
         }
-        let (clean, lf) = block(w);
-        if !clean {
-            // Go on up to the first pair that is not canonical, unless that passes the end
-            // of a line that may be too long (see below).
-            if !(LIMIT && lf && i + BLOCK > stop) {
-                i += first_bad(w);
+        let lf = block(&w).1;
+        let bad = first_bad(&w);
+        if bad < n {
+            if !(LIMIT && lf && end > stop) {
+                i += bad;
             }
-            break;
+        } else if !(LIMIT && lf && end > stop) {
+            i = end;
         }
-        if LIMIT && lf {
-            // Lines ending in this block started at or after the stop's line, or at or after
-            // `i` (an LF of this block is at `i - 1` or later); the ones starting after `i`
-            // are at most BLOCK long, within `max_line`. So checking the block end against
-            // `stop` covers the first, and `i + max_line` is a lower bound of the stop of the
-            // line that goes on after the block.
-            if i + BLOCK > stop {
-                break;
-            }
-            stop = i.saturating_add(max_line);
-        }
-        i += BLOCK;
     }
     // Pairs up to `i - 1` are checked: a CR at `i - 1` is not (its LF is unchecked), and an LF
     // at `i - 1` is not followed by a checked byte. Back up to before them.
@@ -229,16 +265,21 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
     }
 }
 
-/// The block scan with AVX-512BW: one 64-byte load per step, three byte compares into mask
+/// The block scan with AVX-512BW: one 64-byte load per block, three byte compares into mask
 /// registers, and the pair check on the 64-bit masks, each shifted by one with the last bit of
 /// the block before carried in (the portable build compares the block with itself shifted,
-/// which takes a second load and a fourth compare). Same contract and same results as
-/// [`skip_portable`].
+/// which takes a second load and a fourth compare). Two blocks per step while both pass, one
+/// at a time around anything else. Same contract and same results as [`skip_portable`].
+///
+/// The three compares are the floor here: on this project's AVX-512 machine a loop that only
+/// loads and does them runs at ~3 cycles per 64 bytes, about `memcpy`'s speed on 1 MiB (the
+/// README's Performance section has the measurement); CRLFs cost nothing beyond them.
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 pub(crate) mod avx512 {
     use super::BLOCK;
     use core::arch::x86_64::{
-        _mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_set1_epi8, _mm512_storeu_si512, _mm_prefetch, _MM_HINT_T0,
+        __m512i, _mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8,
+        _mm512_set1_epi8, _mm512_storeu_si512, _mm_prefetch, _MM_HINT_T0,
     };
 
     /// How far ahead the loop asks for the next blocks. A 1 MiB body is about the size of a
@@ -246,6 +287,75 @@ pub(crate) mod avx512 {
     /// where the pages landed; with it, 0.95-1.0x (README, Performance). 512 and 2048 measured
     /// no better.
     const PREFETCH: usize = 1024;
+
+    /// The 64 bytes of `hay` at `at`, as a vector.
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    fn load(hay: &[u8], at: usize) -> __m512i {
+        let b: &[u8; BLOCK] = hay[at..at + BLOCK].try_into().unwrap();
+        // SAFETY: `b` is 64 readable bytes; `loadu` has no alignment requirement.
+        unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
+    }
+
+    /// Stores `v` into the 64 bytes of `out` at `at`.
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    fn store(out: &mut [u8], at: usize, v: __m512i) {
+        let o: &mut [u8; BLOCK] = (&mut out[at..at + BLOCK]).try_into().unwrap();
+        // SAFETY: `o` is 64 writable bytes; `storeu` has no alignment requirement.
+        unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
+    }
+
+    /// The three bytes compared with.
+    #[derive(Clone, Copy)]
+    struct Consts {
+        cr: __m512i,
+        lf: __m512i,
+        dot: __m512i,
+    }
+
+    impl Consts {
+        #[inline]
+        #[target_feature(enable = "avx512bw")]
+        fn new() -> Self {
+            Self {
+                cr: _mm512_set1_epi8(b'\r' as i8),
+                lf: _mm512_set1_epi8(b'\n' as i8),
+                dot: _mm512_set1_epi8(b'.' as i8),
+            }
+        }
+
+        /// The pair check of the block `v`, given the bits of the byte before it (`cr_in`,
+        /// `lf_in`): bit `k` of each mask is the byte at `k`. Returns the pairs that fail (a
+        /// CR/LF mismatch, or a dot after an LF), the bytes after an LF, and the CR and LF
+        /// masks (whose top bits are the next block's carries).
+        #[inline]
+        #[target_feature(enable = "avx512bw")]
+        fn masks(self, v: __m512i, cr_in: u64, lf_in: u64) -> (u64, u64, u64, u64) {
+            let (is_cr, is_lf) = (_mm512_cmpeq_epi8_mask(v, self.cr), _mm512_cmpeq_epi8_mask(v, self.lf));
+            // The same masks for the byte before each one.
+            let (after_cr, after_lf) = ((is_cr << 1) | cr_in, (is_lf << 1) | lf_in);
+            let bad = (is_lf ^ after_cr) | (_mm512_cmpeq_epi8_mask(v, self.dot) & after_lf);
+            (bad, after_lf, is_cr, is_lf)
+        }
+    }
+
+    /// The floor of [`skip`], for the bench: per 64-byte block the load and the three
+    /// compares, their masks ORed together, nothing else (no pair check, no carry, no exit).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512BW.
+    #[target_feature(enable = "avx512bw")]
+    pub unsafe fn floor(hay: &[u8]) -> u64 {
+        let k = Consts::new();
+        let mut acc = 0u64;
+        for b in hay.chunks_exact(BLOCK) {
+            let v = load(b, 0);
+            acc |= _mm512_cmpeq_epi8_mask(v, k.cr) | _mm512_cmpeq_epi8_mask(v, k.lf) | _mm512_cmpeq_epi8_mask(v, k.dot);
+        }
+        acc
+    }
 
     /// [`super::skip_portable`] with AVX-512BW.
     ///
@@ -281,40 +391,97 @@ pub(crate) mod avx512 {
         } else {
             out
         };
-        let (cr, lf, dot) =
-            (_mm512_set1_epi8(b'\r' as i8), _mm512_set1_epi8(b'\n' as i8), _mm512_set1_epi8(b'.' as i8));
-        while i <= end - BLOCK {
-            let b: &[u8; BLOCK] = hay[i..i + BLOCK].try_into().unwrap();
-            // SAFETY: `b` is 64 readable bytes; `loadu` has no alignment requirement.
-            let v = unsafe { _mm512_loadu_si512(b.as_ptr().cast()) };
-            // A hint, not an access: an address past the end of `hay` (computed without
-            // `add`'s in-bounds requirement) is harmless.
-            _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(PREFETCH).cast());
-            if COPY {
-                let o: &mut [u8; BLOCK] = (&mut out[i - from..i - from + BLOCK]).try_into().unwrap();
-                // SAFETY: `o` is 64 writable bytes; `storeu` has no alignment requirement.
-                unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
-            }
-            let (is_cr, is_lf) = (_mm512_cmpeq_epi8_mask(v, cr), _mm512_cmpeq_epi8_mask(v, lf));
-            // The same masks for the byte before each one.
-            let (after_cr, after_lf) = ((is_cr << 1) | cr_in, (is_lf << 1) | lf_in);
-            // A CR/LF mismatch, or a dot after an LF.
-            let bad = (is_lf ^ after_cr) | (_mm512_cmpeq_epi8_mask(v, dot) & after_lf);
-            if bad != 0 {
-                if !(LIMIT && after_lf != 0 && i + BLOCK > stop) {
-                    i += bad.trailing_zeros() as usize;
+        let k = Consts::new();
+        'scan: {
+            loop {
+                // Two blocks a step and one branch for both, while both are canonical (and, with
+                // the line limit, no line ends past its stop): the loop's own instructions (index,
+                // bounds, branch) per block halved, which measured ~10% on the zero-copy bench.
+                // Anything else goes to the one-block step below, which redoes the first block
+                // exactly as the portable build does, so the result is the same.
+                while i + 2 * BLOCK <= end {
+                    let (v0, v1) = (load(hay, i), load(hay, i + BLOCK));
+                    // Hints, not accesses: an address past the end of `hay` (computed without
+                    // `add`'s in-bounds requirement) is harmless.
+                    _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + PREFETCH).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + BLOCK + PREFETCH).cast());
+                    if COPY {
+                        // Both loads come before both stores: a load behind a store waited for
+                        // it (the copying scan ran at ~0.6x memcpy that way).
+                        store(out, i - from, v0);
+                        store(out, i - from + BLOCK, v1);
+                    }
+                    let (bad0, lf0, is_cr0, is_lf0) = k.masks(v0, cr_in, lf_in);
+                    let (bad1, lf1, is_cr1, is_lf1) = k.masks(v1, is_cr0 >> 63, is_lf0 >> 63);
+                    if bad0 | bad1 != 0 {
+                        break;
+                    }
+                    if LIMIT {
+                        let mut s = stop;
+                        if lf0 != 0 {
+                            if i + BLOCK > s {
+                                break;
+                            }
+                            s = i.saturating_add(max_line);
+                        }
+                        if lf1 != 0 {
+                            if i + 2 * BLOCK > s {
+                                break;
+                            }
+                            s = (i + BLOCK).saturating_add(max_line);
+                        }
+                        stop = s;
+                    }
+                    (cr_in, lf_in) = (is_cr1 >> 63, is_lf1 >> 63);
+                    i += 2 * BLOCK;
                 }
-                break;
-            }
-            // The line limit exactly as in the portable build (`after_lf` is its `lf`).
-            if LIMIT && after_lf != 0 {
-                if i + BLOCK > stop {
+                if i + BLOCK > end {
                     break;
                 }
-                stop = i.saturating_add(max_line);
+                // One block, as in the portable build.
+                let v = load(hay, i);
+                if COPY {
+                    store(out, i - from, v);
+                }
+                let (bad, after_lf, is_cr, is_lf) = k.masks(v, cr_in, lf_in);
+                if bad != 0 {
+                    if !(LIMIT && after_lf != 0 && i + BLOCK > stop) {
+                        i += bad.trailing_zeros() as usize;
+                    }
+                    break 'scan;
+                }
+                // The line limit exactly as in the portable build (`after_lf` is its `lf`).
+                if LIMIT && after_lf != 0 {
+                    if i + BLOCK > stop {
+                        break 'scan;
+                    }
+                    stop = i.saturating_add(max_line);
+                }
+                (cr_in, lf_in) = (is_cr >> 63, is_lf >> 63);
+                i += BLOCK;
             }
-            (cr_in, lf_in) = (is_cr >> 63, is_lf >> 63);
-            i += BLOCK;
+            // The last `n < BLOCK` pairs, as the portable build does them: the bytes past the end
+            // read as zeros (a masked load), the pairs from `n` on ignored but for the LF test.
+            let n = end - i;
+            if n == 0 {
+                break 'scan;
+            }
+            let valid = (1u64 << n) - 1;
+            let b = &hay[i..end];
+            // SAFETY: the mask selects the first `n` bytes, the `n` readable bytes of `b`; the
+            // bytes it leaves out are not accessed (AVX-512 masked loads suppress their faults).
+            let v = unsafe { _mm512_maskz_loadu_epi8(valid, b.as_ptr().cast()) };
+            if COPY {
+                let o = &mut out[i - from..end - from];
+                // SAFETY: the mask selects the first `n` bytes, the `n` writable bytes of `o`; the
+                // others are not written.
+                unsafe { _mm512_mask_storeu_epi8(o.as_mut_ptr().cast(), valid, v) };
+            }
+            let (bad, after_lf, _, _) = k.masks(v, cr_in, lf_in);
+            let bad = bad & valid;
+            if !(LIMIT && after_lf != 0 && end > stop) {
+                i += if bad != 0 { bad.trailing_zeros() as usize } else { n };
+            }
         }
         match hay[i - 1] {
             b'\n' => i - 2,

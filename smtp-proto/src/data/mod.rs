@@ -14,6 +14,12 @@ use core::fmt;
 
 use crate::fast::scan;
 
+mod bdat;
+mod send;
+
+pub(crate) use bdat::BareCheck;
+pub use send::Stuffer;
+
 /// What to do with a bare CR or bare LF in message content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BarePolicy {
@@ -125,7 +131,7 @@ fn block_has_cr_lf(b: &[u8; BLOCK]) -> bool {
 /// [`BLOCK`] bytes per step through the vectorisable filter; only a block that holds a line
 /// byte is searched exactly, a word at a time (SWAR).
 #[inline(always)]
-fn find_line_byte(hay: &[u8], from: usize) -> usize {
+pub(super) fn find_line_byte(hay: &[u8], from: usize) -> usize {
     let mut at = from;
     let mut blocks = hay[from..].chunks_exact(BLOCK);
     for b in &mut blocks {
@@ -185,6 +191,13 @@ pub fn __scan_paths(
         (None, Some(o)) => scan::run::<false, true>(build, hay, from, stop, usize::MAX, o),
         (Some(m), Some(o)) => scan::run::<true, true>(build, hay, from, stop, m.max(scan::BLOCK), o),
     }
+}
+
+/// Not part of the API: the floor of the AVX-512BW block scan for the `data` bench (per 64
+/// bytes one load and the three compares, nothing else); `None` without AVX-512BW.
+#[doc(hidden)]
+pub fn __scan_floor(hay: &[u8]) -> Option<u64> {
+    scan::floor(hay)
 }
 
 /// `"\r" X` for every byte X: the body emitted when a CR held across calls is followed by X.
@@ -347,9 +360,24 @@ impl DataDecoder {
     /// ```
     #[inline]
     pub fn decode_into(&mut self, input: &[u8], out: &mut [u8]) -> DecodedInto {
-        let input = &input[..min(input.len(), out.len().saturating_sub(1))];
-        let d = self.step::<true>(input, out);
-        DecodedInto { consumed: d.consumed, written: d.body.len(), end: d.end }
+        let (mut consumed, mut written) = (0, 0);
+        // Step after step: a step ends at each line-start dot (the zero-copy form must, its
+        // body being a slice of the input), but here the next one writes on behind it, so
+        // one call goes through the stuffed lines. Each step gets at most the room left
+        // minus one (a held CR makes the body one byte longer than what it consumes), and
+        // the call consumes at most `out.len() - 1` in all.
+        let most = min(input.len(), out.len().saturating_sub(1));
+        loop {
+            let room = out.len() - written;
+            let piece = &input[consumed..most];
+            let piece = &piece[..min(piece.len(), room.saturating_sub(1))];
+            let d = self.step::<true>(piece, &mut out[written..]);
+            consumed += d.consumed;
+            written += d.body.len();
+            if d.end.is_some() || d.consumed == 0 || d.consumed == piece.len() {
+                return DecodedInto { consumed, written, end: d.end };
+            }
+        }
     }
 
     /// [`decode`](Self::decode), and with `COPY` also the body into `out` (at least
@@ -696,269 +724,5 @@ impl DataDecoder {
             }
         }
         (len, None)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw content (BDAT).
-
-/// The bare CR / bare LF rule of [`BarePolicy::Reject`] for content that is not dot-stuffed
-/// (BDAT chunks, RFC 3030): every CR is followed by LF and every LF is preceded by CR, exactly
-/// as [`DataDecoder`] checks DATA content. The only state carried across calls (and across
-/// chunks) is whether the content so far ends with a CR, so any split gives the same answer.
-///
-/// Canonical text is skipped with the DATA path's block scan (`fast::scan`), which also stops
-/// at a line-start `.`; that costs one CR/LF search before the scan goes on, nothing more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct BareCheck {
-    /// The content so far ends with a CR: the next octet decides whether it is bare.
-    cr: bool,
-}
-
-impl BareCheck {
-    /// Checks the next octets of the content. `None`: no bare CR or LF in them (a CR at their
-    /// end is held, see [`holds_cr`](Self::holds_cr)). `Some(p)`: `bytes[..p]` are good and the
-    /// rule breaks at `p`: a bare LF there, a CR there followed by something else than LF, or
-    /// (`p == 0`) a CR held from before followed by something else than LF. After `Some`, the
-    /// check is meaningless: the content is refused.
-    pub(crate) fn check(&mut self, bytes: &[u8]) -> Option<usize> {
-        let mut i = 0;
-        if self.cr {
-            match bytes.first() {
-                None => return None,
-                Some(b'\n') => {
-                    self.cr = false;
-                    i = 1;
-                }
-                Some(_) => return Some(0),
-            }
-        }
-        loop {
-            // Nothing is held at `i`: the scan's precondition, and the LF search's below.
-            i = scan::skip_canonical::<false>(bytes, i, usize::MAX, usize::MAX);
-            let p = i + memchr::memchr2(b'\r', b'\n', &bytes[i..])?;
-            if bytes[p] == b'\n' {
-                // Bare: nothing is held at `i` and `bytes[i..p]` has no CR.
-                return Some(p);
-            }
-            match bytes.get(p + 1) {
-                Some(b'\n') => i = p + 2,
-                Some(_) => return Some(p),
-                None => {
-                    self.cr = true;
-                    return None;
-                }
-            }
-        }
-    }
-
-    /// Whether the content so far ends with a CR (bare if the content ends there).
-    pub(crate) fn holds_cr(&self) -> bool {
-        self.cr
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Send side.
-
-/// Where the stuffer stands in its output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum SendState {
-    /// At the start of an output line (also at the very start).
-    #[default]
-    LineStart,
-    /// Inside a line.
-    Text,
-    /// Inside a line; a CR was consumed and nothing written for it yet.
-    Cr,
-    /// [`Stuffer::finish`] is writing `"\r\n.\r\n"[at..]`.
-    Tail(u8),
-    /// Everything, terminator included, was written.
-    Finished,
-}
-
-const TAIL: &[u8; 5] = b"\r\n.\r\n";
-
-/// Streaming dot-stuffer for the send side (RFC 5321 §4.5.2).
-///
-/// Writes canonical content: every line ends with CRLF, a line starting with `.` gets a second
-/// one, and [`finish`](Self::finish) adds the terminator. Bare CR and bare LF are turned into
-/// CRLF under [`BarePolicy::Allow`] and refused under [`BarePolicy::Reject`], so a smuggling
-/// sequence is never forwarded. Input may come in chunks of any size (a CR at the end of a
-/// chunk waits for the next one); output goes into a caller buffer of any size of at least
-/// [`Stuffer::MIN_OUT`] bytes.
-///
-/// ```
-/// use smtp_proto::data::{BarePolicy, Stuffer};
-///
-/// let mut s = Stuffer::new(BarePolicy::Allow);
-/// let mut out = [0u8; 64];
-/// let mut input: &[u8] = b".hidden\nline";
-/// let mut n = 0;
-/// while !input.is_empty() {
-///     let (consumed, written) = s.stuff(input, &mut out[n..]).unwrap();
-///     input = &input[consumed..];
-///     n += written;
-/// }
-/// n += s.finish(&mut out[n..]).unwrap();
-/// assert!(s.is_finished());
-/// assert_eq!(&out[..n], b"..hidden\r\nline\r\n.\r\n");
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct Stuffer {
-    policy: BarePolicy,
-    state: SendState,
-}
-
-impl Stuffer {
-    /// The smallest output buffer with which every [`stuff`](Self::stuff) call on non-empty
-    /// input makes progress (a CRLF is never split).
-    pub const MIN_OUT: usize = 2;
-    /// The most [`finish`](Self::finish) writes; with this much room one call finishes.
-    pub const FINISH_LEN: usize = 5;
-
-    /// A stuffer at the start of the message body.
-    pub fn new(policy: BarePolicy) -> Self {
-        Self { policy, state: SendState::LineStart }
-    }
-
-    /// Whether [`finish`](Self::finish) wrote the whole terminator.
-    pub fn is_finished(&self) -> bool {
-        self.state == SendState::Finished
-    }
-
-    /// Stuffs a prefix of `input` into `out`, returning `(consumed, written)`.
-    ///
-    /// Stops when `out` is full or `input` is used up; a CR at the end of `input` is consumed
-    /// and written later (with the next chunk, or by [`finish`](Self::finish)). Under `Reject`,
-    /// a bare CR or LF stops the call just before it; a call that starts with it returns
-    /// `Err(DataError::BareLineEnding)` and consumes nothing (the stuffer stays there). With
-    /// `out.len() >= MIN_OUT` and non-empty input, each `Ok` call consumes or writes something.
-    /// After `finish` started, consumes nothing.
-    pub fn stuff(&mut self, input: &[u8], out: &mut [u8]) -> Result<(usize, usize), DataError> {
-        let len = input.len();
-        let cap = out.len();
-        let mut i = 0;
-        let mut w = 0;
-        if i == len {
-            return Ok((0, 0));
-        }
-        match self.state {
-            SendState::Tail(_) | SendState::Finished => return Ok((0, 0)),
-            SendState::Cr => {
-                if input[0] != b'\n' && self.policy == BarePolicy::Reject {
-                    return Err(DataError::BareLineEnding);
-                }
-                if cap < 2 {
-                    return Ok((0, 0));
-                }
-                out[..2].copy_from_slice(b"\r\n");
-                w = 2;
-                if input[0] == b'\n' {
-                    i = 1;
-                }
-                self.state = SendState::LineStart;
-            }
-            SendState::LineStart | SendState::Text => {}
-        }
-        loop {
-            if self.state == SendState::LineStart {
-                if i == len {
-                    return Ok((i, w));
-                }
-                if input[i] == b'.' {
-                    if w == cap {
-                        return Ok((i, w));
-                    }
-                    // The extra dot; the original one is copied with the run below.
-                    out[w] = b'.';
-                    w += 1;
-                }
-                self.state = SendState::Text;
-            }
-            // A run copied 1:1, as long as it fits: `input[run..from]` is canonical text
-            // with no line start needing a dot.
-            let run = i;
-            let limit = min(len, i + (cap - w));
-            let mut from = i;
-            // `input[run..copied]` is already in `out[w..]`: the block scan copies as it goes.
-            let mut copied = i;
-            loop {
-                if copied < from {
-                    out[w + (copied - run)..w + (from - run)].copy_from_slice(&input[copied..from]);
-                }
-                let r = scan::copy_canonical::<false>(
-                    &input[..limit],
-                    from,
-                    usize::MAX,
-                    usize::MAX,
-                    &mut out[w + (from - run)..],
-                );
-                copied = r;
-                let p = find_line_byte(&input[..limit], r);
-                // Copies the rest of `input[run..end]`; `i` becomes `end`.
-                let mut flush = |end: usize, w: &mut usize, i: &mut usize| {
-                    out[*w + (copied - run)..*w + (end - run)].copy_from_slice(&input[copied..end]);
-                    *w += end - run;
-                    *i = end;
-                };
-                if p == limit {
-                    flush(limit, &mut w, &mut i);
-                    return Ok((i, w));
-                }
-                let crlf = input[p] == b'\r' && input.get(p + 1) == Some(&b'\n');
-                if crlf {
-                    let q = p + 2;
-                    if q > limit {
-                        // The CRLF does not fit whole.
-                        flush(p, &mut w, &mut i);
-                        return Ok((i, w));
-                    }
-                    if q == len || input[q] == b'.' {
-                        flush(q, &mut w, &mut i);
-                        self.state = SendState::LineStart;
-                        break;
-                    }
-                    from = q;
-                    continue;
-                }
-                flush(p, &mut w, &mut i);
-                if input[p] == b'\r' && p + 1 == len {
-                    // Hold the CR until we see what follows it.
-                    self.state = SendState::Cr;
-                    return Ok((len, w));
-                }
-                // A bare CR or LF at `p`.
-                if self.policy == BarePolicy::Reject {
-                    return if i == 0 && w == 0 { Err(DataError::BareLineEnding) } else { Ok((i, w)) };
-                }
-                if cap - w < 2 {
-                    return Ok((i, w));
-                }
-                out[w..w + 2].copy_from_slice(b"\r\n");
-                w += 2;
-                i = p + 1;
-                self.state = SendState::LineStart;
-                break;
-            }
-        }
-    }
-
-    /// Ends the body: flushes a held CR (as CRLF under `Allow`; `Err` under `Reject`), adds a
-    /// CRLF if the body does not end with one, then writes the terminator `.` CRLF. Returns
-    /// the bytes written. If `out` is shorter than [`Stuffer::FINISH_LEN`] it may take several
-    /// calls: call until [`is_finished`](Self::is_finished). Writes nothing once finished.
-    pub fn finish(&mut self, out: &mut [u8]) -> Result<usize, DataError> {
-        let at = match self.state {
-            SendState::Cr if self.policy == BarePolicy::Reject => return Err(DataError::BareLineEnding),
-            SendState::Cr | SendState::Text => 0,
-            SendState::LineStart => 2,
-            SendState::Tail(at) => at as usize,
-            SendState::Finished => return Ok(0),
-        };
-        let n = min(out.len(), TAIL.len() - at);
-        out[..n].copy_from_slice(&TAIL[at..at + n]);
-        self.state = if at + n == TAIL.len() { SendState::Finished } else { SendState::Tail((at + n) as u8) };
-        Ok(n)
     }
 }
