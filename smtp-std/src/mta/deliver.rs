@@ -398,10 +398,10 @@ fn attempt(
             o.tls = TlsMode::Required;
             format!("{} tls", o.server)
         }
-        HostTls::WebPki { config, .. } => {
+        HostTls::WebPki { config, enforce } => {
             o.tls = TlsMode::Required;
             o.tls_config = Some(config.clone());
-            format!("{} sts {}", o.server, host.host)
+            format!("{} sts-{} {}", o.server, if *enforce { "enforce" } else { "testing" }, host.host)
         }
         _ => o.server.clone(),
     };
@@ -419,30 +419,19 @@ fn attempt(
             }
         }
     }
-    let mut session = match SmtpClient::connect(&o) {
+    let mut connected = SmtpClient::connect(&o);
+    let mut validated = matches!(tls, HostTls::WebPki { .. } | HostTls::Authenticated { .. });
+    if let (Err(e @ (SendError::Tls(_) | SendError::StartTlsNotOffered)), HostTls::WebPki { enforce: false, .. }) =
+        (&connected, tls)
+    {
         // MTA-STS testing: the failure is reported, the message goes out as without a policy.
-        Err(e @ (SendError::Tls(_) | SendError::StartTlsNotOffered))
-            if matches!(tls, HostTls::WebPki { enforce: false, .. }) =>
-        {
-            tracing::info!(host = %host.host, %addr, "MTA-STS testing policy: {e}; delivering anyway");
-            report(&host.host, false, Some(crate::mta::sts::result_type(&e, false)));
-            let mut plain = options.session.clone();
-            plain.server = o.server.clone();
-            plain.tls_server_name = o.tls_server_name.clone();
-            plain.auth = None;
-            let fallback = SmtpClient::connect(&plain);
-            let mut fallback = match fallback {
-                Err(SendError::Tls(_)) => {
-                    plain.tls = TlsMode::Off;
-                    SmtpClient::connect(&plain).map_err(Attempt::Setup)?
-                }
-                r => r.map_err(Attempt::Setup)?,
-            };
-            let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
-            let delivery = fallback.send(envelope, reader).map_err(Attempt::Send)?;
-            let _ = fallback.quit();
-            return Ok(delivery);
-        }
+        tracing::info!(host = %host.host, %addr, "MTA-STS testing policy: {e}; delivering anyway");
+        report(&host.host, false, Some(crate::mta::sts::result_type(e, false)));
+        (o.tls, o.tls_config) = (options.session.tls, options.session.tls_config.clone());
+        connected = SmtpClient::connect(&o);
+        validated = false;
+    }
+    let mut session = match connected {
         Err(SendError::Tls(e)) if o.tls == TlsMode::Opportunistic => {
             tracing::info!(host = %host.host, %addr, "TLS handshake failed ({e}); trying again without TLS");
             o.tls = TlsMode::Off;
@@ -451,7 +440,7 @@ fn attempt(
         r => r.map_err(Attempt::Setup)?,
     };
     tracing::debug!(host = %host.host, %addr, tls = session.is_tls(), "connected");
-    if matches!(tls, HostTls::WebPki { .. } | HostTls::Authenticated { .. }) {
+    if validated {
         report(&host.host, matches!(tls, HostTls::Authenticated { .. }), None);
     }
     let reader = message.reader().map_err(|e| Attempt::Send(SendError::Input(e)))?;
@@ -507,19 +496,7 @@ fn deliver_domain(
         }
     };
     // MTA-STS: the policy applies to the hosts without DANE (RFC 8461 §2).
-    let sts = match &options.sts {
-        Some(s) => match s.policy(domain) {
-            Ok(p) => p,
-            Err(e) => {
-                if let Some(r) = &options.tls_outcomes {
-                    let kind = crate::mta::sts::fetch_result_type(&e);
-                    r.record(domain, crate::mta::sts::PolicyRef::NotFound, "", Some(kind));
-                }
-                None
-            }
-        },
-        None => None,
-    };
+    let sts = options.sts.as_ref().and_then(|s| s.policy_or_report(domain, options.tls_outcomes.as_deref()));
     let report = |host: &str, under_dane: bool, failure: Option<&'static str>| {
         if let Some(r) = &options.tls_outcomes {
             let policy = match &sts {

@@ -238,6 +238,16 @@ impl Sts {
         }
     }
 
+    /// [`Sts::policy`], a failure counted in `outcomes` (no policy then).
+    pub fn policy_or_report(&self, domain: &str, outcomes: Option<&dyn TlsOutcomes>) -> Option<Policy> {
+        self.policy(domain).unwrap_or_else(|e| {
+            if let Some(r) = outcomes {
+                r.record(domain, PolicyRef::NotFound, "", Some(fetch_result_type(&e)));
+            }
+            None
+        })
+    }
+
     fn fetch(&self, domain: &str) -> Result<Fetched, String> {
         let url = format!("https://mta-sts.{domain}/.well-known/mta-sts.txt");
         let r = self.client.get(&url).map_err(|e| format!("policy fetch failed: {e}"))?;
