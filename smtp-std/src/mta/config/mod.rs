@@ -644,6 +644,22 @@ sales = ["alice", "bob"]
     }
 
     #[test]
+    fn mta_sts_outbound_keys() {
+        let c = parse(&EXAMPLE.replace(
+            "[dns]",
+            "[outbound]\nmta_sts = false\nmta_sts_ca = \"ca.pem\"\nmta_sts_https_port = 8443\n[dns]",
+        ))
+        .unwrap();
+        assert_eq!(c.outbound.mta_sts, Some(false));
+        assert_eq!(c.outbound.mta_sts_ca.as_deref(), Some(Path::new("/etc/smtp-std/ca.pem")), "relative to the file");
+        assert_eq!(c.outbound.mta_sts_https_port, Some(8443));
+        assert_eq!(parse(EXAMPLE).unwrap().outbound.mta_sts, None, "on by default");
+        let (_, key, m) = error(&EXAMPLE.replace("[dns]", "[outbound]\nmta_sts_cafile = \"x\"\n[dns]"));
+        assert_eq!(key.as_deref(), Some("outbound.mta_sts_cafile"), "{m}");
+        assert!(m.contains("mta_sts_cafile"), "{m}");
+    }
+
+    #[test]
     fn the_issue_example_as_written() {
         let c = parse(EXAMPLE).unwrap();
         assert_eq!(c.hostname, "mail.example.org");
