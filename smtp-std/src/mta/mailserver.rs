@@ -409,6 +409,9 @@ impl MailServer {
             privileges::chown_to(&corrupt, user)?;
         }
         own_dir(&crate::mta::reports::dir(&config.data_dir), user)?;
+        // The MTA-STS policy cache and the TLS outcomes are written by the server's user.
+        own_dir(&config.data_dir.join("mta-sts"), user)?;
+        own_dir(&crate::mta::reports::dir(&config.data_dir).join("tlsrpt-out"), user)?;
         let reports = Arc::new(crate::mta::reports::Reports::open(config)?.with_signer(signer(config)?));
         let base = Base {
             tls_outcomes: reports.tls_outcomes(),
