@@ -300,6 +300,22 @@ fn enforce_testing_and_the_cache() {
         &std::fs::metadata(cache.join("notlisted.test")).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
+    // A new id in DNS than the cached one: fetched again (here a cached policy altered to
+    // `testing` with an old id is replaced by the served `enforce`).
+    let good = cache.join("good.test");
+    let text = std::fs::read_to_string(&good).unwrap();
+    assert!(text.contains("id: 0a\n") && text.contains("mode: enforce"), "{text}");
+    std::fs::write(&good, text.replace("id: 0a", "id: old").replace("mode: enforce", "mode: testing")).unwrap();
+    send(&p, &sts(&p, &cache), &outcomes, "k@good.test", false);
+    let text = std::fs::read_to_string(&good).unwrap();
+    assert!(text.contains("id: 0a\n") && text.contains("mode: enforce"), "refetched: {text}");
+
+    // A refresh that fails keeps the cached policy (RFC 8461 §5.1): the policy server gone
+    // and the cached id old, notlisted.test is still enforced.
+    let nl = cache.join("notlisted.test");
+    let text = std::fs::read_to_string(&nl).unwrap();
+    assert!(text.contains("id: 2a\n"), "{text}");
+    std::fs::write(&nl, text.replace("id: 2a", "id: old")).unwrap();
     drop(p.https.take());
     let s2 = sts(&p, &cache);
     let (st, e) = send(&p, &s2, &outcomes, "h@notlisted.test", false);
