@@ -6,7 +6,10 @@
 //! with a valid certificate → delivered over TLS; a certificate for another name → deferred
 //! naming the policy; an MX the policy does not name → deferred; `testing` + a bad
 //! certificate → delivered and the failure counted; a policy cached on disk is still used when
-//! the policy server is gone; REQUIRETLS leaves over an enforce policy.
+//! the policy server is gone, a new id refetches it, a failed refresh keeps it; REQUIRETLS
+//! leaves over an enforce policy. Through `serve`: the reason in `queue list` and the log, and
+//! TLS reports (RFC 8460) mailed to the `_smtp._tls` rua after a 2-second `[reports]
+//! interval`, read by Python (`email`, `gzip`, `json`) with the right counts and result types.
 #![cfg(feature = "mta")]
 
 mod common;

@@ -16,8 +16,8 @@
 //! mandatory without authentication (§2.2); insecure or no records: opportunistic as without
 //! DANE; a failed TLSA lookup makes the host unusable for now (§2.2.1), the next one is tried.
 //!
-//! Where MTA-STS (RFC 8461) will plug in: a domain without DANE (the MX answer insecure, or no
-//! host with TLSA records) is where its policy applies; DANE takes precedence (RFC 8461 §2).
+//! MTA-STS (RFC 8461, [`crate::mta::sts`]) applies to the hosts without DANE (the MX answer
+//! insecure, or no usable TLSA records): [`HostTls::WebPki`]; DANE takes precedence (§2).
 //!
 //! A domain without MX records whose denial is secure gets DANE for its implicit MX (the
 //! domain itself as the host, §2.2.1).
@@ -70,7 +70,7 @@ impl fmt::Display for DnssecMode {
 /// The TLS an MX host gets.
 #[derive(Debug, Clone)]
 pub enum HostTls {
-    /// No DANE for it: STARTTLS when offered, any certificate (or MTA-STS, once it exists).
+    /// No DANE and no MTA-STS for it: STARTTLS when offered, any certificate.
     Opportunistic,
     /// TLS is mandatory and the certificate must match one of `records`: `config` checks it.
     Authenticated {
