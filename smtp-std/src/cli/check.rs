@@ -30,7 +30,7 @@ pub(crate) struct Check {
     #[arg(long, value_name = "FILE")]
     trust_anchor: Option<std::path::PathBuf>,
     /// A DNSSEC-signed name asked to see whether answers are validated.
-    #[arg(long, value_name = "NAME", default_value = "ietf.org")]
+    #[arg(long, value_name = "NAME", default_value = smtp_std::mta::dane::PROBE_NAME)]
     dnssec_probe: String,
 }
 

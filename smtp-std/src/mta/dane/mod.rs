@@ -43,6 +43,10 @@ use crate::mta::auth::Dns;
 pub use lookup::{Answer, Validation};
 pub use verify::{dane_tls_config, Tlsa};
 
+/// A DNSSEC-signed name whose answer shows whether the resolver validates (what `check`
+/// asks by default, and `serve` once at start).
+pub const PROBE_NAME: &str = "ietf.org";
+
 /// `[dns] dnssec`: where DNSSEC status comes from, and so whether DANE is used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
