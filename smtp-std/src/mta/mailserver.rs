@@ -275,15 +275,7 @@ pub(crate) fn check(config: &Config) -> io::Result<Checked> {
         .map(Arc::new);
     tracing::info!(dnssec = %d.dnssec, "DANE outbound {}", if dane.is_some() { "on" } else { "off" });
     if let Some(dane) = &dane {
-        // Loud when wrong: a resolver that does not validate makes DANE silently never apply.
-        // Asked in the background (no delay at start; without a network it says so).
-        let dane = dane.clone();
-        let _ = std::thread::Builder::new().name("dnssec-probe".into()).spawn(move || {
-            match dane.probe(crate::mta::dane::PROBE_NAME) {
-                (true, text) => tracing::info!("{text}"),
-                (false, text) => tracing::warn!("{text}"),
-            }
-        });
+        crate::mta::dane::Dane::log_probe(dane.clone());
     }
     if let Some(ca) = &o.mta_sts_ca {
         crate::client::tls_config_with_extra_ca(Some(ca))

@@ -202,6 +202,16 @@ impl Dane {
         HostTls::Authenticated { config: dane_tls_config(host.trim_end_matches('.'), usable.clone()), records: usable }
     }
 
+    /// [`Dane::probe`] of [`PROBE_NAME`] in the background, its sentence logged (a warning
+    /// when the resolver does not validate: DANE would then silently never apply). `serve`
+    /// calls it once at start; there is no delay, and without a network the log says so.
+    pub fn log_probe(dane: std::sync::Arc<Dane>) {
+        let _ = std::thread::Builder::new().name("dnssec-probe".into()).spawn(move || match dane.probe(PROBE_NAME) {
+            (true, text) => tracing::info!("{text}"),
+            (false, text) => tracing::warn!("{text}"),
+        });
+    }
+
     /// Whether the resolver validates, from the answer for `name` (a name known to be signed,
     /// such as `ietf.org`): a sentence for `check`, and whether it is good news.
     pub fn probe(&self, name: &str) -> (bool, String) {
