@@ -247,17 +247,7 @@ impl Reports {
                 }
             }
         }
-        let from = format!("postmaster@{}", self.hostname);
-        let enqueue = |to: &[String], message: &[u8]| -> io::Result<String> {
-            let rcpts = to.iter().map(|a| crate::mta::queue::Recipient::new(a)).collect();
-            let mut entry = crate::mta::queue::Entry::new(&from, rcpts, SystemTime::now());
-            let split = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |i| i + 4);
-            let signature = self.sign.as_ref().and_then(|sign| sign(&message[..split], &mut &message[split..]));
-            let signed = [signature.as_deref().unwrap_or_default(), message].concat();
-            let id = queue.submit(&mut entry, &signed)?;
-            handoff.attempt_now(&id);
-            Ok(id)
-        };
+        let enqueue = |to: &[String], message: &[u8]| self.enqueue(queue, handoff, to, message);
         let reporter = outgoing::Reporter { hostname: &self.hostname, ours: &self.ours, dns, enqueue: &enqueue };
         for path in store.taken().unwrap_or_default() {
             match outgoing::report_file(&reporter, &path, SystemTime::now()) {
