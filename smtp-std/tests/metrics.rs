@@ -308,15 +308,15 @@ fn a_bad_metrics_address_is_refused_with_file_line_and_key() {
     let path = dir.path().join("smtp-std.toml");
     std::fs::write(&path, &text).unwrap();
     let line = text.lines().position(|l| l.starts_with("metrics =")).unwrap() + 1;
-    let out = run(
-        Command::new(env!("CARGO_BIN_EXE_smtp-std")).current_dir(dir.path()).args([
-            "serve",
-            "--config",
-            "smtp-std.toml",
-        ]),
-        b"",
-        Duration::from_secs(30),
-    );
+    let serve = || {
+        let args = ["serve", "--config", "smtp-std.toml"];
+        run(
+            Command::new(env!("CARGO_BIN_EXE_smtp-std")).current_dir(dir.path()).args(args),
+            b"",
+            Duration::from_secs(30),
+        )
+    };
+    let out = serve();
     assert_eq!(out.status, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains(&format!("smtp-std.toml:{line}: listen.metrics[0]: ")), "{}", out.stderr);
 
@@ -325,15 +325,7 @@ fn a_bad_metrics_address_is_refused_with_file_line_and_key() {
     let addr = taken.local_addr().unwrap();
     let (text, _) = config(dir.path(), 25, &format!("\"{addr}\""));
     std::fs::write(&path, &text).unwrap();
-    let out = run(
-        Command::new(env!("CARGO_BIN_EXE_smtp-std")).current_dir(dir.path()).args([
-            "serve",
-            "--config",
-            "smtp-std.toml",
-        ]),
-        b"",
-        Duration::from_secs(30),
-    );
+    let out = serve();
     assert_ne!(out.status, Some(0), "{}", out.stderr);
     assert!(out.stderr.contains(&format!("listen.metrics: cannot listen on {addr}")), "{}", out.stderr);
 }
