@@ -11,11 +11,17 @@ use smtp_proto::data::{__scan_floor, BarePolicy, DataDecoder, Stuffer};
 /// A realistic message body on the wire: `lines` lines of `width` printable bytes, 1% of them
 /// starting with a (stuffed) dot, then the terminator.
 fn wire_body(size: usize, width: usize) -> Vec<u8> {
+    wire_body_stuffed(size, width, true)
+}
+
+/// [`wire_body`], with or without the stuffed lines (without: a base64 attachment, whose
+/// alphabet has no dot).
+fn wire_body_stuffed(size: usize, width: usize, stuffed: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(size + 1024);
     let mut n = 0u32;
     while out.len() < size {
         n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-        if n.is_multiple_of(100) {
+        if stuffed && n.is_multiple_of(100) {
             out.extend_from_slice(b"..");
         }
         for i in 0..width {
@@ -192,7 +198,7 @@ fn bench_receive(c: &mut Criterion) {
             if __scan_floor(wire).is_some() {
                 // The floor of the scan: the load and the three compares per 64 bytes, nothing
                 // else (what zero-copy `decode` cannot beat).
-                g.bench_function("scan_floor_3_compares", |b| b.iter(|| floor(black_box(wire), read)));
+                g.bench_function("scan_floor", |b| b.iter(|| floor(black_box(wire), read)));
             }
             g.bench_function("stalwart_0.2.5", |b| b.iter(|| stalwart(black_box(wire), read, &mut sink)));
             g.bench_function("naive_bytewise", |b| b.iter(|| naive(black_box(wire), read, &mut sink)));
@@ -257,6 +263,8 @@ fn summary() {
     let cases = [
         ("1 MiB, 76-col, 64 KiB reads", wire_body(1 << 20, 76), 64 << 10),
         ("1 MiB, 76-col, 4 KiB reads", wire_body(1 << 20, 76), 4 << 10),
+        ("1 MiB, 76-col, none stuffed, 64 KiB reads", wire_body_stuffed(1 << 20, 76, false), 64 << 10),
+        ("1 MiB, 76-col, none stuffed, 4 KiB reads", wire_body_stuffed(1 << 20, 76, false), 4 << 10),
         ("64 KiB, 76-col, 64 KiB reads", wire_body(64 << 10, 76), 64 << 10),
         ("64 KiB, 76-col, 4 KiB reads", wire_body(64 << 10, 76), 4 << 10),
         ("1 MiB of 2-octet lines, 64 KiB reads", wire_body(1 << 20, 2), 64 << 10),

@@ -11,25 +11,29 @@
 //! (c == '.') & (p == LF)        a line starting with '.' at k
 //! ```
 //!
-//! Written as a branch-free loop over fixed-size arrays, the compiler turns this into vector
-//! compares and one mask test per block (SSE2 on x86_64, NEON on aarch64; checked in the
-//! assembly). The scan stops at the first pair of a block that fails; the caller goes on a
-//! CR/LF at a time from there, and comes back here after it. The last, partial block of the
-//! input is checked the same way (padded with zeros, which are none of CR, LF and dot), so
-//! every read is scanned to its end; a CR or LF there waits for the next read.
+//! The portable build writes this as a branch-free loop over fixed-size arrays, which the
+//! compiler turns into vector compares and one mask test per block (SSE2 on x86_64, NEON on
+//! aarch64; checked in the assembly), and walks a block pair by pair only where the test
+//! fails, where a line may end past its limit, and for the last pairs of the input. The scan
+//! stops at the first pair that fails; the caller goes on a CR/LF at a time from there, and
+//! comes back here after it. Every read is scanned to its end; a CR or LF there waits for the
+//! next read.
 //!
-//! Three builds, the fastest the CPU runs chosen at run time: AVX-512BW intrinsics (one load
-//! and three compares into 64-bit masks per block, two blocks per step, a masked load for the
-//! last one, [`avx512`]), the portable code compiled with AVX2, and the portable code for the target's baseline (the only one without `std`,
-//! and the one miri runs). The `unsafe` calls of those builds and the intrinsics' loads and
-//! stores are all of the crate's `unsafe` (with `fast::printable_prefix`); the `scan_paths` fuzz target holds every build to the
-//! portable one, in all four forms (line limit or not, copying or not).
+//! Three builds, the fastest the CPU runs chosen at run time: AVX-512BW intrinsics (two
+//! overlapping loads, three integer vector operations and two mask tests per 63 pairs, four
+//! blocks a step, [`avx512`]), the portable code compiled with AVX2, and the portable code for
+//! the target's baseline (the only one without `std`, and the one miri runs). Where each stops
+//! is defined by the bytes alone (see [`skip_canonical`]), so all three return the same. The
+//! `unsafe` calls of those builds and the intrinsics' loads and stores are all of the crate's
+//! `unsafe` (with `fast::printable_prefix`); the `scan_paths` fuzz target holds every build to
+//! the portable one, in all four forms (line limit or not, copying or not).
 
 /// Pairs checked per block.
 pub(crate) const BLOCK: usize = 64;
 
 /// Whether the pairs `(w[k], w[k + 1])` of a block are canonical, and whether the block has an
-/// LF (in `w[..BLOCK]`, i.e. counting the byte before the block and not its last byte).
+/// LF among its pairs' second bytes (`w[1..]`). Written as a branch-free loop over fixed-size
+/// arrays: the compiler turns it into vector compares and one mask test per block.
 #[inline(always)]
 fn block(w: &[u8; BLOCK + 1]) -> (bool, bool) {
     let (prev, cur) = (&w[..BLOCK], &w[1..]);
@@ -38,28 +42,41 @@ fn block(w: &[u8; BLOCK + 1]) -> (bool, bool) {
     for k in 0..BLOCK {
         let (p, c) = (prev[k], cur[k]);
         bad |= (((c == b'\n') ^ (p == b'\r')) | ((c == b'.') & (p == b'\n'))) as u8;
-        lf |= (p == b'\n') as u8;
+        lf |= (c == b'\n') as u8;
     }
     (bad == 0, lf != 0)
 }
 
-/// The offset of the first pair of the block that is not canonical (`BLOCK` if none): the same
-/// compares, stored as bytes (vectorised), then the first non-zero byte a word at a time.
-#[inline(always)]
-fn first_bad(w: &[u8; BLOCK + 1]) -> usize {
-    let (prev, cur) = (&w[..BLOCK], &w[1..]);
-    let mut v = [0u8; BLOCK];
-    for k in 0..BLOCK {
-        let (p, c) = (prev[k], cur[k]);
-        v[k] = (((c == b'\n') ^ (p == b'\r')) | ((c == b'.') & (p == b'\n'))) as u8;
-    }
-    for (j, c) in v.chunks_exact(8).enumerate() {
-        let x = u64::from_le_bytes(c.try_into().unwrap());
-        if x != 0 {
-            return j * 8 + (x.trailing_zeros() / 8) as usize;
+/// The pairs ending at `at..to`, one at a time: the first `k` whose pair `(hay[k - 1], hay[k])`
+/// is not canonical or, with `LIMIT`, whose LF is at or past its line's stop (`stop`, moved on
+/// to `k + 1 + max_line` at each LF that passes). `None` if every pair passes.
+#[inline]
+fn walk<const LIMIT: bool>(hay: &[u8], at: usize, to: usize, stop: &mut usize, max_line: usize) -> Option<usize> {
+    for k in at..to {
+        let (p, c) = (hay[k - 1], hay[k]);
+        if ((c == b'\n') != (p == b'\r')) || (c == b'.' && p == b'\n') {
+            return Some(k);
+        }
+        if LIMIT && c == b'\n' {
+            if k >= *stop {
+                return Some(k);
+            }
+            *stop = (k + 1).saturating_add(max_line);
         }
     }
-    BLOCK
+    None
+}
+
+/// The scan's result from the first index it could not pass (`r`, or the end): pairs up to
+/// `r - 1` are checked, but a CR at `r - 1` is not (its LF is unchecked) and an LF at `r - 1`
+/// is not followed by a checked byte, so back up to before them.
+#[inline(always)]
+fn back_up(hay: &[u8], r: usize) -> usize {
+    match hay[r - 1] {
+        b'\n' => r - 2,
+        b'\r' => r - 1,
+        _ => r,
+    }
 }
 
 /// Skips canonical text in `hay` from `from`, where the caller is inside a line with nothing
@@ -74,7 +91,11 @@ fn first_bad(w: &[u8; BLOCK + 1]) -> usize {
 ///   where `stop` is the first index that would cross the limit for the line around `from`
 ///   and `max_line` (`>= BLOCK`) is the limit for the lines after it.
 ///
-/// `r == from` when nothing could be skipped.
+/// `r` is exact, the same in every build: with `q` the first index after `from` whose pair
+/// `(hay[q - 1], hay[q])` fails or (with `LIMIT`) whose LF is at or past its line's stop (the
+/// end of `hay` if none), `r` is `q` backed up before a CR or CRLF that ends `hay[..q]`. It is
+/// `from` when the input is shorter than `from + BLOCK + 1` or starts with an LF (the caller
+/// walks those).
 #[inline]
 pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
     dispatch::<LIMIT, false>(hay, from, stop, max_line, &mut [])
@@ -184,7 +205,9 @@ fn skip_avx2<const LIMIT: bool, const COPY: bool>(
 }
 
 /// [`skip_canonical`] (and, with `COPY`, [`copy_canonical`]) in plain Rust, for the target's
-/// baseline vector unit (or none).
+/// baseline vector unit (or none): blocks of [`BLOCK`] pairs through the vectorised
+/// [`block`] test, the exact [`walk`] only where a block fails, where a line may end past its
+/// stop, and for the last pairs.
 #[inline(always)]
 pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
     hay: &[u8],
@@ -205,87 +228,102 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
     if COPY {
         out[0] = hay[from];
     }
-    'scan: {
-        while i <= end - BLOCK {
+    // With `LIMIT`, `stop` is exact but for the last block with an LF, `pending`: its last LF
+    // is not looked for until a line could cross the stop it sets (at least
+    // `pending + 1 + max_line`, the LF being at `pending` or after).
+    let mut pending: Option<usize> = None;
+    let resolve = |pending: &mut Option<usize>, stop: &mut usize| {
+        if let Some(p) = pending.take() {
+            let last = memchr::memrchr(b'\n', &hay[p..p + BLOCK]).map_or(p, |j| p + j);
+            *stop = (last + 1).saturating_add(max_line);
+        }
+    };
+    let r = 'scan: {
+        while i + BLOCK <= end {
             let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
             if COPY {
                 // Whether or not the block is canonical: the caller uses what comes before `r`.
                 out[i - from..i - from + BLOCK].copy_from_slice(&w[1..]);
             }
             let (clean, lf) = block(w);
-            if !clean {
-                // Go on up to the first pair that is not canonical, unless that passes the end
-                // of a line that may be too long (see below).
-                if !(LIMIT && lf && i + BLOCK > stop) {
-                    i += first_bad(w);
+            if clean && LIMIT && lf {
+                // The block's first LF ends the line whose stop is `stop` (or the pending
+                // block's); the lines after it start in the block and are shorter than
+                // `max_line`. Only a block that reaches that stop needs a closer look.
+                if let Some(p) = pending {
+                    if i + BLOCK <= (p + 1).saturating_add(max_line) {
+                        pending = Some(i);
+                        i += BLOCK;
+                        continue;
+                    }
+                    resolve(&mut pending, &mut stop);
                 }
-                break 'scan;
+                if i + BLOCK <= stop {
+                    pending = Some(i);
+                    i += BLOCK;
+                    continue;
+                }
+            } else if clean {
+                i += BLOCK;
+                continue;
             }
-            if LIMIT && lf {
-                // Lines ending in this block started at or after the stop's line, or at or after
-                // `i` (an LF of this block is at `i - 1` or later); the ones starting after `i`
-                // are at most BLOCK long, within `max_line`. So checking the block end against
-                // `stop` covers the first, and `i + max_line` is a lower bound of the stop of the
-                // line that goes on after the block.
-                if i + BLOCK > stop {
-                    break 'scan;
-                }
-                stop = i.saturating_add(max_line);
+            resolve(&mut pending, &mut stop);
+            if let Some(q) = walk::<LIMIT>(hay, i, i + BLOCK, &mut stop, max_line) {
+                break 'scan q;
             }
             i += BLOCK;
         }
-        // The last `n < BLOCK` pairs, as one more block padded with zeros (not CR, LF or dot,
-        // so a padding pair fails only after a CR at the end, whose LF is not here yet: the
-        // back-up below). Without it the caller walked the tail of every read line by line.
-        let n = end - i;
-        if n == 0 {
-            break 'scan;
-        }
-        let mut w = [0u8; BLOCK + 1];
-        w[..n + 1].copy_from_slice(&hay[i - 1..end]);
+        // The last `end - i < BLOCK` pairs.
         if COPY {
             out[i - from..end - from].copy_from_slice(&hay[i..end]);
         }
-        let lf = block(&w).1;
-        let bad = first_bad(&w);
-        if bad < n {
-            if !(LIMIT && lf && end > stop) {
-                i += bad;
-            }
-        } else if !(LIMIT && lf && end > stop) {
-            i = end;
-        }
-    }
-    // Pairs up to `i - 1` are checked: a CR at `i - 1` is not (its LF is unchecked), and an LF
-    // at `i - 1` is not followed by a checked byte. Back up to before them.
-    match hay[i - 1] {
-        b'\n' => i - 2,
-        b'\r' => i - 1,
-        _ => i,
-    }
+        resolve(&mut pending, &mut stop);
+        walk::<LIMIT>(hay, i, end, &mut stop, max_line).unwrap_or(end)
+    };
+    back_up(hay, r)
 }
 
-/// The block scan with AVX-512BW: one 64-byte load per block, three byte compares into mask
-/// registers, and the pair check on the 64-bit masks, each shifted by one with the last bit of
-/// the block before carried in (the portable build compares the block with itself shifted,
-/// which takes a second load and a fourth compare). Two blocks per step while both pass, one
-/// at a time around anything else. Same contract and same results as [`skip_portable`].
+/// The block scan with AVX-512BW, [`skip_portable`]'s exact result in fewer instructions.
 ///
-/// The three compares are the floor here: on this project's AVX-512 machine a loop that only
-/// loads and does them runs at ~3 cycles per 64 bytes, about `memcpy`'s speed on 1 MiB (the
-/// README's Performance section has the measurement); CRLFs cost nothing beyond them.
+/// A block is one 64-byte load `v` at `at` and the load `p` of the 64 bytes before each of its
+/// bytes (at `at - 1`). Bit `k` of two masks, for the pair ending at `at + k`:
+///
+/// - `l`: the byte is an LF, or a dot after an LF. One mask-producing test for both, on
+///   `min(v ^ LF, (p ^ LF) | (v ^ '.'))`, which is zero exactly there (three vector
+///   operations on the integer units, which have more ports than the mask compares);
+/// - `c`: the byte is a CR (one compare).
+///
+/// A pair is canonical exactly when its first byte is a CR if and only if the second is an LF
+/// that is not a dot (a line-start dot follows an LF, never a CR), so the failing pairs are
+/// `(c << 1) ^ l`. Bit 0 would need the byte before `p`: each block overlaps the one before by
+/// a byte and checks 63 pairs, bits 1 to 63, which needs no carry from block to block. Four
+/// blocks a step, their failures ORed in mask registers and tested once.
+///
+/// On this project's AVX-512 machine (README, Performance) this runs faster than the three
+/// compares per block that the build before it did (one load, compares for CR, LF and dot, the
+/// masks shifted and carried in general registers).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 pub(crate) mod avx512 {
-    use super::BLOCK;
+    use super::{back_up, BLOCK};
     use core::arch::x86_64::{
-        __m512i, _mm512_cmpeq_epi8_mask, _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8,
-        _mm512_set1_epi8, _mm512_storeu_si512, _mm_prefetch, _MM_HINT_T0,
+        __m512i, __mmask64, _kor_mask64, _kortestz_mask64_u8, _kshiftli_mask64, _kxor_mask64, _mm512_cmpeq_epi8_mask,
+        _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8, _mm512_min_epu8, _mm512_set1_epi8,
+        _mm512_storeu_si512, _mm512_ternarylogic_epi32, _mm512_testn_epi8_mask, _mm512_xor_si512, _mm_prefetch,
+        _MM_HINT_T0,
     };
 
+    /// Pairs checked per block: the first byte of each block is the last of the one before.
+    const STEP: usize = BLOCK - 1;
+    /// Blocks per step of the main loop.
+    const N: usize = 4;
+    /// Every bit but bit 0 (the byte the block shares with the one before).
+    const PAIRS: u64 = !1;
+    /// The bytes a step of the main loop loads: its blocks and the byte before the first.
+    const WINDOW: usize = N * STEP + 2;
+
     /// How far ahead the loop asks for the next blocks. A 1 MiB body is about the size of a
-    /// core's L2 here: without the hint the scan ran at 0.80-0.90x of `memcpy` depending on
-    /// where the pages landed; with it, 0.95-1.0x (README, Performance). 512 and 2048 measured
-    /// no better.
+    /// core's L2 here: without the hint the scan ran 5-15% slower depending on where the pages
+    /// landed. 512 and 2048 measured no better.
     const PREFETCH: usize = 1024;
 
     /// The 64 bytes of `hay` at `at`, as a vector.
@@ -297,6 +335,20 @@ pub(crate) mod avx512 {
         unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
     }
 
+    /// The bytes of `hay` at `at..` selected by `mask` (bit `k` for `hay[at + k]`), zeros
+    /// elsewhere; `at` may be one before the start when bit 0 is clear.
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    fn load_masked(hay: &[u8], at: isize, mask: u64) -> __m512i {
+        assert!(at >= -1 && (at >= 0 || mask & 1 == 0));
+        assert!(mask == 0 || at + (64 - mask.leading_zeros() as isize) <= hay.len() as isize);
+        // SAFETY: the asserts keep every selected byte inside `hay` (bit 0 is clear when `at`
+        // is one before the start, and the highest selected byte is below `hay.len()`); the
+        // bytes the mask leaves out are not accessed (AVX-512 masked loads suppress their
+        // faults), and `wrapping_offset` forms the address without an in-bounds requirement.
+        unsafe { _mm512_maskz_loadu_epi8(mask, hay.as_ptr().wrapping_offset(at).cast()) }
+    }
+
     /// Stores `v` into the 64 bytes of `out` at `at`.
     #[inline]
     #[target_feature(enable = "avx512bw")]
@@ -306,7 +358,7 @@ pub(crate) mod avx512 {
         unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
     }
 
-    /// The three bytes compared with.
+    /// The bytes compared with.
     #[derive(Clone, Copy)]
     struct Consts {
         cr: __m512i,
@@ -325,23 +377,22 @@ pub(crate) mod avx512 {
             }
         }
 
-        /// The pair check of the block `v`, given the bits of the byte before it (`cr_in`,
-        /// `lf_in`): bit `k` of each mask is the byte at `k`. Returns the pairs that fail (a
-        /// CR/LF mismatch, or a dot after an LF), the bytes after an LF, and the CR and LF
-        /// masks (whose top bits are the next block's carries).
+        /// The failing pairs and the `l` mask (LF or line-start dot) of the block `v` whose
+        /// previous bytes are `p`; bit 0 of both is meaningless (see the module).
         #[inline]
         #[target_feature(enable = "avx512bw")]
-        fn masks(self, v: __m512i, cr_in: u64, lf_in: u64) -> (u64, u64, u64, u64) {
-            let (is_cr, is_lf) = (_mm512_cmpeq_epi8_mask(v, self.cr), _mm512_cmpeq_epi8_mask(v, self.lf));
-            // The same masks for the byte before each one.
-            let (after_cr, after_lf) = ((is_cr << 1) | cr_in, (is_lf << 1) | lf_in);
-            let bad = (is_lf ^ after_cr) | (_mm512_cmpeq_epi8_mask(v, self.dot) & after_lf);
-            (bad, after_lf, is_cr, is_lf)
+        fn masks(self, v: __m512i, p: __m512i) -> (__mmask64, __mmask64) {
+            // t | (v ^ dot): ternary-logic table 0xF6 (A = t, B = v, C = dot).
+            let u = _mm512_ternarylogic_epi32::<0xF6>(_mm512_xor_si512(p, self.lf), v, self.dot);
+            let m = _mm512_min_epu8(_mm512_xor_si512(v, self.lf), u);
+            let l = _mm512_testn_epi8_mask(m, m);
+            let c = _mm512_cmpeq_epi8_mask(v, self.cr);
+            (_kxor_mask64(_kshiftli_mask64::<1>(c), l), l)
         }
     }
 
-    /// The floor of [`skip`], for the bench: per 64-byte block the load and the three
-    /// compares, their masks ORed together, nothing else (no pair check, no carry, no exit).
+    /// The floor of [`skip`], for the bench: per block the two loads and the mask work, the
+    /// failures ORed, nothing else (no exits, no line limit, no copy).
     ///
     /// # Safety
     ///
@@ -349,10 +400,12 @@ pub(crate) mod avx512 {
     #[target_feature(enable = "avx512bw")]
     pub unsafe fn floor(hay: &[u8]) -> u64 {
         let k = Consts::new();
-        let mut acc = 0u64;
-        for b in hay.chunks_exact(BLOCK) {
-            let v = load(b, 0);
-            acc |= _mm512_cmpeq_epi8_mask(v, k.cr) | _mm512_cmpeq_epi8_mask(v, k.lf) | _mm512_cmpeq_epi8_mask(v, k.dot);
+        let mut acc: __mmask64 = 0;
+        let mut at = 1;
+        while at + BLOCK <= hay.len() {
+            let (bad, _) = k.masks(load(hay, at), load(hay, at - 1));
+            acc = _kor_mask64(acc, bad);
+            at += STEP;
         }
         acc
     }
@@ -375,16 +428,11 @@ pub(crate) mod avx512 {
         if end < BLOCK + 1 || from > end - (BLOCK + 1) || hay[from] == b'\n' {
             return from;
         }
-        // The entry test and the back-up at the end are the portable build's, written out: as
-        // shared helpers they measured a few percent slower on the zero-copy bench.
-        // Pair `k` is `(hay[k - 1], hay[k])`, as in the portable build; the block at `i` holds
-        // the pairs `i..i + BLOCK`, the first one starts at `from + 1`. Bit `k` of a mask is the
-        // byte at `i + k`; `cr_in` and `lf_in` are the bits for the byte at `i - 1`.
+        // The next pair to check ends at `i`; its block is loaded at `i - 1`, so a block's bit
+        // `k` is the byte at `i - 1 + k` and the pair ending there. `stop` stays exact: after
+        // a block with an LF it is that block's last LF + 1 + `max_line`.
         let mut i = from + 1;
-        let mut cr_in = (hay[from] == b'\r') as u64;
-        let mut lf_in = 0u64;
         let out: &mut [u8] = if COPY {
-            out[0] = hay[from];
             // The contract: `out` holds `hay.len() - from` bytes. Cut to that, so that the
             // slice for each block's store below is in bounds whenever the load is.
             &mut out[..end - from]
@@ -392,101 +440,148 @@ pub(crate) mod avx512 {
             out
         };
         let k = Consts::new();
-        'scan: {
-            loop {
-                // Two blocks a step and one branch for both, while both are canonical (and, with
-                // the line limit, no line ends past its stop): the loop's own instructions (index,
-                // bounds, branch) per block halved, which measured ~10% on the zero-copy bench.
-                // Anything else goes to the one-block step below, which redoes the first block
-                // exactly as the portable build does, so the result is the same.
-                while i + 2 * BLOCK <= end {
-                    let (v0, v1) = (load(hay, i), load(hay, i + BLOCK));
-                    // Hints, not accesses: an address past the end of `hay` (computed without
-                    // `add`'s in-bounds requirement) is harmless.
-                    _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + PREFETCH).cast());
-                    _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + BLOCK + PREFETCH).cast());
-                    if COPY {
-                        // Both loads come before both stores: a load behind a store waited for
-                        // it (the copying scan ran at ~0.6x memcpy that way).
-                        store(out, i - from, v0);
-                        store(out, i - from + BLOCK, v1);
-                    }
-                    let (bad0, lf0, is_cr0, is_lf0) = k.masks(v0, cr_in, lf_in);
-                    let (bad1, lf1, is_cr1, is_lf1) = k.masks(v1, is_cr0 >> 63, is_lf0 >> 63);
-                    if bad0 | bad1 != 0 {
-                        break;
-                    }
-                    if LIMIT {
-                        let mut s = stop;
-                        if lf0 != 0 {
-                            if i + BLOCK > s {
-                                break;
-                            }
-                            s = i.saturating_add(max_line);
-                        }
-                        if lf1 != 0 {
-                            if i + 2 * BLOCK > s {
-                                break;
-                            }
-                            s = (i + BLOCK).saturating_add(max_line);
-                        }
-                        stop = s;
-                    }
-                    (cr_in, lf_in) = (is_cr1 >> 63, is_lf1 >> 63);
-                    i += 2 * BLOCK;
+        let r = 'scan: loop {
+            // N blocks a step while all pass (and, with the line limit, no line can end past
+            // its stop: the step ends before `stop` and is shorter than `max_line`); anything
+            // else goes to the one-block step below, which is exact.
+            while i >= 2 && i + N * STEP <= end {
+                // The step's bytes and the one before them, as one array: the loads below
+                // are at constant offsets into it, with no bounds check each.
+                let w: &[u8; WINDOW] = hay[i - 2..i - 2 + WINDOW].try_into().unwrap();
+                // A hint, not an access: an address past the end of `hay` (computed without
+                // `add`'s in-bounds requirement) is harmless.
+                _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + PREFETCH).cast());
+                _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + PREFETCH + 2 * BLOCK).cast());
+                let mut bad: __mmask64 = 0;
+                let mut fs = [0u64; N];
+                let mut lfs = [0u64; N];
+                let mut o: &mut [u8] = &mut [];
+                if COPY {
+                    // The same for the stores.
+                    o = &mut out[i - 1 - from..i - 1 - from + WINDOW - 1];
                 }
-                if i + BLOCK > end {
+                // Every load of the step before its first store: a load behind a store to an
+                // address with the same low 12 bits waits for it (the copy ran ~25% slower).
+                let vs: [__m512i; N] = core::array::from_fn(|b| load(w, 1 + b * STEP));
+                let ps: [__m512i; N] = core::array::from_fn(|b| load(w, b * STEP));
+                for b in 0..N {
+                    if COPY {
+                        store(o, b * STEP, vs[b]);
+                    }
+                    let (f, l) = k.masks(vs[b], ps[b]);
+                    bad = _kor_mask64(bad, f);
+                    fs[b] = f;
+                    if LIMIT {
+                        lfs[b] = l;
+                    }
+                }
+                if _kortestz_mask64_u8(bad & PAIRS, bad & PAIRS) == 0 {
+                    if !LIMIT {
+                        // The first failing pair, from the masks at hand. (With the line
+                        // limit an LF before it may be past its stop: the one-block step.)
+                        for (b, f) in fs.iter().enumerate() {
+                            if f & PAIRS != 0 {
+                                break 'scan i - 1 + b * STEP + (f & PAIRS).trailing_zeros() as usize;
+                            }
+                        }
+                    }
                     break;
                 }
-                // One block, as in the portable build.
-                let v = load(hay, i);
-                if COPY {
-                    store(out, i - from, v);
-                }
-                let (bad, after_lf, is_cr, is_lf) = k.masks(v, cr_in, lf_in);
-                if bad != 0 {
-                    if !(LIMIT && after_lf != 0 && i + BLOCK > stop) {
-                        i += bad.trailing_zeros() as usize;
+                if LIMIT {
+                    if let Some(b) = lfs.iter().rposition(|&l| l & PAIRS != 0) {
+                        if i + N * STEP > stop || max_line <= N * STEP {
+                            break;
+                        }
+                        let last = i - 1 + b * STEP + 63 - lfs[b].leading_zeros() as usize;
+                        stop = (last + 1).saturating_add(max_line);
                     }
-                    break 'scan;
                 }
-                // The line limit exactly as in the portable build (`after_lf` is its `lf`).
-                if LIMIT && after_lf != 0 {
-                    if i + BLOCK > stop {
-                        break 'scan;
-                    }
-                    stop = i.saturating_add(max_line);
-                }
-                (cr_in, lf_in) = (is_cr >> 63, is_lf >> 63);
-                i += BLOCK;
+                i += N * STEP;
             }
-            // The last `n < BLOCK` pairs, as the portable build does them: the bytes past the end
-            // read as zeros (a masked load), the pairs from `n` on ignored but for the LF test.
-            let n = end - i;
+            // The rest of the input, fewer pairs than a step, as one more step read and
+            // written under masks: a read's end costs one step, not a block at a time. With
+            // the line limit, a failure or a line that may cross its stop goes on below.
+            if i >= 2 && i < end && i + N * STEP > end {
+                let n = end - i;
+                let mut bad: __mmask64 = 0;
+                let mut fs = [0u64; N];
+                let mut lfs = [0u64; N];
+                for b in 0..N {
+                    let nb = n.saturating_sub(b * STEP).min(STEP);
+                    if nb == 0 {
+                        break;
+                    }
+                    let at = i - 1 + b * STEP;
+                    let valid = u64::MAX >> (STEP - nb);
+                    let v = load_masked(hay, at as isize, valid);
+                    let p = load_masked(hay, at as isize - 1, valid);
+                    if COPY {
+                        let o = &mut out[at - from..at - from + nb + 1];
+                        // SAFETY: the mask selects the first `nb + 1` bytes, the length of
+                        // `o`, all writable; the others are not written.
+                        unsafe { _mm512_mask_storeu_epi8(o.as_mut_ptr().cast(), valid, v) };
+                    }
+                    let (f, l) = k.masks(v, p);
+                    fs[b] = f & valid & PAIRS;
+                    lfs[b] = l & valid & PAIRS;
+                    bad |= fs[b];
+                }
+                if bad == 0 {
+                    if !LIMIT {
+                        break 'scan end;
+                    }
+                    match lfs.iter().rposition(|&l| l != 0) {
+                        None => break 'scan end,
+                        Some(_) if end > stop || max_line <= N * STEP => {}
+                        Some(_) => break 'scan end,
+                    }
+                } else if !LIMIT {
+                    for (b, f) in fs.iter().enumerate() {
+                        if *f != 0 {
+                            break 'scan i - 1 + b * STEP + f.trailing_zeros() as usize;
+                        }
+                    }
+                }
+            }
+            // One block, or the last `end - i < STEP` pairs as a block read under a mask.
+            let n = (end - i).min(STEP);
             if n == 0 {
-                break 'scan;
+                break 'scan end;
             }
-            let valid = (1u64 << n) - 1;
-            let b = &hay[i..end];
-            // SAFETY: the mask selects the first `n` bytes, the `n` readable bytes of `b`; the
-            // bytes it leaves out are not accessed (AVX-512 masked loads suppress their faults).
-            let v = unsafe { _mm512_maskz_loadu_epi8(valid, b.as_ptr().cast()) };
+            let at = i - 1;
+            let valid: u64 = if n == STEP { u64::MAX } else { (1 << (n + 1)) - 1 };
+            let (v, p) = if n == STEP && at > 0 {
+                (load(hay, at), load(hay, at - 1))
+            } else {
+                let v = load_masked(hay, at as isize, valid);
+                (v, load_masked(hay, at as isize - 1, if at == 0 { valid & !1 } else { valid }))
+            };
             if COPY {
-                let o = &mut out[i - from..end - from];
-                // SAFETY: the mask selects the first `n` bytes, the `n` writable bytes of `o`; the
-                // others are not written.
+                let o = &mut out[at - from..(end - from).min(at - from + BLOCK)];
+                assert!(valid.count_ones() as usize <= o.len());
+                // SAFETY: the mask selects the first `n + 1 <= o.len()` bytes (asserted), all
+                // writable; the others are not written.
                 unsafe { _mm512_mask_storeu_epi8(o.as_mut_ptr().cast(), valid, v) };
             }
-            let (bad, after_lf, _, _) = k.masks(v, cr_in, lf_in);
-            let bad = bad & valid;
-            if !(LIMIT && after_lf != 0 && end > stop) {
-                i += if bad != 0 { bad.trailing_zeros() as usize } else { n };
+            let (f, l) = k.masks(v, p);
+            let (f, l) = (f & PAIRS & valid, l & PAIRS & valid);
+            let mut q = if f != 0 { at + f.trailing_zeros() as usize } else { usize::MAX };
+            if LIMIT && l != 0 {
+                // The first LF ends the line `stop` is for; the lines after it begin in this
+                // block, shorter than `max_line`.
+                let first = at + l.trailing_zeros() as usize;
+                if first >= stop {
+                    q = q.min(first);
+                }
+                if q == usize::MAX {
+                    stop = (at + 63 - l.leading_zeros() as usize + 1).saturating_add(max_line);
+                }
             }
-        }
-        match hay[i - 1] {
-            b'\n' => i - 2,
-            b'\r' => i - 1,
-            _ => i,
-        }
+            if q != usize::MAX {
+                break 'scan q;
+            }
+            i += n;
+        };
+        back_up(hay, r)
     }
 }
