@@ -481,6 +481,7 @@ fn quickstart_then_serve_at_once() {
     let msg = std::fs::read_to_string(newest(&setup.join("data/mailboxes/example.org/alice"))).unwrap();
     assert!(msg.contains("Delivered-To: postmaster@example.org\r\n") && msg.ends_with("Subject: hi\r\n"), "{msg}");
     // A refused recipient's reason is in the log, one line.
+    assert!(p.log_contains("recipient refused"), "{:?}", p.log.lock().unwrap());
     let refusals: Vec<String> =
         p.log.lock().unwrap().iter().filter(|l| l.contains("recipient refused")).cloned().collect();
     assert_eq!(refusals.len(), 1, "{refusals:?}");
@@ -783,6 +784,9 @@ fn quickstart_with_lmtp_runs_sieve_filters_and_autoreplies() {
     // port 25 on loopback (relay_networks) into the queue, then to the world.
     let env = |n: usize| std::fs::read_to_string(received.join(format!("msg{n}.env"))).unwrap_or_default();
     wait_until("the two autoreplies", Duration::from_secs(30), || !env(2).is_empty());
+    wait_until("their log lines", Duration::from_secs(10), || {
+        p.log.lock().unwrap().iter().filter(|l| l.contains("recipient for the queue")).count() >= 2
+    });
     let queued: Vec<String> =
         p.log.lock().unwrap().iter().filter(|l| l.contains("recipient for the queue")).cloned().collect();
     assert_eq!(queued.len(), 2, "{queued:?}\n{}", d.log());

@@ -500,6 +500,7 @@ fn a_truncated_entry_with_a_state_is_kept_shown_and_bounced() {
         let len = fs::metadata(&path).unwrap().len();
         fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 5).unwrap();
     });
+    assert!(program.log_contains("damaged, kept in"), "{:?}", program.log.lock().unwrap());
     let line = program.log.lock().unwrap().iter().find(|l| l.contains("damaged, kept in")).cloned().unwrap();
     assert!(line.contains(&format!("corrupt/{id}")) && line.contains("cut short"), "{line}");
     let corrupt = mta.queue_dir().join("corrupt");

@@ -326,8 +326,24 @@ impl Program {
         Self { child, addr: addr.unwrap(), tls_addr, log }
     }
 
+    /// Whether a line of the log contains `needle`, waiting up to 10 s for it: the log comes
+    /// through stderr's reader thread, often after the reply that made it.
     pub fn log_contains(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if !self.log_lacks(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether no line of the log (as far as it came in) contains `needle`, without waiting.
+    pub fn log_lacks(&self, needle: &str) -> bool {
+        !self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
     pub fn pid(&self) -> u32 {
