@@ -124,7 +124,6 @@ pub struct Built {
 /// XML gzipped, named `receiver!policy-domain!begin!end.xml.gz`, subject `Report Domain: ...
 /// Submitter: ... Report-ID: <...>`.
 pub fn build(feedback: &Feedback, hostname: &str, to: &[String], now: SystemTime) -> io::Result<Built> {
-    use base64::Engine;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(feedback.to_xml().as_bytes())?;
     let gz = gz.finish()?;
@@ -145,16 +144,7 @@ pub fn build(feedback: &Feedback, hostname: &str, to: &[String], now: SystemTime
         crate::received::rfc5322_date(UNIX_EPOCH + Duration::from_secs(feedback.begin)),
         crate::received::rfc5322_date(UNIX_EPOCH + Duration::from_secs(feedback.end)),
     ));
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Type: application/gzip\r\nContent-Transfer-Encoding: base64\r\n\
-         Content-Disposition: attachment; filename=\"{file_name}\"\r\n\r\n"
-    ));
-    let b64 = base64::engine::general_purpose::STANDARD.encode(gz);
-    for chunk in b64.as_bytes().chunks(76) {
-        m.push_str(std::str::from_utf8(chunk).unwrap_or(""));
-        m.push_str("\r\n");
-    }
-    m.push_str(&format!("--{boundary}--\r\n"));
+    attach_last(&mut m, &boundary, "application/gzip", &file_name, &gz);
     Ok(Built { message: m.into_bytes(), file_name, subject })
 }
 
@@ -171,6 +161,22 @@ pub struct Reporter<'a> {
     pub dns: &'a Dns,
     /// Queues the report message ([`Enqueue`]).
     pub enqueue: Enqueue<'a>,
+}
+
+/// Appends the last part of a `multipart/*` report: `data` as a base64 attachment of type
+/// `content_type` named `file_name`, in 76-column lines, then the closing boundary.
+pub(super) fn attach_last(m: &mut String, boundary: &str, content_type: &str, file_name: &str, data: &[u8]) {
+    use base64::Engine;
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"{file_name}\"\r\n\r\n"
+    ));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    for chunk in b64.as_bytes().chunks(76) {
+        m.push_str(std::str::from_utf8(chunk).unwrap_or(""));
+        m.push_str("\r\n");
+    }
+    m.push_str(&format!("--{boundary}--\r\n"));
 }
 
 /// Reports the evaluations of the taken file `path` (see [`evaluations::Store::take`]),

@@ -203,7 +203,6 @@ pub fn message(
     to: &[String],
     now: SystemTime,
 ) -> io::Result<Vec<u8>> {
-    use base64::Engine;
     let json = serde_json::to_vec(report).map_err(io::Error::other)?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&json)?;
@@ -228,16 +227,7 @@ pub fn message(
         "TLS report from {hostname} about mail to {domain}\r\nfrom {} to {}.\r\n\r\n",
         report.date_range.start, report.date_range.end
     ));
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\n\
-         Content-Disposition: attachment; filename=\"{file_name}\"\r\n\r\n"
-    ));
-    let b64 = base64::engine::general_purpose::STANDARD.encode(gz);
-    for chunk in b64.as_bytes().chunks(76) {
-        m.push_str(std::str::from_utf8(chunk).unwrap_or(""));
-        m.push_str("\r\n");
-    }
-    m.push_str(&format!("--{boundary}--\r\n"));
+    super::outgoing::attach_last(&mut m, &boundary, "application/tlsrpt+gzip", &file_name, &gz);
     Ok(m.into_bytes())
 }
 
