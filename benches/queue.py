@@ -238,8 +238,6 @@ smarthost = "{HOST}:{sink.port}"
 smarthost_tls = "none"
 [queue]
 workers = {workers}
-scan_interval = "1s"
-retry = ["1s", "2s"]
 [[domain]]
 name = "a.test"
 [domain.aliases]
@@ -268,7 +266,7 @@ postmaster = "alice"
         return out
 
     def queued(self):
-        return sum(1 for n in os.listdir(self.env_dir) if not n.endswith(".tmp"))
+        return sum(1 for n in os.listdir(self.env_dir) if not n.endswith(".tmp") and not n.startswith("free."))
 
     def stop(self):
         self.proc.terminate()

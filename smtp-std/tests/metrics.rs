@@ -216,7 +216,7 @@ except smtplib.SMTPDataError as e:
     let inbox = dir.path().join("data/mailboxes/a.test/alice");
     wait_until("the bounce", Duration::from_secs(20), || files(&inbox, "new").len() == 2);
     wait_until("an empty queue", Duration::from_secs(20), || {
-        std::fs::read_dir(dir.path().join("data/queue/entries")).unwrap().count() == 0
+        queue_entries(&dir.path().join("data/queue/entries")) == 0
     });
 
     let m = scrape(metrics);

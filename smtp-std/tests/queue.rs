@@ -54,7 +54,7 @@ impl Mta {
     }
 
     fn queue_len(&self) -> usize {
-        std::fs::read_dir(self.dir.path().join("data/queue/entries")).map_or(0, |d| d.count())
+        queue_entries(&self.dir.path().join("data/queue/entries"))
     }
 
     fn queue(&self, args: &[&str]) -> std::process::Output {
@@ -750,9 +750,7 @@ fn sigkill_at_any_moment_loses_nothing_acknowledged() {
         let got = message_ids(&b.got);
         acked.iter().all(|id| got.contains(id))
     });
-    wait_until("the queue empty", Duration::from_secs(30), || {
-        std::fs::read_dir(dir.join("data/queue/entries")).map_or(0, |d| d.count()) == 0
-    });
+    wait_until("the queue empty", Duration::from_secs(30), || queue_entries(&dir.join("data/queue/entries")) == 0);
     let got = message_ids(&b.got);
     let mut unique = got.clone();
     unique.sort();

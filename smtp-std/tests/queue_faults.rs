@@ -239,7 +239,7 @@ postmaster = "alice"
     }
 
     fn entries(&self) -> usize {
-        fs::read_dir(self.queue_dir().join("entries")).map_or(0, |d| d.count())
+        queue_entries(&self.queue_dir().join("entries"))
     }
 
     /// Queues `n` messages from alice@a.test to `to` (numbered Message-IDs), due now.

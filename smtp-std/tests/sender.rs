@@ -99,7 +99,7 @@ impl Submission {
     /// Queue entries, and leftovers in the queue's spool.
     fn queued(&self) -> (usize, usize) {
         let q = self.dir.path().join("queue");
-        let entries = std::fs::read_dir(q.join("entries")).unwrap().count();
+        let entries = queue_entries(&q.join("entries"));
         (entries, files(&q.join("spool"), "tmp").len())
     }
 

@@ -115,20 +115,74 @@ impl Maildir {
             size: 0,
             content_start: 0,
             root: self.root.clone(),
+            scratch: false,
+        })
+    }
+
+    /// Starts a message that only passes through (spooled for the queue or for LMTP): an
+    /// unnamed scratch file in `tmp/` ([`crate::mta::scratch`]), which cannot be committed and
+    /// is emptied for the next message when the delivery is dropped. It has a unique name all
+    /// the same, for the logs.
+    pub fn scratch(&self) -> io::Result<Delivery> {
+        let name = self.unique_name();
+        let tmp = self.root.join("tmp");
+        let file = crate::mta::scratch::take(&tmp)?;
+        Ok(Delivery {
+            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            tmp: tmp.join(&name),
+            name,
+            size: 0,
+            content_start: 0,
+            root: self.root.clone(),
+            scratch: true,
         })
     }
 }
 
 /// A message being written into `tmp/`. Dropped without [`Delivery::commit`], its file is
-/// removed.
+/// removed (a scratch file is emptied and kept for the next message).
 #[derive(Debug)]
 pub struct Delivery {
     file: Option<BufWriter<File>>,
+    /// `tmp/<name>`: the file (none for a scratch file, whose side files go there too).
     tmp: PathBuf,
     name: String,
     size: u64,
     content_start: u64,
     root: PathBuf,
+    /// An unnamed scratch file ([`Maildir::scratch`]).
+    scratch: bool,
+}
+
+/// The content of a message being written, for reading ([`Delivery::content`]): its own
+/// position, positional reads of the delivery's file (no second open of it by name).
+#[derive(Debug)]
+pub struct Content {
+    file: File,
+    pos: u64,
+}
+
+impl Read for Content {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Content {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let (base, delta) = match to {
+            SeekFrom::Start(n) => (0, n as i128),
+            SeekFrom::Current(d) => (self.pos, d as i128),
+            SeekFrom::End(d) => (self.file.metadata()?.len(), d as i128),
+        };
+        let at = u64::try_from(base as i128 + delta)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the content"))?;
+        self.pos = at;
+        Ok(at)
+    }
 }
 
 impl Delivery {
@@ -143,18 +197,17 @@ impl Delivery {
         self.content_start
     }
 
-    /// The file in `tmp/` (until committed).
+    /// The file in `tmp/` (until committed). For a scratch file ([`Maildir::scratch`]) no
+    /// file has this name; it names side files (a milter's replacement body) all the same.
     pub fn tmp_path(&self) -> &Path {
         &self.tmp
     }
 
     /// Flushes and opens the content written so far for reading (after the prefix).
-    pub fn content(&mut self) -> io::Result<File> {
+    pub fn content(&mut self) -> io::Result<Content> {
         let f = self.file.as_mut().ok_or_else(|| io::Error::other("delivery already finished"))?;
         f.flush()?;
-        let mut file = File::open(&self.tmp)?;
-        file.seek(SeekFrom::Start(self.content_start))?;
-        Ok(file)
+        Ok(Content { file: f.get_ref().try_clone()?, pos: self.content_start })
     }
 
     /// A new message in the same `tmp/` that starts with this one's prefix (what was written
@@ -163,8 +216,9 @@ impl Delivery {
     pub fn rewrite(&mut self) -> io::Result<Delivery> {
         let f = self.file.as_mut().ok_or_else(|| io::Error::other("delivery already finished"))?;
         f.flush()?;
-        let mut next = Maildir::create(&self.root)?.begin()?;
-        let mut prefix = File::open(&self.tmp)?.take(self.content_start);
+        let dir = Maildir::create(&self.root)?;
+        let mut next = if self.scratch { dir.scratch()? } else { dir.begin()? };
+        let mut prefix = Content { file: f.get_ref().try_clone()?, pos: 0 }.take(self.content_start);
         let mut buf = vec![0u8; 8192];
         loop {
             let n = prefix.read(&mut buf)?;
@@ -205,6 +259,9 @@ impl Delivery {
     /// Like [`Delivery::commit`], into the Maildir at `dir` (a folder of this one, or another
     /// Maildir on the same file system).
     pub fn commit_into(mut self, dir: &Path) -> io::Result<PathBuf> {
+        if self.scratch {
+            return Err(io::Error::other(format!("{}: a scratch file is not stored", self.name)));
+        }
         let f = self.file.take().ok_or_else(|| io::Error::other("delivery already finished"))?;
         let file = f.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
@@ -263,6 +320,13 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
+        if self.scratch {
+            // Its buffered bytes are dropped unwritten; the file is emptied for the next one.
+            if let (Some(f), Some(tmp)) = (self.file.take(), self.tmp.parent()) {
+                crate::mta::scratch::give(tmp, f.into_parts().0);
+            }
+            return;
+        }
         if !self.tmp.as_os_str().is_empty() {
             self.file = None;
             let _ = fs::remove_file(&self.tmp);
@@ -281,6 +345,7 @@ impl Clone for Delivery {
             size: 0,
             content_start: 0,
             root: self.root.clone(),
+            scratch: false,
         }
     }
 }

@@ -54,6 +54,7 @@ pub mod privileges;
 pub mod queue;
 pub mod reload;
 pub mod reports;
+pub mod scratch;
 pub mod sender;
 pub mod space;
 pub mod spam;

@@ -13,9 +13,9 @@ pub const FILE_MODE: u32 = 0o600;
 /// The mode of every directory the server creates under `data_dir`.
 pub const DIR_MODE: u32 = 0o700;
 
-/// Creates `path` for writing, failing if it exists, with [`FILE_MODE`].
+/// Creates `path` for writing (and reading back), failing if it exists, with [`FILE_MODE`].
 pub fn create_new(path: &Path) -> io::Result<File> {
-    let file = OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)?;
+    let file = OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(path)?;
     adopt(path, Some(&file))?;
     Ok(file)
 }

@@ -61,6 +61,14 @@ pub fn files(maildir: &Path, sub: &str) -> Vec<PathBuf> {
     v
 }
 
+/// The queue entries in the queue's `entries/` directory (and `.tmp` files being written):
+/// not the files kept there for recycling (`free.*`, no id).
+pub fn queue_entries(entries: &Path) -> usize {
+    std::fs::read_dir(entries).map_or(0, |d| {
+        d.filter(|e| e.as_ref().is_ok_and(|e| !e.file_name().to_string_lossy().starts_with("free."))).count()
+    })
+}
+
 /// Waits (bounded) until `cond` holds.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;

@@ -237,7 +237,7 @@ impl InboundHandler {
             Route::Maildir { .. } => None,
         };
         let mut d = match (lmtp_spool, copies.first()) {
-            (Some(spool), _) => spool.begin()?,
+            (Some(spool), _) => spool.scratch()?,
             (_, Some(Copy { maildirs, delivered_to })) => {
                 let first = maildirs.first().ok_or_else(|| io::Error::other("no mailbox"))?;
                 let mut d = Maildir::create(first)?.begin()?;
@@ -247,7 +247,7 @@ impl InboundHandler {
             }
             (_, None) => match &self.policy.outgoing {
                 Some(o) if !self.remote.is_empty() || !self.forward.is_empty() => {
-                    Maildir::create(o.queue.root().join("spool"))?.begin()?
+                    Maildir::create(o.queue.root().join("spool"))?.scratch()?
                 }
                 _ => return Err(io::Error::other("no mailbox")),
             },

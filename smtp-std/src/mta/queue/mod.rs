@@ -16,6 +16,7 @@ pub mod corrupt;
 pub mod dsn;
 mod entry;
 pub mod notify;
+pub mod recycled;
 pub mod schedule;
 pub mod store;
 pub mod unwritten;

@@ -39,7 +39,7 @@
 //! finished, to be tried once more at its durable next attempt time (a possible second copy,
 //! never a lost message, never a burst).
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +49,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use nix::fcntl::{Flock, FlockArg};
 
 pub use super::entry::{unix, Entry, Recipient, State};
+use super::recycled;
 
 /// The queue directory.
 #[derive(Debug, Clone)]
@@ -249,7 +250,15 @@ fn read_entry(file: &File, path: &Path, with_envelope: bool) -> io::Result<(Opti
     let entry = if with_envelope {
         let mut env = vec![0; env_len as usize];
         r.read_exact(&mut env)?;
-        Some(parse_envelope(&env, path)?)
+        let entry = parse_envelope(&env, path)?;
+        // A recycled file whose rename a power loss undid (see `recycled`): never delivered.
+        if path.file_name().is_some_and(|n| *n != *entry.id) {
+            return Err(not_an_entry(
+                path,
+                &format!("its envelope is entry {}'s (a recycled file whose renaming a crash undid)", entry.id),
+            ));
+        }
+        Some(entry)
     } else {
         None
     };
@@ -350,15 +359,36 @@ impl Queue {
         }
     }
 
-    /// Writes entry `id` (a new file; the entry's id is set to `id`): as `entries/<id>.tmp`,
-    /// flushed, renamed to `entries/<id>`, then `entries/` flushed. On failure, nothing of it
-    /// is left. The message is copied from `message`, exactly `len` octets.
+    /// Writes entry `id` (a new file; the entry's id is set to `id`): as `entries/<id>.tmp`
+    /// (or a recycled file, see [`Queue::recycle`]), flushed, renamed to `entries/<id>`, then
+    /// `entries/` flushed. On failure, nothing of it is left. The message is copied from
+    /// `message`, exactly `len` octets.
     fn write_entry(&self, id: &str, entry: &mut Entry, len: u64, message: &mut dyn Read) -> io::Result<()> {
         let path = self.entry_path(id);
-        let tmp = path.with_extension("tmp");
-        // The `.tmp` name claims the id (`create_new`): ids carry the process id, so no other
-        // writer renames onto `path` meanwhile.
-        let mut file = crate::mta::private::create_new(&tmp).map_err(|e| with_path(&tmp, e))?;
+        let entries = self.root.join("entries");
+        // A recycled file (gone if someone swept it meanwhile: then a new one), else a new
+        // `.tmp` file, whose name claims the id (`create_new`): ids carry the process id, so
+        // no other writer renames onto `path` meanwhile.
+        let recycled = recycled::take(&entries).and_then(|p| {
+            let file = OpenOptions::new().write(true).open(&p).ok()?;
+            // The worker that finished its entry may hold its lock a moment longer: a lock
+            // still held would be on the new entry, and keep the worker handed it off it.
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(held) => Some((held.unlock().ok()?, p)),
+                Err(_) => {
+                    recycled::give(&entries, p);
+                    None
+                }
+            }
+        });
+        let reused = recycled.is_some();
+        let (mut file, tmp) = match recycled {
+            Some(found) => found,
+            None => {
+                let tmp = path.with_extension("tmp");
+                (crate::mta::private::create_new(&tmp).map_err(|e| with_path(&tmp, e))?, tmp)
+            }
+        };
         entry.id = id.to_owned();
         let mut write = || -> io::Result<()> {
             let envelope = toml::to_string(entry).map_err(io::Error::other)?;
@@ -368,12 +398,13 @@ impl Queue {
             head.extend_from_slice(envelope.as_bytes());
             file.write_all(&head)?;
             copy_exactly(message, &mut file, len)?;
-            file.sync_all()?;
-            if path.exists() {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "an entry of that id exists"));
+            if reused {
+                // What the file held before ends here.
+                file.set_len(head.len() as u64 + len)?;
             }
-            fs::rename(&tmp, &path)?;
-            self.entries_sync.sync(&self.root.join("entries"))
+            file.sync_all()?;
+            rename_new(&tmp, &path)?;
+            self.entries_sync.sync(&entries)
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -431,8 +462,8 @@ impl Queue {
         let state = self.state_path(id);
         match fs::read(&state) {
             Ok(text) => {
-                // The entry must be whole all the same.
-                if let Err(e) = read_entry(&file, &path, false) {
+                // The entry must be whole all the same, its envelope its own (see `recycled`).
+                if let Err(e) = read_entry(&file, &path, true) {
                     return damaged(e);
                 }
                 match parse_envelope(&text, &state) {
@@ -462,7 +493,8 @@ impl Queue {
         Self::check_id(id)?;
         let path = self.entry_path(id);
         let file = File::open(&path).map_err(|e| with_path(&path, e))?;
-        let (_, offset, len) = read_entry(&file, &path, false)?;
+        // With the envelope, to check its id (see `recycled`).
+        let (_, offset, len) = read_entry(&file, &path, true)?;
         Ok(Message { file, path, offset, len })
     }
 
@@ -474,6 +506,28 @@ impl Queue {
         match fs::remove_file(self.state_path(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(&self.state_path(id), e)),
             _ => Ok(()),
+        }
+    }
+
+    /// Removes entry `id` as [`Queue::remove`] does, but keeps its file for a later entry
+    /// when it is small (see [`recycled`]): renamed to a name that is no id, for
+    /// [`Queue::submit`] to write over. The delivery workers do this with the entries they
+    /// finished; what other processes remove is unlinked.
+    pub fn recycle(&self, id: &str) -> io::Result<()> {
+        Self::check_id(id)?;
+        let entries = self.root.join("entries");
+        let path = entries.join(id);
+        let small = fs::metadata(&path).is_ok_and(|m| m.len() <= recycled::LARGEST);
+        match recycled::name(&entries).filter(|_| small) {
+            None => self.remove(id),
+            Some(free) => {
+                fs::rename(&path, &free).map_err(|e| with_path(&path, e))?;
+                recycled::give(&entries, free);
+                match fs::remove_file(self.state_path(id)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(&self.state_path(id), e)),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -516,7 +570,10 @@ impl Queue {
         let mut removed = 0;
         for e in fs::read_dir(&entries).map_err(|e| with_path(&entries, e))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.strip_suffix(".tmp").is_some_and(Self::valid_id) {
+            if recycled::is_recycled(&name) {
+                // Kept by a process that ended: nothing of it is an entry.
+                let _ = fs::remove_file(e.path());
+            } else if name.strip_suffix(".tmp").is_some_and(Self::valid_id) {
                 tracing::info!(file = %e.path().display(), "removing an entry never acknowledged (its write was cut short)");
                 let _ = fs::remove_file(e.path());
                 removed += 1;
@@ -570,6 +627,28 @@ impl Queue {
 }
 
 /// Copies exactly `len` octets of `from` into `to`, in large writes (a small message in one).
+/// Renames the new entry file `from` to `to`, failing with `AlreadyExists` if `to` exists
+/// (atomically where the system has `RENAME_NOREPLACE`).
+fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{renameat2, RenameFlags};
+        match renameat2(None, from, None, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EEXIST) => {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "an entry of that id exists"))
+            }
+            // A file system without the flag: as below.
+            Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if to.exists() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "an entry of that id exists"));
+    }
+    fs::rename(from, to)
+}
+
 fn copy_exactly(from: &mut dyn Read, to: &mut File, len: u64) -> io::Result<()> {
     let mut buf = vec![0u8; len.clamp(1, 256 * 1024) as usize];
     let mut left = len;

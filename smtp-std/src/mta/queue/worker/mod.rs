@@ -294,7 +294,7 @@ fn settle(ctx: &Context, p: &mut Pending) -> io::Result<Option<Attempted>> {
         }
     }
     if p.entry.is_done() {
-        q.remove(&p.entry.id)?;
+        q.recycle(&p.entry.id)?;
         return Ok(Some(Attempted::Done));
     }
     if p.entry != p.on_disk {
