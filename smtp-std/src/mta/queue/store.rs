@@ -8,6 +8,8 @@
 //! queue/state/<id>     the envelope as it is now, once it changed after submission (TOML;
 //!                      replaced atomically: state/<id>.tmp, fsync, rename, fsync state/)
 //! queue/corrupt/       entries (and states) that cannot be read, kept for the postmaster
+//! queue/entries/free.<pid>.<n>   a delivered entry's file, kept to be written over by the
+//!                      next entry (see [`super::recycled`]); no id, so never read as an entry
 //! ```
 //!
 //! [`Queue::submit`] writes the entry as `entries/<id>.tmp`, fsyncs it, renames it to
