@@ -155,14 +155,15 @@ pub struct Delivery {
 }
 
 /// The content of a message being written, for reading ([`Delivery::content`]): its own
-/// position, positional reads of the delivery's file (no second open of it by name).
+/// position, positional reads of the delivery's file (no second open of it by name). It
+/// borrows the delivery: a scratch file goes to the next message when its delivery ends.
 #[derive(Debug)]
-pub struct Content {
-    file: File,
+pub struct Content<'a> {
+    file: &'a File,
     pos: u64,
 }
 
-impl Read for Content {
+impl Read for Content<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
         let n = self.file.read_at(buf, self.pos)?;
@@ -171,7 +172,7 @@ impl Read for Content {
     }
 }
 
-impl Seek for Content {
+impl Seek for Content<'_> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let (base, delta) = match to {
             SeekFrom::Start(n) => (0, n as i128),
@@ -204,10 +205,10 @@ impl Delivery {
     }
 
     /// Flushes and opens the content written so far for reading (after the prefix).
-    pub fn content(&mut self) -> io::Result<Content> {
+    pub fn content(&mut self) -> io::Result<Content<'_>> {
         let f = self.file.as_mut().ok_or_else(|| io::Error::other("delivery already finished"))?;
         f.flush()?;
-        Ok(Content { file: f.get_ref().try_clone()?, pos: self.content_start })
+        Ok(Content { file: f.get_ref(), pos: self.content_start })
     }
 
     /// A new message in the same `tmp/` that starts with this one's prefix (what was written
@@ -218,7 +219,7 @@ impl Delivery {
         f.flush()?;
         let dir = Maildir::create(&self.root)?;
         let mut next = if self.scratch { dir.scratch()? } else { dir.begin()? };
-        let mut prefix = Content { file: f.get_ref().try_clone()?, pos: 0 }.take(self.content_start);
+        let mut prefix = Content { file: f.get_ref(), pos: 0 }.take(self.content_start);
         let mut buf = vec![0u8; 8192];
         loop {
             let n = prefix.read(&mut buf)?;

@@ -307,6 +307,9 @@ impl Milters {
     /// One milter: `Ok(Ok(junk))` to go on, `Ok(Err(decision))` when it decided.
     fn one(&self, m: &MilterConfig, session: &Session, d: &mut Delivery) -> Result<Result<bool, Decision>, Failure> {
         let id = d.name().to_owned();
+        // A replacement body is spooled next to the message.
+        let mut body_path = d.tmp_path().as_os_str().to_owned();
+        body_path.push(".body");
         let mut reader = BufReader::with_capacity(64 * 1024, d.content().map_err(Failure::Local)?);
         let block = read_header_block(&mut reader, MAX_HEADER_BLOCK).map_err(Failure::Local)?;
         if block.cut {
@@ -338,9 +341,6 @@ impl Milters {
             mail_args,
             rcpts: env.rcpt_to.clone(),
         };
-        // A replacement body is spooled next to the message.
-        let mut body_path = d.tmp_path().as_os_str().to_owned();
-        body_path.push(".body");
         let body_file = TempFile(body_path.into());
         let mut spool: Option<File> = None;
         let mut sink = |chunk: &[u8]| -> io::Result<()> {

@@ -120,7 +120,9 @@ impl InboundHandler {
         };
         // What is queued (and signed) is the message as the outbound client sends it, with
         // CRLF line ends; it streams from the spool file, never held whole.
-        let crlf = |d: &mut Delivery| d.content().map(CrlfReader::new);
+        fn crlf(d: &mut Delivery) -> io::Result<CrlfReader<crate::mta::maildir::Content<'_>>> {
+            d.content().map(CrlfReader::new)
+        }
         let len = match crlf(d).and_then(|mut r| io::copy(&mut r, &mut io::sink())) {
             Ok(n) => n,
             Err(e) => return Err(failed("read the spooled message", e)),
