@@ -449,6 +449,8 @@ impl DataDecoder {
             // The scan stops right at the CR or LF it could not pass, most of the time.
             let p = match input.get(r) {
                 Some(b'\r' | b'\n') => r,
+                // The scan went to the end of the read (the usual end of a call).
+                None => len,
                 _ => find_line_byte(input, r),
             };
             if p == len {
