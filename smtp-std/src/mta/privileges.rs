@@ -107,7 +107,7 @@ impl Who {
 }
 
 /// `path`'s owner and mode, Dovecot's way: `dir owned by 0:0 mode=0700`.
-fn describe(path: &Path, meta: &std::fs::Metadata) -> String {
+pub(crate) fn describe(path: &Path, meta: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
     let kind = if meta.is_dir() { "dir" } else { "file" };
     format!("{}, {kind} owned by {}:{} mode={:04o}", path.display(), meta.uid(), meta.gid(), meta.mode() & 0o7777)

@@ -45,7 +45,12 @@ pub fn take(dir: &Path) -> io::Result<File> {
         Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR | nix::libc::EINVAL)) => {
             named(dir)
         }
-        Err(e) => Err(io::Error::new(e.kind(), format!("open a scratch file in {}: {e}", dir.display()))),
+        Err(e) => {
+            // The directory's owner and mode, Dovecot's way, when it is there to say.
+            let what = std::fs::metadata(dir)
+                .map_or_else(|_| dir.display().to_string(), |m| crate::mta::privileges::describe(dir, &m));
+            Err(io::Error::new(e.kind(), format!("open a scratch file in {what}: {e}")))
+        }
     }
 }
 
@@ -101,6 +106,18 @@ mod tests {
         // Private whatever the umask.
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(again.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn what_is_in_the_way_is_named_with_owner_and_mode() {
+        // A file where the spool directory should be (root or not, it is refused).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tmp");
+        std::fs::write(&file, b"").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = take(&file).unwrap_err();
+        assert!(e.to_string().contains("tmp, file owned by") && e.to_string().contains("mode=0640"), "{e}");
     }
 
     #[test]
