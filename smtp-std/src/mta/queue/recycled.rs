@@ -167,4 +167,23 @@ mod tests {
         assert_eq!(fs::metadata(q.entry_path(&c)).unwrap().ino(), ino);
         assert!(q.lock(&c, false).unwrap().is_some());
     }
+
+    #[test]
+    fn a_waiter_for_a_recycled_entry_finds_it_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path().join("queue")).unwrap();
+        let a = q.submit(&mut entry(), b"a\r\n").unwrap();
+        let lock = q.lock(&a, false).unwrap().unwrap();
+        let (q2, a2) = (q.clone(), a.clone());
+        let waiter = std::thread::spawn(move || q2.lock(&a2, true).map(|l| l.is_some()));
+        // The waiter opens the entry and waits for the lock (bounded: it cannot get it).
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        q.recycle(&a).unwrap();
+        drop(lock);
+        let got = waiter.join().unwrap();
+        assert_eq!(got.unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        // The file went on to the next entry, whose lock is free.
+        let b = q.submit(&mut entry(), b"b\r\n").unwrap();
+        assert!(q.lock(&b, false).unwrap().is_some());
+    }
 }

@@ -550,14 +550,25 @@ impl Queue {
         Ok(self.survey(false)?.entries)
     }
 
-    /// Takes entry `id`'s lock; with `wait == false`, `Ok(None)` when someone holds it.
+    /// Takes entry `id`'s lock; with `wait == false`, `Ok(None)` when someone holds it. An
+    /// entry that is gone, or went while this waited, is [`io::ErrorKind::NotFound`].
     pub fn lock(&self, id: &str, wait: bool) -> io::Result<Option<Lock>> {
         Self::check_id(id)?;
         let path = self.entry_path(id);
         let file = File::open(&path).map_err(|e| with_path(&path, e))?;
         let arg = if wait { FlockArg::LockExclusive } else { FlockArg::LockExclusiveNonblock };
         match Flock::lock(file, arg) {
-            Ok(lock) => Ok(Some(Lock { _lock: lock })),
+            Ok(lock) => {
+                // Waited for, the file may have stopped being this entry meanwhile (removed,
+                // or recycled for another: see `recycled`): then the entry is gone.
+                use std::os::unix::fs::MetadataExt;
+                let held = lock.metadata().map(|m| (m.dev(), m.ino()))?;
+                match fs::metadata(&path) {
+                    Ok(m) if (m.dev(), m.ino()) == held => Ok(Some(Lock { _lock: lock })),
+                    Ok(_) => Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: gone", path.display()))),
+                    Err(e) => Err(with_path(&path, e)),
+                }
+            }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) if !wait => Ok(None),
             Err((_, e)) => Err(io::Error::other(format!("locking {}: {e}", path.display()))),
         }
