@@ -304,7 +304,7 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
 /// masks shifted and carried in general registers).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 pub(crate) mod avx512 {
-    use super::{back_up, BLOCK};
+    use super::{back_up, walk, BLOCK};
     use core::arch::x86_64::{
         __m512i, __mmask64, _kor_mask64, _kortestz_mask64_u8, _kshiftli_mask64, _kxor_mask64, _mm512_cmpeq_epi8_mask,
         _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8, _mm512_min_epu8, _mm512_set1_epi8,
@@ -440,6 +440,18 @@ pub(crate) mod avx512 {
             out
         };
         let k = Consts::new();
+        if i == 1 {
+            // The input's first pair: its block would start a byte before the input, and the
+            // steps' loads need `i >= 2`. Checked alone, so that a call at the start of a read
+            // (most are) goes to the steps at once, rather than through a block under masks.
+            if COPY {
+                out[..2].copy_from_slice(&hay[..2]);
+            }
+            if let Some(q) = walk::<LIMIT>(hay, 1, 2, &mut stop, max_line) {
+                return back_up(hay, q);
+            }
+            i = 2;
+        }
         let r = 'scan: loop {
             // N blocks a step while all pass (and, with the line limit, no line can end past
             // its stop: the step ends before `stop` and is shorter than `max_line`); anything
