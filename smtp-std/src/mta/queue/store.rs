@@ -374,7 +374,7 @@ impl Queue {
         let recycled = recycled::take(&entries).and_then(|p| {
             let file = OpenOptions::new().write(true).open(&p).ok()?;
             // The worker that finished its entry may hold its lock a moment longer: a lock
-            // still held would be on the new entry, and keep the worker handed it off it.
+            // still held would sit on the new entry and keep the worker handed it off it.
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(held) => Some((held.unlock().ok()?, p)),
                 Err(_) => {
@@ -639,7 +639,6 @@ impl Queue {
     }
 }
 
-/// Copies exactly `len` octets of `from` into `to`, in large writes (a small message in one).
 /// Renames the new entry file `from` to `to`, failing with `AlreadyExists` if `to` exists
 /// (atomically where the system has `RENAME_NOREPLACE`).
 fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
@@ -662,6 +661,7 @@ fn rename_new(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)
 }
 
+/// Copies exactly `len` octets of `from` into `to`, in large writes (a small message in one).
 fn copy_exactly(from: &mut dyn Read, to: &mut File, len: u64) -> io::Result<()> {
     let mut buf = vec![0u8; len.clamp(1, 256 * 1024) as usize];
     let mut left = len;
