@@ -180,7 +180,7 @@ impl Seek for Content<'_> {
             SeekFrom::End(d) => (self.file.metadata()?.len(), d as i128),
         };
         let at = u64::try_from(base as i128 + delta)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the content"))?;
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
         self.pos = at;
         Ok(at)
     }
