@@ -12,65 +12,99 @@
 //! Safety:
 //! - A recycled file has no id for a name, so the dispatcher, the survey and the commands
 //!   never see it; [`super::store::Queue::sweep`] removes those a process left at start.
+//! - A file is written over only once a flush of `entries/` that started after its rename
+//!   into `free.` has finished (the sessions' group commit makes one at every submission):
+//!   no crash can then bring back the old entry's name over the new content. Until then the
+//!   next entry gets a new file.
 //! - The rename onto the new id is the same claim as a `.tmp` file's (`RENAME_NOREPLACE`
 //!   where the system has it), after the file's flush, before the directory's.
-//! - A crash that undoes the rename *into* `free.` (a power loss, on a file system that does
-//!   not order metadata, such as ext4 without a journal) can bring back the old name over a
-//!   file that meanwhile holds a newer message. Its envelope then names another id: reading
-//!   an entry checks that the envelope's id is the file's name, and a file that fails is
-//!   damage (moved to `corrupt/` with a log line), never delivered to the old recipients.
+//! - Should a file system lose that order all the same, the file under the old name holds an
+//!   envelope that names another id: reading an entry checks that the envelope's id is the
+//!   file's name, and a file that fails is damage (moved to `corrupt/` with a log line), never
+//!   delivered to the old recipients.
 //! - At most [`KEPT`] files of at most [`LARGEST`] octets are kept per queue, so the disk they
 //!   hold is bounded (64 MiB).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-/// At most this many recycled files are kept, over all queues of the process.
+/// At most this many recycled files are kept per queue.
 pub const KEPT: usize = 64;
 /// A file larger than this is unlinked rather than kept (its blocks would stay held).
 pub const LARGEST: u64 = 1 << 20;
 
 const PREFIX: &str = "free.";
 
-/// The kept files: the `entries/` directory of each, and its path.
-static FREE: Mutex<Vec<(PathBuf, PathBuf)>> = Mutex::new(Vec::new());
-
-fn free() -> std::sync::MutexGuard<'static, Vec<(PathBuf, PathBuf)>> {
-    FREE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Whether `name` (a file in `entries/`) is a recycled file.
 pub fn is_recycled(name: &str) -> bool {
     name.starts_with(PREFIX)
 }
 
-/// A new name in `entries` for a file to recycle, or `None` when [`KEPT`] are kept already.
-pub fn name(entries: &Path) -> Option<PathBuf> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    if free().len() >= KEPT {
-        return None;
-    }
-    Some(entries.join(format!("{PREFIX}{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))))
+/// The recycled files of a queue (each [`super::store::Queue`] has one, shared by its clones).
+#[derive(Debug, Default)]
+pub struct Recycled {
+    kept: Mutex<Vec<Kept>>,
+    names: AtomicU64,
 }
 
-/// Keeps `file` (renamed to a [`name`] of `entries`) for a later entry; unlinks it when
-/// [`KEPT`] are kept already.
-pub fn give(entries: &Path, file: PathBuf) {
-    let mut kept = free();
-    if kept.len() < KEPT {
-        kept.push((entries.to_owned(), file));
-    } else {
-        drop(kept);
-        let _ = std::fs::remove_file(file);
+/// A recycled file, and the flush of `entries/` that makes its rename durable.
+#[derive(Debug)]
+pub struct Kept {
+    path: PathBuf,
+    flush: u64,
+}
+
+impl Kept {
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file, taken.
+    pub fn into_path(self) -> PathBuf {
+        self.path
     }
 }
 
-/// A kept file of `entries`, taken (the caller writes over it or removes it).
-pub fn take(entries: &Path) -> Option<PathBuf> {
-    let mut kept = free();
-    let i = kept.iter().rposition(|(d, _)| d == entries)?;
-    Some(kept.swap_remove(i).1)
+impl Recycled {
+    fn kept(&self) -> MutexGuard<'_, Vec<Kept>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new name in `entries` for a file to recycle, or `None` when [`KEPT`] are kept already.
+    pub fn name(&self, entries: &Path) -> Option<PathBuf> {
+        if self.kept().len() >= KEPT {
+            return None;
+        }
+        let n = self.names.fetch_add(1, Ordering::Relaxed);
+        Some(entries.join(format!("{PREFIX}{}.{n}", std::process::id())))
+    }
+
+    /// Keeps `path` (renamed to a [`Recycled::name`]) for a later entry once flush `flush` of
+    /// `entries/` has finished; unlinks it when [`KEPT`] are kept already.
+    pub fn give(&self, path: PathBuf, flush: u64) {
+        let mut kept = self.kept();
+        if kept.len() < KEPT {
+            kept.push(Kept { path, flush });
+        } else {
+            drop(kept);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// A kept file whose rename is durable (its flush is `synced` or older), taken: the caller
+    /// writes over it, removes it, or puts it back.
+    pub fn take(&self, synced: u64) -> Option<Kept> {
+        let mut kept = self.kept();
+        let i = kept.iter().position(|k| k.flush <= synced)?;
+        Some(kept.swap_remove(i))
+    }
+
+    /// Puts back a file [`Recycled::take`] gave.
+    pub fn put_back(&self, k: Kept) {
+        self.kept().push(k);
+    }
 }
 
 #[cfg(test)]
@@ -102,28 +136,39 @@ mod tests {
         v
     }
 
+    fn ino(q: &Queue, id: &str) -> u64 {
+        fs::metadata(q.entry_path(id)).unwrap().ino()
+    }
+
     #[test]
-    fn a_finished_entry_file_takes_the_next_entry() {
+    fn a_finished_entry_file_takes_a_later_entry_once_its_rename_is_durable() {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path().join("queue")).unwrap();
         let long = vec![b'x'; 5000];
         let a = q.submit(&mut entry(), &long).unwrap();
-        let ino = fs::metadata(q.entry_path(&a)).unwrap().ino();
+        let a_ino = ino(&q, &a);
         q.recycle(&a).unwrap();
         // Gone as an entry, kept under a name that is no id.
         assert!(q.ids().unwrap().is_empty());
         assert!(matches!(&names(&q)[..], [n] if super::is_recycled(n)), "{:?}", names(&q));
-        // The next entry is that file, written over, exactly its own length.
-        let b = q.submit(&mut entry(), b"Subject: short\r\n\r\nhi\r\n").unwrap();
-        assert_eq!(fs::metadata(q.entry_path(&b)).unwrap().ino(), ino);
-        assert_eq!(message(&q, &b), b"Subject: short\r\n\r\nhi\r\n");
-        assert_eq!(q.load(&b).unwrap().id, b);
-        assert_eq!(names(&q), vec![b.clone()]);
+        // No flush of entries/ since its rename: the next entry gets a new file, and its
+        // submission flushes entries/.
+        let b = q.submit(&mut entry(), b"b\r\n").unwrap();
+        assert_ne!(ino(&q, &b), a_ino);
+        // Now the file is written over, exactly the new entry's length.
+        let c = q.submit(&mut entry(), b"Subject: short\r\n\r\nhi\r\n").unwrap();
+        assert_eq!(ino(&q, &c), a_ino);
+        assert_eq!(message(&q, &c), b"Subject: short\r\n\r\nhi\r\n");
+        assert_eq!(q.load(&c).unwrap().id, c);
+        let mut all = vec![b.clone(), c.clone()];
+        all.sort();
+        assert_eq!(names(&q), all);
         // A large one is not kept.
         let big = q.submit(&mut entry(), &vec![b'y'; super::LARGEST as usize + 1]).unwrap();
         q.recycle(&big).unwrap();
         q.recycle(&b).unwrap();
-        assert_eq!(names(&q).len(), 1);
+        q.recycle(&c).unwrap();
+        assert_eq!(names(&q).len(), 2);
         // What a process left is removed at start.
         let ended = dir.path().join("queue/entries/free.1.1");
         fs::write(&ended, b"junk").unwrap();
@@ -136,17 +181,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path().join("queue")).unwrap();
         let old = q.submit(&mut entry(), b"Subject: old\r\n\r\nfor bob\r\n").unwrap();
+        let old_ino = ino(&q, &old);
         q.recycle(&old).unwrap();
+        q.submit(&mut entry(), b"flushes entries/\r\n").unwrap();
         let new = q.submit(&mut entry(), b"Subject: new\r\n\r\nfor someone else\r\n").unwrap();
-        // A power loss on a file system that does not order metadata can bring back the old
-        // name over the file that now holds the new message.
+        assert_eq!(ino(&q, &new), old_ino);
+        // Were a file system to bring back the old name over the file that now holds the new
+        // message (the order the flushes keep, lost):
         fs::rename(q.entry_path(&new), q.entry_path(&old)).unwrap();
         let e = q.load(&old).unwrap_err();
         assert!(is_damage(&e) && e.to_string().contains(&format!("entry {new}'s")), "{e}");
         assert!(q.message(&old).is_err());
         // The survey at start moves it into corrupt/: never delivered to the old recipients.
         q.sweep().unwrap();
-        assert!(q.ids().unwrap().is_empty());
+        assert_eq!(q.ids().unwrap().len(), 1);
         assert_eq!(q.corrupt_entries().unwrap().len(), 1);
     }
 
@@ -155,16 +203,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path().join("queue")).unwrap();
         let a = q.submit(&mut entry(), b"a\r\n").unwrap();
-        let ino = fs::metadata(q.entry_path(&a)).unwrap().ino();
+        let a_ino = ino(&q, &a);
         let lock = q.lock(&a, false).unwrap().unwrap();
         q.recycle(&a).unwrap();
-        // Still locked: a new file, so the new entry's worker can take its lock.
+        q.submit(&mut entry(), b"flushes entries/\r\n").unwrap();
+        // Durable, but still locked: a new file, so the new entry's worker can take its lock.
         let b = q.submit(&mut entry(), b"b\r\n").unwrap();
-        assert_ne!(fs::metadata(q.entry_path(&b)).unwrap().ino(), ino);
+        assert_ne!(ino(&q, &b), a_ino);
         assert!(q.lock(&b, false).unwrap().is_some());
         drop(lock);
         let c = q.submit(&mut entry(), b"c\r\n").unwrap();
-        assert_eq!(fs::metadata(q.entry_path(&c)).unwrap().ino(), ino);
+        assert_eq!(ino(&q, &c), a_ino);
         assert!(q.lock(&c, false).unwrap().is_some());
     }
 

@@ -59,6 +59,8 @@ pub struct Queue {
     root: PathBuf,
     /// Flushes of `entries/`, shared by the sessions submitting at the same time.
     entries_sync: Arc<GroupSync>,
+    /// Delivered entries' files, kept for new entries.
+    recycled: Arc<recycled::Recycled>,
 }
 
 /// Group commit of one directory's flushes: a caller needs a flush that *started* after its
@@ -78,9 +80,22 @@ struct Syncs {
     finished: u64,
     error: Option<(io::ErrorKind, String)>,
     running: bool,
+    /// The last flush that finished without an error.
+    synced: u64,
 }
 
 impl GroupSync {
+    /// The flush that covers a change made before this call: the next one to start.
+    fn next(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).started + 1
+    }
+
+    /// The last flush that finished without an error: every change covered by a flush up to
+    /// this one is durable.
+    fn synced(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).synced
+    }
+
     /// Returns once a flush of `dir` that started after this call has finished.
     fn sync(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,6 +122,9 @@ impl GroupSync {
         s.running = false;
         s.finished = mine;
         s.error = result.as_ref().err().map(|e| (e.kind(), e.to_string()));
+        if result.is_ok() {
+            s.synced = mine;
+        }
         drop(s);
         self.done.notify_all();
         result
@@ -290,7 +308,7 @@ impl Queue {
         for sub in ["entries", "state"] {
             crate::mta::maildir::create_dir_durably(&root.join(sub)).map_err(|e| with_path(&root.join(sub), e))?;
         }
-        let q = Self { root, entries_sync: Arc::default() };
+        let q = Self { root, entries_sync: Arc::default(), recycled: Arc::default() };
         // Made now, while there is room; a full disk does not keep the queue from opening
         // (the first entry to quarantine tries again).
         if let Err(e) = q.corrupt_dir() {
@@ -371,14 +389,14 @@ impl Queue {
         // A recycled file (gone if someone swept it meanwhile: then a new one), else a new
         // `.tmp` file, whose name claims the id (`create_new`): ids carry the process id, so
         // no other writer renames onto `path` meanwhile.
-        let recycled = recycled::take(&entries).and_then(|p| {
-            let file = OpenOptions::new().write(true).open(&p).ok()?;
+        let recycled = self.recycled.take(self.entries_sync.synced()).and_then(|kept| {
+            let file = OpenOptions::new().write(true).open(kept.path()).ok()?;
             // The worker that finished its entry may hold its lock a moment longer: a lock
             // still held would sit on the new entry and keep the worker handed it off it.
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(held) => Some((held.unlock().ok()?, p)),
+                Ok(held) => Some((held.unlock().ok()?, kept.into_path())),
                 Err(_) => {
-                    recycled::give(&entries, p);
+                    self.recycled.put_back(kept);
                     None
                 }
             }
@@ -520,11 +538,12 @@ impl Queue {
         let entries = self.root.join("entries");
         let path = entries.join(id);
         let small = fs::metadata(&path).is_ok_and(|m| m.len() <= recycled::LARGEST);
-        match recycled::name(&entries).filter(|_| small) {
+        match self.recycled.name(&entries).filter(|_| small) {
             None => self.remove(id),
             Some(free) => {
                 fs::rename(&path, &free).map_err(|e| with_path(&path, e))?;
-                recycled::give(&entries, free);
+                // Written over only once a flush of `entries/` made this rename durable.
+                self.recycled.give(free, self.entries_sync.next());
                 match fs::remove_file(self.state_path(id)) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(&self.state_path(id), e)),
                     _ => Ok(()),
