@@ -15,6 +15,7 @@
 pub mod corrupt;
 pub mod dsn;
 mod entry;
+mod group_sync;
 pub mod notify;
 pub mod recycled;
 pub mod schedule;

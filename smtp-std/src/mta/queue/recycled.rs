@@ -136,14 +136,20 @@ mod tests {
         v
     }
 
+    /// A new queue in a temp dir (kept while the queue is used).
+    fn queue() -> (tempfile::TempDir, Queue) {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path().join("queue")).unwrap();
+        (dir, q)
+    }
+
     fn ino(q: &Queue, id: &str) -> u64 {
         fs::metadata(q.entry_path(id)).unwrap().ino()
     }
 
     #[test]
     fn a_finished_entry_file_takes_a_later_entry_once_its_rename_is_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path().join("queue")).unwrap();
+        let (dir, q) = queue();
         let long = vec![b'x'; 5000];
         let a = q.submit(&mut entry(), &long).unwrap();
         let a_ino = ino(&q, &a);
@@ -178,8 +184,7 @@ mod tests {
 
     #[test]
     fn a_recycled_file_whose_rename_a_crash_undid_is_damage_not_the_old_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path().join("queue")).unwrap();
+        let (_dir, q) = queue();
         let old = q.submit(&mut entry(), b"Subject: old\r\n\r\nfor bob\r\n").unwrap();
         let old_ino = ino(&q, &old);
         q.recycle(&old).unwrap();
@@ -200,8 +205,7 @@ mod tests {
 
     #[test]
     fn a_file_whose_last_worker_still_holds_its_lock_waits() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path().join("queue")).unwrap();
+        let (_dir, q) = queue();
         let a = q.submit(&mut entry(), b"a\r\n").unwrap();
         let a_ino = ino(&q, &a);
         let lock = q.lock(&a, false).unwrap().unwrap();
@@ -219,8 +223,7 @@ mod tests {
 
     #[test]
     fn a_waiter_for_a_recycled_entry_finds_it_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Queue::open(dir.path().join("queue")).unwrap();
+        let (_dir, q) = queue();
         let a = q.submit(&mut entry(), b"a\r\n").unwrap();
         let lock = q.lock(&a, false).unwrap().unwrap();
         let (q2, a2) = (q.clone(), a.clone());
