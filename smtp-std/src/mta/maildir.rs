@@ -8,7 +8,7 @@
 //! message of a new mailbox survives a crash with its mailbox.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -169,20 +169,6 @@ impl Read for Content<'_> {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
-    }
-}
-
-impl Seek for Content<'_> {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let (base, delta) = match to {
-            SeekFrom::Start(n) => (0, n as i128),
-            SeekFrom::Current(d) => (self.pos, d as i128),
-            SeekFrom::End(d) => (self.file.metadata()?.len(), d as i128),
-        };
-        let at = u64::try_from(base as i128 + delta)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
-        self.pos = at;
-        Ok(at)
     }
 }
 

@@ -456,8 +456,14 @@ impl Queue {
         Self::check_id(id)?;
         let path = self.entry_path(id);
         fs::remove_file(&path).map_err(|e| with_path(&path, e))?;
-        match fs::remove_file(self.state_path(id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(&self.state_path(id), e)),
+        self.remove_state(id)
+    }
+
+    /// Unlinks entry `id`'s state, if it has one.
+    fn remove_state(&self, id: &str) -> io::Result<()> {
+        let state = self.state_path(id);
+        match fs::remove_file(&state) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(&state, e)),
             _ => Ok(()),
         }
     }
@@ -477,10 +483,7 @@ impl Queue {
                 fs::rename(&path, &free).map_err(|e| with_path(&path, e))?;
                 // Written over only once a flush of `entries/` made this rename durable.
                 self.recycled.give(free, self.entries_sync.next());
-                match fs::remove_file(self.state_path(id)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(&self.state_path(id), e)),
-                    _ => Ok(()),
-                }
+                self.remove_state(id)
             }
         }
     }
