@@ -25,10 +25,12 @@
 //!
 //! # Embedding
 //!
-//! A few pool threads (as many as the cores) accept and serve whichever session has input; a
-//! session that waits for its client parks without a thread (up to [`Options::max_clients`]
-//! sessions). The handler is cloned per connection, so `&mut self` holds per-connection state,
-//! and it may block (another thread takes over the waiting).
+//! One pool thread at a time waits for input, and serves whichever session has it, on its own
+//! stack; a session that waits for its client parks without a thread (up to
+//! [`Options::max_clients`] sessions). More threads join while the input outruns one (up to
+//! one per core). The handler is cloned per connection, so `&mut self` holds per-connection
+//! state, and it may block: call [`will_block`] first and another thread takes over the
+//! waiting at once (else a watchdog starts one within a few milliseconds).
 //!
 //! ```
 //! use std::io::{BufRead, BufReader, Write};
@@ -117,6 +119,7 @@ pub mod tls;
 
 pub use client::{send, Delivery, SendError, SendOptions, SmtpClient, TlsMode};
 pub use handler::{AuthRequest, Decision, Envelope, Handler, Limited, OwnedReply, Session, Sink};
+pub use idle::will_block;
 pub use options::{Options, DEFAULT_MIN_DATA_RATE, DEFAULT_PARK_AFTER, DEFAULT_SESSION_STACK};
 pub use server::{ConfigHandle, Running, Server, ShutdownHandle};
 pub use smtp_proto as proto;

@@ -1,8 +1,8 @@
 //! The session threads: a pool that reuses them.
 //!
-//! A job (a new connection, or a parked session that has input again) goes to a thread that
-//! waits for work, or to a new thread when none waits: a job never waits behind another one,
-//! so a [`Handler`](crate::Handler) that blocks stalls only its own session. A thread that
+//! A job (a poller, a session resumed away from the poller, or one that waits on its own
+//! thread) goes to a thread that waits for work, or to a new thread when none waits: a job
+//! never waits behind another one. A thread that
 //! finds no work waits for some, for [`SPARE_TTL`] at most, and only while fewer than
 //! [`MAX_SPARE`] others wait: thousands of threads started by a burst of connections do not
 //! stay around (each keeps the pages of its stack it touched), a busy server does not pay a

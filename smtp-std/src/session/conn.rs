@@ -147,7 +147,16 @@ impl<H: Handler> Conn<H> {
     /// input buffer holds the start of a line). An idle session sleeps in `read` (shutdown
     /// wakes it by shutting down the socket's reading side: the read returns 0), for
     /// [`Options::park_idle_sessions_after`] when it may park, up to the limit otherwise.
-    pub(super) fn read(&mut self, stream: &mut Stream, buf: &mut [u8], partial: bool) -> io::Result<Read_> {
+    /// `drained`: the session's last read of plain TCP was short, so the socket had nothing
+    /// more then; a session that parks at once then parks without reading (the poller's
+    /// re-arming reports input that came since).
+    pub(super) fn read(
+        &mut self,
+        stream: &mut Stream,
+        buf: &mut [u8],
+        partial: bool,
+        drained: bool,
+    ) -> io::Result<Read_> {
         let timeout = self.core.timeout();
         let since = *self.waiting_since.get_or_insert_with(Instant::now);
         self.stamp(since, partial);
@@ -178,8 +187,9 @@ impl<H: Handler> Conn<H> {
                 (None, _) if first && idle => timeout,
                 (None, l) => l,
             };
-            first = false;
-            let read = if nowait {
+            let read = if nowait && first && drained && matches!(stream, Stream::Plain(_)) {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else if nowait {
                 sock(stream).1 = true;
                 let read = stream.read(buf);
                 sock(stream).1 = false;
@@ -191,6 +201,7 @@ impl<H: Handler> Conn<H> {
                 }
                 stream.read(buf)
             };
+            first = false;
             match read {
                 Ok(0) if self.shutting_down() => {
                     self.waiting_since = None;

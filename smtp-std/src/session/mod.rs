@@ -301,6 +301,8 @@ impl<H: Handler> Live<H> {
             (self.start, self.end) = (0, n);
             self.buf = Vec::new();
         }
+        // The last read was short: the socket was empty then ([`Conn::read`]).
+        let mut drained = false;
         loop {
             let buf: &mut [u8] = if self.buf.is_empty() { &mut stack } else { &mut self.buf };
             // Feed everything we have until the core needs more input.
@@ -347,13 +349,14 @@ impl<H: Handler> Live<H> {
             // What is left unconsumed is the start of a line (the core consumes lines whole and
             // content as it comes).
             let partial = self.start < self.end;
-            match conn.read(&mut self.stream, &mut buf[self.end..], partial)? {
+            match conn.read(&mut self.stream, &mut buf[self.end..], partial, drained)? {
                 Read_::Bytes(0) => {
                     log!(info, conn.session, "client closed the connection");
                     return Ok(Stop::Done);
                 }
                 Read_::Bytes(n) => {
                     self.end += n;
+                    drained = n < free;
                     // A read that fills the buffer: more is coming (a message), read more at once.
                     if n == free && buf.len() < max {
                         let len = (buf.len() * 4).min(max);

@@ -462,6 +462,8 @@ impl Handler for InboundHandler {
     }
 
     fn auth(&mut self, _session: &Session, auth: &AuthRequest<'_>) -> Decision {
+        // A password hash takes milliseconds of CPU.
+        crate::will_block();
         let ok = self.policy.logins.as_ref().is_some_and(|u| u.verify(auth.identity, auth.secret))
             && auth.authzid.is_none_or(|z| z.eq_ignore_ascii_case(auth.identity));
         if ok {
@@ -500,6 +502,7 @@ impl Handler for InboundHandler {
                 return Decision::Accept;
             };
             let from = reverse_path_string(from);
+            crate::will_block();
             let spf = auth.verifier.check_spf(session.peer.ip(), session.helo.as_deref().unwrap_or(""), &from);
             tracing::info!(result = ?spf.result(), domain = spf.domain(), "spf");
             if let Some(reason) = spf.temporary() {
@@ -611,6 +614,8 @@ impl Handler for InboundHandler {
     }
 
     fn data_end(&mut self, session: &Session, _size: u64) -> Decision {
+        // Milters, the queue's and the mailboxes' fsyncs.
+        crate::will_block();
         let Some((mut d, copies)) = self.current.take() else {
             return Reply::LOCAL_ERROR.into();
         };

@@ -171,6 +171,7 @@ impl SpamSession {
         if self.dnsbl.is_none() {
             let ip = session.peer.ip().to_canonical();
             let started = std::time::Instant::now();
+            crate::will_block();
             let r = d.check(ip);
             r.listings.iter().for_each(|l| crate::mta::metrics::get().dnsbl_hit(l.score));
             let took_ms = started.elapsed().as_secs_f64() * 1e3;
