@@ -19,13 +19,9 @@
 //! starts another poller when the running ones finished nothing for a whole look, and also when
 //! none slept for a whole look (the input outruns them; up to one poller per core).
 //!
-//! Each socket goes into the epoll interest list at its first park, edge-triggered, and stays
-//! there until its session ends ([`Idle::forget`]): a park costs no system call. An event for a
-//! session that is not parked (it runs: input came after its last read) is kept as *pending*
-//! under the same lock that parks, and its park then hands it back to go on reading
-//! ([`Unparked::Input`]), so no input is lost between a read and a park, and two pollers
-//! never get the same session. A session parks only once a read found its socket empty (or,
-//! on plain TCP, came back short): input after that raises an edge. A parked session costs its state (a few KiB: the core, its
+//! Each socket is in the epoll interest list once, `EPOLLONESHOT`: an event disarms it, so two
+//! pollers never get the same session, and a park re-arms it (`EPOLL_CTL_MOD`, which reports
+//! input that came in between). A parked session costs its state (a few KiB: the core, its
 //! output queue, the handler, the TLS state if any) and no thread, no stack and no CPU.
 
 use std::cell::RefCell;
@@ -53,15 +49,6 @@ pub(crate) trait Parked: Send {
     /// Goes on, on a pollers' or pool thread: input is there, or the deadline passed (or
     /// neither, rarely; the session then parks again).
     fn resume(self: Box<Self>);
-}
-
-/// Why [`Idle::park`] gave a session back.
-pub(crate) enum Unparked<P> {
-    /// Input came since its last read: it goes on.
-    Input(Box<P>),
-    /// It cannot be parked (the poller stops, or its registration failed): it waits on its
-    /// thread from now on.
-    Refused(Box<P>),
 }
 
 /// What a listener's acceptor did with one readiness event.
@@ -160,8 +147,6 @@ struct Entry {
 
 struct State {
     parked: HashMap<u64, Entry>,
-    /// Sessions in the interest list, with whether input came while they were not parked.
-    watched: HashMap<u64, bool>,
     /// Listeners, by key (counting down from `u64::MAX`; sessions count up from 1).
     listeners: HashMap<u64, Arc<Listener>>,
     /// Deadlines of parked sessions, with their keys.
@@ -208,7 +193,6 @@ impl Idle {
             max_pollers: cores,
             state: Mutex::new(State {
                 parked: HashMap::new(),
-                watched: HashMap::new(),
                 listeners: HashMap::new(),
                 deadlines: BTreeSet::new(),
                 pollers: 1,
@@ -249,33 +233,32 @@ impl Idle {
         }
     }
 
-    /// Parks `session` until its socket is readable or `deadline`; its last read found the
-    /// socket empty. Gives it back when input came since, or when it cannot be parked.
+    /// Parks `session` until its socket is readable or `deadline`. Gives it back when it
+    /// cannot be parked (the poller is stopping, or the registration failed): it then waits
+    /// on its thread.
     pub(crate) fn park<P: Parked + 'static>(
         &self,
         mut session: Box<P>,
         deadline: Option<Instant>,
-    ) -> Result<(), Unparked<P>> {
+    ) -> Result<(), Box<P>> {
         let key = session.key();
         let mut st = self.lock();
         if st.stopping {
-            return Err(Unparked::Refused(session));
+            return Err(session);
         }
-        if *session.watched() {
-            if st.watched.insert(key, false) == Some(true) {
-                return Err(Unparked::Input(session));
-            }
+        // Under the lock: a poller that gets the event at once waits for the entry.
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+        let mut event = EpollEvent::new(flags, key);
+        let armed = if *session.watched() {
+            self.epoll.modify(session.socket(), &mut event)
         } else {
-            // Under the lock: a poller that gets the event at once waits for the entry. (An
-            // event for input already there is reported at once.)
-            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-            if let Err(e) = self.epoll.add(session.socket(), EpollEvent::new(flags, key)) {
-                tracing::warn!("cannot park a session: {e}");
-                return Err(Unparked::Refused(session));
-            }
-            *session.watched() = true;
-            st.watched.insert(key, false);
+            self.epoll.add(session.socket(), event)
+        };
+        if let Err(e) = armed {
+            tracing::warn!("cannot park a session: {e}");
+            return Err(session);
         }
+        *session.watched() = true;
         st.parked.insert(key, Entry { session, deadline });
         if let Some(d) = deadline {
             st.deadlines.insert((d, key));
@@ -292,16 +275,6 @@ impl Idle {
         self.epoll.add(&listener.socket, event)?;
         st.listeners.insert(key, Arc::new(listener));
         Ok(())
-    }
-
-    /// Takes a session that ends out of the interest list (when it was parked once).
-    pub(crate) fn forget<P: Parked>(&self, session: &mut P) {
-        if std::mem::take(session.watched()) {
-            let mut st = self.lock();
-            st.watched.remove(&session.key());
-            // Under the lock: no event for it is taken after this.
-            let _ = self.epoll.delete(session.socket());
-        }
     }
 
     /// Stops watching the listeners (their sockets close once no poller uses them).
@@ -404,12 +377,6 @@ impl Idle {
                     }
                 } else {
                     mine = st.take(key).map(Work::Session);
-                    if mine.is_none() {
-                        // It runs: its next park finds the input.
-                        if let Some(pending) = st.watched.get_mut(&key) {
-                            *pending = true;
-                        }
-                    }
                 }
             }
             let now = Instant::now();
@@ -694,14 +661,10 @@ mod tests {
         server.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut session = Box::new(Again { socket: server, back, watched: false });
         for round in 0..5u8 {
-            // Input that came before the park (after the session's last read) resumes it, or
-            // the park gives it back at once.
+            // Input that came before the park (after the session's last read) resumes it.
             client.write_all(&[round]).unwrap();
-            session = match idle.park(session, None) {
-                Ok(()) => comes_back.recv_timeout(Duration::from_secs(20)).expect("not resumed"),
-                Err(Unparked::Input(s)) => s,
-                Err(Unparked::Refused(_)) => panic!("refused"),
-            };
+            assert!(idle.park(session, None).is_ok());
+            session = comes_back.recv_timeout(Duration::from_secs(20)).expect("not resumed");
             assert!(session.watched, "round {round}");
             let mut b = [0u8; 1];
             session.socket.read_exact(&mut b).unwrap();
@@ -709,14 +672,10 @@ mod tests {
         }
         // Parked without input, it stays parked.
         assert!(idle.park(session, None).is_ok());
-        assert!(idle.lock().watched.get(&7) == Some(&false));
         assert!(comes_back.recv_timeout(TICK * 2).is_err());
         assert_eq!(idle.parked(), 1);
         drop(client);
-        let mut session = comes_back.recv_timeout(Duration::from_secs(20)).expect("a close resumes it");
-        // Its end takes it out of the interest list.
-        idle.forget(&mut *session);
-        assert!(idle.lock().watched.is_empty() && !session.watched);
+        let session = comes_back.recv_timeout(Duration::from_secs(20)).expect("a close resumes it");
         drop(session);
         idle.stop();
         pool.close();

@@ -75,6 +75,26 @@ fn session_threads() -> usize {
 }
 
 #[test]
+fn input_and_the_close_right_behind_it_are_both_seen() {
+    // A command and the client's FIN in one go, to a parked session: it reads the command (a
+    // read that comes back short), answers, and parks again without reading; the FIN already
+    // there must still end it (re-arming reports the end of input as it does input).
+    let (running, addr) = start(Options::new("mx.test"), Record::default());
+    for i in 0..50 {
+        let mut c = Client::connect(addr);
+        assert!(c.reply().starts_with("220 "), "connection {i}");
+        c.stream.write_all(b"NOOP\r\n").unwrap();
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        let end = std::io::Read::read_to_end(&mut c.stream, &mut rest);
+        assert!(end.is_ok(), "connection {i}: the server did not close: {end:?}");
+        assert!(String::from_utf8_lossy(&rest).starts_with("250"), "connection {i}");
+    }
+    running.shutdown().unwrap();
+}
+
+#[test]
 fn a_parked_session_goes_on_where_it_stopped() {
     let handler = Record::default();
     let (running, addr) = start(Options::new("mx.test").park_idle_sessions_after(Some(PARK)), handler.clone());

@@ -26,7 +26,7 @@ use smtp_proto::server::{Event, Heap, HeloKind, Progress};
 use smtp_proto::Reply;
 
 use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Decision, Envelope, Handler, Session};
-use crate::idle::{Parked, Unparked};
+use crate::idle::Parked;
 use crate::limits::{Permit, Refusal};
 use crate::shared::{refuse, Accepted, ActiveGuard, Inherited, Registered, Shared, SHUTDOWN_POLL};
 
@@ -262,30 +262,22 @@ impl<H: Handler> Parked for Live<H> {
 impl<H: Handler> Live<H> {
     /// Serves until the session ends, or parks it when its client is silent.
     fn run(mut self: Box<Self>) {
-        loop {
-            match self.serve() {
-                Ok(Stop::Idle) => {
-                    let deadline = self.conn.deadline();
-                    let idle = self.conn.shared.idle.clone();
-                    let Some(idle) = idle else { unreachable!("Conn::park without a poller") };
-                    match idle.park(self, deadline) {
-                        Ok(()) => return,
-                        Err(Unparked::Input(me)) => self = me,
-                        // Cannot park (the server stops): this thread goes on waiting.
-                        Err(Unparked::Refused(mut me)) => {
-                            me.conn.park = false;
-                            self = me;
-                        }
+        match self.serve() {
+            Ok(Stop::Idle) => {
+                let deadline = self.conn.deadline();
+                let idle = self.conn.shared.idle.clone();
+                let Some(idle) = idle else { unreachable!("Conn::park without a poller") };
+                match idle.park(self, deadline) {
+                    Ok(()) => return,
+                    // Cannot park (the server stops): this thread goes on waiting.
+                    Err(mut me) => {
+                        me.conn.park = false;
+                        return me.run();
                     }
-                    continue;
                 }
-                Ok(Stop::Done) => {}
-                Err(e) => log!(info, self.conn.session, "connection error: {e}"),
             }
-            break;
-        }
-        if let Some(idle) = self.conn.shared.idle.clone() {
-            idle.forget(&mut *self);
+            Ok(Stop::Done) => {}
+            Err(e) => log!(info, self.conn.session, "connection error: {e}"),
         }
         self.conn.finish();
     }
