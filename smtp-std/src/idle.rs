@@ -458,9 +458,9 @@ impl Idle {
     }
 }
 
-/// The watchdog's loop ([`Idle::look`] every [`Idle::watch`]); it sleeps while the pollers have had
-/// nothing to do for a while, and ends with the poller. Each look compares with the one before
-/// (none after a start or a sleep).
+/// The watchdog's loop ([`Idle::look`] every [`Idle::watch`]); it sleeps while the pollers
+/// have had nothing to do for a while, and ends with the poller. Each look compares with the
+/// one before (none after a start or a sleep).
 fn watch(idle: Weak<Idle>) {
     let mut last = None;
     let mut quiet = 0;
