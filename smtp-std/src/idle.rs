@@ -19,10 +19,18 @@
 //! starts another poller when the running ones finished nothing for a whole look, and also when
 //! none slept for a whole look (the input outruns them; up to one poller per core).
 //!
-//! Each socket is in the epoll interest list once, `EPOLLONESHOT`: an event disarms it, so two
-//! pollers never get the same session, and a park re-arms it (`EPOLL_CTL_MOD`, which reports
-//! input that came in between). A parked session costs its state (a few KiB: the core, its
-//! output queue, the handler, the TLS state if any) and no thread, no stack and no CPU.
+//! Each socket goes into the epoll interest list at its first park, edge-triggered, and stays
+//! there until its session ends ([`Idle::forget`]): a park costs no system call. An event for a
+//! session that is not parked (it runs: input came after its last read) is kept as *pending*
+//! under the same lock that parks, and its park then hands it back to go on reading
+//! ([`Unparked::Input`]), so no input is lost between a read and a park, and two pollers
+//! never get the same session. A session parks once a read found its socket empty, or, on
+//! plain TCP, came back short after an event that reported input alone: the kernel computes
+//! an event's flags when it hands it over, so a FIN already there shows as `EPOLLRDHUP` (the
+//! session then reads to the end), and one that comes later raises an edge of its own.
+//!
+//! A parked session costs its state (a few KiB: the core, its output queue, the handler, the
+//! TLS state if any) and no thread, no stack and no CPU.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -47,8 +55,19 @@ pub(crate) trait Parked: Send {
     /// Whether its socket is in the poller's interest list (set by its first park).
     fn watched(&mut self) -> &mut bool;
     /// Goes on, on a pollers' or pool thread: input is there, or the deadline passed (or
-    /// neither, rarely; the session then parks again).
-    fn resume(self: Box<Self>);
+    /// neither, rarely; the session then parks again). `ended`: the event said more than
+    /// "input" (the client's FIN, a reset): the session reads until its socket has nothing,
+    /// whatever its reads return.
+    fn resume(self: Box<Self>, ended: bool);
+}
+
+/// Why [`Idle::park`] gave a session back.
+pub(crate) enum Unparked<P> {
+    /// Input came since its last read: it goes on.
+    Input(Box<P>),
+    /// It cannot be parked (the poller stops, or its registration failed): it waits on its
+    /// thread from now on.
+    Refused(Box<P>),
 }
 
 /// What a listener's acceptor did with one readiness event.
@@ -108,7 +127,8 @@ pub fn will_block() {
 
 /// Work a poller takes up.
 enum Work {
-    Session(Box<dyn Parked>),
+    /// With whether its event said more than "input" ([`Parked::resume`]).
+    Session(Box<dyn Parked>, bool),
     Job(Job),
 }
 
@@ -147,6 +167,8 @@ struct Entry {
 
 struct State {
     parked: HashMap<u64, Entry>,
+    /// Sessions in the interest list, with whether input came while they were not parked.
+    watched: HashMap<u64, bool>,
     /// Listeners, by key (counting down from `u64::MAX`; sessions count up from 1).
     listeners: HashMap<u64, Arc<Listener>>,
     /// Deadlines of parked sessions, with their keys.
@@ -193,6 +215,7 @@ impl Idle {
             max_pollers: cores,
             state: Mutex::new(State {
                 parked: HashMap::new(),
+                watched: HashMap::new(),
                 listeners: HashMap::new(),
                 deadlines: BTreeSet::new(),
                 pollers: 1,
@@ -233,32 +256,33 @@ impl Idle {
         }
     }
 
-    /// Parks `session` until its socket is readable or `deadline`. Gives it back when it
-    /// cannot be parked (the poller is stopping, or the registration failed): it then waits
-    /// on its thread.
+    /// Parks `session` until its socket is readable or `deadline`; its last read found the
+    /// socket empty. Gives it back when input came since, or when it cannot be parked.
     pub(crate) fn park<P: Parked + 'static>(
         &self,
         mut session: Box<P>,
         deadline: Option<Instant>,
-    ) -> Result<(), Box<P>> {
+    ) -> Result<(), Unparked<P>> {
         let key = session.key();
         let mut st = self.lock();
         if st.stopping {
-            return Err(session);
+            return Err(Unparked::Refused(session));
         }
-        // Under the lock: a poller that gets the event at once waits for the entry.
-        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
-        let mut event = EpollEvent::new(flags, key);
-        let armed = if *session.watched() {
-            self.epoll.modify(session.socket(), &mut event)
+        if *session.watched() {
+            if st.watched.insert(key, false) == Some(true) {
+                return Err(Unparked::Input(session));
+            }
         } else {
-            self.epoll.add(session.socket(), event)
-        };
-        if let Err(e) = armed {
-            tracing::warn!("cannot park a session: {e}");
-            return Err(session);
+            // Under the lock: a poller that gets the event at once waits for the entry. (An
+            // event for input already there is reported at once.)
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+            if let Err(e) = self.epoll.add(session.socket(), EpollEvent::new(flags, key)) {
+                tracing::warn!("cannot park a session: {e}");
+                return Err(Unparked::Refused(session));
+            }
+            *session.watched() = true;
+            st.watched.insert(key, false);
         }
-        *session.watched() = true;
         st.parked.insert(key, Entry { session, deadline });
         if let Some(d) = deadline {
             st.deadlines.insert((d, key));
@@ -275,6 +299,16 @@ impl Idle {
         self.epoll.add(&listener.socket, event)?;
         st.listeners.insert(key, Arc::new(listener));
         Ok(())
+    }
+
+    /// Takes a session that ends out of the interest list (when it was parked once).
+    pub(crate) fn forget<P: Parked>(&self, session: &mut P) {
+        if std::mem::take(session.watched()) {
+            let mut st = self.lock();
+            st.watched.remove(&session.key());
+            // Under the lock: no event for it is taken after this.
+            let _ = self.epoll.delete(session.socket());
+        }
     }
 
     /// Stops watching the listeners (their sockets close once no poller uses them).
@@ -362,6 +396,7 @@ impl Idle {
             let mut mine = None;
             if n > 0 {
                 let key = events[0].data();
+                let ended = events[0].events() != EpollFlags::EPOLLIN;
                 if let Some(listener) = st.listeners.get(&key).cloned() {
                     drop(st);
                     let accepted = (listener.accept)(&listener.socket);
@@ -376,7 +411,13 @@ impl Idle {
                         mine = Some(Work::Job(job));
                     }
                 } else {
-                    mine = st.take(key).map(Work::Session);
+                    mine = st.take(key).map(|s| Work::Session(s, ended));
+                    if mine.is_none() {
+                        // It runs: its next park finds the input.
+                        if let Some(pending) = st.watched.get_mut(&key) {
+                            *pending = true;
+                        }
+                    }
                 }
             }
             let now = Instant::now();
@@ -388,7 +429,7 @@ impl Idle {
                 late.extend(st.take(key));
             }
             if mine.is_none() {
-                mine = late.pop().map(Work::Session);
+                mine = late.pop().map(|s| Work::Session(s, false));
             }
             let Some(work) = mine else {
                 sleep = n == 0;
@@ -405,7 +446,7 @@ impl Idle {
             // poller; the panic hook has reported it.
             RUNNING.with(|r| *r.borrow_mut() = Some(self.clone()));
             let _ = panic::catch_unwind(AssertUnwindSafe(move || match work {
-                Work::Session(session) => session.resume(),
+                Work::Session(session, ended) => session.resume(ended),
                 Work::Job(job) => job(),
             }));
             RUNNING.with(|r| r.borrow_mut().take());
@@ -418,7 +459,7 @@ impl Idle {
         for session in sessions {
             let me = self.clone();
             if let Err(e) = self.pool.submit(Box::new(move || {
-                session.resume();
+                session.resume(false);
                 me.lend();
             })) {
                 tracing::error!("cannot resume a session ({e}): closed");
@@ -458,9 +499,9 @@ impl Idle {
     }
 }
 
-/// The watchdog's loop ([`Idle::look`] every [`Idle::watch`]); it sleeps while the pollers
-/// have had nothing to do for a while, and ends with the poller. Each look compares with the
-/// one before (none after a start or a sleep).
+/// The watchdog's loop ([`Idle::look`] every [`Idle::watch`]); it sleeps while the pollers have had
+/// nothing to do for a while, and ends with the poller. Each look compares with the one before
+/// (none after a start or a sleep).
 fn watch(idle: Weak<Idle>) {
     let mut last = None;
     let mut quiet = 0;
@@ -514,7 +555,7 @@ mod tests {
         fn watched(&mut self) -> &mut bool {
             &mut self.watched
         }
-        fn resume(self: Box<Self>) {
+        fn resume(self: Box<Self>, _: bool) {
             self.resumed.send(self.name).unwrap();
         }
     }
@@ -570,7 +611,7 @@ mod tests {
         fn watched(&mut self) -> &mut bool {
             &mut self.watched
         }
-        fn resume(self: Box<Self>) {
+        fn resume(self: Box<Self>, _: bool) {
             self.back.clone().send(self).unwrap();
         }
     }
@@ -597,7 +638,7 @@ mod tests {
         fn watched(&mut self) -> &mut bool {
             &mut self.watched
         }
-        fn resume(self: Box<Self>) {
+        fn resume(self: Box<Self>, _: bool) {
             let counts = self.call.then(|| {
                 let before = self.idle.lock().pollers;
                 will_block();
@@ -661,10 +702,14 @@ mod tests {
         server.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut session = Box::new(Again { socket: server, back, watched: false });
         for round in 0..5u8 {
-            // Input that came before the park (after the session's last read) resumes it.
+            // Input that came before the park (after the session's last read) resumes it, or
+            // the park gives it back at once.
             client.write_all(&[round]).unwrap();
-            assert!(idle.park(session, None).is_ok());
-            session = comes_back.recv_timeout(Duration::from_secs(20)).expect("not resumed");
+            session = match idle.park(session, None) {
+                Ok(()) => comes_back.recv_timeout(Duration::from_secs(20)).expect("not resumed"),
+                Err(Unparked::Input(s)) => s,
+                Err(Unparked::Refused(_)) => panic!("refused"),
+            };
             assert!(session.watched, "round {round}");
             let mut b = [0u8; 1];
             session.socket.read_exact(&mut b).unwrap();
@@ -672,10 +717,14 @@ mod tests {
         }
         // Parked without input, it stays parked.
         assert!(idle.park(session, None).is_ok());
+        assert!(idle.lock().watched.get(&7) == Some(&false));
         assert!(comes_back.recv_timeout(TICK * 2).is_err());
         assert_eq!(idle.parked(), 1);
         drop(client);
-        let session = comes_back.recv_timeout(Duration::from_secs(20)).expect("a close resumes it");
+        let mut session = comes_back.recv_timeout(Duration::from_secs(20)).expect("a close resumes it");
+        // Its end takes it out of the interest list.
+        idle.forget(&mut *session);
+        assert!(idle.lock().watched.is_empty() && !session.watched);
         drop(session);
         idle.stop();
         pool.close();

@@ -26,7 +26,7 @@ use smtp_proto::server::{Event, Heap, HeloKind, Progress};
 use smtp_proto::Reply;
 
 use crate::handler::{forward_path_string, reverse_path_string, AuthRequest, Decision, Envelope, Handler, Session};
-use crate::idle::Parked;
+use crate::idle::{Parked, Unparked};
 use crate::limits::{Permit, Refusal};
 use crate::shared::{refuse, Accepted, ActiveGuard, Inherited, Registered, Shared, SHUTDOWN_POLL};
 
@@ -207,6 +207,7 @@ pub(crate) fn serve<H: Handler>(
             _permit: permit,
             _active: active,
             watched: false,
+            ended: false,
         })
         .run(),
         Err(e) => {
@@ -231,6 +232,9 @@ struct Live<H: Handler> {
     _active: ActiveGuard,
     /// Its socket is in the poller's interest list ([`Parked::watched`]).
     watched: bool,
+    /// What woke it may be more than input (a FIN, a reset; [`Parked::resume`]): it does not
+    /// take a short read for an empty socket.
+    ended: bool,
 }
 
 /// Where [`Live::serve`] stopped.
@@ -254,7 +258,8 @@ impl<H: Handler> Parked for Live<H> {
         &mut self.watched
     }
 
-    fn resume(self: Box<Self>) {
+    fn resume(mut self: Box<Self>, ended: bool) {
+        self.ended = ended;
         self.run()
     }
 }
@@ -262,22 +267,33 @@ impl<H: Handler> Parked for Live<H> {
 impl<H: Handler> Live<H> {
     /// Serves until the session ends, or parks it when its client is silent.
     fn run(mut self: Box<Self>) {
-        match self.serve() {
-            Ok(Stop::Idle) => {
-                let deadline = self.conn.deadline();
-                let idle = self.conn.shared.idle.clone();
-                let Some(idle) = idle else { unreachable!("Conn::park without a poller") };
-                match idle.park(self, deadline) {
-                    Ok(()) => return,
-                    // Cannot park (the server stops): this thread goes on waiting.
-                    Err(mut me) => {
-                        me.conn.park = false;
-                        return me.run();
+        loop {
+            match self.serve() {
+                Ok(Stop::Idle) => {
+                    let deadline = self.conn.deadline();
+                    let idle = self.conn.shared.idle.clone();
+                    let Some(idle) = idle else { unreachable!("Conn::park without a poller") };
+                    match idle.park(self, deadline) {
+                        Ok(()) => return,
+                        Err(Unparked::Input(mut me)) => {
+                            me.ended = true;
+                            self = me;
+                        }
+                        // Cannot park (the server stops): this thread goes on waiting.
+                        Err(Unparked::Refused(mut me)) => {
+                            me.conn.park = false;
+                            self = me;
+                        }
                     }
+                    continue;
                 }
+                Ok(Stop::Done) => {}
+                Err(e) => log!(info, self.conn.session, "connection error: {e}"),
             }
-            Ok(Stop::Done) => {}
-            Err(e) => log!(info, self.conn.session, "connection error: {e}"),
+            break;
+        }
+        if let Some(idle) = self.conn.shared.idle.clone() {
+            idle.forget(&mut *self);
         }
         self.conn.finish();
     }
@@ -349,7 +365,7 @@ impl<H: Handler> Live<H> {
             // What is left unconsumed is the start of a line (the core consumes lines whole and
             // content as it comes).
             let partial = self.start < self.end;
-            match conn.read(&mut self.stream, &mut buf[self.end..], partial, drained)? {
+            match conn.read(&mut self.stream, &mut buf[self.end..], partial, drained && !self.ended)? {
                 Read_::Bytes(0) => {
                     log!(info, conn.session, "client closed the connection");
                     return Ok(Stop::Done);
