@@ -37,10 +37,6 @@ impl Handler for Smarthost {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `GET path` with curl: the status code and the body.
 fn curl(port: u16, path: &str) -> (u16, String) {
     let out = Command::new("curl")
@@ -106,10 +102,10 @@ fn plain(addr: SocketAddr, rcpts: &[&str]) -> Vec<u16> {
     codes
 }
 
-fn config(dir: &Path, smarthost: u16, metrics: &str) -> (String, u16) {
+/// The configuration (submission on a port of the kernel's choosing: the program's log names it).
+fn config(dir: &Path, smarthost: u16, metrics: &str) -> String {
     let c = cert(dir);
     std::fs::write(dir.join("passwd"), passwd_text("alice@a.test:wonderland\n")).unwrap();
-    let submission = free_port();
     let text = format!(
         r#"hostname = "mx.a.test"
 data_dir = "data"
@@ -118,7 +114,7 @@ mail_auth = false
 trusted_networks = []
 [listen]
 smtp = ["127.0.0.1:0"]
-submission = ["127.0.0.1:{submission}"]
+submission = ["127.0.0.1:0"]
 metrics = [{metrics}]
 [tls]
 cert = {cert:?}
@@ -141,7 +137,7 @@ postmaster = "alice"
         cert = c.cert_pem,
         key = c.key_pem,
     );
-    (text, submission)
+    text
 }
 
 #[test]
@@ -150,16 +146,17 @@ fn scrape_after_a_delivery_a_refusal_and_a_bounce() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let relay_port = free_port();
     let mut relay = Server::new(Options::new("relay.test"), Smarthost);
-    relay.listen(SocketAddr::from(([127, 0, 0, 1], relay_port))).unwrap();
+    let relay_port = relay.listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap().port();
     let _relay = relay.spawn();
-    let metrics = free_port();
-    let (text, submission) = config(dir.path(), relay_port, &format!("\"127.0.0.1:{metrics}\""));
+    // Every port the kernel's choice, read from the log (a port picked free beforehand can be
+    // taken by another test's connection before the program binds it).
+    let text = config(dir.path(), relay_port, "\"127.0.0.1:0\"");
     let path = dir.path().join("smtp-std.toml");
     std::fs::write(&path, text).unwrap();
     let mta = Program::start(dir.path(), &["--config", path.to_str().unwrap()]);
-    wait_until("the metrics listener", Duration::from_secs(10), || TcpListener::bind(("127.0.0.1", metrics)).is_err());
+    let metrics = mta.bound("serving metrics").port();
+    let submission = mta.bound("listening for submission (STARTTLS").port();
 
     // Before any mail: everything at zero, the certificate's end as OpenSSL reads it.
     let m = scrape(metrics);
@@ -304,7 +301,7 @@ out.append(len(s.sendmail("alice@a.test", ["later@far.test"], b"From: alice@a.te
 #[test]
 fn a_bad_metrics_address_is_refused_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (text, _) = config(dir.path(), 25, "\"127.0.0.1\"");
+    let text = config(dir.path(), 25, "\"127.0.0.1\"");
     let path = dir.path().join("smtp-std.toml");
     std::fs::write(&path, &text).unwrap();
     let line = text.lines().position(|l| l.starts_with("metrics =")).unwrap() + 1;
@@ -323,7 +320,7 @@ fn a_bad_metrics_address_is_refused_with_file_line_and_key() {
     // A port taken: refused naming the key and the address.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let (text, _) = config(dir.path(), 25, &format!("\"{addr}\""));
+    let text = config(dir.path(), 25, &format!("\"{addr}\""));
     std::fs::write(&path, &text).unwrap();
     let out = serve();
     assert_ne!(out.status, Some(0), "{}", out.stderr);
@@ -361,10 +358,9 @@ fn spf_dkim_dmarc_and_dnsbl_results_counted() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("passwd"), passwd_text("alice@a.test:wonderland\n")).unwrap();
-    let metrics = free_port();
     let text = format!(
         "hostname = \"mx.a.test\"\ndata_dir = \"data\"\naccounts = \"passwd\"\ntrusted_networks = []\n\
-         [listen]\nsmtp = [\"127.0.0.1:0\"]\nmetrics = [\"127.0.0.1:{metrics}\"]\n\
+         [listen]\nsmtp = [\"127.0.0.1:0\"]\nmetrics = [\"127.0.0.1:0\"]\n\
          [dns]\nserver = \"{}\"\ntimeout = \"2s\"\n[spam]\ndnsbl_threshold = 3\n\
          [[dnsbl]]\nzone = \"bl.test\"\n[[domain]]\nname = \"a.test\"\n[domain.aliases]\npostmaster = \"alice\"\n",
         dns.arg()
@@ -372,7 +368,7 @@ fn spf_dkim_dmarc_and_dnsbl_results_counted() {
     let path = dir.path().join("smtp-std.toml");
     std::fs::write(&path, text).unwrap();
     let mta = Program::start(dir.path(), &["--config", path.to_str().unwrap()]);
-    wait_until("the metrics listener", Duration::from_secs(10), || TcpListener::bind(("127.0.0.1", metrics)).is_err());
+    let metrics = mta.bound("serving metrics").port();
 
     // From the address SPF names (and bl.test lists: below the threshold, into .Junk), then
     // from another (SPF fail; DMARC fails, p=none: delivered).

@@ -334,6 +334,23 @@ impl Program {
         Self { child, addr: addr.unwrap(), tls_addr, log }
     }
 
+    /// The address in the `bound=` field of the first log line that contains `needle` (a
+    /// listener's, e.g. "serving metrics"), waiting up to 20 s for it.
+    pub fn bound(&self, needle: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).find_map(|l| {
+                let i = l.find("bound=")?;
+                l[i + 6..].chars().take_while(|c| !c.is_whitespace()).collect::<String>().parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} line with bound=: {:?}", self.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether a line of the log contains `needle`, waiting up to 10 s for it: the log comes
     /// through stderr's reader thread, often after the reply that made it.
     pub fn log_contains(&self, needle: &str) -> bool {
