@@ -537,6 +537,21 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::mpsc;
 
+    /// The accessors of a test session with `socket`, `key` and `watched` fields.
+    macro_rules! fields_of_a_parked {
+        () => {
+            fn socket(&self) -> &TcpStream {
+                &self.socket
+            }
+            fn key(&self) -> u64 {
+                self.key
+            }
+            fn watched(&mut self) -> &mut bool {
+                &mut self.watched
+            }
+        };
+    }
+
     struct Fake {
         socket: TcpStream,
         resumed: mpsc::Sender<&'static str>,
@@ -546,15 +561,7 @@ mod tests {
     }
 
     impl Parked for Fake {
-        fn socket(&self) -> &TcpStream {
-            &self.socket
-        }
-        fn key(&self) -> u64 {
-            self.key
-        }
-        fn watched(&mut self) -> &mut bool {
-            &mut self.watched
-        }
+        fields_of_a_parked!();
         fn resume(self: Box<Self>, _: bool) {
             self.resumed.send(self.name).unwrap();
         }
@@ -597,20 +604,13 @@ mod tests {
     /// A session that comes back to the test when resumed, to be parked again.
     struct Again {
         socket: TcpStream,
+        key: u64,
         back: mpsc::Sender<Box<Again>>,
         watched: bool,
     }
 
     impl Parked for Again {
-        fn socket(&self) -> &TcpStream {
-            &self.socket
-        }
-        fn key(&self) -> u64 {
-            7
-        }
-        fn watched(&mut self) -> &mut bool {
-            &mut self.watched
-        }
+        fields_of_a_parked!();
         fn resume(self: Box<Self>, _: bool) {
             self.back.clone().send(self).unwrap();
         }
@@ -629,15 +629,7 @@ mod tests {
     }
 
     impl Parked for Blocks {
-        fn socket(&self) -> &TcpStream {
-            &self.socket
-        }
-        fn key(&self) -> u64 {
-            self.key
-        }
-        fn watched(&mut self) -> &mut bool {
-            &mut self.watched
-        }
+        fields_of_a_parked!();
         fn resume(self: Box<Self>, _: bool) {
             let counts = self.call.then(|| {
                 let before = self.idle.lock().pollers;
@@ -700,7 +692,7 @@ mod tests {
         let (back, comes_back) = mpsc::channel();
         let (mut client, server) = pair();
         server.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut session = Box::new(Again { socket: server, back, watched: false });
+        let mut session = Box::new(Again { socket: server, key: 7, watched: false, back });
         for round in 0..5u8 {
             // Input that came before the park (after the session's last read) resumes it, or
             // the park gives it back at once.
