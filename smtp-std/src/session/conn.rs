@@ -147,9 +147,10 @@ impl<H: Handler> Conn<H> {
     /// input buffer holds the start of a line). An idle session sleeps in `read` (shutdown
     /// wakes it by shutting down the socket's reading side: the read returns 0), for
     /// [`Options::park_idle_sessions_after`] when it may park, up to the limit otherwise.
-    /// `drained`: the session's last read of plain TCP was short, so the socket had nothing
-    /// more then; a session that parks at once then parks without reading (the poller's
-    /// re-arming reports input that came since).
+    /// `drained`: the session's last read of plain TCP was short, after an event that said
+    /// "input" alone, so the socket had nothing more then, not even its end; a session that
+    /// parks at once then parks without reading (input or a FIN that comes later raises an
+    /// event of its own).
     pub(super) fn read(
         &mut self,
         stream: &mut Stream,
