@@ -116,11 +116,9 @@ thread_local! {
 /// ```
 pub fn will_block() {
     if let Some(idle) = RUNNING.with(|r| r.borrow_mut().take()) {
-        let mut st = idle.lock();
+        let st = idle.lock();
         if st.waiting == 0 && !st.stopping {
-            st.pollers += 1;
-            drop(st);
-            idle.follower();
+            idle.follower(st);
         }
     }
 }
@@ -358,9 +356,15 @@ impl Idle {
         let mut events = [EpollEvent::empty()];
         // Whether the last look found nothing: sleep this time.
         let mut sleep = false;
+        // Whether this thread finished a piece of work it has not counted yet (counted under
+        // the next lock it takes anyway).
+        let mut finished = false;
         loop {
             let timeout = {
                 let mut st = self.lock();
+                if std::mem::take(&mut finished) {
+                    st.done += 1;
+                }
                 if st.stopping && st.parked.is_empty() {
                     st.pollers -= 1;
                     return;
@@ -450,7 +454,7 @@ impl Idle {
                 Work::Job(job) => job(),
             }));
             RUNNING.with(|r| r.borrow_mut().take());
-            self.lock().done += 1;
+            finished = true;
         }
     }
 
@@ -472,7 +476,7 @@ impl Idle {
     /// slept since `last`, below [`Idle::max_pollers`]). Returns the new marks, and whether
     /// the pollers were all waiting.
     fn look(self: &Arc<Self>, last: Option<(u64, u64)>) -> ((u64, u64), bool) {
-        let mut st = self.lock();
+        let st = self.lock();
         let busy = st.pollers - st.waiting;
         let marks = (st.done, st.slept);
         let (stuck, behind) = match last {
@@ -482,15 +486,15 @@ impl Idle {
             _ => (false, false),
         };
         if (stuck || behind) && !st.stopping {
-            st.pollers += 1;
-            drop(st);
-            self.follower();
+            self.follower(st);
         }
         (marks, busy == 0)
     }
 
-    /// Starts a poller on a pool thread (already counted in `pollers`).
-    fn follower(self: &Arc<Self>) {
+    /// Starts a poller on a pool thread, counted in `pollers` under `st` (which it releases).
+    fn follower(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
+        st.pollers += 1;
+        drop(st);
         let me = self.clone();
         if let Err(e) = self.pool.submit(Box::new(move || me.poll())) {
             tracing::error!("no thread to wait for sessions' input ({e})");
@@ -499,9 +503,9 @@ impl Idle {
     }
 }
 
-/// The watchdog's loop ([`Idle::look`] every [`Idle::watch`]); it sleeps while the pollers have had
-/// nothing to do for a while, and ends with the poller. Each look compares with the one before
-/// (none after a start or a sleep).
+/// The watchdog's loop ([`Idle::look`] every [`Idle::watch`]); it sleeps while the pollers
+/// have had nothing to do for a while, and ends with the poller. Each look compares with the
+/// one before (none after a start or a sleep).
 fn watch(idle: Weak<Idle>) {
     let mut last = None;
     let mut quiet = 0;
