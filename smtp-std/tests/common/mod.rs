@@ -280,6 +280,13 @@ pub fn have(tool: &str) -> bool {
 }
 
 #[cfg(feature = "mta")]
+/// The address in a log line's `bound=` field.
+fn bound_field(line: &str) -> Option<SocketAddr> {
+    let i = line.find("bound=")?;
+    line[i + 6..].chars().take_while(|c| !c.is_whitespace()).collect::<String>().parse().ok()
+}
+
+#[cfg(feature = "mta")]
 /// The `smtp-std` program, started with `args` (plus `--listen 127.0.0.1:0` unless given),
 /// killed on drop. Its log lines are collected.
 pub struct Program {
@@ -312,11 +319,8 @@ impl Program {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("listening for SMTP") {
-                    if let Some(i) = line.find("bound=") {
-                        let addr: String = line[i + 6..].chars().take_while(|c| !c.is_whitespace()).collect();
-                        let _ = tx.send((line.contains("implicit TLS"), addr.parse::<SocketAddr>().ok()));
-                    }
+                if line.contains("listening for SMTP") && line.contains("bound=") {
+                    let _ = tx.send((line.contains("implicit TLS"), bound_field(&line)));
                 }
                 log2.lock().unwrap().push(line);
             }
@@ -339,10 +343,7 @@ impl Program {
     pub fn bound(&self, needle: &str) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let found = self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).find_map(|l| {
-                let i = l.find("bound=")?;
-                l[i + 6..].chars().take_while(|c| !c.is_whitespace()).collect::<String>().parse().ok()
-            });
+            let found = self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).find_map(|l| bound_field(l));
             if let Some(addr) = found {
                 return addr;
             }
