@@ -77,8 +77,8 @@ fn session_threads() -> usize {
 #[test]
 fn input_and_the_close_right_behind_it_are_both_seen() {
     // A command and the client's FIN in one go, to a parked session: it reads the command (a
-    // read that comes back short), answers, and parks again without reading; the FIN already
-    // there must still end it (re-arming reports the end of input as it does input).
+    // read that comes back short), answers, and may park again without reading; the FIN
+    // already there must still end it (the event that woke it said so: it reads to the end).
     let (running, addr) = start(Options::new("mx.test"), Record::default());
     for i in 0..50 {
         let mut c = Client::connect(addr);
