@@ -4,7 +4,7 @@
 use std::cmp::min;
 
 use proptest::prelude::*;
-use smtp_proto::data::{__scan_paths, BarePolicy, DataDecoder, DataError, Stuffer};
+use smtp_proto::data::{__copy_floor, __scan_paths, BarePolicy, DataDecoder, DataError, Stuffer};
 
 type End = Option<Result<u64, DataError>>;
 
@@ -957,6 +957,24 @@ proptest! {
                 prop_assert_eq!(r, portable, "copying, build {} limit {:?}", build, limit);
                 prop_assert_eq!(&out[..r - from], &x[from..r]);
             }
+        }
+    }
+}
+
+/// The bench's copy floor copies exactly, at every length around its step and every alignment
+/// of the output, and writes nothing past the input's length.
+#[test]
+fn the_copy_floor_copies_exactly() {
+    let hay: Vec<u8> = (0..700u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut out = vec![0u8; 800];
+    for len in (0..300).chain(500..700) {
+        for shift in 0..65 {
+            out.fill(0xEE);
+            if !__copy_floor(&hay[..len], &mut out[shift..]) {
+                return; // no AVX-512BW here
+            }
+            assert_eq!(&out[shift..shift + len], &hay[..len], "len {len} shift {shift}");
+            assert!(out[..shift].iter().chain(&out[shift + len..]).all(|&b| b == 0xEE));
         }
     }
 }

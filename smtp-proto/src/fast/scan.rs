@@ -191,6 +191,18 @@ pub(crate) fn floor(hay: &[u8]) -> Option<u64> {
     None
 }
 
+/// [`avx512::copy_floor`] if the CPU runs it (for the bench): `false` otherwise.
+pub(crate) fn copy_floor(hay: &[u8], out: &mut [u8]) -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
+    if std::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: `avx512::copy_floor` needs AVX-512BW, which the CPU was just found to have.
+        unsafe { avx512::copy_floor(hay, out) };
+        return true;
+    }
+    let _ = (hay, out);
+    false
+}
+
 /// [`skip_portable`] compiled for AVX2 (twice the bytes per compare of the SSE2 baseline).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 #[target_feature(enable = "avx2")]
@@ -408,6 +420,32 @@ pub(crate) mod avx512 {
             at += STEP;
         }
         acc
+    }
+
+    /// The floor of any copying scan, for the bench: `out[..hay.len()]` becomes `hay`
+    /// through vector registers, 64 bytes a load and a store, four a step, the stores
+    /// aligned; nothing checked. A scan that copies loads every byte into a register and
+    /// stores it, so it cannot run faster than this loop (which is not `memcpy`: that may use
+    /// `rep movsb`, which the CPU runs in wider internal moves that no check can see).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512BW.
+    #[target_feature(enable = "avx512bw")]
+    pub unsafe fn copy_floor(hay: &[u8], out: &mut [u8]) {
+        let out = &mut out[..hay.len()];
+        // The first bytes, up to where the stores are aligned, as the tail is.
+        let head = out.as_ptr().align_offset(BLOCK).min(hay.len());
+        out[..head].copy_from_slice(&hay[..head]);
+        let mut at = head;
+        while at + N * BLOCK <= hay.len() {
+            let vs: [__m512i; N] = core::array::from_fn(|b| load(hay, at + b * BLOCK));
+            for (b, v) in vs.into_iter().enumerate() {
+                store(out, at + b * BLOCK, v);
+            }
+            at += N * BLOCK;
+        }
+        out[at..].copy_from_slice(&hay[at..]);
     }
 
     /// [`super::skip_portable`] with AVX-512BW.
