@@ -11,7 +11,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,10 +91,6 @@ fn haproxy_binary() -> Option<PathBuf> {
     found
 }
 
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
-
 /// HAProxy in TCP mode: a frontend on 127.0.0.5 with `send-proxy-v2` (and a CRC32c TLV) and
 /// one with `send-proxy` (v1), both to `backend`. Killed on drop.
 struct Haproxy {
@@ -106,7 +102,7 @@ struct Haproxy {
 fn start_haproxy(bin: &Path, dir: &Path, backend: SocketAddr) -> Haproxy {
     // The ports are picked free, then bound by HAProxy: retry if another test took one.
     for attempt in 0..5 {
-        let (v2, v1) = (free_port("127.0.0.5"), free_port("127.0.0.5"));
+        let (v2, v1) = (free_port_on("127.0.0.5"), free_port_on("127.0.0.5"));
         let conf = dir.join("haproxy.cfg");
         std::fs::write(
             &conf,

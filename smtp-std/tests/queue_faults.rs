@@ -11,7 +11,6 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,11 +160,6 @@ fn message_ids(got: &Got) -> Vec<String> {
             Some(line.trim_start_matches("Message-ID: <").trim_end_matches('>').to_owned())
         })
         .collect()
-}
-
-/// A free loopback port (nothing listens there).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The mail server of a.test: its config in `dir`, its data in `data`, everything for other

@@ -2,7 +2,7 @@
 //! (unknown names there are NXDOMAIN), killed on drop.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,16 +15,7 @@ pub struct Dnsmasq {
     pub dir: tempfile::TempDir,
 }
 
-/// A loopback port free for both UDP and TCP right now.
-pub fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+pub use super::common::free_port;
 
 /// The dnsmasq binary (in /usr/sbin, which may not be on a user's PATH).
 fn program() -> &'static str {

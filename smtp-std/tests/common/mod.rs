@@ -22,6 +22,34 @@ use smtp_std::mta::inbound::{InboundHandler, InboundPolicy, Route};
 use smtp_std::mta::maildir::Maildir;
 use smtp_std::{Options, Running, Server};
 
+/// A port on 127.0.0.1 that nothing listens on (TCP or UDP), for a peer a test starts with the
+/// port in its config. See [`free_port_on`].
+pub fn free_port() -> u16 {
+    free_port_on("127.0.0.1")
+}
+
+/// A port on `ip` free for TCP and UDP, picked below the kernel's ephemeral range (32768 and
+/// up on Linux). A port the kernel hands out for `:0` can be taken by any outgoing connection
+/// of the same run between the pick and the peer's bind, and the peer then fails to start;
+/// connections never take a port below that range. Each test process starts at its own
+/// offset and never hands out the same port twice.
+pub fn free_port_on(ip: &str) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        let tcp = std::net::TcpListener::bind((ip, port));
+        let udp = std::net::UdpSocket::bind((ip, port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} in {LOW}..{}", LOW + SPAN);
+}
+
 /// A self-signed certificate for `localhost`, written as PEM files in `dir`.
 pub struct Cert {
     pub cert_pem: PathBuf,
