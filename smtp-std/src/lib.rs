@@ -1,6 +1,7 @@
 //! Blocking `std::net` binding of [`smtp_proto`]: an embeddable SMTP server (plain, STARTTLS
 //! and implicit TLS with rustls), a blocking SMTP and LMTP [`client`] ([`send`], [`lmtp`]) and,
-//! on top of them, a mail server ([`mta`], the default feature `mta`) and the `smtp-std` program.
+//! on top of them, a mail server (the module `mta`, behind the default feature `mta`) and the
+//! `smtp-std` program.
 //!
 //! # Two layers
 //!
