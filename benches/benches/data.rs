@@ -309,31 +309,30 @@ fn summary() {
     println!("| case | zero-copy decode | decode_into | scan floor | copy floor | Stalwart 0.2.5 | decode_into vs Stalwart |");
     println!("|---|---|---|---|---|---|---|");
     for (name, wire, read, max_line) in cases {
-        let (wire, read) = (&wire, &read);
         let reps = if wire.len() > 100_000 { 40 } else { 400 };
         let mut t = [f64::MAX; 6];
         for _ in 0..5 {
             let r = [
-                best(reps, || memcpy(black_box(wire), *read, &mut sink)),
+                best(reps, || memcpy(black_box(&wire), read, &mut sink)),
                 best(reps, || {
-                    black_box(ours_scan_limited(black_box(wire), *read, max_line));
+                    black_box(ours_scan_limited(black_box(&wire), read, max_line));
                 }),
                 best(reps, || {
-                    black_box(ours_copy_limited(black_box(wire), *read, &mut direct, max_line));
+                    black_box(ours_copy_limited(black_box(&wire), read, &mut direct, max_line));
                 }),
                 best(reps, || {
-                    black_box(floor(black_box(wire), *read));
+                    black_box(floor(black_box(&wire), read));
                 }),
-                best(reps, || stalwart(black_box(wire), *read, &mut sink)),
+                best(reps, || stalwart(black_box(&wire), read, &mut sink)),
                 best(reps, || {
-                    black_box(copy_floor(black_box(wire), *read, &mut direct));
+                    black_box(copy_floor(black_box(&wire), read, &mut direct));
                 }),
             ];
             for (a, b) in t.iter_mut().zip(r) {
                 *a = a.min(b);
             }
         }
-        let floor = if __scan_floor(wire).is_some() { format!("{:.2}×", t[0] / t[3]) } else { "-".into() };
+        let floor = if __scan_floor(&wire).is_some() { format!("{:.2}×", t[0] / t[3]) } else { "-".into() };
         let copy = if __copy_floor(&[], &mut []) { format!("{:.2}×", t[0] / t[5]) } else { "-".into() };
         println!(
             "| {name} | {:.2}× | {:.2}× | {floor} | {copy} | {:.2}× | {:.2}× |",
