@@ -887,6 +887,62 @@ fn block_scan_line_limit_around_line_lengths() {
     }
 }
 
+#[test]
+fn block_scan_line_limit_with_long_lines() {
+    // Lines around the server's 1000-octet limit and around the scan's step lengths (252 and
+    // 504 pairs), runs of short lines between them, the limit at each side of their lengths:
+    // exactly the lines longer than the limit fail, at every build and split.
+    let lengths =
+        [70, 250, 251, 252, 253, 300, 400, 500, 501, 502, 503, 504, 505, 760, 996, 998, 999, 1000, 1001, 1300];
+    let m = if cfg!(miri) { 5 } else { 1 };
+    for (k, &long) in lengths.iter().enumerate().step_by(m) {
+        let mut v = Vec::new();
+        for j in 0..3 {
+            for s in 0..(k % 4) * 3 {
+                v.extend(text_line(60 + s, s));
+            }
+            v.extend(text_line(long - 2 + j, k + j));
+        }
+        v.extend(text_line(76, 0));
+        v.extend_from_slice(b".\r\n");
+        for max_line in
+            [252, 253, 299, 300, 399, 400, 503, 504, 505, 760, 998, 999, 1000, 1001, 1299, 1300].into_iter().step_by(m)
+        {
+            let want = reference(&v, BarePolicy::Reject, None, Some(max_line));
+            for cut in [0, 1, 253, 1000, v.len() / 2].into_iter().step_by(m) {
+                assert_eq!(
+                    decode_split(&v, &[cut], BarePolicy::Reject, None, Some(max_line)),
+                    want,
+                    "line {long} limit {max_line} cut {cut}"
+                );
+            }
+            for from in [0, 1, 77, 300] {
+                let portable = __scan_paths(0, &v, from, from + max_line, Some(max_line), None).unwrap();
+                for build in 1..3 {
+                    let r = __scan_paths(build, &v, from, from + max_line, Some(max_line), None);
+                    assert!(r.is_none_or(|r| r == portable), "build {build} line {long} limit {max_line} from {from}");
+                }
+            }
+        }
+    }
+}
+
+/// Lines of any length up to beyond the server's limit, mostly canonical.
+fn long_lines() -> impl Strategy<Value = Vec<u8>> {
+    let line = (0usize..1300, 0usize..37, prop::collection::vec((0usize..1400, interesting_byte()), 0..2)).prop_map(
+        |(n, k, evs)| {
+            let mut l = text_line(n, k);
+            for (at, b) in evs {
+                let at = at % l.len();
+                l.insert(at, b);
+            }
+            l
+        },
+    );
+    let short = (0usize..90, 0usize..37).prop_map(|(n, k)| text_line(n, k));
+    prop::collection::vec(prop_oneof![3 => short, 1 => line], 0..24).prop_map(|ls| ls.concat())
+}
+
 fn long_text() -> impl Strategy<Value = Vec<u8>> {
     // Long lines of mostly text, some events.
     let line = (0usize..160, 0usize..37, prop::collection::vec((0usize..200, interesting_byte()), 0..3)).prop_map(
@@ -958,6 +1014,40 @@ proptest! {
                 prop_assert_eq!(&out[..r - from], &x[from..r]);
             }
         }
+    }
+
+    /// The same with long lines and limits around them, where the scan keeps the line's stop
+    /// only as a bound until a line could reach it.
+    #[test]
+    fn block_scan_builds_agree_on_long_lines(
+        x in long_lines(),
+        from in any::<prop::sample::Index>(),
+        stop in 0usize..6000,
+        max_line in 64usize..1400,
+    ) {
+        let from = from.index(x.len() + 1);
+        let mut out = vec![0u8; x.len() - from];
+        let portable = __scan_paths(0, &x, from, stop, Some(max_line), None).unwrap();
+        for build in 1..3 {
+            let Some(r) = __scan_paths(build, &x, from, stop, Some(max_line), None) else { continue };
+            prop_assert_eq!(r, portable, "build {}", build);
+            out.fill(0);
+            let r = __scan_paths(build, &x, from, stop, Some(max_line), Some(&mut out)).unwrap();
+            prop_assert_eq!(r, portable, "copying, build {}", build);
+            prop_assert_eq!(&out[..r - from], &x[from..r]);
+        }
+    }
+
+    #[test]
+    fn decoder_matches_reference_on_long_lines(
+        mut input in long_lines(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+        max_line in prop::option::of(64usize..1400),
+    ) {
+        input.extend_from_slice(b"\r\n.\r\n");
+        let want = reference(&input, BarePolicy::Reject, None, max_line);
+        let got = decode_split(&input, &cuts_for(input.len(), &cuts), BarePolicy::Reject, None, max_line);
+        prop_assert_eq!(got, want);
     }
 }
 

@@ -448,6 +448,15 @@ pub(crate) mod avx512 {
         out[at..].copy_from_slice(&hay[at..]);
     }
 
+    /// The exact stop of the line after the last LF of the passing step at `at` (its pairs end
+    /// at `at..at + N * STEP`, at least one of them at an LF), for a line limit of `max_line`.
+    #[cold]
+    #[inline(never)]
+    fn exact_stop(hay: &[u8], at: usize, max_line: usize) -> usize {
+        let last = memchr::memrchr(b'\n', &hay[at..at + N * STEP]).map_or(at, |j| at + j);
+        (last + 1).saturating_add(max_line)
+    }
+
     /// [`super::skip_portable`] with AVX-512BW.
     ///
     /// # Safety
@@ -490,11 +499,21 @@ pub(crate) mod avx512 {
             }
             i = 2;
         }
+        // With the line limit, the steps below rest on this: a step that follows a step with
+        // an LF passes the limit. Its lines began in that step or in this one, so the first
+        // ends fewer than two steps after it began (and the others sooner), under a limit of
+        // two steps or more. Smaller limits: only the one-block step, which is exact.
+        let steps_end = if LIMIT && max_line < 2 * N * STEP { 0 } else { end };
+        // A limit beyond any index is the same as `isize::MAX`, and then `k + 1 + max_line`
+        // cannot overflow for an index `k`.
+        let max_line = max_line.min(isize::MAX as usize);
         let r = 'scan: loop {
-            // N blocks a step while all pass (and, with the line limit, no line can end past
-            // its stop: the step ends before `stop` and is shorter than `max_line`); anything
-            // else goes to the one-block step below, which is exact.
-            while i >= 2 && i + N * STEP <= end {
+            // N blocks a step while all pass; anything else goes to the one-block step below,
+            // which is exact. With the line limit, the first step must end before `stop` (its
+            // first LF is then below it), and after it `stop` is kept only when a step has no
+            // LF (`stop` is for the line at `exact_at` and any index up to the next LF).
+            let mut exact_at = i;
+            while i >= 2 && i + N * STEP <= steps_end && (!LIMIT || exact_at != i || i + N * STEP <= stop) {
                 // The step's bytes and the one before them, as one array: the loads below
                 // are at constant offsets into it, with no bounds check each.
                 let w: &[u8; WINDOW] = hay[i - 2..i - 2 + WINDOW].try_into().unwrap();
@@ -503,8 +522,8 @@ pub(crate) mod avx512 {
                 _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + PREFETCH).cast());
                 _mm_prefetch::<_MM_HINT_T0>(hay.as_ptr().wrapping_add(i + PREFETCH + 2 * BLOCK).cast());
                 let mut bad: __mmask64 = 0;
+                let mut lfs: __mmask64 = 0;
                 let mut fs = [0u64; N];
-                let mut lfs = [0u64; N];
                 let mut o: &mut [u8] = &mut [];
                 if COPY {
                     // The same for the stores.
@@ -522,31 +541,36 @@ pub(crate) mod avx512 {
                     bad = _kor_mask64(bad, f);
                     fs[b] = f;
                     if LIMIT {
-                        lfs[b] = l;
+                        lfs = _kor_mask64(lfs, l);
                     }
                 }
                 if _kortestz_mask64_u8(bad & PAIRS, bad & PAIRS) == 0 {
-                    if !LIMIT {
-                        // The first failing pair, from the masks at hand. (With the line
-                        // limit an LF before it may be past its stop: the one-block step.)
-                        for (b, f) in fs.iter().enumerate() {
-                            if f & PAIRS != 0 {
-                                break 'scan i - 1 + b * STEP + (f & PAIRS).trailing_zeros() as usize;
-                            }
+                    // The first failing pair, from the masks at hand. (A step that runs
+                    // passes the line limit: every LF before that pair is below its stop.)
+                    for (b, f) in fs.iter().enumerate() {
+                        if f & PAIRS != 0 {
+                            break 'scan i - 1 + b * STEP + (f & PAIRS).trailing_zeros() as usize;
                         }
                     }
                     break;
                 }
-                if LIMIT {
-                    if let Some(b) = lfs.iter().rposition(|&l| l & PAIRS != 0) {
-                        if i + N * STEP > stop || max_line <= N * STEP {
-                            break;
-                        }
-                        let last = i - 1 + b * STEP + 63 - lfs[b].leading_zeros() as usize;
-                        stop = (last + 1).saturating_add(max_line);
+                if LIMIT && lfs & PAIRS == 0 {
+                    // No LF in the step (in a passing step the mask holds only LFs): the line
+                    // goes on. Its stop, from the step before if that one had the last LF.
+                    if exact_at != i {
+                        stop = exact_stop(hay, i - N * STEP, max_line);
                     }
+                    i += N * STEP;
+                    exact_at = i;
+                    // The loop's condition: whether the next step ends before it.
+                    continue;
                 }
                 i += N * STEP;
+            }
+            if LIMIT && exact_at != i {
+                // The steps ended with an LF at `i - N * STEP` or after, and fewer pairs than a
+                // step are left: the next line's stop is past the end of the input.
+                stop = i - N * STEP + 1 + max_line;
             }
             // The rest of the input, fewer pairs than a step, as one more step read and
             // written under masks: a read's end costs one step, not a block at a time. With
