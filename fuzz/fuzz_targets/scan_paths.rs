@@ -28,7 +28,7 @@ fuzz_target!(|input: Input| {
     let stop = input.stop as usize;
     let max_line = (input.max_line as usize).max(64);
     let mut out = vec![0u8; hay.len() - from];
-    let mut results = [0usize; 2];
+    let mut results = [(0usize, 0usize); 2];
     for (li, limit) in [None, Some(max_line)].into_iter().enumerate() {
         let portable = __scan_paths(0, &hay, from, stop, limit, None).unwrap();
         results[li] = portable;
@@ -36,13 +36,23 @@ fuzz_target!(|input: Input| {
             let Some(r) = __scan_paths(build, &hay, from, stop, limit, None) else { continue };
             assert_eq!(r, portable, "build {build} and the portable one disagree (limit {limit:?})");
             out.fill(0);
-            let r = __scan_paths(build, &hay, from, stop, limit, Some(&mut out)).unwrap();
-            assert_eq!(r, portable, "the copying scan of build {build} stops elsewhere (limit {limit:?})");
+            let (r, q) = __scan_paths(build, &hay, from, stop, limit, Some(&mut out)).unwrap();
+            assert_eq!((r, q), portable, "the copying scan of build {build} stops elsewhere (limit {limit:?})");
             assert_eq!(out[..r - from], hay[from..r], "build {build} copied wrong (limit {limit:?})");
         }
     }
-    for (limit, r) in [(false, results[0]), (true, results[1])] {
-        assert!(from <= r && r <= hay.len());
+    for (limit, (r, q)) in [(false, results[0]), (true, results[1])] {
+        assert!(from <= r && r <= q && q <= hay.len() && q - r <= 2);
+        // Every pair ending before `q` passed (the decoder relies on the LF at `q - 1`).
+        let mut line_stop = stop;
+        for j in from + 1..q {
+            let (p, c) = (hay[j - 1], hay[j]);
+            assert!((c == b'\n') == (p == b'\r') && !(p == b'\n' && c == b'.'), "failing pair at {j} checked");
+            if limit && c == b'\n' {
+                assert!(j < line_stop, "over-long line ending at {j} checked");
+                line_stop = j + 1 + max_line;
+            }
+        }
         if r == from {
             continue;
         }

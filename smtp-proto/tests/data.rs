@@ -1011,7 +1011,7 @@ proptest! {
                 out.fill(0);
                 let r = __scan_paths(build, &x, from, stop, limit, Some(&mut out)).unwrap();
                 prop_assert_eq!(r, portable, "copying, build {} limit {:?}", build, limit);
-                prop_assert_eq!(&out[..r - from], &x[from..r]);
+                prop_assert_eq!(&out[..r.0 - from], &x[from..r.0]);
             }
         }
     }
@@ -1034,7 +1034,7 @@ proptest! {
             out.fill(0);
             let r = __scan_paths(build, &x, from, stop, Some(max_line), Some(&mut out)).unwrap();
             prop_assert_eq!(r, portable, "copying, build {}", build);
-            prop_assert_eq!(&out[..r - from], &x[from..r]);
+            prop_assert_eq!(&out[..r.0 - from], &x[from..r.0]);
         }
     }
 

@@ -35,7 +35,7 @@ impl BareCheck {
         }
         loop {
             // Nothing is held at `i`: the scan's precondition, and the LF search's below.
-            i = scan::skip_canonical::<false>(bytes, i, usize::MAX, usize::MAX);
+            i = scan::skip_canonical::<false>(bytes, i, usize::MAX, usize::MAX).to;
             let p = i + memchr::memchr2(b'\r', b'\n', &bytes[i..])?;
             if bytes[p] == b'\n' {
                 // Bare: nothing is held at `i` and `bytes[i..p]` has no CR.

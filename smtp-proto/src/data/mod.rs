@@ -90,7 +90,9 @@ fn clamp(n: u64) -> usize {
 /// Not part of the API: one build of the block scan, for the `scan_paths` fuzz target and the
 /// tests. `build` 0 is the portable one, 1 the AVX2 one, 2 the AVX-512BW one; `None` if this
 /// CPU cannot run it. With `max_line` the line limit is on (raised to the block size); with
-/// `out` (at least `hay.len() - from` long) the scan copies what it skips.
+/// `out` (at least `hay.len() - from` long) the scan copies what it skips. Returns where the
+/// caller goes on and the first index the scan did not check (`r` and `q` in the scan's
+/// contract): every pair ending in `from + 1..q` passed.
 #[doc(hidden)]
 pub fn __scan_paths(
     build: u8,
@@ -99,19 +101,20 @@ pub fn __scan_paths(
     stop: usize,
     max_line: Option<usize>,
     out: Option<&mut [u8]>,
-) -> Option<usize> {
+) -> Option<(usize, usize)> {
     let from = min(from, hay.len());
     let build = match build {
         0 => scan::Build::Portable,
         1 => scan::Build::Avx2,
         _ => scan::Build::Avx512,
     };
-    match (max_line, out) {
+    let s = match (max_line, out) {
         (None, None) => scan::run::<false, false>(build, hay, from, stop, usize::MAX, &mut []),
         (Some(m), None) => scan::run::<true, false>(build, hay, from, stop, m.max(scan::BLOCK), &mut []),
         (None, Some(o)) => scan::run::<false, true>(build, hay, from, stop, usize::MAX, o),
         (Some(m), Some(o)) => scan::run::<true, true>(build, hay, from, stop, m.max(scan::BLOCK), o),
-    }
+    };
+    s.map(|s| (s.to, s.checked))
 }
 
 /// Not part of the API: the floor of the AVX-512BW block scan for the `data` bench (per 63
@@ -425,31 +428,40 @@ impl DataDecoder {
         // `out[..copied - start]` holds `input[start..copied]`.
         let mut copied = start;
         loop {
-            let r = if COPY {
+            let s = if COPY {
                 if copied < from {
                     out[copied - start..from - start].copy_from_slice(&input[copied..from]);
                 }
                 // `out[from - start..]` is at least `scan_end - from` long: `out` is longer
                 // than `input`.
                 let o = &mut out[from - start..];
-                copied = match limit {
+                let s = match limit {
                     Some(false) => scan::copy_canonical::<false>(&input[..scan_end], from, stop, max_line, o),
                     Some(true) => scan::copy_canonical::<true>(&input[..scan_end], from, stop, max_line, o),
-                    None => from,
+                    None => scan::Skipped { to: from, checked: from },
                 };
-                copied
+                copied = s.to;
+                s
             } else {
                 match limit {
                     Some(false) => scan::skip_canonical::<false>(&input[..scan_end], from, stop, max_line),
                     Some(true) => scan::skip_canonical::<true>(&input[..scan_end], from, stop, max_line),
-                    None => from,
+                    None => scan::Skipped { to: from, checked: from },
                 }
             };
+            let r = s.to;
             if r > from && limit == Some(true) {
                 // Whole lines were skipped: the current one starts after the last LF (only
-                // the line limit needs to know).
-                if let Some(j) = memchr::memrchr(b'\n', &input[from..r]) {
-                    line_start = from + j + 1;
+                // the line limit needs to know). When the scan stopped right after a CRLF (at
+                // a line-start dot, most of the time), that LF passed the limit and the line
+                // after it is the one to know; otherwise, a search back.
+                let last = if s.checked == r + 2 {
+                    Some(r + 1)
+                } else {
+                    memchr::memrchr(b'\n', &input[from..r]).map(|j| from + j)
+                };
+                if let Some(j) = last {
+                    line_start = j + 1;
                     carried = 0;
                     stop = min(size_stop, line_start.saturating_add(max_line));
                 }

@@ -137,7 +137,8 @@ impl Stuffer {
                     usize::MAX,
                     usize::MAX,
                     &mut out[w + (from - run)..],
-                );
+                )
+                .to;
                 copied = r;
                 let p = find_line_byte(&input[..limit], r);
                 // Copies the rest of `input[run..end]`; `i` becomes `end`.

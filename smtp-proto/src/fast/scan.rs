@@ -67,20 +67,37 @@ fn walk<const LIMIT: bool>(hay: &[u8], at: usize, to: usize, stop: &mut usize, m
     None
 }
 
-/// The scan's result from the first index it could not pass (`r`, or the end): pairs up to
-/// `r - 1` are checked, but a CR at `r - 1` is not (its LF is unchecked) and an LF at `r - 1`
-/// is not followed by a checked byte, so back up to before them.
+/// Where a scan stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Skipped {
+    /// Where the caller goes on: `r` in [`skip_canonical`].
+    pub to: usize,
+    /// `q` in [`skip_canonical`] (or `to` when nothing was checked): every pair ending in
+    /// `from + 1..checked` passed, the line limit included. `to` is `checked` or one or two
+    /// before it; two when the scan backed up before a CRLF, whose LF passed.
+    pub checked: usize,
+}
+
+/// The scan's result from `q`, the first index it could not pass (or the end; `from` when it
+/// checked nothing): pairs up to `q - 1` are checked, but a CR at `q - 1` is not (its LF is
+/// unchecked) and an LF at `q - 1` is not followed by a checked byte, so back up to before
+/// them.
 #[inline(always)]
-fn back_up(hay: &[u8], r: usize) -> usize {
-    match hay[r - 1] {
-        b'\n' => r - 2,
-        b'\r' => r - 1,
-        _ => r,
+fn finish(hay: &[u8], from: usize, q: usize) -> Skipped {
+    if q <= from {
+        return Skipped { to: from, checked: from };
     }
+    let to = match hay[q - 1] {
+        b'\n' => q - 2,
+        b'\r' => q - 1,
+        _ => q,
+    };
+    Skipped { to, checked: q }
 }
 
 /// Skips canonical text in `hay` from `from`, where the caller is inside a line with nothing
-/// held (the byte at `from` is not a line-start dot to check). Returns `r >= from` such that:
+/// held (the byte at `from` is not a line-start dot to check). Returns `r >= from` (and the
+/// `q` it comes from, [`Skipped`]) such that:
 ///
 /// - every CR in `hay[from..r]` is followed by LF, every LF there is preceded by CR (inside
 ///   `hay[from..r]`) and followed by a byte other than `.` (inside `hay[from..r]`); so the
@@ -97,8 +114,8 @@ fn back_up(hay: &[u8], r: usize) -> usize {
 /// `from` when the input is shorter than `from + BLOCK + 1` or starts with an LF (the caller
 /// walks those).
 #[inline]
-pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> usize {
-    dispatch::<LIMIT, false>(hay, from, stop, max_line, &mut [])
+pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> Skipped {
+    finish(hay, from, dispatch::<LIMIT, false>(hay, from, stop, max_line, &mut []))
 }
 
 /// [`skip_canonical`] that also copies what it skips: `out[..r - from]` becomes
@@ -111,8 +128,8 @@ pub(crate) fn copy_canonical<const LIMIT: bool>(
     stop: usize,
     max_line: usize,
     out: &mut [u8],
-) -> usize {
-    dispatch::<LIMIT, true>(hay, from, stop, max_line, out)
+) -> Skipped {
+    finish(hay, from, dispatch::<LIMIT, true>(hay, from, stop, max_line, out))
 }
 
 /// The builds of the scan, fastest first (the dispatch takes the first the CPU runs).
@@ -126,8 +143,9 @@ pub(crate) enum Build {
     Portable,
 }
 
-/// The hot path's dispatch. The same arms as [`run`], written out: going through `run` with a
-/// chosen [`Build`] (a second detection and a match) measured ~6% slower on the zero-copy bench.
+/// The hot path's dispatch: `q` (see [`finish`]). The same arms as [`run`], written out: going
+/// through `run` with a chosen [`Build`] (a second detection and a match) measured ~6% slower
+/// on the zero-copy bench.
 #[inline(always)]
 fn dispatch<const LIMIT: bool, const COPY: bool>(
     hay: &[u8],
@@ -161,8 +179,8 @@ pub(crate) fn run<const LIMIT: bool, const COPY: bool>(
     stop: usize,
     max_line: usize,
     out: &mut [u8],
-) -> Option<usize> {
-    match build {
+) -> Option<Skipped> {
+    let q = match build {
         Build::Portable => Some(skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)),
         #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
         Build::Avx512 if std::is_x86_feature_detected!("avx512bw") => {
@@ -177,7 +195,8 @@ pub(crate) fn run<const LIMIT: bool, const COPY: bool>(
             Some(unsafe { skip_avx2::<LIMIT, COPY>(hay, from, stop, max_line, out) })
         }
         _ => None,
-    }
+    };
+    q.map(|q| finish(hay, from, q))
 }
 
 /// [`avx512::floor`] if the CPU runs it (for the bench).
@@ -219,7 +238,7 @@ fn skip_avx2<const LIMIT: bool, const COPY: bool>(
 /// [`skip_canonical`] (and, with `COPY`, [`copy_canonical`]) in plain Rust, for the target's
 /// baseline vector unit (or none): blocks of [`BLOCK`] pairs through the vectorised
 /// [`block`] test, the exact [`walk`] only where a block fails, where a line may end past its
-/// stop, and for the last pairs.
+/// stop, and for the last pairs. Returns `q` (see [`finish`]), like every build.
 #[inline(always)]
 pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
     hay: &[u8],
@@ -250,7 +269,7 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
             *stop = (last + 1).saturating_add(max_line);
         }
     };
-    let r = 'scan: {
+    'scan: {
         while i + BLOCK <= end {
             let w: &[u8; BLOCK + 1] = hay[i - 1..i + BLOCK].try_into().unwrap();
             if COPY {
@@ -291,8 +310,7 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
         }
         resolve(&mut pending, &mut stop);
         walk::<LIMIT>(hay, i, end, &mut stop, max_line).unwrap_or(end)
-    };
-    back_up(hay, r)
+    }
 }
 
 /// The block scan with AVX-512BW, [`skip_portable`]'s exact result in fewer instructions.
@@ -316,7 +334,7 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
 /// masks shifted and carried in general registers).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 pub(crate) mod avx512 {
-    use super::{back_up, walk, BLOCK};
+    use super::{walk, BLOCK};
     use core::arch::x86_64::{
         __m512i, __mmask64, _kor_mask64, _kortestz_mask64_u8, _kshiftli_mask64, _kxor_mask64, _mm512_cmpeq_epi8_mask,
         _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8, _mm512_min_epu8, _mm512_set1_epi8,
@@ -495,7 +513,7 @@ pub(crate) mod avx512 {
                 out[..2].copy_from_slice(&hay[..2]);
             }
             if let Some(q) = walk::<LIMIT>(hay, 1, 2, &mut stop, max_line) {
-                return back_up(hay, q);
+                return q;
             }
             i = 2;
         }
@@ -507,7 +525,7 @@ pub(crate) mod avx512 {
         // A limit beyond any index is the same as `isize::MAX`, and then `k + 1 + max_line`
         // cannot overflow for an index `k`.
         let max_line = max_line.min(isize::MAX as usize);
-        let r = 'scan: loop {
+        'scan: loop {
             // N blocks a step while all pass; anything else goes to the one-block step below,
             // which is exact. With the line limit, the first step must end before `stop` (its
             // first LF is then below it), and after it `stop` is kept only when a step has no
@@ -655,7 +673,6 @@ pub(crate) mod avx512 {
                 break 'scan q;
             }
             i += n;
-        };
-        back_up(hay, r)
+        }
     }
 }
