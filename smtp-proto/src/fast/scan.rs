@@ -531,7 +531,8 @@ pub(crate) mod avx512 {
             // first LF is then below it), and after it `stop` is kept only when a step has no
             // LF (`stop` is for the line at `exact_at` and any index up to the next LF).
             let mut exact_at = i;
-            while i >= 2 && i + N * STEP <= steps_end && (!LIMIT || exact_at != i || i + N * STEP <= stop) {
+            let steps_end = if !LIMIT || i + N * STEP <= stop { steps_end } else { 0 };
+            while i >= 2 && i + N * STEP <= steps_end {
                 // The step's bytes and the one before them, as one array: the loads below
                 // are at constant offsets into it, with no bounds check each.
                 let w: &[u8; WINDOW] = hay[i - 2..i - 2 + WINDOW].try_into().unwrap();
@@ -580,7 +581,10 @@ pub(crate) mod avx512 {
                     }
                     i += N * STEP;
                     exact_at = i;
-                    // The loop's condition: whether the next step ends before it.
+                    if i + N * STEP > stop {
+                        // The next step may reach the stop.
+                        break;
+                    }
                     continue;
                 }
                 i += N * STEP;
