@@ -263,11 +263,14 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
     // is not looked for until a line could cross the stop it sets (at least
     // `pending + 1 + max_line`, the LF being at `pending` or after).
     let mut pending: Option<usize> = None;
-    let resolve = |pending: &mut Option<usize>, stop: &mut usize| {
-        if let Some(p) = pending.take() {
-            let last = memchr::memrchr(b'\n', &hay[p..p + BLOCK]).map_or(p, |j| p + j);
-            *stop = (last + 1).saturating_add(max_line);
-        }
+    // `i + BLOCK <= pending + 1 + max_line` is `i <= pending + reach` (with a limit beyond any
+    // index taken as `isize::MAX`, no overflow).
+    let reach = (max_line.min(isize::MAX as usize) + 1).saturating_sub(BLOCK);
+    // (A function of values, not a closure over `&mut`: that kept `stop` and `pending` in
+    // memory through every block.)
+    let resolve = |pending: Option<usize>, stop: usize| match pending {
+        Some(p) => (memchr::memrchr(b'\n', &hay[p..p + BLOCK]).map_or(p, |j| p + j) + 1).saturating_add(max_line),
+        None => stop,
     };
     'scan: {
         while i + BLOCK <= end {
@@ -282,12 +285,12 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
                 // block's); the lines after it start in the block and are shorter than
                 // `max_line`. Only a block that reaches that stop needs a closer look.
                 if let Some(p) = pending {
-                    if i + BLOCK <= (p + 1).saturating_add(max_line) {
+                    if i <= p + reach {
                         pending = Some(i);
                         i += BLOCK;
                         continue;
                     }
-                    resolve(&mut pending, &mut stop);
+                    stop = resolve(pending.take(), stop);
                 }
                 if i + BLOCK <= stop {
                     pending = Some(i);
@@ -298,7 +301,7 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
                 i += BLOCK;
                 continue;
             }
-            resolve(&mut pending, &mut stop);
+            stop = resolve(pending.take(), stop);
             if let Some(q) = walk::<LIMIT>(hay, i, i + BLOCK, &mut stop, max_line) {
                 break 'scan q;
             }
@@ -308,7 +311,7 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
         if COPY {
             out[i - from..end - from].copy_from_slice(&hay[i..end]);
         }
-        resolve(&mut pending, &mut stop);
+        stop = resolve(pending.take(), stop);
         walk::<LIMIT>(hay, i, end, &mut stop, max_line).unwrap_or(end)
     }
 }
