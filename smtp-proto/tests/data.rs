@@ -988,6 +988,22 @@ proptest! {
     }
 }
 
+/// Every build of the block scan this CPU runs, from `from`, stops where the portable one does
+/// (scanning only and copying), and copies exactly what it skips.
+fn builds_agree(x: &[u8], from: usize, stop: usize, limit: Option<usize>) -> Result<(), TestCaseError> {
+    let mut out = vec![0u8; x.len() - from];
+    let portable = __scan_paths(0, x, from, stop, limit, None).unwrap();
+    for build in 0..3 {
+        let Some(r) = __scan_paths(build, x, from, stop, limit, None) else { continue };
+        prop_assert_eq!(r, portable, "build {} limit {:?}", build, limit);
+        out.fill(0);
+        let r = __scan_paths(build, x, from, stop, limit, Some(&mut out)).unwrap();
+        prop_assert_eq!(r, portable, "copying, build {} limit {:?}", build, limit);
+        prop_assert_eq!(&out[..r.0 - from], &x[from..r.0]);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(cases(256))]
 
@@ -1002,17 +1018,8 @@ proptest! {
         max_line in 64usize..200,
     ) {
         let from = from.index(x.len() + 1);
-        let mut out = vec![0u8; x.len() - from];
         for limit in [None, Some(max_line)] {
-            let portable = __scan_paths(0, &x, from, stop, limit, None).unwrap();
-            for build in 0..3 {
-                let Some(r) = __scan_paths(build, &x, from, stop, limit, None) else { continue };
-                prop_assert_eq!(r, portable, "build {} limit {:?}", build, limit);
-                out.fill(0);
-                let r = __scan_paths(build, &x, from, stop, limit, Some(&mut out)).unwrap();
-                prop_assert_eq!(r, portable, "copying, build {} limit {:?}", build, limit);
-                prop_assert_eq!(&out[..r.0 - from], &x[from..r.0]);
-            }
+            builds_agree(&x, from, stop, limit)?;
         }
     }
 
@@ -1025,17 +1032,7 @@ proptest! {
         stop in 0usize..6000,
         max_line in 64usize..1400,
     ) {
-        let from = from.index(x.len() + 1);
-        let mut out = vec![0u8; x.len() - from];
-        let portable = __scan_paths(0, &x, from, stop, Some(max_line), None).unwrap();
-        for build in 1..3 {
-            let Some(r) = __scan_paths(build, &x, from, stop, Some(max_line), None) else { continue };
-            prop_assert_eq!(r, portable, "build {}", build);
-            out.fill(0);
-            let r = __scan_paths(build, &x, from, stop, Some(max_line), Some(&mut out)).unwrap();
-            prop_assert_eq!(r, portable, "copying, build {}", build);
-            prop_assert_eq!(&out[..r.0 - from], &x[from..r.0]);
-        }
+        builds_agree(&x, from.index(x.len() + 1), stop, Some(max_line))?;
     }
 
     #[test]
