@@ -927,35 +927,29 @@ fn block_scan_line_limit_with_long_lines() {
     }
 }
 
+/// A [`text_line`] of fewer than `len` text bytes with fewer than `events` interesting bytes
+/// inserted anywhere in it (`at` below `reach`, taken modulo the line's length).
+fn line_with_events(len: usize, reach: usize, events: usize) -> impl Strategy<Value = Vec<u8>> {
+    (0..len, 0usize..37, prop::collection::vec((0..reach, interesting_byte()), 0..events)).prop_map(|(n, k, evs)| {
+        let mut l = text_line(n, k);
+        for (at, b) in evs {
+            let at = at % l.len();
+            l.insert(at, b);
+        }
+        l
+    })
+}
+
 /// Lines of any length up to beyond the server's limit, mostly canonical.
 fn long_lines() -> impl Strategy<Value = Vec<u8>> {
-    let line = (0usize..1300, 0usize..37, prop::collection::vec((0usize..1400, interesting_byte()), 0..2)).prop_map(
-        |(n, k, evs)| {
-            let mut l = text_line(n, k);
-            for (at, b) in evs {
-                let at = at % l.len();
-                l.insert(at, b);
-            }
-            l
-        },
-    );
     let short = (0usize..90, 0usize..37).prop_map(|(n, k)| text_line(n, k));
-    prop::collection::vec(prop_oneof![3 => short, 1 => line], 0..24).prop_map(|ls| ls.concat())
+    prop::collection::vec(prop_oneof![3 => short, 1 => line_with_events(1300, 1400, 2)], 0..24)
+        .prop_map(|ls| ls.concat())
 }
 
 fn long_text() -> impl Strategy<Value = Vec<u8>> {
     // Long lines of mostly text, some events.
-    let line = (0usize..160, 0usize..37, prop::collection::vec((0usize..200, interesting_byte()), 0..3)).prop_map(
-        |(n, k, evs)| {
-            let mut l = text_line(n, k);
-            for (at, b) in evs {
-                let at = at % l.len();
-                l.insert(at, b);
-            }
-            l
-        },
-    );
-    prop::collection::vec(line, 0..12).prop_map(|ls| ls.concat())
+    prop::collection::vec(line_with_events(160, 200, 3), 0..12).prop_map(|ls| ls.concat())
 }
 
 proptest! {
