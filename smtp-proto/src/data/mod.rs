@@ -381,12 +381,14 @@ impl DataDecoder {
                 }
             }
         }
-        let (d, copied) = self.scan::<COPY>(input, pos, out);
+        let (d, copied, ob) = self.scan::<COPY>(input, pos, out);
         if COPY {
-            // The scan copied `input[pos..copied]`; the rest of the chunk, if any, here.
-            let end = pos + d.body.len();
+            // The scan copied up to `copied`; the rest of the chunk, if any, here. The chunk
+            // is `input[ob..end]` less the dots dropped on the way: `out[k - ob]` is `input[k]`
+            // after the last of them.
+            let end = ob + d.body.len();
             if copied < end {
-                out[copied - pos..end - pos].copy_from_slice(&input[copied..end]);
+                out[copied - ob..end - ob].copy_from_slice(&input[copied..end]);
             }
         }
         d
@@ -405,36 +407,48 @@ impl DataDecoder {
     /// Ordinary lines (`text CRLF` followed by a non-dot) extend the chunk: one block scan and a
     /// few comparisons per line, no stores.
     ///
-    /// With `COPY`, the block scan also copies into `out` (`out[k - start]` is `input[k]`), and
-    /// the bytes between its runs are copied before the next one; returns with the chunk and
-    /// `copied`: `out` holds `input[start..copied]` (the caller copies the rest of the chunk).
+    /// With `COPY`, the block scan also copies into `out`, and the bytes between its runs are
+    /// copied before the next one. Line-start dots that are stuffing (a dot after a CRLF,
+    /// followed by a byte other than CR) do not end the chunk there: they are dropped and the
+    /// copy goes on one byte further back, so that `out[k - ob]` is `input[k]`, `ob` being
+    /// `start` plus the dots dropped before `k`. Returns with the chunk (as `input[ob..end]`,
+    /// whose length is what `out` holds), `copied` and `ob`: `out` holds the body up to input
+    /// index `copied` (the caller copies the rest of the chunk).
     #[inline(always)]
-    fn scan<'b, const COPY: bool>(&mut self, input: &'b [u8], start: usize, out: &mut [u8]) -> (Decoded<'b>, usize) {
+    fn scan<'b, const COPY: bool>(
+        &mut self,
+        input: &'b [u8],
+        start: usize,
+        out: &mut [u8],
+    ) -> (Decoded<'b>, usize, usize) {
         let len = input.len();
         let allow = self.policy == BarePolicy::Allow;
-        let size_stop = start.saturating_add(clamp(self.max_size - self.size));
+        // Limits are input indices; each dot dropped moves the size limit's one byte on.
+        let mut size_stop = start.saturating_add(clamp(self.max_size - self.size));
         let max_line = clamp(self.max_line);
         let mut line_start = start;
         let mut carried = self.line_len;
         let mut stop = min(size_stop, start.saturating_add(clamp(self.max_line - carried)));
         let mut from = start;
+        // The chunk's start in `out`'s terms (see above); `start` without `COPY`.
+        let mut ob = start;
         // The block scan, with or without the line limit (too small a limit: no block scan).
         let limit = match self.max_line {
             u64::MAX => Some(false),
             l if l >= scan::BLOCK as u64 => Some(true),
             _ => None,
         };
-        let scan_end = min(len, size_stop);
-        // `out[..copied - start]` holds `input[start..copied]`.
+        // `out` holds the body up to input index `copied`.
         let mut copied = start;
         loop {
+            let scan_end = min(len, size_stop);
             let s = if COPY {
                 if copied < from {
-                    out[copied - start..from - start].copy_from_slice(&input[copied..from]);
+                    out[copied - ob..from - ob].copy_from_slice(&input[copied..from]);
                 }
-                // `out[from - start..]` is at least `scan_end - from` long: `out` is longer
+                // `out[from - ob..]` is at least `scan_end - from` long: `out` is longer
                 // than `input`.
-                let o = &mut out[from - start..];
+                let o = &mut out[from - ob..];
                 let s = match limit {
                     Some(false) => scan::copy_canonical::<false>(&input[..scan_end], from, stop, max_line, o),
                     Some(true) => scan::copy_canonical::<true>(&input[..scan_end], from, stop, max_line, o),
@@ -475,56 +489,70 @@ impl DataDecoder {
             };
             if p == len {
                 if len > stop {
-                    return (self.over_limit(input, start, stop, size_stop, len, State::Text), copied);
+                    return (self.over_limit(input, ob, stop, size_stop, len, State::Text), copied, ob);
                 }
-                self.emitted(start, len, line_start, carried, State::Text);
-                return (Decoded { consumed: len, body: &input[start..], end: None }, copied);
+                self.emitted(ob, len, line_start, carried, State::Text);
+                return (Decoded { consumed: len, body: &input[ob..], end: None }, copied, ob);
             }
             if input[p] == b'\r' {
                 match input.get(p + 1) {
                     None => {
                         // Hold the CR: the next call decides whether it ends a line.
                         if p > stop {
-                            return (self.over_limit(input, start, stop, size_stop, len, State::Cr), copied);
+                            return (self.over_limit(input, ob, stop, size_stop, len, State::Cr), copied, ob);
                         }
-                        self.emitted(start, p, line_start, carried, State::Cr);
-                        return (Decoded { consumed: len, body: &input[start..p], end: None }, copied);
+                        self.emitted(ob, p, line_start, carried, State::Cr);
+                        return (Decoded { consumed: len, body: &input[ob..p], end: None }, copied, ob);
                     }
                     Some(b'\n') => {
                         let q = p + 2;
                         if q > stop {
-                            return (self.over_limit(input, start, stop, size_stop, q, State::LineStart), copied);
+                            return (self.over_limit(input, ob, stop, size_stop, q, State::LineStart), copied, ob);
                         }
                         line_start = q;
                         carried = 0;
                         stop = min(size_stop, q.saturating_add(max_line));
                         match input.get(q) {
                             Some(b'.') => {
-                                self.emitted(start, q, q, 0, State::Dot);
-                                let body = &input[start..q];
+                                if COPY && input.get(q + 1).is_some_and(|&x| x != b'\r') {
+                                    // Stuffing: drop the dot and go on behind it, the line
+                                    // (not counting the dot) starting after it.
+                                    if copied < q {
+                                        out[copied - ob..q - ob].copy_from_slice(&input[copied..q]);
+                                    }
+                                    ob += 1;
+                                    copied = q + 1;
+                                    from = q + 1;
+                                    line_start = q + 1;
+                                    size_stop = size_stop.saturating_add(1);
+                                    stop = min(size_stop, from.saturating_add(max_line));
+                                    continue;
+                                }
+                                self.emitted(ob, q, q, 0, State::Dot);
+                                let body = &input[ob..q];
                                 if input.get(q + 1) == Some(&b'\r') && input.get(q + 2) == Some(&b'\n') {
                                     self.state = State::Done;
                                     let end = Some(Ok(self.size));
-                                    return (Decoded { consumed: q + 3, body, end }, copied);
+                                    return (Decoded { consumed: q + 3, body, end }, copied, ob);
                                 }
                                 // Drop the dot; the next call goes on after it.
-                                return (Decoded { consumed: q + 1, body, end: None }, copied);
+                                return (Decoded { consumed: q + 1, body, end: None }, copied, ob);
                             }
                             Some(_) => from = q,
                             None => {
-                                self.emitted(start, len, q, 0, State::LineStart);
-                                return (Decoded { consumed: len, body: &input[start..], end: None }, copied);
+                                self.emitted(ob, len, q, 0, State::LineStart);
+                                return (Decoded { consumed: len, body: &input[ob..], end: None }, copied, ob);
                             }
                         }
                     }
                     Some(_) if allow => from = p + 1,
-                    Some(_) => return (self.bare(input, start, stop, size_stop, p), copied),
+                    Some(_) => return (self.bare(input, ob, stop, size_stop, p), copied, ob),
                 }
             } else if allow {
                 // A bare LF (the LF of a CRLF is consumed with its CR above).
                 from = p + 1;
             } else {
-                return (self.bare(input, start, stop, size_stop, p), copied);
+                return (self.bare(input, ob, stop, size_stop, p), copied, ob);
             }
         }
     }
