@@ -1,11 +1,12 @@
 //! The DATA block scan, the crate's only `unsafe`: each build this CPU runs (AVX-512BW
 //! intrinsics, the AVX2 build, behind run-time detection) against the portable build, in all
-//! four forms (with and without the line limit, scanning only or copying too), and the
-//! portable build against the contract `skip_canonical` documents.
+//! six forms (with and without the line limit; scanning only, copying too, or copying and
+//! dropping stuffing dots), the portable build against the contract `skip_canonical`
+//! documents, and the unstuffing scan against the copying scan restarted after each dot.
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use smtp_proto::data::__scan_paths;
+use smtp_proto::data::{__scan_paths, __unstuff_paths};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -40,7 +41,33 @@ fuzz_target!(|input: Input| {
             assert_eq!((r, q), portable, "the copying scan of build {build} stops elsewhere (limit {limit:?})");
             assert_eq!(out[..r - from], hay[from..r], "build {build} copied wrong (limit {limit:?})");
         }
-    }
+        // The unstuffing scan: the copying one, again from the byte after each dot it stopped
+        // at that is stuffing (a dot after an LF, then a byte other than CR or LF, a block and
+        // a byte from the end), with the stop of the line the dot starts (the dot not counted).
+        let (mut at, mut line_stop, mut expect, mut drops) = (from, stop, Vec::new(), Vec::new());
+        let (r, q) = loop {
+            let (r, q) = __scan_paths(0, &hay, at, line_stop, limit, None).unwrap();
+            expect.extend_from_slice(&hay[at..r]);
+            let dot = q > at
+                && q + 2 + 64 <= hay.len()
+                && hay[q] == b'.'
+                && hay[q - 1] == b'\n'
+                && !matches!(hay[q + 1], b'\r' | b'\n');
+            if !dot {
+                break (r, q);
+            }
+            expect.extend_from_slice(&hay[r..q]);
+            drops.push(q);
+            at = q + 1;
+            line_stop = q + 1 + max_line;
+        };
+        let want = (r, q, drops.len(), drops.last().copied().unwrap_or(0));
+        for build in 0..3 {
+            out.fill(0);
+            let Some(got) = __unstuff_paths(build, &hay, from, stop, limit, &mut out) else { continue };
+            assert_eq!(got, want, "the unstuffing scan of build {build} stops elsewhere (limit {limit:?})");
+            assert_eq!(out[..expect.len()], expect[..], "the unstuffing scan of build {build} copied wrong");
+        }
     for (limit, (r, q)) in [(false, results[0]), (true, results[1])] {
         assert!(from <= r && r <= q && q <= hay.len() && q - r <= 2);
         // Every pair ending before `q` passed (the decoder relies on the LF at `q - 1`).

@@ -4,7 +4,7 @@
 use std::cmp::min;
 
 use proptest::prelude::*;
-use smtp_proto::data::{__copy_floor, __scan_paths, BarePolicy, DataDecoder, DataError, Stuffer};
+use smtp_proto::data::{__copy_floor, __scan_paths, __unstuff_paths, BarePolicy, DataDecoder, DataError, Stuffer};
 
 type End = Option<Result<u64, DataError>>;
 
@@ -515,6 +515,48 @@ fn long_lines_and_block_boundaries() {
     }
 }
 
+#[test]
+fn stuffed_lines_at_the_limits() {
+    // Runs of stuffed lines, short and long (`decode_into` drops their dots inside the block
+    // scan when a block's worth of input follows, in its own loop otherwise): the size limit
+    // at the body's size and one under it, the line limit at the longest line without its
+    // dot and one under it, the body by `decode` and `decode_into` against the reference.
+    let mut input = Vec::new();
+    let mut longest = 0;
+    for (k, len) in [2usize, 70, 3, 1, 130, 64, 65, 63, 2, 2, 200, 5, 90].into_iter().enumerate() {
+        let text: Vec<u8> = (0..len).map(|i| b'a' + ((i + k) % 26) as u8).collect();
+        for dots in [".", "..", "x"] {
+            input.extend_from_slice(dots.as_bytes());
+            input.extend_from_slice(&text);
+            input.extend_from_slice(b"\r\n");
+            let unstuffed = len + 2 + usize::from(dots.len() == 2 || dots == "x");
+            longest = longest.max(unstuffed);
+        }
+    }
+    input.extend_from_slice(b".\r\n");
+    let size = reference(&input, BarePolicy::Reject, None, None).body.len() as u64;
+    for p in BOTH {
+        for (max_size, max_line) in [
+            (Some(size), None),
+            (Some(size - 1), None),
+            (Some(size / 2), Some(longest)),
+            (None, Some(longest)),
+            (None, Some(longest - 1)),
+            (None, Some(131)),
+        ] {
+            let want = reference(&input, p, max_size, max_line);
+            for i in sample(0..=input.len()).step_by(if cfg!(miri) { 1 } else { 7 }) {
+                let got = decode_split(&input, &[i], p, max_size, max_line);
+                assert_eq!(got, want, "split {i}, size limit {max_size:?}, line limit {max_line:?}");
+            }
+            let got = decode_split(&input, &[], p, max_size, max_line);
+            assert_eq!(got, want, "whole, size limit {max_size:?}, line limit {max_line:?}");
+        }
+        assert_eq!(reference(&input, p, Some(size), Some(longest)).end, Some(Ok(size)));
+        assert!(matches!(reference(&input, p, None, Some(longest - 1)).end, Some(Err(DataError::LineTooLong))));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Decoder: properties.
 
@@ -927,6 +969,45 @@ fn block_scan_line_limit_with_long_lines() {
     }
 }
 
+#[test]
+fn unstuffing_scan_at_line_limits() {
+    // Stuffed lines of every length around the limit, then one event that stops the scan (a
+    // bare CR before a dot, a dot before a CR or an LF, a dot close to the end): every build
+    // drops exactly the stuffing dots and stops where the copying scan restarted after each
+    // of them does, and a line is as long as its text without the dot.
+    let events: [&[u8]; 5] = [b"x\r.y", b".\ny", b".\r\n", b".\r", b""];
+    let m = if cfg!(miri) { 9 } else { 1 };
+    for event in events {
+        let mut v = Vec::new();
+        for (k, n) in (58..=142).step_by(3).enumerate() {
+            match k % 3 {
+                0 => v.push(b'.'),
+                1 => v.extend_from_slice(b".."),
+                _ => {}
+            }
+            v.extend(text_line(n, k));
+        }
+        v.extend_from_slice(event);
+        v.extend(text_line(70, 1));
+        v.extend_from_slice(b".abc\r\n.x\r\n.");
+        for max_line in (64..=144).step_by(m) {
+            for from in [0, 1, 61, 200] {
+                for limit in [None, Some(max_line)] {
+                    let (want, body) = unstuffed_by_restarts(&v, from, from + max_line, limit);
+                    let mut out = vec![0u8; v.len() - from];
+                    for build in 0..3 {
+                        let Some(got) = __unstuff_paths(build, &v, from, from + max_line, limit, &mut out) else {
+                            continue;
+                        };
+                        assert_eq!(got, want, "{event:?} build {build} limit {limit:?} from {from}");
+                        assert_eq!(out[..body.len()], body[..], "{event:?} build {build} limit {limit:?} from {from}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A [`text_line`] of fewer than `len` text bytes with fewer than `events` interesting bytes
 /// inserted anywhere in it (`at` below `reach`, taken modulo the line's length).
 fn line_with_events(len: usize, reach: usize, events: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -983,7 +1064,9 @@ proptest! {
 }
 
 /// Every build of the block scan this CPU runs, from `from`, stops where the portable one does
-/// (scanning only and copying), and copies exactly what it skips.
+/// (scanning only and copying), and copies exactly what it skips; and the unstuffing scan of
+/// every build is the copying one restarted after each stuffing dot ([`unstuffed_by_restarts`]),
+/// on `x` and on `x` with a dot at the start of every other line.
 fn builds_agree(x: &[u8], from: usize, stop: usize, limit: Option<usize>) -> Result<(), TestCaseError> {
     let mut out = vec![0u8; x.len() - from];
     let portable = __scan_paths(0, x, from, stop, limit, None).unwrap();
@@ -995,7 +1078,54 @@ fn builds_agree(x: &[u8], from: usize, stop: usize, limit: Option<usize>) -> Res
         prop_assert_eq!(r, portable, "copying, build {} limit {:?}", build, limit);
         prop_assert_eq!(&out[..r.0 - from], &x[from..r.0]);
     }
+    let mut dotted = Vec::new();
+    for (k, line) in x.split_inclusive(|&b| b == b'\n').enumerate() {
+        if k % 2 == 1 {
+            dotted.push(b'.');
+        }
+        dotted.extend_from_slice(line);
+    }
+    for x in [x, &dotted[..]] {
+        let from = min(from, x.len());
+        let (want, body) = unstuffed_by_restarts(x, from, stop, limit);
+        let mut out = vec![0u8; x.len() - from];
+        for build in 0..3 {
+            out.fill(0);
+            let Some(got) = __unstuff_paths(build, x, from, stop, limit, &mut out) else { continue };
+            prop_assert_eq!(got, want, "unstuffing, build {} limit {:?}", build, limit);
+            prop_assert_eq!(&out[..body.len()], &body[..], "unstuffing, build {} limit {:?}", build, limit);
+        }
+    }
     Ok(())
+}
+
+/// What the unstuffing scan returns (`r`, `q`, the dots dropped, the last of them) and copies:
+/// the portable copying scan from `from`, again from the byte after each dot it stops at that
+/// is stuffing (after an LF, followed by neither CR nor LF, a block and a byte from the end),
+/// with the stop of the line the dot starts, not counting the dot.
+fn unstuffed_by_restarts(
+    x: &[u8],
+    from: usize,
+    stop: usize,
+    limit: Option<usize>,
+) -> ((usize, usize, usize, usize), Vec<u8>) {
+    let (mut at, mut stop, mut body, mut drops) = (from, stop, Vec::new(), Vec::new());
+    loop {
+        let (r, q) = __scan_paths(0, x, at, stop, limit, None).unwrap();
+        body.extend_from_slice(&x[at..r]);
+        let stuffing = q > at
+            && q + 2 + 64 <= x.len()
+            && x[q] == b'.'
+            && x[q - 1] == b'\n'
+            && !matches!(x[q + 1], b'\r' | b'\n');
+        if !stuffing {
+            return ((r, q, drops.len(), drops.last().copied().unwrap_or(0)), body);
+        }
+        body.extend_from_slice(&x[r..q]);
+        drops.push(q);
+        at = q + 1;
+        stop = q + 1 + limit.unwrap_or(0);
+    }
 }
 
 proptest! {

@@ -103,18 +103,45 @@ pub fn __scan_paths(
     out: Option<&mut [u8]>,
 ) -> Option<(usize, usize)> {
     let from = min(from, hay.len());
-    let build = match build {
+    let build = scan_build(build);
+    let s = match (max_line, out) {
+        (None, None) => scan::run::<false, false, false>(build, hay, from, stop, usize::MAX, &mut []),
+        (Some(m), None) => scan::run::<true, false, false>(build, hay, from, stop, m.max(scan::BLOCK), &mut []),
+        (None, Some(o)) => scan::run::<false, true, false>(build, hay, from, stop, usize::MAX, o),
+        (Some(m), Some(o)) => scan::run::<true, true, false>(build, hay, from, stop, m.max(scan::BLOCK), o),
+    };
+    s.map(|s| (s.to, s.checked))
+}
+
+/// Not part of the API: one build of the unstuffing scan (`decode_into`'s), for the
+/// `scan_paths` fuzz target and the tests, like [`__scan_paths`] with `out` (at least
+/// `hay.len() - from` long). Returns `r`, `q`, how many stuffing dots it dropped and the index
+/// of the last: `out[..r - from - dropped]` is `hay[from..r]` without them.
+#[doc(hidden)]
+pub fn __unstuff_paths(
+    build: u8,
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: Option<usize>,
+    out: &mut [u8],
+) -> Option<(usize, usize, usize, usize)> {
+    let from = min(from, hay.len());
+    let build = scan_build(build);
+    let s = match max_line {
+        None => scan::run::<false, true, true>(build, hay, from, stop, usize::MAX, out),
+        Some(m) => scan::run::<true, true, true>(build, hay, from, stop, m.max(scan::BLOCK), out),
+    };
+    s.map(|s| (s.to, s.checked, s.drops.n, s.drops.last))
+}
+
+/// The build a test or fuzz target names by number.
+fn scan_build(build: u8) -> scan::Build {
+    match build {
         0 => scan::Build::Portable,
         1 => scan::Build::Avx2,
         _ => scan::Build::Avx512,
-    };
-    let s = match (max_line, out) {
-        (None, None) => scan::run::<false, false>(build, hay, from, stop, usize::MAX, &mut []),
-        (Some(m), None) => scan::run::<true, false>(build, hay, from, stop, m.max(scan::BLOCK), &mut []),
-        (None, Some(o)) => scan::run::<false, true>(build, hay, from, stop, usize::MAX, o),
-        (Some(m), Some(o)) => scan::run::<true, true>(build, hay, from, stop, m.max(scan::BLOCK), o),
-    };
-    s.map(|s| (s.to, s.checked))
+    }
 }
 
 /// Not part of the API: the floor of the AVX-512BW block scan for the `data` bench (per 63
@@ -450,17 +477,25 @@ impl DataDecoder {
                 // than `input`.
                 let o = &mut out[from - ob..];
                 let s = match limit {
-                    Some(false) => scan::copy_canonical::<false>(&input[..scan_end], from, stop, max_line, o),
-                    Some(true) => scan::copy_canonical::<true>(&input[..scan_end], from, stop, max_line, o),
-                    None => scan::Skipped { to: from, checked: from },
+                    Some(false) => scan::unstuff_canonical::<false>(&input[..scan_end], from, stop, max_line, o),
+                    Some(true) => scan::unstuff_canonical::<true>(&input[..scan_end], from, stop, max_line, o),
+                    None => scan::Skipped { to: from, checked: from, drops: scan::Drops::default() },
                 };
                 copied = s.to;
+                if s.drops.n > 0 {
+                    // Dots dropped on the way (see above).
+                    ob += s.drops.n;
+                    size_stop = size_stop.saturating_add(s.drops.n);
+                    if limit == Some(false) {
+                        stop = size_stop;
+                    }
+                }
                 s
             } else {
                 match limit {
                     Some(false) => scan::skip_canonical::<false>(&input[..scan_end], from, stop, max_line),
                     Some(true) => scan::skip_canonical::<true>(&input[..scan_end], from, stop, max_line),
-                    None => scan::Skipped { to: from, checked: from },
+                    None => scan::Skipped { to: from, checked: from, drops: scan::Drops::default() },
                 }
             };
             let r = s.to;
@@ -475,7 +510,8 @@ impl DataDecoder {
                     memchr::memrchr(b'\n', &input[from..r]).map(|j| from + j)
                 };
                 if let Some(j) = last {
-                    line_start = j + 1;
+                    // A dot the scan dropped at the line's start is not part of it.
+                    line_start = if COPY && s.drops.n > 0 && s.drops.last == j + 1 { j + 2 } else { j + 1 };
                     carried = 0;
                     stop = min(size_stop, line_start.saturating_add(max_line));
                 }

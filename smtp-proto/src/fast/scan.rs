@@ -76,6 +76,57 @@ pub(crate) struct Skipped {
     /// `from + 1..checked` passed, the line limit included. `to` is `checked` or one or two
     /// before it; two when the scan backed up before a CRLF, whose LF passed.
     pub checked: usize,
+    /// The dots [`unstuff_canonical`] dropped (none in the other forms).
+    pub drops: Drops,
+}
+
+/// The stuffing dots an unstuffing scan ([`unstuff_canonical`]) dropped and went on behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Drops {
+    /// How many.
+    pub n: usize,
+    /// The index of the last one (meaningless when `n` is 0).
+    pub last: usize,
+}
+
+/// Whether the pair at `q`, where a scan from `from` stopped, is a stuffing dot that the
+/// unstuffing scan drops and goes on behind: a dot after an LF (whose pair, and so its CR,
+/// passed), followed by a byte other than CR or LF, and far enough from the end that the scan
+/// from `q + 1` does not return at once.
+#[inline(always)]
+fn droppable(hay: &[u8], from: usize, q: usize) -> bool {
+    q > from
+        && q + 2 + BLOCK <= hay.len()
+        && hay[q] == b'.'
+        && hay[q - 1] == b'\n'
+        && !matches!(hay[q + 1], b'\r' | b'\n')
+}
+
+/// [`unstuff_canonical`] on one build's copying scan, `scan(from, stop, out)` (`out[0]` for
+/// `hay[from]`): the scan again from the byte after each dot [`droppable`] accepts, with the
+/// stop of the line that dot starts (the dot not counted), and its copy one byte further back
+/// for each dot left out. Returns where the last scan stopped (its `q`).
+#[inline(always)]
+fn restarting(
+    hay: &[u8],
+    mut from: usize,
+    mut stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+    drops: &mut Drops,
+    mut scan: impl FnMut(usize, usize, &mut [u8]) -> usize,
+) -> usize {
+    let start = from;
+    loop {
+        let q = scan(from, stop, &mut out[from - start - drops.n..]);
+        if !droppable(hay, from, q) {
+            return q;
+        }
+        drops.n += 1;
+        drops.last = q;
+        from = q + 1;
+        stop = (q + 1).saturating_add(max_line);
+    }
 }
 
 /// The scan's result from `q`, the first index it could not pass (or the end; `from` when it
@@ -83,16 +134,16 @@ pub(crate) struct Skipped {
 /// unchecked) and an LF at `q - 1` is not followed by a checked byte, so back up to before
 /// them.
 #[inline(always)]
-fn finish(hay: &[u8], from: usize, q: usize) -> Skipped {
+fn finish(hay: &[u8], from: usize, q: usize, drops: Drops) -> Skipped {
     if q <= from {
-        return Skipped { to: from, checked: from };
+        return Skipped { to: from, checked: from, drops };
     }
     let to = match hay[q - 1] {
         b'\n' => q - 2,
         b'\r' => q - 1,
         _ => q,
     };
-    Skipped { to, checked: q }
+    Skipped { to, checked: q, drops }
 }
 
 /// Skips canonical text in `hay` from `from`, where the caller is inside a line with nothing
@@ -115,7 +166,8 @@ fn finish(hay: &[u8], from: usize, q: usize) -> Skipped {
 /// walks those).
 #[inline]
 pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> Skipped {
-    finish(hay, from, dispatch::<LIMIT, false>(hay, from, stop, max_line, &mut []))
+    let mut drops = Drops::default();
+    finish(hay, from, dispatch::<LIMIT, false, false>(hay, from, stop, max_line, &mut [], &mut drops), drops)
 }
 
 /// [`skip_canonical`] that also copies what it skips: `out[..r - from]` becomes
@@ -129,7 +181,26 @@ pub(crate) fn copy_canonical<const LIMIT: bool>(
     max_line: usize,
     out: &mut [u8],
 ) -> Skipped {
-    finish(hay, from, dispatch::<LIMIT, true>(hay, from, stop, max_line, out))
+    let mut drops = Drops::default();
+    finish(hay, from, dispatch::<LIMIT, true, false>(hay, from, stop, max_line, out, &mut drops), drops)
+}
+
+/// [`copy_canonical`] that also drops stuffing dots: where that scan stops at a dot that
+/// [`droppable`] accepts, this one leaves the dot out of `out` and scans on from the byte
+/// after it, the line it starts (not counting the dot) with a stop of its own. `r` and `q`
+/// are where the last of those scans stopped, and `out[..r - from - drops.n]` becomes
+/// `hay[from..r]` without the dropped dots. One call through a run of stuffed lines, where
+/// the plain scan returns at each.
+#[inline]
+pub(crate) fn unstuff_canonical<const LIMIT: bool>(
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+) -> Skipped {
+    let mut drops = Drops::default();
+    finish(hay, from, dispatch::<LIMIT, true, true>(hay, from, stop, max_line, out, &mut drops), drops)
 }
 
 /// The builds of the scan, fastest first (the dispatch takes the first the CPU runs).
@@ -147,32 +218,33 @@ pub(crate) enum Build {
 /// through `run` with a chosen [`Build`] (a second detection and a match) measured ~6% slower
 /// on the zero-copy bench.
 #[inline(always)]
-fn dispatch<const LIMIT: bool, const COPY: bool>(
+fn dispatch<const LIMIT: bool, const COPY: bool, const DROP: bool>(
     hay: &[u8],
     from: usize,
     stop: usize,
     max_line: usize,
     out: &mut [u8],
+    drops: &mut Drops,
 ) -> usize {
     #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
     {
         if std::is_x86_feature_detected!("avx512bw") {
             // SAFETY: `avx512::skip` needs AVX-512BW (and the AVX-512F it implies), which the
             // CPU was just found to have.
-            return unsafe { avx512::skip::<LIMIT, COPY>(hay, from, stop, max_line, out) };
+            return unsafe { avx512::skip::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, drops) };
         }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
             // sound exactly when the CPU has AVX2, which was just checked.
-            return unsafe { skip_avx2::<LIMIT, COPY>(hay, from, stop, max_line, out) };
+            return unsafe { skip_avx2::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, drops) };
         }
     }
-    skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
+    skip_portable::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, drops)
 }
 
 /// The scan in a given build, for the tests and the fuzz target; `None` if this CPU (or this
 /// compilation: no `std`, not x86_64, miri) cannot run it.
-pub(crate) fn run<const LIMIT: bool, const COPY: bool>(
+pub(crate) fn run<const LIMIT: bool, const COPY: bool, const DROP: bool>(
     build: Build,
     hay: &[u8],
     from: usize,
@@ -180,23 +252,25 @@ pub(crate) fn run<const LIMIT: bool, const COPY: bool>(
     max_line: usize,
     out: &mut [u8],
 ) -> Option<Skipped> {
+    let mut drops = Drops::default();
+    let d = &mut drops;
     let q = match build {
-        Build::Portable => Some(skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)),
+        Build::Portable => Some(skip_portable::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, d)),
         #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
         Build::Avx512 if std::is_x86_feature_detected!("avx512bw") => {
             // SAFETY: `avx512::skip` needs AVX-512BW (and the AVX-512F it implies), which the
             // CPU was just found to have.
-            Some(unsafe { avx512::skip::<LIMIT, COPY>(hay, from, stop, max_line, out) })
+            Some(unsafe { avx512::skip::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, d) })
         }
         #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
         Build::Avx2 if std::is_x86_feature_detected!("avx2") => {
             // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
             // sound exactly when the CPU has AVX2, which was just checked.
-            Some(unsafe { skip_avx2::<LIMIT, COPY>(hay, from, stop, max_line, out) })
+            Some(unsafe { skip_avx2::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, d) })
         }
         _ => None,
     };
-    q.map(|q| finish(hay, from, q))
+    q.map(|q| finish(hay, from, q, drops))
 }
 
 /// [`avx512::floor`] if the CPU runs it (for the bench).
@@ -225,22 +299,42 @@ pub(crate) fn copy_floor(hay: &[u8], out: &mut [u8]) -> bool {
 /// [`skip_portable`] compiled for AVX2 (twice the bytes per compare of the SSE2 baseline).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 #[target_feature(enable = "avx2")]
-fn skip_avx2<const LIMIT: bool, const COPY: bool>(
+fn skip_avx2<const LIMIT: bool, const COPY: bool, const DROP: bool>(
     hay: &[u8],
     from: usize,
     stop: usize,
     max_line: usize,
     out: &mut [u8],
+    drops: &mut Drops,
 ) -> usize {
-    skip_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
+    skip_portable::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, drops)
 }
 
 /// [`skip_canonical`] (and, with `COPY`, [`copy_canonical`]) in plain Rust, for the target's
 /// baseline vector unit (or none): blocks of [`BLOCK`] pairs through the vectorised
 /// [`block`] test, the exact [`walk`] only where a block fails, where a line may end past its
-/// stop, and for the last pairs. Returns `q` (see [`finish`]), like every build.
+/// stop, and for the last pairs. Returns `q` (see [`finish`]), like every build; with `DROP`
+/// (and `COPY`), [`unstuff_canonical`]'s, counting the dots dropped in `drops`.
 #[inline(always)]
-pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
+pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool, const DROP: bool>(
+    hay: &[u8],
+    from: usize,
+    stop: usize,
+    max_line: usize,
+    out: &mut [u8],
+    drops: &mut Drops,
+) -> usize {
+    if !DROP {
+        return scan_portable::<LIMIT, COPY>(hay, from, stop, max_line, out);
+    }
+    restarting(hay, from, stop, max_line, out, drops, |from, stop, out| {
+        scan_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
+    })
+}
+
+/// [`skip_portable`]'s scan, without dropping dots.
+#[inline(always)]
+fn scan_portable<const LIMIT: bool, const COPY: bool>(
     hay: &[u8],
     from: usize,
     mut stop: usize,
@@ -337,7 +431,7 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool>(
 /// masks shifted and carried in general registers).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 pub(crate) mod avx512 {
-    use super::{walk, BLOCK};
+    use super::{restarting, walk, Drops, BLOCK};
     use core::arch::x86_64::{
         __m512i, __mmask64, _kor_mask64, _kortestz_mask64_u8, _kshiftli_mask64, _kxor_mask64, _mm512_cmpeq_epi8_mask,
         _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8, _mm512_min_epu8, _mm512_set1_epi8,
@@ -484,7 +578,26 @@ pub(crate) mod avx512 {
     ///
     /// The CPU must support AVX-512BW.
     #[target_feature(enable = "avx512bw")]
-    pub unsafe fn skip<const LIMIT: bool, const COPY: bool>(
+    pub unsafe fn skip<const LIMIT: bool, const COPY: bool, const DROP: bool>(
+        hay: &[u8],
+        from: usize,
+        stop: usize,
+        max_line: usize,
+        out: &mut [u8],
+        drops: &mut Drops,
+    ) -> usize {
+        if !DROP {
+            return scan::<LIMIT, COPY>(hay, from, stop, max_line, out);
+        }
+        restarting(hay, from, stop, max_line, out, drops, |from, stop, out| {
+            scan::<LIMIT, COPY>(hay, from, stop, max_line, out)
+        })
+    }
+
+    /// [`skip`]'s scan, without dropping dots.
+    #[inline]
+    #[target_feature(enable = "avx512bw")]
+    fn scan<const LIMIT: bool, const COPY: bool>(
         hay: &[u8],
         from: usize,
         mut stop: usize,
