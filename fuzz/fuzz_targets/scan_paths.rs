@@ -1,12 +1,13 @@
 //! The DATA block scan, the crate's only `unsafe`: each build this CPU runs (AVX-512BW
 //! intrinsics, the AVX2 build, behind run-time detection) against the portable build, in all
-//! six forms (with and without the line limit; scanning only, copying too, or copying and
-//! dropping stuffing dots), the portable build against the contract `skip_canonical`
-//! documents, and the unstuffing scan against the copying scan restarted after each dot.
+//! seven forms (with and without the line limit; scanning only, copying too, or copying and
+//! dropping stuffing dots; and copying and doubling line-start dots), the portable build
+//! against the contract `skip_canonical` documents, and the unstuffing and stuffing scans
+//! against the copying scan restarted at each dot.
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use smtp_proto::data::{__scan_paths, __unstuff_paths};
+use smtp_proto::data::{__scan_paths, __stuff_paths, __unstuff_paths};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -16,6 +17,8 @@ struct Input {
     from: u16,
     stop: u16,
     max_line: u16,
+    /// Room in the stuffing scan's output beyond the input's length.
+    room: u8,
 }
 
 fuzz_target!(|input: Input| {
@@ -68,6 +71,32 @@ fuzz_target!(|input: Input| {
             assert_eq!(got, want, "the unstuffing scan of build {build} stops elsewhere (limit {limit:?})");
             assert_eq!(out[..expect.len()], expect[..], "the unstuffing scan of build {build} copied wrong");
         }
+    }
+    // The stuffing scan: the copying one, again from each line-start dot it stopped at (a
+    // block and a byte from the end) after writing a dot there, while the output has room
+    // for all of the input after the dot.
+    let room = hay.len() - from + usize::from(input.room % 8);
+    let (mut at, mut expect, mut doubled) = (from, Vec::new(), Vec::new());
+    let (r, q) = loop {
+        let (r, q) = __scan_paths(0, &hay, at, 0, None, None).unwrap();
+        expect.extend_from_slice(&hay[at..r]);
+        let dot = q > at && q + 1 + 64 <= hay.len() && hay[q] == b'.' && hay[q - 1] == b'\n';
+        if !dot || room < hay.len() - from + doubled.len() + 1 {
+            break (r, q);
+        }
+        expect.extend_from_slice(&hay[r..q]);
+        expect.push(b'.');
+        doubled.push(q);
+        at = q;
+    };
+    let want = (r, q, doubled.len(), doubled.last().copied().unwrap_or(0));
+    let mut out = vec![0u8; room];
+    for build in 0..3 {
+        out.fill(0);
+        let Some(got) = __stuff_paths(build, &hay, from, &mut out) else { continue };
+        assert_eq!(got, want, "the stuffing scan of build {build} stops elsewhere");
+        assert_eq!(out[..expect.len()], expect[..], "the stuffing scan of build {build} copied wrong");
+    }
     for (limit, (r, q)) in [(false, results[0]), (true, results[1])] {
         assert!(from <= r && r <= q && q <= hay.len() && q - r <= 2);
         // Every pair ending before `q` passed (the decoder relies on the LF at `q - 1`).

@@ -4,7 +4,9 @@
 use std::cmp::min;
 
 use proptest::prelude::*;
-use smtp_proto::data::{__copy_floor, __scan_paths, __unstuff_paths, BarePolicy, DataDecoder, DataError, Stuffer};
+use smtp_proto::data::{
+    __copy_floor, __scan_paths, __stuff_paths, __unstuff_paths, BarePolicy, DataDecoder, DataError, Stuffer,
+};
 
 type End = Option<Result<u64, DataError>>;
 
@@ -1095,8 +1097,38 @@ fn builds_agree(x: &[u8], from: usize, stop: usize, limit: Option<usize>) -> Res
             prop_assert_eq!(got, want, "unstuffing, build {} limit {:?}", build, limit);
             prop_assert_eq!(&out[..body.len()], &body[..], "unstuffing, build {} limit {:?}", build, limit);
         }
+        for extra in [0, 1, 3, 64] {
+            let (want, wire) = stuffed_by_restarts(x, from, extra);
+            let mut out = vec![0u8; x.len() - from + extra];
+            for build in 0..3 {
+                out.fill(0);
+                let Some(got) = __stuff_paths(build, x, from, &mut out) else { continue };
+                prop_assert_eq!(got, want, "stuffing, build {} room {}", build, extra);
+                prop_assert_eq!(&out[..wire.len()], &wire[..], "stuffing, build {} room {}", build, extra);
+            }
+        }
     }
     Ok(())
+}
+
+/// What the stuffing scan returns (`r`, `q`, the dots doubled, the last of them) and writes,
+/// into an output `extra` bytes longer than `x[from..]`: the portable copying scan from
+/// `from`, again from each line-start dot it stops at (a block and a byte from the end) after
+/// a dot written there, while the output has room for all of `x` after it.
+fn stuffed_by_restarts(x: &[u8], from: usize, extra: usize) -> ((usize, usize, usize, usize), Vec<u8>) {
+    let (mut at, mut wire, mut doubled) = (from, Vec::new(), Vec::new());
+    loop {
+        let (r, q) = __scan_paths(0, x, at, 0, None, None).unwrap();
+        wire.extend_from_slice(&x[at..r]);
+        let dot = q > at && q + 1 + 64 <= x.len() && x[q] == b'.' && x[q - 1] == b'\n';
+        if !dot || doubled.len() + 1 > extra {
+            return ((r, q, doubled.len(), doubled.last().copied().unwrap_or(0)), wire);
+        }
+        wire.extend_from_slice(&x[r..q]);
+        wire.push(b'.');
+        doubled.push(q);
+        at = q;
+    }
 }
 
 /// What the unstuffing scan returns (`r`, `q`, the dots dropped, the last of them) and copies:
@@ -1113,11 +1145,8 @@ fn unstuffed_by_restarts(
     loop {
         let (r, q) = __scan_paths(0, x, at, stop, limit, None).unwrap();
         body.extend_from_slice(&x[at..r]);
-        let stuffing = q > at
-            && q + 2 + 64 <= x.len()
-            && x[q] == b'.'
-            && x[q - 1] == b'\n'
-            && !matches!(x[q + 1], b'\r' | b'\n');
+        let stuffing =
+            q > at && q + 2 + 64 <= x.len() && x[q] == b'.' && x[q - 1] == b'\n' && !matches!(x[q + 1], b'\r' | b'\n');
         if !stuffing {
             return ((r, q, drops.len(), drops.last().copied().unwrap_or(0)), body);
         }

@@ -105,10 +105,12 @@ pub fn __scan_paths(
     let from = min(from, hay.len());
     let build = scan_build(build);
     let s = match (max_line, out) {
-        (None, None) => scan::run::<false, false, false>(build, hay, from, stop, usize::MAX, &mut []),
-        (Some(m), None) => scan::run::<true, false, false>(build, hay, from, stop, m.max(scan::BLOCK), &mut []),
-        (None, Some(o)) => scan::run::<false, true, false>(build, hay, from, stop, usize::MAX, o),
-        (Some(m), Some(o)) => scan::run::<true, true, false>(build, hay, from, stop, m.max(scan::BLOCK), o),
+        (None, None) => scan::run::<false, false, { scan::KEEP }>(build, hay, from, stop, usize::MAX, &mut []),
+        (Some(m), None) => {
+            scan::run::<true, false, { scan::KEEP }>(build, hay, from, stop, m.max(scan::BLOCK), &mut [])
+        }
+        (None, Some(o)) => scan::run::<false, true, { scan::KEEP }>(build, hay, from, stop, usize::MAX, o),
+        (Some(m), Some(o)) => scan::run::<true, true, { scan::KEEP }>(build, hay, from, stop, m.max(scan::BLOCK), o),
     };
     s.map(|s| (s.to, s.checked))
 }
@@ -129,9 +131,21 @@ pub fn __unstuff_paths(
     let from = min(from, hay.len());
     let build = scan_build(build);
     let s = match max_line {
-        None => scan::run::<false, true, true>(build, hay, from, stop, usize::MAX, out),
-        Some(m) => scan::run::<true, true, true>(build, hay, from, stop, m.max(scan::BLOCK), out),
+        None => scan::run::<false, true, { scan::DROP }>(build, hay, from, stop, usize::MAX, out),
+        Some(m) => scan::run::<true, true, { scan::DROP }>(build, hay, from, stop, m.max(scan::BLOCK), out),
     };
+    s.map(|s| (s.to, s.checked, s.drops.n, s.drops.last))
+}
+
+/// Not part of the API: one build of the stuffing scan (the `Stuffer`'s), for the
+/// `scan_paths` fuzz target and the tests, like [`__scan_paths`] with `out` (at least
+/// `hay.len() - from` long) and no line limit. Returns `r`, `q`, how many line-start dots it
+/// doubled and the index of the last: `out[..r - from + doubled]` is `hay[from..r]` with them
+/// doubled.
+#[doc(hidden)]
+pub fn __stuff_paths(build: u8, hay: &[u8], from: usize, out: &mut [u8]) -> Option<(usize, usize, usize, usize)> {
+    let from = min(from, hay.len());
+    let s = scan::run::<false, true, { scan::DOUBLE }>(scan_build(build), hay, from, usize::MAX, usize::MAX, out);
     s.map(|s| (s.to, s.checked, s.drops.n, s.drops.last))
 }
 

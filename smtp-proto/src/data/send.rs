@@ -120,31 +120,31 @@ impl Stuffer {
                 }
                 self.state = SendState::Text;
             }
-            // A run copied 1:1, as long as it fits: `input[run..from]` is canonical text
-            // with no line start needing a dot.
+            // A run copied as long as it fits: `input[run..from]` is canonical text, the dots
+            // at its line starts doubled by the block scan (`ins` of them), so that
+            // `out[w + (k - run) + ins]` is where `input[k]` goes after the last of them.
             let run = i;
+            let mut ins = 0;
             let limit = min(len, i + (cap - w));
             let mut from = i;
             // `input[run..copied]` is already in `out[w..]`: the block scan copies as it goes.
             let mut copied = i;
             loop {
                 if copied < from {
-                    out[w + (copied - run)..w + (from - run)].copy_from_slice(&input[copied..from]);
+                    out[w + (copied - run) + ins..w + (from - run) + ins].copy_from_slice(&input[copied..from]);
                 }
-                let r = scan::copy_canonical::<false>(
-                    &input[..limit],
-                    from,
-                    usize::MAX,
-                    usize::MAX,
-                    &mut out[w + (from - run)..],
-                )
-                .to;
+                let s = scan::stuff_canonical(&input[..limit], from, &mut out[w + (from - run) + ins..]);
+                // The scan doubles dots only while all of `input[..limit]` still fits after
+                // them, so `limit` still bounds the run.
+                ins += s.drops.n;
+                debug_assert!(w + (limit - run) + ins <= cap);
+                let r = s.to;
                 copied = r;
                 let p = find_line_byte(&input[..limit], r);
                 // Copies the rest of `input[run..end]`; `i` becomes `end`.
                 let mut flush = |end: usize, w: &mut usize, i: &mut usize| {
-                    out[*w + (copied - run)..*w + (end - run)].copy_from_slice(&input[copied..end]);
-                    *w += end - run;
+                    out[*w + (copied - run) + ins..*w + (end - run) + ins].copy_from_slice(&input[copied..end]);
+                    *w += end - run + ins;
                     *i = end;
                 };
                 if p == limit {

@@ -17,7 +17,9 @@
 //! fails, where a line may end past its limit, and for the last pairs of the input. The scan
 //! stops at the first pair that fails; the caller goes on a CR/LF at a time from there, and
 //! comes back here after it. Every read is scanned to its end; a CR or LF there waits for the
-//! next read.
+//! next read. The copying forms go on by themselves after a line-start dot that needs no
+//! more than their own copy can do: the receive side's leaves a stuffing dot out
+//! ([`unstuff_canonical`]), the send side's writes it twice ([`stuff_canonical`]).
 //!
 //! Three builds, the fastest the CPU runs chosen at run time: AVX-512BW intrinsics (two
 //! overlapping loads, three integer vector operations and two mask tests per 63 pairs, four
@@ -26,7 +28,8 @@
 //! is defined by the bytes alone (see [`skip_canonical`]), so all three return the same. The
 //! `unsafe` calls of those builds and the intrinsics' loads and stores are all of the crate's
 //! `unsafe` (with `fast::printable_prefix`); the `scan_paths` fuzz target holds every build to
-//! the portable one, in all four forms (line limit or not, copying or not).
+//! the portable one, in all its forms (line limit or not; scanning, copying, unstuffing or
+//! stuffing), and the unstuffing and stuffing forms to the copying one restarted at each dot.
 
 /// Pairs checked per block.
 pub(crate) const BLOCK: usize = 64;
@@ -76,11 +79,13 @@ pub(crate) struct Skipped {
     /// `from + 1..checked` passed, the line limit included. `to` is `checked` or one or two
     /// before it; two when the scan backed up before a CRLF, whose LF passed.
     pub checked: usize,
-    /// The dots [`unstuff_canonical`] dropped (none in the other forms).
+    /// The dots [`unstuff_canonical`] dropped or [`stuff_canonical`] doubled (none in the other
+    /// forms).
     pub drops: Drops,
 }
 
-/// The stuffing dots an unstuffing scan ([`unstuff_canonical`]) dropped and went on behind.
+/// The dots an unstuffing scan ([`unstuff_canonical`]) dropped, or a stuffing scan
+/// ([`stuff_canonical`]) doubled, going on behind them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Drops {
     /// How many.
@@ -88,6 +93,15 @@ pub(crate) struct Drops {
     /// The index of the last one (meaningless when `n` is 0).
     pub last: usize,
 }
+
+/// What a copying scan does where it stops at a line-start dot: stop there ([`KEEP`]), leave
+/// the dot out and go on behind it ([`DROP`], receiving), or write it twice and go on
+/// ([`DOUBLE`], sending).
+pub(crate) const KEEP: u8 = 0;
+/// See [`KEEP`].
+pub(crate) const DROP: u8 = 1;
+/// See [`KEEP`].
+pub(crate) const DOUBLE: u8 = 2;
 
 /// Whether the pair at `q`, where a scan from `from` stopped, is a stuffing dot that the
 /// unstuffing scan drops and goes on behind: a dot after an LF (whose pair, and so its CR,
@@ -102,12 +116,23 @@ fn droppable(hay: &[u8], from: usize, q: usize) -> bool {
         && !matches!(hay[q + 1], b'\r' | b'\n')
 }
 
-/// [`unstuff_canonical`] on one build's copying scan, `scan(from, stop, out)` (`out[0]` for
-/// `hay[from]`): the scan again from the byte after each dot [`droppable`] accepts, with the
-/// stop of the line that dot starts (the dot not counted), and its copy one byte further back
-/// for each dot left out. Returns where the last scan stopped (its `q`).
+/// Whether the pair at `q`, where a scan from `from` stopped, is a line-start dot that the
+/// stuffing scan writes twice and goes on from: a dot after an LF, far enough from the end
+/// that the scan from `q` does not return at once.
 #[inline(always)]
-fn restarting(
+fn doublable(hay: &[u8], from: usize, q: usize) -> bool {
+    q > from && q + 1 + BLOCK <= hay.len() && hay[q] == b'.' && hay[q - 1] == b'\n'
+}
+
+/// [`unstuff_canonical`] (`DOTS` [`DROP`]) or [`stuff_canonical`] ([`DOUBLE`]) on one build's
+/// copying scan, `scan(from, stop, out)` (`out[0]` for `hay[from]`). Dropping: the scan again
+/// from the byte after each dot [`droppable`] accepts, with the stop of the line that dot
+/// starts (the dot not counted), its copy one byte further back for each dot left out.
+/// Doubling: a dot written where each dot [`doublable`] accepts goes, and the scan again from
+/// that dot, its copy one byte further on, as long as `out` has room for all of `hay` after
+/// it. Returns where the last scan stopped (its `q`).
+#[inline(always)]
+fn restarting<const DOTS: u8>(
     hay: &[u8],
     mut from: usize,
     mut stop: usize,
@@ -118,14 +143,25 @@ fn restarting(
 ) -> usize {
     let start = from;
     loop {
-        let q = scan(from, stop, &mut out[from - start - drops.n..]);
-        if !droppable(hay, from, q) {
-            return q;
+        let at = if DOTS == DOUBLE { from - start + drops.n } else { from - start - drops.n };
+        let q = scan(from, stop, &mut out[at..]);
+        if DOTS == DOUBLE {
+            if !doublable(hay, from, q) || out.len() < hay.len() - start + drops.n + 1 {
+                return q;
+            }
+            out[q - start + drops.n] = b'.';
+            drops.n += 1;
+            drops.last = q;
+            from = q;
+        } else {
+            if !droppable(hay, from, q) {
+                return q;
+            }
+            drops.n += 1;
+            drops.last = q;
+            from = q + 1;
+            stop = (q + 1).saturating_add(max_line);
         }
-        drops.n += 1;
-        drops.last = q;
-        from = q + 1;
-        stop = (q + 1).saturating_add(max_line);
     }
 }
 
@@ -167,27 +203,14 @@ fn finish(hay: &[u8], from: usize, q: usize, drops: Drops) -> Skipped {
 #[inline]
 pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> Skipped {
     let mut drops = Drops::default();
-    finish(hay, from, dispatch::<LIMIT, false, false>(hay, from, stop, max_line, &mut [], &mut drops), drops)
+    finish(hay, from, dispatch::<LIMIT, false, KEEP>(hay, from, stop, max_line, &mut [], &mut drops), drops)
 }
 
-/// [`skip_canonical`] that also copies what it skips: `out[..r - from]` becomes
-/// `hay[from..r]` (and more of `out` may be overwritten). `out` must be at least
-/// `hay.len() - from` long. One pass over the bytes instead of a scan and then a copy.
-#[inline]
-pub(crate) fn copy_canonical<const LIMIT: bool>(
-    hay: &[u8],
-    from: usize,
-    stop: usize,
-    max_line: usize,
-    out: &mut [u8],
-) -> Skipped {
-    let mut drops = Drops::default();
-    finish(hay, from, dispatch::<LIMIT, true, false>(hay, from, stop, max_line, out, &mut drops), drops)
-}
-
-/// [`copy_canonical`] that also drops stuffing dots: where that scan stops at a dot that
-/// [`droppable`] accepts, this one leaves the dot out of `out` and scans on from the byte
-/// after it, the line it starts (not counting the dot) with a stop of its own. `r` and `q`
+/// [`skip_canonical`] that also copies what it skips and drops stuffing dots (the receive
+/// side's copy, `DataDecoder::decode_into`'s). The copying scan copies `hay[from..r]` into
+/// `out[..r - from]` (`out` at least `hay.len() - from` long; more of it may be written);
+/// where it stops at a dot that [`droppable`] accepts, this one leaves the dot out of `out`
+/// and scans on from the byte after it, the line it starts (not counting the dot) with a stop of its own. `r` and `q`
 /// are where the last of those scans stopped, and `out[..r - from - drops.n]` becomes
 /// `hay[from..r]` without the dropped dots. One call through a run of stuffed lines, where
 /// the plain scan returns at each.
@@ -200,7 +223,22 @@ pub(crate) fn unstuff_canonical<const LIMIT: bool>(
     out: &mut [u8],
 ) -> Skipped {
     let mut drops = Drops::default();
-    finish(hay, from, dispatch::<LIMIT, true, true>(hay, from, stop, max_line, out, &mut drops), drops)
+    finish(hay, from, dispatch::<LIMIT, true, DROP>(hay, from, stop, max_line, out, &mut drops), drops)
+}
+
+/// The copying scan (see [`unstuff_canonical`]) that also doubles line-start dots, with no
+/// line limit (the send side's copy, [`Stuffer`](crate::data::Stuffer)'s): where that scan
+/// stops at a dot that [`doublable`] accepts, this one writes a dot there and scans on from
+/// the dot, whose copy makes the second, as long as `out` has room for all of `hay` after
+/// it. `r` and `q` are where the last of those scans stopped, and `out[..r - from + drops.n]`
+/// becomes `hay[from..r]` with those dots doubled; `out` must be at least `hay.len() - from`
+/// long, and is written up to `hay.len() - from + drops.n`. The send side's copy through a
+/// run of lines that start with a dot, where the plain scan returns at each.
+#[inline]
+pub(crate) fn stuff_canonical(hay: &[u8], from: usize, out: &mut [u8]) -> Skipped {
+    let mut drops = Drops::default();
+    let q = dispatch::<false, true, DOUBLE>(hay, from, usize::MAX, usize::MAX, out, &mut drops);
+    finish(hay, from, q, drops)
 }
 
 /// The builds of the scan, fastest first (the dispatch takes the first the CPU runs).
@@ -218,7 +256,7 @@ pub(crate) enum Build {
 /// through `run` with a chosen [`Build`] (a second detection and a match) measured ~6% slower
 /// on the zero-copy bench.
 #[inline(always)]
-fn dispatch<const LIMIT: bool, const COPY: bool, const DROP: bool>(
+fn dispatch<const LIMIT: bool, const COPY: bool, const DOTS: u8>(
     hay: &[u8],
     from: usize,
     stop: usize,
@@ -231,20 +269,20 @@ fn dispatch<const LIMIT: bool, const COPY: bool, const DROP: bool>(
         if std::is_x86_feature_detected!("avx512bw") {
             // SAFETY: `avx512::skip` needs AVX-512BW (and the AVX-512F it implies), which the
             // CPU was just found to have.
-            return unsafe { avx512::skip::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, drops) };
+            return unsafe { avx512::skip::<LIMIT, COPY, DOTS>(hay, from, stop, max_line, out, drops) };
         }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
             // sound exactly when the CPU has AVX2, which was just checked.
-            return unsafe { skip_avx2::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, drops) };
+            return unsafe { skip_avx2::<LIMIT, COPY, DOTS>(hay, from, stop, max_line, out, drops) };
         }
     }
-    skip_portable::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, drops)
+    skip_portable::<LIMIT, COPY, DOTS>(hay, from, stop, max_line, out, drops)
 }
 
 /// The scan in a given build, for the tests and the fuzz target; `None` if this CPU (or this
 /// compilation: no `std`, not x86_64, miri) cannot run it.
-pub(crate) fn run<const LIMIT: bool, const COPY: bool, const DROP: bool>(
+pub(crate) fn run<const LIMIT: bool, const COPY: bool, const DOTS: u8>(
     build: Build,
     hay: &[u8],
     from: usize,
@@ -255,18 +293,18 @@ pub(crate) fn run<const LIMIT: bool, const COPY: bool, const DROP: bool>(
     let mut drops = Drops::default();
     let d = &mut drops;
     let q = match build {
-        Build::Portable => Some(skip_portable::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, d)),
+        Build::Portable => Some(skip_portable::<LIMIT, COPY, DOTS>(hay, from, stop, max_line, out, d)),
         #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
         Build::Avx512 if std::is_x86_feature_detected!("avx512bw") => {
             // SAFETY: `avx512::skip` needs AVX-512BW (and the AVX-512F it implies), which the
             // CPU was just found to have.
-            Some(unsafe { avx512::skip::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, d) })
+            Some(unsafe { avx512::skip::<LIMIT, COPY, DOTS>(hay, from, stop, max_line, out, d) })
         }
         #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
         Build::Avx2 if std::is_x86_feature_detected!("avx2") => {
             // SAFETY: `skip_avx2` is `skip_portable` compiled with AVX2 enabled; calling it is
             // sound exactly when the CPU has AVX2, which was just checked.
-            Some(unsafe { skip_avx2::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, d) })
+            Some(unsafe { skip_avx2::<LIMIT, COPY, DOTS>(hay, from, stop, max_line, out, d) })
         }
         _ => None,
     };
@@ -299,7 +337,7 @@ pub(crate) fn copy_floor(hay: &[u8], out: &mut [u8]) -> bool {
 /// [`skip_portable`] compiled for AVX2 (twice the bytes per compare of the SSE2 baseline).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 #[target_feature(enable = "avx2")]
-fn skip_avx2<const LIMIT: bool, const COPY: bool, const DROP: bool>(
+fn skip_avx2<const LIMIT: bool, const COPY: bool, const DOTS: u8>(
     hay: &[u8],
     from: usize,
     stop: usize,
@@ -307,16 +345,17 @@ fn skip_avx2<const LIMIT: bool, const COPY: bool, const DROP: bool>(
     out: &mut [u8],
     drops: &mut Drops,
 ) -> usize {
-    skip_portable::<LIMIT, COPY, DROP>(hay, from, stop, max_line, out, drops)
+    skip_portable::<LIMIT, COPY, DOTS>(hay, from, stop, max_line, out, drops)
 }
 
-/// [`skip_canonical`] (and, with `COPY`, [`copy_canonical`]) in plain Rust, for the target's
+/// [`skip_canonical`] (and, with `COPY`, the copying scan) in plain Rust, for the target's
 /// baseline vector unit (or none): blocks of [`BLOCK`] pairs through the vectorised
 /// [`block`] test, the exact [`walk`] only where a block fails, where a line may end past its
-/// stop, and for the last pairs. Returns `q` (see [`finish`]), like every build; with `DROP`
-/// (and `COPY`), [`unstuff_canonical`]'s, counting the dots dropped in `drops`.
+/// stop, and for the last pairs. Returns `q` (see [`finish`]), like every build; with `DOTS`
+/// [`DROP`] or [`DOUBLE`] (and `COPY`), [`unstuff_canonical`]'s or [`stuff_canonical`]'s,
+/// counting the dots dropped or doubled in `drops`.
 #[inline(always)]
-pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool, const DROP: bool>(
+pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool, const DOTS: u8>(
     hay: &[u8],
     from: usize,
     stop: usize,
@@ -324,10 +363,10 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool, const DROP: boo
     out: &mut [u8],
     drops: &mut Drops,
 ) -> usize {
-    if !DROP {
+    if DOTS == KEEP {
         return scan_portable::<LIMIT, COPY>(hay, from, stop, max_line, out);
     }
-    restarting(hay, from, stop, max_line, out, drops, |from, stop, out| {
+    restarting::<DOTS>(hay, from, stop, max_line, out, drops, |from, stop, out| {
         scan_portable::<LIMIT, COPY>(hay, from, stop, max_line, out)
     })
 }
@@ -431,7 +470,7 @@ fn scan_portable<const LIMIT: bool, const COPY: bool>(
 /// masks shifted and carried in general registers).
 #[cfg(all(feature = "std", target_arch = "x86_64", not(miri)))]
 pub(crate) mod avx512 {
-    use super::{restarting, walk, Drops, BLOCK};
+    use super::{restarting, walk, Drops, BLOCK, KEEP};
     use core::arch::x86_64::{
         __m512i, __mmask64, _kor_mask64, _kortestz_mask64_u8, _kshiftli_mask64, _kxor_mask64, _mm512_cmpeq_epi8_mask,
         _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8, _mm512_min_epu8, _mm512_set1_epi8,
@@ -578,7 +617,7 @@ pub(crate) mod avx512 {
     ///
     /// The CPU must support AVX-512BW.
     #[target_feature(enable = "avx512bw")]
-    pub unsafe fn skip<const LIMIT: bool, const COPY: bool, const DROP: bool>(
+    pub unsafe fn skip<const LIMIT: bool, const COPY: bool, const DOTS: u8>(
         hay: &[u8],
         from: usize,
         stop: usize,
@@ -586,10 +625,10 @@ pub(crate) mod avx512 {
         out: &mut [u8],
         drops: &mut Drops,
     ) -> usize {
-        if !DROP {
+        if DOTS == KEEP {
             return scan::<LIMIT, COPY>(hay, from, stop, max_line, out);
         }
-        restarting(hay, from, stop, max_line, out, drops, |from, stop, out| {
+        restarting::<DOTS>(hay, from, stop, max_line, out, drops, |from, stop, out| {
             scan::<LIMIT, COPY>(hay, from, stop, max_line, out)
         })
     }
