@@ -538,14 +538,15 @@ fn stuffed_lines_at_the_limits() {
     input.extend_from_slice(b".\r\n");
     let size = reference(&input, BarePolicy::Reject, None, None).body.len() as u64;
     for p in BOTH {
-        for (max_size, max_line) in [
+        let limits = [
             (Some(size), None),
-            (Some(size - 1), None),
-            (Some(size / 2), Some(longest)),
-            (None, Some(longest)),
             (None, Some(longest - 1)),
+            (Some(size - 1), None),
+            (None, Some(longest)),
+            (Some(size / 2), Some(longest)),
             (None, Some(131)),
-        ] {
+        ];
+        for (max_size, max_line) in limits.into_iter().step_by(if cfg!(miri) { 3 } else { 1 }) {
             let want = reference(&input, p, max_size, max_line);
             for i in sample(0..=input.len()).step_by(if cfg!(miri) { 1 } else { 7 }) {
                 let got = decode_split(&input, &[i], p, max_size, max_line);
@@ -978,7 +979,8 @@ fn unstuffing_scan_at_line_limits() {
     // drops exactly the stuffing dots and stops where the copying scan restarted after each
     // of them does, and a line is as long as its text without the dot.
     let events: [&[u8]; 5] = [b"x\r.y", b".\ny", b".\r\n", b".\r", b""];
-    let m = if cfg!(miri) { 9 } else { 1 };
+    // Under miri (slow), a few limits and starts.
+    let (m, froms): (usize, &[usize]) = if cfg!(miri) { (40, &[0, 61]) } else { (1, &[0, 1, 61, 200]) };
     for event in events {
         let mut v = Vec::new();
         for (k, n) in (58..=142).step_by(3).enumerate() {
@@ -993,7 +995,7 @@ fn unstuffing_scan_at_line_limits() {
         v.extend(text_line(70, 1));
         v.extend_from_slice(b".abc\r\n.x\r\n.");
         for max_line in (64..=144).step_by(m) {
-            for from in [0, 1, 61, 200] {
+            for &from in froms {
                 for limit in [None, Some(max_line)] {
                     let (want, body) = unstuffed_by_restarts(&v, from, from + max_line, limit);
                     let mut out = vec![0u8; v.len() - from];
@@ -1097,7 +1099,7 @@ fn builds_agree(x: &[u8], from: usize, stop: usize, limit: Option<usize>) -> Res
             prop_assert_eq!(got, want, "unstuffing, build {} limit {:?}", build, limit);
             prop_assert_eq!(&out[..body.len()], &body[..], "unstuffing, build {} limit {:?}", build, limit);
         }
-        for extra in [0, 1, 3, 64] {
+        for extra in [0, 64, 1, 3].into_iter().take(if cfg!(miri) { 2 } else { 4 }) {
             let (want, wire) = stuffed_by_restarts(x, from, extra);
             let mut out = vec![0u8; x.len() - from + extra];
             for build in 0..3 {
