@@ -7,7 +7,8 @@
 //! (`find_line_byte`) only around what that check flags: a line-start dot, a bare CR or LF, a
 //! line that may be too long, the end of the input. Ordinary lines neither end a body chunk
 //! (receive) nor a copied run (send); the send side, and [`DataDecoder::decode_into`] on
-//! receive, copy while they scan.
+//! receive, copy while they scan, and their scans go on through stuffed lines too, dropping
+//! the stuffing dot (receive) or doubling a line-start dot (send) as they copy.
 
 use core::cmp::min;
 use core::fmt;
@@ -334,11 +335,11 @@ impl DataDecoder {
     #[inline]
     pub fn decode_into(&mut self, input: &[u8], out: &mut [u8]) -> DecodedInto {
         let (mut consumed, mut written) = (0, 0);
-        // Step after step: a step ends at each line-start dot (the zero-copy form must, its
-        // body being a slice of the input), but here the next one writes on behind it, so
-        // one call goes through the stuffed lines. Each step gets at most the room left
-        // minus one (a held CR makes the body one byte longer than what it consumes), and
-        // the call consumes at most `out.len() - 1` in all.
+        // Step after step: the zero-copy form's step ends at each line-start dot (its body
+        // being a slice of the input); this one's drops a stuffing dot and copies on behind
+        // it, and ends only where the next one writes on. Each step gets at most the room
+        // left minus one (a held CR makes the body one byte longer than what it consumes),
+        // and the call consumes at most `out.len() - 1` in all.
         let most = min(input.len(), out.len().saturating_sub(1));
         loop {
             let room = out.len() - written;
@@ -443,7 +444,8 @@ impl DataDecoder {
     ///   call, `carried` bytes before `start`);
     /// - `stop` is the first index whose byte would cross a limit (size or line); every byte
     ///   before `from` is below it, so the limits cost one comparison per line;
-    /// - the chunk ends only at a line-start dot, a violation, or the end of the input.
+    /// - the chunk ends only at a line-start dot (with `COPY`, only at one that is not
+    ///   stuffing, see below), a violation, or the end of the input.
     ///
     /// Ordinary lines (`text CRLF` followed by a non-dot) extend the chunk: one block scan and a
     /// few comparisons per line, no stores.
