@@ -2,10 +2,11 @@
 
 use crate::fast::scan;
 
-/// The bare CR / bare LF rule of [`BarePolicy::Reject`](super::BarePolicy::Reject) for content that is not dot-stuffed
-/// (BDAT chunks, RFC 3030): every CR is followed by LF and every LF is preceded by CR, exactly
-/// as [`DataDecoder`](super::DataDecoder) checks DATA content. The only state carried across calls (and across
-/// chunks) is whether the content so far ends with a CR, so any split gives the same answer.
+/// The bare CR / bare LF rule of [`BarePolicy::Reject`](super::BarePolicy::Reject) for
+/// content that is not dot-stuffed (BDAT chunks, RFC 3030): every CR is followed by LF and
+/// every LF is preceded by CR, exactly as [`DataDecoder`](super::DataDecoder) checks DATA
+/// content. The only state carried across calls (and across chunks) is whether the content so
+/// far ends with a CR, so any split gives the same answer.
 ///
 /// Canonical text is skipped with the DATA path's block scan (`fast::scan`), which also stops
 /// at a line-start `.`; that costs one CR/LF search before the scan goes on, nothing more.

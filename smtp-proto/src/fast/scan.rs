@@ -210,10 +210,10 @@ pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: u
 /// side's copy, `DataDecoder::decode_into`'s). The copying scan copies `hay[from..r]` into
 /// `out[..r - from]` (`out` at least `hay.len() - from` long; more of it may be written);
 /// where it stops at a dot that [`droppable`] accepts, this one leaves the dot out of `out`
-/// and scans on from the byte after it, the line it starts (not counting the dot) with a stop of its own. `r` and `q`
-/// are where the last of those scans stopped, and `out[..r - from - drops.n]` becomes
-/// `hay[from..r]` without the dropped dots. One call through a run of stuffed lines, where
-/// the plain scan returns at each.
+/// and scans on from the byte after it, the line it starts (not counting the dot) with a stop
+/// of its own. `r` and `q` are where the last of those scans stopped, and
+/// `out[..r - from - drops.n]` becomes `hay[from..r]` without the dropped dots. One call
+/// through a run of stuffed lines, where the plain scan returns at each.
 #[inline]
 pub(crate) fn unstuff_canonical<const LIMIT: bool>(
     hay: &[u8],
@@ -371,7 +371,7 @@ pub(crate) fn skip_portable<const LIMIT: bool, const COPY: bool, const DOTS: u8>
     })
 }
 
-/// [`skip_portable`]'s scan, without dropping dots.
+/// [`skip_portable`]'s scan, which stops at every line-start dot.
 #[inline(always)]
 fn scan_portable<const LIMIT: bool, const COPY: bool>(
     hay: &[u8],
@@ -633,7 +633,7 @@ pub(crate) mod avx512 {
         })
     }
 
-    /// [`skip`]'s scan, without dropping dots.
+    /// [`skip`]'s scan, which stops at every line-start dot.
     #[inline]
     #[target_feature(enable = "avx512bw")]
     fn scan<const LIMIT: bool, const COPY: bool>(
