@@ -219,7 +219,7 @@ fn finish(hay: &[u8], from: usize, q: usize, drops: Drops) -> Skipped {
 /// end of `hay` if none), `r` is `q` backed up before a CR or CRLF that ends `hay[..q]`. It is
 /// `from` when the input is shorter than `from + BLOCK + 1` or starts with an LF (the caller
 /// walks those).
-#[inline]
+#[inline(always)]
 pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: usize, max_line: usize) -> Skipped {
     let mut drops = Drops::default();
     finish(hay, from, dispatch::<LIMIT, false, KEEP>(hay, from, stop, max_line, &mut [], &mut drops), drops)
@@ -233,7 +233,7 @@ pub(crate) fn skip_canonical<const LIMIT: bool>(hay: &[u8], from: usize, stop: u
 /// of its own. `r` and `q` are where the last of those scans stopped, and
 /// `out[..r - from - drops.n]` becomes `hay[from..r]` without the dropped dots. One call
 /// through a run of stuffed lines, where the plain scan returns at each.
-#[inline]
+#[inline(always)]
 pub(crate) fn unstuff_canonical<const LIMIT: bool>(
     hay: &[u8],
     from: usize,
