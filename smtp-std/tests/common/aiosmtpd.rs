@@ -56,9 +56,12 @@ class Store:
         base = os.path.join(out, "msg%d" % Store.n)
         with open(base + ".eml", "wb") as f:
             f.write(envelope.original_content)
-        with open(base + ".env", "w") as f:
+        # The .env appears whole (written aside, then renamed) and last: a test that sees it
+        # may read both files.
+        with open(base + ".env.tmp", "w") as f:
             f.write("from=%s\nto=%s\ntls=%s\nauth=%s\n" % (envelope.mail_from, ",".join(envelope.rcpt_tos),
                     session.ssl is not None, session.auth_data.login.decode() if session.auth_data else ""))
+        os.replace(base + ".env.tmp", base + ".env")
         return "250 2.0.0 stored"
 
 def auth(server, session, envelope, mechanism, data):
